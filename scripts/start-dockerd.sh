@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Starts dockerd in the background unless one already answers (idempotent),
+# waits until it answers, and imports the busybox test image `bv-busybox`.
+# On failure it prints the daemon's log.
+set -euo pipefail
+log=/var/log/buttervolume-dockerd.log
+
+if ! docker version >/dev/null 2>&1; then
+    if ! command -v dockerd >/dev/null; then
+        echo "dockerd is not installed (apt-get install docker.io)" >&2
+        exit 1
+    fi
+    nohup dockerd >"$log" 2>&1 &
+    for _ in $(seq 1 60); do
+        docker version >/dev/null 2>&1 && break
+        sleep 1
+    done
+    if ! docker version >/dev/null 2>&1; then
+        echo "dockerd did not answer within 60 s; its log:" >&2
+        tail -n 100 "$log" >&2
+        exit 1
+    fi
+fi
+echo "dockerd is up ($(docker version --format '{{.Server.Version}}'))"
+
+# A registry-free test image: busybox-static in an otherwise empty rootfs.
+if ! docker image inspect bv-busybox:latest >/dev/null 2>&1; then
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs/bin" "$rootfs/data" "$rootfs/tmp"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for tool in sh cat echo ls sleep md5sum sync test dd; do
+        ln -s busybox "$rootfs/bin/$tool"
+    done
+    tar -C "$rootfs" -c . | docker import - bv-busybox:latest >/dev/null
+    rm -rf "$rootfs"
+    echo "imported bv-busybox:latest"
+fi

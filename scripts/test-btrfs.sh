@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Mounts a loop-backed btrfs filesystem for the test suite (idempotent).
+# Usage: scripts/test-btrfs.sh [mountpoint] [size]
+#   default mountpoint /mnt/buttervolume-test, default size 8G (sparse).
+# Tests find it through BUTTERVOLUME_TEST_BTRFS (default: that mountpoint).
+set -euo pipefail
+mnt=${1:-/mnt/buttervolume-test}
+size=${2:-8G}
+img=/var/tmp/$(basename "$mnt").img
+
+is_btrfs() { [ "$(stat -f -c %T "$1" 2>/dev/null)" = "btrfs" ]; }
+
+mkdir -p "$mnt"
+if is_btrfs "$mnt"; then
+    echo "btrfs already mounted on $mnt"
+    exit 0
+fi
+if [ ! -f "$img" ]; then
+    truncate -s "$size" "$img"
+    mkfs.btrfs -q "$img"
+fi
+mount -o loop "$img" "$mnt"
+is_btrfs "$mnt" || { echo "mounting $img on $mnt did not give btrfs" >&2; exit 1; }
+echo "btrfs mounted on $mnt (image $img)"

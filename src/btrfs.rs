@@ -1,0 +1,272 @@
+//! The only place that touches btrfs: subvolumes, snapshots, the read-only
+//! flag, file attributes (NOCOW, compression) and extended attributes.
+//!
+//! Subvolume operations go through libbtrfsutil (the `btrfsutil` crate); the
+//! few ioctls and xattr calls libbtrfsutil does not cover are wrapped here,
+//! once, behind safe functions. Nothing here spawns a process.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use btrfsutil::subvolume::{DeleteFlags, SnapshotFlags, Subvolume};
+
+/// Inode number of the root directory of every btrfs subvolume
+/// (BTRFS_FIRST_FREE_OBJECTID). A directory with this inode number on a
+/// btrfs filesystem is a subvolume root: a `stat`, not an ioctl.
+const SUBVOLUME_ROOT_INO: u64 = 256;
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+
+/// `chattr +C`: no copy-on-write (and no compression) for new files.
+pub const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
+/// `chattr +c`: compress new files with the filesystem's default algorithm.
+pub const FS_COMPR_FL: libc::c_int = 0x0000_0004;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtrfsError {
+    #[error("{op} {path}: {message}")]
+    Util {
+        op: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl BtrfsError {
+    fn util(op: &'static str, path: &Path, err: btrfsutil::BtrfsUtilError) -> Self {
+        BtrfsError::Util {
+            op,
+            path: path.into(),
+            message: err.to_string(),
+        }
+    }
+
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        BtrfsError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error means "the path does not exist".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            BtrfsError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            BtrfsError::Util { message, .. } => message.contains("No such file"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, BtrfsError>;
+
+/// Identity of a subvolume, as replication and `inspect` need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubvolumeIdentity {
+    pub uuid: String,
+    pub parent_uuid: Option<String>,
+    pub received_uuid: Option<String>,
+    pub read_only: bool,
+    /// Creation time, seconds since the epoch.
+    pub otime: i64,
+}
+
+/// True if `path` is on a btrfs filesystem.
+pub fn is_btrfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 == BTRFS_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// True if `path` is the root of a subvolume. One `lstat`: the root directory
+/// of a subvolume always has inode 256, and the data dirs are checked to be
+/// btrfs at start, so this is as exact as libbtrfsutil's check and far cheaper.
+pub fn is_subvolume(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.is_dir() && m.ino() == SUBVOLUME_ROOT_INO)
+        .unwrap_or(false)
+}
+
+/// Creates an empty subvolume at `path`.
+pub fn create_subvolume(path: &Path) -> Result<()> {
+    Subvolume::create(path, None)
+        .map(|_| ())
+        .map_err(|e| BtrfsError::util("create subvolume", path, e))
+}
+
+/// Deletes the subvolume at `path` (not recursive: a nested subvolume inside
+/// a volume makes this fail rather than silently destroy it).
+pub fn delete_subvolume(path: &Path) -> Result<()> {
+    let subvolume = open(path)?;
+    subvolume
+        .delete(None::<DeleteFlags>)
+        .map_err(|e| BtrfsError::util("delete subvolume", path, e))
+}
+
+/// Snapshots the subvolume `source` to `dest` (which must not exist).
+pub fn snapshot(source: &Path, dest: &Path, read_only: bool) -> Result<()> {
+    let subvolume = open(source)?;
+    let flags = if read_only {
+        SnapshotFlags::READ_ONLY
+    } else {
+        SnapshotFlags::empty()
+    };
+    subvolume
+        .snapshot(dest, flags, None)
+        .map(|_| ())
+        .map_err(|e| BtrfsError::util("snapshot", dest, e))
+}
+
+/// Sets or clears the read-only flag of a subvolume.
+pub fn set_read_only(path: &Path, read_only: bool) -> Result<()> {
+    open(path)?
+        .set_ro(read_only)
+        .map_err(|e| BtrfsError::util("set read-only flag", path, e))
+}
+
+/// UUIDs, read-only flag and creation time of a subvolume.
+pub fn identity(path: &Path) -> Result<SubvolumeIdentity> {
+    let subvolume = open(path)?;
+    let info = subvolume
+        .info()
+        .map_err(|e| BtrfsError::util("subvolume info", path, e))?;
+    // Bit 0 of the root item flags is BTRFS_ROOT_SUBVOL_RDONLY.
+    Ok(SubvolumeIdentity {
+        uuid: info.uuid.to_string(),
+        parent_uuid: info.parent_uuid.map(|u| u.to_string()),
+        received_uuid: info.received_uuid.map(|u| u.to_string()),
+        read_only: info.flags & 1 == 1,
+        otime: info.otime.timestamp(),
+    })
+}
+
+fn open(path: &Path) -> Result<Subvolume> {
+    if !path.exists() {
+        return Err(BtrfsError::io(
+            "open subvolume",
+            path,
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
+    Subvolume::get(path).map_err(|e| BtrfsError::util("open subvolume", path, e))
+}
+
+// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS are declared with a `long` argument in
+// the kernel headers but the kernel reads and writes an `int`.
+nix::ioctl_read_bad!(
+    fs_ioc_getflags,
+    nix::request_code_read!(b'f', 1, std::mem::size_of::<libc::c_long>()),
+    libc::c_int
+);
+nix::ioctl_write_ptr_bad!(
+    fs_ioc_setflags,
+    nix::request_code_write!(b'f', 2, std::mem::size_of::<libc::c_long>()),
+    libc::c_int
+);
+
+/// Adds inode attribute flags (`chattr +...`) to a file or directory.
+/// Directories pass them on to files created inside them afterwards.
+pub fn add_inode_flags(path: &Path, flags: libc::c_int) -> Result<()> {
+    let file = File::open(path).map_err(|e| BtrfsError::io("open", path, e))?;
+    let mut current: libc::c_int = 0;
+    // SAFETY: the fd is open for the duration of the call and `current` is a
+    // valid, writable c_int.
+    unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut current) }
+        .map_err(|e| BtrfsError::io("get inode flags", path, e.into()))?;
+    let wanted = current | flags;
+    // SAFETY: as above; the kernel only reads `wanted`.
+    unsafe { fs_ioc_setflags(file.as_raw_fd(), &wanted) }
+        .map_err(|e| BtrfsError::io("set inode flags", path, e.into()))?;
+    Ok(())
+}
+
+/// Reads the inode attribute flags of a file or directory.
+pub fn inode_flags(path: &Path) -> Result<libc::c_int> {
+    let file = File::open(path).map_err(|e| BtrfsError::io("open", path, e))?;
+    let mut current: libc::c_int = 0;
+    // SAFETY: see add_inode_flags.
+    unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut current) }
+        .map_err(|e| BtrfsError::io("get inode flags", path, e.into()))?;
+    Ok(current)
+}
+
+fn cstring(path: &Path, op: &'static str) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        BtrfsError::io(
+            op,
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL byte in path"),
+        )
+    })
+}
+
+/// Sets an extended attribute on `path` (not following symlinks).
+///
+/// `btrfs.compression` is how btrfs exposes its compression property.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
+    let c_path = cstring(path, "set xattr")?;
+    let c_name = CString::new(name).expect("xattr names are static strings");
+    // SAFETY: all pointers are valid NUL-terminated strings / a valid slice
+    // for the duration of the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(BtrfsError::io(
+            "set xattr",
+            path,
+            std::io::Error::last_os_error(),
+        ))
+    }
+}
+
+/// Reads an extended attribute; `Ok(None)` when it is not set.
+pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let c_path = cstring(path, "get xattr")?;
+    let c_name = CString::new(name).expect("xattr names are static strings");
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let rc = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            _ => return Err(BtrfsError::io("get xattr", path, err)),
+        }
+    }
+}
+
+/// Forces the filesystem holding `path` to commit (used before a send and
+/// after a receive, so what was written is what is read back).
+pub fn sync(path: &Path) -> Result<()> {
+    btrfsutil::sync::sync(path).map_err(|e| BtrfsError::util("sync", path, e))
+}

@@ -1,0 +1,236 @@
+//! Configuration: where volumes, snapshots, the schedule and the socket live.
+//!
+//! Every key is resolved exactly like buttervolume 3.13 does it, so an existing
+//! node keeps its settings: the environment variable `BUTTERVOLUME_<KEY>` wins,
+//! then the `[DEFAULT]` section of `/etc/buttervolume/config.ini`, then the
+//! built-in default. `SSH_PORT` is read from the plain `SSH_PORT` variable, as
+//! the reference (and the managed plugin's settable env) does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The default config file, as in the reference.
+pub const CONFIG_INI: &str = "/etc/buttervolume/config.ini";
+
+/// Every setting the daemon and the CLI need, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub volumes_path: PathBuf,
+    pub snapshots_path: PathBuf,
+    pub test_remote_path: PathBuf,
+    /// Private state that must not show up as a volume or a snapshot
+    /// (mount counts, scheduler run times, receive staging).
+    pub state_path: PathBuf,
+    pub schedule: PathBuf,
+    pub drivername: String,
+    pub runpath: PathBuf,
+    pub socket: PathBuf,
+    /// Seconds between two scheduler ticks.
+    pub timer: u64,
+    pub dtformat: String,
+    pub loglevel: String,
+    pub ssh_port: u16,
+    /// Where the Docker engine API answers (labels, plugin discovery).
+    pub docker_socket: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Loads the configuration from the process environment and the default
+    /// config file (a missing file is fine, an unreadable one is not).
+    pub fn load() -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let ini_path = Path::new(CONFIG_INI);
+        let ini = match std::fs::read_to_string(ini_path) {
+            Ok(text) => parse_ini_defaults(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: ini_path.into(),
+                    source,
+                })
+            }
+        };
+        Config::resolve(&env, &ini)
+    }
+
+    /// Resolves every key from an environment and the `[DEFAULT]` section of
+    /// a config file. Pure, so tests can feed it anything.
+    pub fn resolve(
+        env: &HashMap<String, String>,
+        ini: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let get = |key: &str, default: &str| -> String {
+            // The reference uses `environ.get(...) or config.get(...)`: an empty
+            // environment variable counts as unset.
+            env.get(&format!("BUTTERVOLUME_{key}"))
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .or_else(|| ini.get(&key.to_ascii_lowercase()).cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let runpath = get("RUNPATH", "/run/docker");
+        let default_socket = Path::new(&runpath).join("plugins").join("btrfs.sock");
+        let timer_raw = get("TIMER", "60");
+        let timer = timer_raw
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|t| *t > 0)
+            .ok_or(ConfigError::Invalid {
+                key: "TIMER",
+                value: timer_raw.clone(),
+                reason: "expected a positive number of seconds",
+            })?;
+        let port_raw = env
+            .get("SSH_PORT")
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "1122".into());
+        let ssh_port = port_raw
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(ConfigError::Invalid {
+                key: "SSH_PORT",
+                value: port_raw.clone(),
+                reason: "expected a TCP port number",
+            })?;
+        let volumes_path = PathBuf::from(get("VOLUMES_PATH", "/var/lib/buttervolume/volumes/"));
+        // State lives beside the volumes dir by default, so one data mount
+        // (the managed plugin's /var/lib/buttervolume) carries everything.
+        let default_state = volumes_path
+            .parent()
+            .unwrap_or(Path::new("/var/lib/buttervolume"))
+            .join("state");
+        Ok(Config {
+            snapshots_path: get("SNAPSHOTS_PATH", "/var/lib/buttervolume/snapshots/").into(),
+            test_remote_path: get("TEST_REMOTE_PATH", "/var/lib/buttervolume/received/").into(),
+            state_path: get("STATE_PATH", &default_state.to_string_lossy()).into(),
+            schedule: get("SCHEDULE", "/etc/buttervolume/schedule.csv").into(),
+            drivername: get("DRIVERNAME", "anybox/buttervolume:latest"),
+            socket: get("SOCKET", &default_socket.to_string_lossy()).into(),
+            runpath: runpath.into(),
+            timer,
+            dtformat: get("DTFORMAT", crate::names::DTFORMAT),
+            loglevel: get("LOGLEVEL", "INFO"),
+            ssh_port,
+            docker_socket: get("DOCKER_SOCKET", "/var/run/docker.sock").into(),
+            volumes_path,
+        })
+    }
+
+    /// The file whose presence means "schedule globally paused".
+    pub fn schedule_disabled(&self) -> PathBuf {
+        let mut name = self.schedule.clone().into_os_string();
+        name.push(".disabled");
+        name.into()
+    }
+
+    /// Creates the data directories the daemon needs (the reference does the
+    /// same for volumes and snapshots at start).
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        for dir in [&self.volumes_path, &self.snapshots_path, &self.state_path] {
+            std::fs::create_dir_all(dir)?;
+        }
+        if let Some(parent) = self.schedule.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if let Some(parent) = self.socket.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the `[DEFAULT]` section of a Python-configparser style file.
+///
+/// Keys are lower-cased (configparser is case-insensitive), `key = value` and
+/// `key: value` are both accepted, `#`/`;` lines are comments. Only the
+/// DEFAULT section matters to buttervolume.
+pub fn parse_ini_defaults(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut in_default = false;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') && line.ends_with(']') {
+            in_default = &line[1..line.len() - 1] == "DEFAULT";
+            continue;
+        }
+        if !in_default {
+            continue;
+        }
+        let split = line.find(['=', ':']);
+        if let Some(pos) = split {
+            let key = line[..pos].trim().to_ascii_lowercase();
+            let value = line[pos + 1..].trim().to_string();
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = Config::resolve(&HashMap::new(), &HashMap::new()).unwrap();
+        assert_eq!(c.volumes_path, Path::new("/var/lib/buttervolume/volumes/"));
+        assert_eq!(c.socket, Path::new("/run/docker/plugins/btrfs.sock"));
+        assert_eq!(c.state_path, Path::new("/var/lib/buttervolume/state"));
+        assert_eq!(c.timer, 60);
+        assert_eq!(c.ssh_port, 1122);
+        assert_eq!(
+            c.schedule_disabled(),
+            Path::new("/etc/buttervolume/schedule.csv.disabled")
+        );
+    }
+
+    #[test]
+    fn env_beats_ini_beats_default() {
+        let ini = parse_ini_defaults(
+            "[DEFAULT]\nVOLUMES_PATH = /ini/vols\nTIMER: 5\n[other]\nSOCKET=/nope\n",
+        );
+        let env = map(&[("BUTTERVOLUME_TIMER", "7"), ("BUTTERVOLUME_RUNPATH", "/r")]);
+        let c = Config::resolve(&env, &ini).unwrap();
+        assert_eq!(c.volumes_path, Path::new("/ini/vols"));
+        assert_eq!(c.timer, 7);
+        assert_eq!(c.socket, Path::new("/r/plugins/btrfs.sock"));
+    }
+
+    #[test]
+    fn bad_numbers_are_clear_errors() {
+        let env = map(&[("BUTTERVOLUME_TIMER", "soon")]);
+        let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("TIMER"), "{err}");
+        let env = map(&[("SSH_PORT", "99999")]);
+        assert!(Config::resolve(&env, &HashMap::new()).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! buttervolume: a btrfs volume plugin for Docker, drop-in compatible with
+//! buttervolume 3.13.
+//!
+//! Map of the crate, from the socket down to the disk:
+//! - [`server`]: the HTTP server on the plugin socket, one file per family
+//!   of endpoints;
+//! - [`volumes`]: one btrfs subvolume per volume, options, mount counts;
+//! - [`metadata`]: per-volume metadata that travels with the subvolume;
+//! - [`btrfs`]: the thin safe layer over libbtrfsutil and the few ioctls;
+//! - [`names`]: which names are acceptable, snapshot timestamps;
+//! - [`config`]: settings from env / config.ini / defaults;
+//! - [`fsutil`]: atomic writes and renames;
+//! - [`mounts`]: persisted mount reference counts;
+//! - [`daemon`]: the `run` verb that wires everything together;
+//! - [`init`]: `buttervolume init`, preparing a btrfs data directory.
+
+pub mod btrfs;
+pub mod config;
+pub mod daemon;
+pub mod fsutil;
+pub mod init;
+pub mod metadata;
+pub mod mounts;
+pub mod names;
+pub mod server;
+pub mod volumes;
+pub mod cli;
+pub mod client;
+pub mod docker;

@@ -1,0 +1,99 @@
+//! Per-volume metadata: creation options, the non-migrable flag, Docker
+//! labels and the creation time.
+//!
+//! Why an extended attribute (`user.buttervolume`) on the subvolume's root
+//! directory rather than a side file or database: the attribute is part of
+//! the subvolume itself, so btrfs carries it through every snapshot, every
+//! writable snapshot made by restore or clone, and every `btrfs send` /
+//! `receive` to the passive node, with no second copy to keep consistent.
+//! A volume whose Docker record is lost (buttervolume issue #23) still knows
+//! its labels and whether it may move.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::btrfs::{self, BtrfsError};
+
+/// Name of the extended attribute holding the JSON metadata.
+pub const XATTR: &str = "user.buttervolume";
+
+/// The Docker label that marks a volume as bound to its node.
+pub const NONMIGRABLE_LABEL: &str = "com.github.mlfmonde.cluster.nonmigrable";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMetadata {
+    /// Options given at creation (`docker volume create -o k=v`), normalized.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Set by `-o nonmigrable=true` or by the Docker label.
+    #[serde(default)]
+    pub nonmigrable: bool,
+    /// Docker labels, when the plugin could learn them from the Docker API.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 creation time of the volume.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// True for the label values the cluster tooling treats as "yes".
+pub fn label_is_true(value: &str) -> bool {
+    matches!(value, "True" | "true" | "1" | "TRUE" | "yes")
+}
+
+impl VolumeMetadata {
+    /// Reads the metadata of a volume or snapshot; a subvolume without the
+    /// attribute (made by the reference, or by hand) has default metadata.
+    /// Malformed JSON is logged and treated the same way, because `Get` must
+    /// never fail for an existing volume.
+    pub fn read(path: &Path) -> Result<VolumeMetadata, BtrfsError> {
+        let Some(bytes) = btrfs::get_xattr(path, XATTR)? else {
+            return Ok(VolumeMetadata::default());
+        };
+        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring malformed volume metadata");
+            VolumeMetadata::default()
+        }))
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), BtrfsError> {
+        let bytes = serde_json::to_vec(self).expect("metadata serializes");
+        btrfs::set_xattr(path, XATTR, &bytes)
+    }
+
+    /// Records Docker's labels; the non-migrable label turns the flag on
+    /// (never off: an explicit `-o nonmigrable=true` is not undone by a
+    /// missing label).
+    pub fn set_labels(&mut self, labels: BTreeMap<String, String>) {
+        if labels.get(NONMIGRABLE_LABEL).is_some_and(|v| label_is_true(v)) {
+            self.nonmigrable = true;
+        }
+        self.labels = labels;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_turns_nonmigrable_on() {
+        let mut m = VolumeMetadata::default();
+        m.set_labels([(NONMIGRABLE_LABEL.to_string(), "True".to_string())].into());
+        assert!(m.nonmigrable);
+        m.set_labels(BTreeMap::new());
+        assert!(m.nonmigrable, "a missing label must not clear the flag");
+        let mut m = VolumeMetadata::default();
+        m.set_labels([(NONMIGRABLE_LABEL.to_string(), "False".to_string())].into());
+        assert!(!m.nonmigrable);
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_fields_are_tolerated() {
+        let m: VolumeMetadata = serde_json::from_str(r#"{"nonmigrable":true,"future":1}"#).unwrap();
+        assert!(m.nonmigrable);
+        assert!(m.labels.is_empty());
+    }
+}

@@ -1,0 +1,243 @@
+//! The daemon's HTTP server: Docker's VolumeDriver protocol and buttervolume's
+//! control API on one unix socket.
+//!
+//! Life of a request: the accept loop hands each connection to hyper; every
+//! request body is read with a 1 MiB cap and decoded as JSON (an empty body
+//! is `{}`, any content type is accepted, as Docker sends its own); the path
+//! picks a handler in one of the submodules (one file per family of
+//! endpoints); handlers that touch the disk run on tokio's blocking pool.
+//! Every reply is JSON carrying `Err` (empty on success), HTTP 200 as the
+//! reference does, except unknown paths (404, which Docker reads as "not
+//! implemented") and oversized bodies (413). One log line per request.
+//!
+//! Shutdown: on SIGTERM/SIGINT the listener closes, the socket file is
+//! removed, in-flight requests finish (bounded wait), then the process exits.
+
+mod control;
+mod volume_driver;
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+use crate::volumes::VolumeStore;
+
+/// Largest request body accepted; Docker's own requests are tiny.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another buttervolume is already serving {0}")]
+    AlreadyRunning(String),
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<VolumeStore>,
+}
+
+/// The outcome of one handler: a JSON reply, or an error message that ends
+/// up in `Err`.
+pub type Reply = Result<Value, String>;
+
+/// Binds the socket, replacing a stale file left by a crashed run but never
+/// stealing the socket of a live daemon.
+pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::Bind {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServerError::AlreadyRunning(path.display().to_string()));
+        }
+        tracing::info!(socket = %path.display(), "removing stale socket");
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+        path: path.display().to_string(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        ServerError::Bind {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Serves requests on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    let socket = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    drop(listener);
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!(in_flight = graceful.count(), "shutting down");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some requests were still running after {DRAIN_TIMEOUT:?}");
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static response parts are valid")
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Value, (StatusCode, String)> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body larger than {MAX_BODY} bytes"),
+                )
+            } else {
+                (StatusCode::BAD_REQUEST, format!("cannot read request: {e}"))
+            }
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| (StatusCode::OK, format!("invalid JSON in request: {e}")))
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (status, reply) = match read_body(req).await {
+        Err((status, message)) => (status, json!({ "Err": message })),
+        Ok(body) => {
+            let volume = body.get("Name").and_then(Value::as_str).map(str::to_string);
+            match route(&state, &method, &path, body).await {
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({ "Err": format!("unknown endpoint {method} {path}") }),
+                ),
+                Some(outcome) => {
+                    let reply = match outcome {
+                        Ok(value) => with_empty_err(value),
+                        Err(message) => json!({ "Err": message }),
+                    };
+                    log_request(&path, volume.as_deref(), &reply, started);
+                    return json_response(StatusCode::OK, &reply);
+                }
+            }
+        }
+    };
+    log_request(&path, None, &reply, started);
+    json_response(status, &reply)
+}
+
+fn with_empty_err(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.entry("Err").or_insert_with(|| json!(""));
+    }
+    value
+}
+
+fn log_request(endpoint: &str, volume: Option<&str>, reply: &Value, started: Instant) {
+    let micros = started.elapsed().as_micros() as u64;
+    match reply.get("Err").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+        None => tracing::info!(endpoint, volume, outcome = "ok", micros, "request"),
+        Some(err) => tracing::warn!(endpoint, volume, outcome = "error", err, micros, "request"),
+    }
+}
+
+/// Picks the handler for a path; `None` is "unknown endpoint".
+async fn route(state: &Arc<AppState>, method: &Method, path: &str, body: Value) -> Option<Reply> {
+    let _ = method; // Docker POSTs everything; the CLI GETs the lists. Accept both.
+    if let Some(reply) = volume_driver::route(state, path, &body).await {
+        return Some(reply);
+    }
+    control::route(state, path, body).await
+}
+
+/// Runs blocking filesystem work off the async threads.
+pub async fn blocking<T, F>(f: F) -> Result<T, String>
+where
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("internal error: {e}"))?
+}
+
+/// Decodes a typed request, turning type errors into a clear message.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, String> {
+    T::deserialize(body).map_err(|e| format!("invalid request: {e}"))
+}
