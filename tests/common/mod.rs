@@ -1,0 +1,298 @@
+//! Test harness: a real daemon on a real btrfs, one private data directory
+//! per test so tests can run in parallel without sharing state.
+//!
+//! The btrfs filesystem comes from `scripts/test-btrfs.sh` (CI runs it); its
+//! mountpoint is `BUTTERVOLUME_TEST_BTRFS` or `/mnt/buttervolume-test`. A
+//! test that cannot get root or btrfs fails, saying what is missing.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_buttervolume");
+
+/// The btrfs mountpoint shared by all tests (each uses its own subdir).
+pub fn test_btrfs() -> PathBuf {
+    let mnt = PathBuf::from(
+        std::env::var("BUTTERVOLUME_TEST_BTRFS").unwrap_or("/mnt/buttervolume-test".into()),
+    );
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests need root (btrfs subvolume ioctls, docker)"
+    );
+    assert!(
+        buttervolume::btrfs::is_btrfs(&mnt),
+        "{} is not a btrfs mount: run scripts/test-btrfs.sh first (or set BUTTERVOLUME_TEST_BTRFS)",
+        mnt.display()
+    );
+    mnt
+}
+
+/// A daemon with its own data dirs and socket.
+pub struct Daemon {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Data dirs under the shared test btrfs; the socket defaults to
+    /// `<root>/bv.sock`.
+    pub fn start(test: &str) -> Daemon {
+        Self::start_with(test, None, &[])
+    }
+
+    /// `socket`: put the socket elsewhere (Docker's legacy plugin dir).
+    /// `extra`: more environment variables.
+    pub fn start_with(test: &str, socket: Option<PathBuf>, extra: &[(&str, &str)]) -> Daemon {
+        let base = test_btrfs();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let root = base.join(format!("{test}-{}-{n}", std::process::id()));
+        if root.exists() {
+            cleanup_dir(&root);
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        let socket = socket.unwrap_or_else(|| root.join("bv.sock"));
+        let d = |sub: &str| format!("{}/{sub}/", root.display());
+        let mut env = vec![
+            ("BUTTERVOLUME_VOLUMES_PATH".to_string(), d("volumes")),
+            ("BUTTERVOLUME_SNAPSHOTS_PATH".to_string(), d("snapshots")),
+            ("BUTTERVOLUME_TEST_REMOTE_PATH".to_string(), d("received")),
+            ("BUTTERVOLUME_STATE_PATH".to_string(), d("state")),
+            (
+                "BUTTERVOLUME_SCHEDULE".to_string(),
+                format!("{}/config/schedule.csv", root.display()),
+            ),
+            (
+                "BUTTERVOLUME_SOCKET".to_string(),
+                socket.display().to_string(),
+            ),
+            ("RUST_LOG".to_string(), "debug".to_string()),
+        ];
+        for (k, v) in extra {
+            env.push((k.to_string(), v.to_string()));
+        }
+        let mut daemon = Daemon {
+            log: root.join("daemon.log"),
+            root,
+            socket,
+            env,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts (or restarts) the daemon process and waits for its socket.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .envs(self.env.iter().cloned())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning the daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not open {}; log:\n{}", self.socket.display(), self.log_text());
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        Some(child.wait().unwrap())
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// POSTs a JSON body; returns (HTTP status, JSON reply).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, text) = raw_request(&self.socket, "POST", path, body.to_string().as_bytes());
+        (status, parse_json(&text))
+    }
+
+    /// POSTs and asserts success (`Err` empty), returning the reply.
+    pub fn ok(&self, path: &str, body: Value) -> Value {
+        let (status, reply) = self.post(path, &body);
+        assert_eq!(status, 200, "{path} {body}: {reply}");
+        assert_eq!(reply["Err"], "", "{path} {body}: {reply}");
+        reply
+    }
+
+    /// POSTs and asserts failure, returning the `Err` text.
+    pub fn err(&self, path: &str, body: Value) -> String {
+        let (_, reply) = self.post(path, &body);
+        let err = reply["Err"].as_str().unwrap_or_default().to_string();
+        assert!(!err.is_empty(), "{path} {body} should fail: {reply}");
+        err
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (status, text) = raw_request(&self.socket, "GET", path, b"");
+        (status, parse_json(&text))
+    }
+
+    /// Runs our CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the CLI")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+        cleanup_dir(&self.root);
+    }
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text:?}"))
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and returns status
+/// and body. Raw on purpose, so tests can also send malformed requests.
+pub fn raw_request(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(body);
+    send_raw(socket, &head)
+}
+
+/// Writes raw bytes, reads the whole answer, parses status and body.
+pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
+    let mut stream = UnixStream::connect(socket).expect("connecting to the daemon");
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    // The daemon may answer (413) and close before reading everything.
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// Deletes every subvolume under `dir` (deepest first), then the dir.
+pub fn cleanup_dir(dir: &Path) {
+    fn walk(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if !is_dir {
+                continue;
+            }
+            walk(&path);
+            if buttervolume::btrfs::is_subvolume(&path) {
+                let _ = buttervolume::btrfs::set_read_only(&path, false);
+                if let Err(e) = buttervolume::btrfs::delete_subvolume(&path) {
+                    eprintln!("cleanup: cannot delete {}: {e}", path.display());
+                }
+            }
+        }
+    }
+    walk(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs a program, asserting success; returns stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

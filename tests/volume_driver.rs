@@ -1,0 +1,269 @@
+//! Every VolumeDriver endpoint and every bad input, against a real daemon on
+//! a real btrfs, through its unix socket.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{raw_request, send_raw, Daemon};
+use serde_json::json;
+
+#[test]
+fn activate_and_capabilities() {
+    let d = Daemon::start("activate");
+    let reply = d.ok("/Plugin.Activate", json!({}));
+    assert_eq!(reply["Implements"], json!(["VolumeDriver"]));
+    let reply = d.ok("/VolumeDriver.Capabilities", json!({}));
+    assert_eq!(reply["Capabilities"]["Scope"], "local");
+    // An empty body and no content type are fine, as Docker sends them.
+    let (status, body) = raw_request(&d.socket, "POST", "/Plugin.Activate", b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("VolumeDriver"), "{body}");
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn create_get_path_list_remove() {
+    let d = Daemon::start("lifecycle");
+    d.ok("/VolumeDriver.Create", json!({"Name": "web", "Opts": {}}));
+    let path = d.volumes().join("web");
+    assert!(buttervolume::btrfs::is_subvolume(&path), "no subvolume at {path:?}");
+    // Creating again is success with no change.
+    std::fs::write(path.join("keep"), "x").unwrap();
+    d.ok("/VolumeDriver.Create", json!({"Name": "web"}));
+    assert!(path.join("keep").exists());
+
+    let reply = d.ok("/VolumeDriver.Get", json!({"Name": "web"}));
+    assert_eq!(reply["Volume"]["Name"], "web");
+    assert_eq!(reply["Volume"]["Mountpoint"], path.to_str().unwrap());
+    let created = reply["Volume"]["CreatedAt"].as_str().unwrap();
+    chrono::DateTime::parse_from_rfc3339(created).expect("CreatedAt is RFC 3339");
+    assert_eq!(reply["Volume"]["Status"]["NonMigrable"], false);
+
+    let reply = d.ok("/VolumeDriver.Path", json!({"Name": "web"}));
+    assert_eq!(reply["Mountpoint"], path.to_str().unwrap());
+
+    d.ok("/VolumeDriver.Create", json!({"Name": "db"}));
+    // A plain directory and a hidden name are not volumes.
+    std::fs::create_dir(d.volumes().join("notasubvolume")).unwrap();
+    let reply = d.ok("/VolumeDriver.List", json!({}));
+    assert_eq!(reply["Volumes"], json!([{"Name": "db"}, {"Name": "web"}]));
+
+    d.ok("/VolumeDriver.Remove", json!({"Name": "web"}));
+    assert!(!path.exists());
+    let err = d.err("/VolumeDriver.Remove", json!({"Name": "web"}));
+    assert!(err.ends_with("no such volume"), "{err}");
+    for endpoint in ["/VolumeDriver.Get", "/VolumeDriver.Path", "/VolumeDriver.Mount"] {
+        let err = d.err(endpoint, json!({"Name": "web", "ID": "x"}));
+        assert_eq!(err, "web: no such volume", "{endpoint}");
+    }
+    // Unmount of an unknown volume is success, as in the reference.
+    d.ok("/VolumeDriver.Unmount", json!({"Name": "web", "ID": "x"}));
+}
+
+#[test]
+fn create_options_set_attributes_and_metadata() {
+    let d = Daemon::start("options");
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": "nocow", "Opts": {"copyonwrite": "false"}}),
+    );
+    let flags = buttervolume::btrfs::inode_flags(&d.volumes().join("nocow")).unwrap();
+    assert_ne!(flags & buttervolume::btrfs::FS_NOCOW_FL, 0, "NOCOW not set");
+    // Files created inside inherit it.
+    let file = d.volumes().join("nocow/data");
+    std::fs::write(&file, "x").unwrap();
+    let flags = buttervolume::btrfs::inode_flags(&file).unwrap();
+    assert_ne!(flags & buttervolume::btrfs::FS_NOCOW_FL, 0);
+
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": "packed", "Opts": {"compression": "zstd", "nonmigrable": "true"}}),
+    );
+    let prop = buttervolume::btrfs::get_xattr(&d.volumes().join("packed"), "btrfs.compression")
+        .unwrap()
+        .unwrap();
+    assert_eq!(prop, b"zstd");
+    let reply = d.ok("/VolumeDriver.Get", json!({"Name": "packed"}));
+    assert_eq!(reply["Volume"]["Status"]["NonMigrable"], true);
+    assert_eq!(reply["Volume"]["Status"]["Options"]["compression"], "zstd");
+
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": "dflt", "Opts": {"compression": "true"}}),
+    );
+    let flags = buttervolume::btrfs::inode_flags(&d.volumes().join("dflt")).unwrap();
+    assert_ne!(flags & buttervolume::btrfs::FS_COMPR_FL, 0, "+c not set");
+}
+
+#[test]
+fn bad_options_create_nothing() {
+    let d = Daemon::start("badopts");
+    let cases = [
+        (json!({"compression": "brotli"}), "zstd"),
+        (json!({"copyonwrite": "maybe"}), "\"true\" or \"false\""),
+        (json!({"nonmigrable": "yes please"}), "\"true\" or \"false\""),
+        (json!({"size": "10G"}), "accepted options"),
+        (json!({"copyonwrite": "false", "compression": "zstd"}), "copyonwrite=false"),
+    ];
+    for (opts, expected) in cases {
+        let err = d.err("/VolumeDriver.Create", json!({"Name": "v", "Opts": opts}));
+        assert!(err.contains(expected), "{opts}: {err}");
+        assert!(!d.volumes().join("v").exists(), "{opts} left a volume");
+    }
+    // Nothing half-made in staging either.
+    let staging = d.volumes().join(".staging");
+    let leftovers = std::fs::read_dir(&staging).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn bad_names_touch_nothing_outside() {
+    let d = Daemon::start("badnames");
+    let outside = d.root.join("x");
+    for name in ["../x", "x/y", "x$(touch /tmp/pwned)", "", ".hidden", "a@b", "a\u{0}b", "-x"] {
+        for endpoint in [
+            "/VolumeDriver.Create",
+            "/VolumeDriver.Remove",
+            "/VolumeDriver.Get",
+            "/VolumeDriver.Mount",
+            "/VolumeDriver.Path",
+        ] {
+            let err = d.err(endpoint, json!({"Name": name, "ID": "1"}));
+            assert!(
+                err.contains("name") || err.contains("\"@\""),
+                "{endpoint} {name:?}: {err}"
+            );
+        }
+    }
+    let long = "a".repeat(256);
+    let err = d.err("/VolumeDriver.Create", json!({"Name": long}));
+    assert!(err.contains("255"), "{err}");
+    assert!(!outside.exists());
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+    assert_eq!(std::fs::read_dir(d.volumes()).unwrap().filter_map(Result::ok).filter(|e| e.file_name() != ".staging").count(), 0);
+}
+
+#[test]
+fn malformed_requests_get_json_errors_and_server_survives() {
+    let d = Daemon::start("malformed");
+    let (status, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", b"{not json");
+    assert_eq!(status, 200);
+    assert!(body.contains("invalid JSON"), "{body}");
+    let (_, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", br#"{"Name": 42}"#);
+    assert!(body.contains("invalid request"), "{body}");
+    let (_, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", br#"{"Name": "v", "Opts": {"a": 1}}"#);
+    assert!(body.contains("invalid request"), "{body}");
+    let (_, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Get", br#"[]"#);
+    assert!(body.contains("invalid request"), "{body}");
+    let (status, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Nope", b"{}");
+    assert_eq!(status, 404);
+    assert!(body.contains("unknown endpoint"), "{body}");
+    let big = vec![b' '; (1 << 20) + 10];
+    let (status, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", &big);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("Err"), "{body}");
+    // Garbage that is not HTTP at all.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    std::io::Write::write_all(&mut s, b"\x00\x01\x02 garbage\r\n\r\n").unwrap();
+    drop(s);
+    // Still serving.
+    d.ok("/VolumeDriver.Create", json!({"Name": "alive"}));
+    let (status, _) = send_raw(
+        &d.socket,
+        b"POST /VolumeDriver.List HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn mount_counts_per_id_survive_restart_and_block_remove() {
+    let mut d = Daemon::start("mounts");
+    d.ok("/VolumeDriver.Create", json!({"Name": "m"}));
+    d.ok("/VolumeDriver.Mount", json!({"Name": "m", "ID": "a"}));
+    d.ok("/VolumeDriver.Mount", json!({"Name": "m", "ID": "a"}));
+    d.ok("/VolumeDriver.Mount", json!({"Name": "m", "ID": "b"}));
+    d.ok("/VolumeDriver.Unmount", json!({"Name": "m", "ID": "a"}));
+    let err = d.err("/VolumeDriver.Remove", json!({"Name": "m"}));
+    assert!(err.contains("in use"), "{err}");
+
+    d.stop();
+    d.spawn();
+    let reply = d.ok("/VolumeDriver.Get", json!({"Name": "m"}));
+    assert_eq!(reply["Volume"]["Status"]["Mounts"], 2);
+    let err = d.err("/VolumeDriver.Remove", json!({"Name": "m"}));
+    assert!(err.contains("in use"), "{err}");
+    d.ok("/VolumeDriver.Unmount", json!({"Name": "m", "ID": "a"}));
+    d.ok("/VolumeDriver.Unmount", json!({"Name": "m", "ID": "b"}));
+    d.ok("/VolumeDriver.Remove", json!({"Name": "m"}));
+}
+
+#[test]
+fn stale_socket_is_replaced_and_live_one_is_not_stolen() {
+    let mut d = Daemon::start("stale");
+    d.ok("/VolumeDriver.Create", json!({"Name": "s"}));
+    // A second daemon on the same socket must refuse, not steal it.
+    let out = std::process::Command::new(common::BIN)
+        .arg("run")
+        .envs(d.env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
+    d.ok("/VolumeDriver.List", json!({}));
+    // A crash leaves the socket file; the next start replaces it.
+    d.kill9();
+    assert!(d.socket.exists());
+    d.spawn();
+    let reply = d.ok("/VolumeDriver.List", json!({}));
+    assert_eq!(reply["Volumes"], json!([{"Name": "s"}]));
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_removes_socket() {
+    let mut d = Daemon::start("shutdown");
+    // Start a request, then SIGTERM while it runs.
+    let socket = d.socket.clone();
+    let worker = std::thread::spawn(move || {
+        let mut last = (0, String::new());
+        for i in 0..20 {
+            let body = format!(r#"{{"Name":"g{i}"}}"#);
+            last = raw_request(&socket, "POST", "/VolumeDriver.Create", body.as_bytes());
+            if last.0 != 200 {
+                break;
+            }
+        }
+        last
+    });
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let status = d.stop().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!d.socket.exists(), "socket left behind");
+    let _ = worker.join();
+    // Every volume that was reported created exists completely.
+    for entry in std::fs::read_dir(d.volumes()).unwrap().flatten() {
+        let name = entry.file_name().into_string().unwrap();
+        if name != ".staging" {
+            assert!(buttervolume::btrfs::is_subvolume(&entry.path()), "{name}");
+        }
+    }
+}
+
+#[test]
+fn refuses_to_start_on_non_btrfs() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("run")
+        .env("BUTTERVOLUME_VOLUMES_PATH", dir.path().join("v"))
+        .env("BUTTERVOLUME_SNAPSHOTS_PATH", dir.path().join("s"))
+        .env("BUTTERVOLUME_STATE_PATH", dir.path().join("st"))
+        .env("BUTTERVOLUME_SCHEDULE", dir.path().join("c/schedule.csv"))
+        .env("BUTTERVOLUME_SOCKET", dir.path().join("bv.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not on a btrfs"), "{err}");
+    assert!(!dir.path().join("bv.sock").exists());
+}
