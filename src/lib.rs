@@ -27,3 +27,4 @@ pub mod volumes;
 pub mod cli;
 pub mod client;
 pub mod docker;
+pub mod purge;
