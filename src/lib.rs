@@ -27,4 +27,6 @@ pub mod volumes;
 pub mod cli;
 pub mod client;
 pub mod docker;
+pub mod labels;
 pub mod purge;
+pub mod snapshots;

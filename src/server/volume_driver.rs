@@ -4,11 +4,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, decode, AppState, Reply};
+use crate::labels;
+
+/// Docker records a new volume's labels only after our Create returns.
+const LABEL_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 struct NameRequest {
@@ -43,12 +48,16 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
                 Ok(r) => r,
                 Err(e) => return Some(Err(e)),
             };
+            let name = req.name.clone();
             let created = blocking(move || {
                 store
                     .create(&req.name, &req.opts.unwrap_or_default())
                     .map_err(|e| e.to_string())
             })
             .await;
+            if created.is_ok() {
+                labels::refresh_later(state, &name, LABEL_DELAY);
+            }
             created.map(|()| json!({}))
         }
         "/VolumeDriver.Remove" => match decode::<NameRequest>(body) {
@@ -58,10 +67,12 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
             Err(e) => Err(e),
         },
         "/VolumeDriver.Mount" => match decode::<MountRequest>(body) {
-            Ok(req) => blocking(move || {
+            Ok(req) => blocking({
+                labels::refresh_later(state, &req.name, Duration::ZERO);
+                move || {
                 let id = req.id.unwrap_or_default();
                 store.mount(&req.name, &id).map_err(|e| e.to_string())
-            })
+            }})
             .await
             .map(|path| json!({ "Mountpoint": path })),
             Err(e) => Err(e),

@@ -1,0 +1,58 @@
+//! Docker labels of volumes, learned from the Docker engine API.
+//!
+//! Docker never passes labels to a volume driver (Create gets only `Opts`),
+//! and it records them only after our Create returns. So the daemon asks
+//! Docker (`GET /volumes/<name>` on DOCKER_SOCKET) in the background a moment
+//! after a Create and at each Mount, and on `inspect`, and copies the labels
+//! into the volume's own metadata, where they survive restores, sends and a
+//! Docker that has forgotten the volume. When Docker is not reachable (plain
+//! CLI use, tests without Docker) nothing changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metadata::VolumeMetadata;
+use crate::server::AppState;
+
+/// Asks Docker for `name`'s labels and stores them if they changed.
+pub async fn refresh(state: &Arc<AppState>, name: &str) {
+    let docker = state.config.docker_socket.clone();
+    if !docker.exists() {
+        return;
+    }
+    let labels = match crate::docker::volume_labels(&docker, name).await {
+        Ok(Some(labels)) => labels,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(volume = name, error = %e, "cannot read labels from Docker");
+            return;
+        }
+    };
+    let store = state.store.clone();
+    let name = name.to_string();
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(path) = store.existing(&name) else { return };
+        let _guard = store.locks.lock(&name);
+        let mut metadata = VolumeMetadata::read(&path).unwrap_or_default();
+        if metadata.labels == labels {
+            return;
+        }
+        metadata.set_labels(labels);
+        match metadata.write(&path) {
+            Ok(()) => tracing::info!(volume = %name, nonmigrable = metadata.nonmigrable, "labels recorded"),
+            Err(e) => tracing::warn!(volume = %name, error = %e, "cannot record labels"),
+        }
+    })
+    .await;
+}
+
+/// Refreshes labels in the background after `delay` (Docker stores them
+/// only once our Create has returned).
+pub fn refresh_later(state: &Arc<AppState>, name: &str, delay: Duration) {
+    let state = state.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        refresh(&state, &name).await;
+    });
+}

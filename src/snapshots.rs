@@ -1,0 +1,254 @@
+//! Snapshots, restore, clone and purge of local volumes.
+//!
+//! Snapshots are read-only subvolumes `SNAPSHOTS_PATH/<volume>@<timestamp>`
+//! (one ioctl each). Restore and clone build the new volume in the staging
+//! dir and move it into place atomically:
+//!
+//! - restore first saves the current target as a read-only snapshot (the
+//!   `VolumeBackup`), then swaps the new subvolume with the target in one
+//!   `renameat2(RENAME_EXCHANGE)`. At every instant the target name holds a
+//!   complete volume; after a crash the swapped-out old content is a staging
+//!   leftover, deleted at the next start (the backup snapshot keeps it).
+//! - clone moves the new subvolume in with `RENAME_NOREPLACE`, so an existing
+//!   volume is never overwritten, even by a racing create.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Duration;
+
+use crate::btrfs::{self, BtrfsError};
+use crate::fsutil;
+use crate::metadata::VolumeMetadata;
+use crate::names::{self, NameError};
+use crate::purge::{self, Pattern, PurgeError};
+use crate::volumes::{VolumeError, VolumeStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Btrfs(#[from] BtrfsError),
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+    #[error("No such snapshot: {0}")]
+    NoSuchSnapshot(String),
+    #[error("volume {0} already exists")]
+    TargetExists(String),
+    #[error("volume {target} is non-migrable: refusing to restore {snapshot}, a snapshot of another volume, into it (use --force to override)")]
+    NonMigrable { target: String, snapshot: String },
+    #[error("volume {target} is mounted by {mounts} container mount(s): stop them before restoring, or use --force")]
+    Mounted { target: String, mounts: u32 },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, SnapshotError>;
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    let context = context.into();
+    move |source| SnapshotError::Io { context, source }
+}
+
+/// Path of a snapshot, after checking its name.
+pub fn snapshot_path(store: &VolumeStore, name: &str) -> Result<PathBuf> {
+    names::check_snapshot(name)?;
+    Ok(store.config.snapshots_path.join(name))
+}
+
+/// Takes a read-only snapshot of `source` named `<volume>@<now>`. Two
+/// snapshots in the same microsecond get distinct names: the timestamp is
+/// moved forward by 1 µs until the name is free (creation fails atomically
+/// with EEXIST, so concurrent callers cannot overwrite each other).
+fn timestamped_snapshot(store: &VolumeStore, volume: &str, source: &Path) -> Result<String> {
+    let mut stamp = names::local_now();
+    loop {
+        let name = format!(
+            "{volume}@{}",
+            names::format_timestamp(stamp, &store.config.dtformat)
+        );
+        let dest = store.config.snapshots_path.join(&name);
+        if dest.exists() {
+            stamp += Duration::microseconds(1);
+            continue;
+        }
+        match btrfs::snapshot(source, &dest, true) {
+            Ok(()) => return Ok(name),
+            Err(_) if dest.exists() => stamp += Duration::microseconds(1),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `VolumeDriver.Snapshot`: snapshot a volume, return the snapshot name.
+pub fn snapshot(store: &VolumeStore, volume: &str) -> Result<String> {
+    let path = store.existing(volume)?;
+    let _guard = store.locks.lock(volume);
+    timestamped_snapshot(store, volume, &path)
+}
+
+/// Every entry of SNAPSHOTS_PATH (markers included), or those of one volume,
+/// sorted (= chronological per volume). One directory scan.
+pub fn list(store: &VolumeStore, volume: Option<&str>) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(&store.config.snapshots_path).map_err(io("listing snapshots"))?;
+    let prefix = volume.map(|v| format!("{v}@"));
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .filter(|n| prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `VolumeDriver.Snapshot.Remove`.
+pub fn remove(store: &VolumeStore, name: &str) -> Result<()> {
+    let path = snapshot_path(store, name)?;
+    if !btrfs::is_subvolume(&path) {
+        return Err(SnapshotError::NoSuchSnapshot(name.into()));
+    }
+    let _guard = store.locks.lock(name);
+    btrfs::delete_subvolume(&path)?;
+    Ok(())
+}
+
+/// `VolumeDriver.Snapshot.Restore`. `name` is a snapshot, or a volume
+/// meaning its newest snapshot. Returns the backup snapshot's name when the
+/// target existed (`None` also when a volume has no snapshot at all, which
+/// the reference treats as success).
+pub fn restore(
+    store: &VolumeStore,
+    name: &str,
+    target: Option<&str>,
+    force: bool,
+) -> Result<Option<String>> {
+    let snapshot = if name.contains('@') {
+        name.to_string()
+    } else {
+        names::check_volume(name)?;
+        match list(store, Some(name))?.pop() {
+            Some(newest) => newest,
+            None => {
+                tracing::warn!(volume = name, "restore: the volume has no snapshot, nothing done");
+                return Ok(None);
+            }
+        }
+    };
+    let source = snapshot_path(store, &snapshot)?;
+    let source_volume = names::volume_of(&snapshot).to_string();
+    let target = target
+        .filter(|t| !t.is_empty())
+        .unwrap_or(&source_volume)
+        .to_string();
+    let target_path = store.path_of(&target)?;
+    if !btrfs::is_subvolume(&source) {
+        return Err(SnapshotError::NoSuchSnapshot(snapshot));
+    }
+    let _guard = store.locks.lock(&target);
+    let target_exists = btrfs::is_subvolume(&target_path);
+    let source_meta = VolumeMetadata::read(&source).unwrap_or_default();
+    let metadata = if target_exists {
+        let mut current = VolumeMetadata::read(&target_path).unwrap_or_default();
+        if !force {
+            if current.nonmigrable && source_volume != target {
+                return Err(SnapshotError::NonMigrable { target, snapshot });
+            }
+            let mounts = store.mounts.count(&target);
+            if mounts > 0 {
+                return Err(SnapshotError::Mounted { target, mounts });
+            }
+        }
+        // The target keeps its identity (labels, flag); restoring its own
+        // past cannot make it migrable again.
+        if source_volume == target {
+            current.nonmigrable |= source_meta.nonmigrable;
+        }
+        current
+    } else {
+        source_meta
+    };
+
+    let staged = store.staging_path(&target)?;
+    btrfs::snapshot(&source, &staged, false)?;
+    if let Err(e) = metadata.write(&staged) {
+        let _ = btrfs::delete_subvolume(&staged);
+        return Err(e.into());
+    }
+    if !target_exists {
+        if let Err(e) = fsutil::rename_noreplace(&staged, &target_path) {
+            let _ = btrfs::delete_subvolume(&staged);
+            return Err(io(format!("moving the restored {target} into place"))(e));
+        }
+        return Ok(None);
+    }
+    let backup = match timestamped_snapshot(store, &target, &target_path) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = btrfs::delete_subvolume(&staged);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fsutil::rename_exchange(&staged, &target_path) {
+        let _ = btrfs::delete_subvolume(&staged);
+        return Err(io(format!("swapping the restored {target} into place"))(e));
+    }
+    // `staged` now holds the previous content, saved in `backup`.
+    if let Err(e) = btrfs::delete_subvolume(&staged) {
+        tracing::warn!(path = %staged.display(), error = %e, "old content left in staging; removed at next start");
+    }
+    Ok(Some(backup))
+}
+
+/// `VolumeDriver.Clone`: a writable copy of volume `name` called `target`.
+pub fn clone(store: &VolumeStore, name: &str, target: &str) -> Result<String> {
+    let source = store.existing(name)?;
+    let target_path = store.path_of(target)?;
+    let _guard = store.locks.lock(target);
+    if target_path.exists() {
+        return Err(SnapshotError::TargetExists(target.into()));
+    }
+    let staged = store.staging_path(target)?;
+    btrfs::snapshot(&source, &staged, false)?;
+    let finish = (|| {
+        let mut metadata = VolumeMetadata::read(&staged).unwrap_or_default();
+        // Docker knows nothing of the clone's labels yet.
+        metadata.labels.clear();
+        metadata.created_at = Some(chrono::Local::now().to_rfc3339());
+        metadata.write(&staged)?;
+        fsutil::rename_noreplace(&staged, &target_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                SnapshotError::TargetExists(target.into())
+            } else {
+                io(format!("moving the clone {target} into place"))(e)
+            }
+        })
+    })();
+    if let Err(e) = finish {
+        let _ = btrfs::delete_subvolume(&staged);
+        return Err(e);
+    }
+    Ok(target.into())
+}
+
+/// `VolumeDriver.Snapshots.Purge`: deletes (or with `dry_run` only lists)
+/// the snapshots of `volume` that `pattern` does not keep.
+pub fn purge(store: &VolumeStore, volume: &str, pattern: &str, dry_run: bool) -> Result<Vec<String>> {
+    names::check_volume(volume)?;
+    let pattern = Pattern::parse(pattern)?;
+    let snapshots = list(store, Some(volume))?;
+    let doomed = purge::plan(&snapshots, &pattern, names::local_now(), &store.config.dtformat);
+    if !dry_run {
+        for name in &doomed {
+            let path = store.config.snapshots_path.join(name);
+            btrfs::delete_subvolume(&path)?;
+            tracing::info!(snapshot = %name, "purged");
+        }
+    }
+    Ok(doomed)
+}
