@@ -29,4 +29,5 @@ pub mod client;
 pub mod docker;
 pub mod labels;
 pub mod purge;
+pub mod replication;
 pub mod snapshots;
