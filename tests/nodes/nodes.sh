@@ -1,0 +1,497 @@
+#!/usr/bin/env bash
+# nodes.sh - several buttervolume "nodes" on one machine, for replication tests.
+#
+# Topology for `nodes.sh up <tag> 3` (X = 100..250, derived from the tag):
+#
+#   netns <tag>hub:   br0 ── v<tag>1 ── v<tag>2 ── v<tag>3      (no address)
+#                             │          │          │     veth pairs
+#   netns <tag>1:            eth0 10.X.0.1/24   sshd 10.X.0.1:1122
+#   netns <tag>2:                       eth0 10.X.0.2/24  ...
+#   netns <tag>3:                                  eth0 10.X.0.3/24
+#
+# The root network namespace has no interface on 10.X.0.0/24: the nodes only
+# reach each other. Each node also has its own mount namespace (persisted as
+# /run/bvnodes/<node>/mntns) in which:
+#   /var/lib/buttervolume   loop btrfs  /var/tmp/bvnodes/<node>.img
+#   /etc/buttervolume       bind of /var/lib/buttervolume/config
+#   /root/.ssh              bind of /var/lib/buttervolume/ssh (node's own key)
+# exactly like the managed Docker plugin sees its data mount. Everything else
+# (/, /run/bvnodes, /tmp, /work, ...) is the host's, so a daemon socket at
+# /run/bvnodes/<node>/btrfs.sock is reachable from the root namespace.
+# Per-node state (sshd config, host key, logs, pids): /run/bvnodes/<node>/.
+set -Eeuo pipefail
+trap 'echo "nodes.sh: command failed (line $LINENO): $BASH_COMMAND" >&2' ERR
+
+RUN=/run/bvnodes          # private mount point; one state dir per node
+IMGDIR=/var/tmp/bvnodes   # loop images
+PORT=1122
+DATA=/var/lib/buttervolume
+MAX_NODES=9
+
+usage() {
+    cat <<EOF
+usage: nodes.sh <command> [args]
+  up <tag> <count> [image_size]   create nodes <tag>1..<tag><count> (count 1..$MAX_NODES,
+                                  image_size default 3G, sparse); idempotent
+  down <tag>                      stop and remove everything of <tag> (best effort)
+  pair <from> <to> [command]      let <from> ssh to <to> (root@<to-ip>:$PORT) with a
+                                  forced command (default: /usr/local/bin/buttervolume ssh-command)
+  exec <node> <cmd...>            run cmd in the node's net+mount namespaces (with
+                                  BUTTERVOLUME_SOCKET and SSH_PORT set for that node)
+  daemon-start <node> <binary> [KEY=VAL...]
+                                  run '<binary> run' in the node, socket
+                                  $RUN/<node>/btrfs.sock, log $RUN/<node>/daemon.log
+  daemon-stop <node>              SIGTERM the daemon and wait for it
+  daemon-kill <node>              SIGKILL the daemon (and its children)
+  ip <node>                       print the node's IP
+  link <node> down|up             cut or restore the node's network link
+tags: [a-z][a-z0-9]{0,5}; nodes are <tag>1..<tag>N, hub namespace <tag>hub.
+EOF
+}
+
+die() { echo "nodes.sh: $*" >&2; exit 1; }
+warn() { echo "nodes.sh: warning: $*" >&2; }
+
+# ---------------------------------------------------------------- helpers
+
+check_tag() {
+    [[ $1 =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "bad tag '$1' (want [a-z][a-z0-9]{0,5})"
+}
+
+# Second octet of the tag's subnet: a small hash of the tag, 100..250.
+# (Tags live on separate bridges anyway, so a collision would be harmless.)
+subnet_octet() {
+    local sum
+    sum=$(printf '%s' "$1" | cksum | cut -d' ' -f1)
+    echo $((sum % 151 + 100))
+}
+
+mntns_mounted() { findmnt -n --mountpoint "$RUN/$1/mntns" >/dev/null 2>&1; }
+netns_exists() { [[ -e /run/netns/$1 ]]; }
+
+require_node() {
+    local node=$1
+    [[ $node =~ ^[a-z][a-z0-9]{0,6}$ ]] || die "bad node name '$node'"
+    [[ -f $RUN/$node/ready ]] && mntns_mounted "$node" && netns_exists "$node" ||
+        die "node '$node' is not up (see: nodes.sh up)"
+}
+
+node_ip() { cat "$RUN/$1/ip"; }
+
+# Run a command in the node's mount namespace only.
+in_mnt() {
+    local node=$1; shift
+    nsenter --mount="$RUN/$node/mntns" -- "$@"
+}
+
+# Is pid alive (not gone, not a zombie)?
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
+# Wait up to $2 seconds (tenths resolution) for all given pids to die.
+wait_dead() {
+    local secs=$1; shift
+    local i pid any
+    for ((i = 0; i < secs * 10; i++)); do
+        any=
+        for pid in "$@"; do alive "$pid" && any=1; done
+        [[ -z $any ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Wait up to $1 seconds for all given pids to leave /proc (zombies included).
+wait_gone() {
+    local secs=$1; shift
+    local i pid left
+    for ((i = 0; i < secs * 10; i++)); do
+        left=
+        for pid in "$@"; do [[ -e /proc/$pid ]] && left=1; done
+        [[ -z $left ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+pid_from() { [[ -s $1 ]] && head -n1 "$1" | tr -dc 0-9; }
+
+# Every process living in the node's network or mount namespace.
+node_pids() {
+    local node=$1 ino p
+    if netns_exists "$node"; then ip netns pids "$node" 2>/dev/null || true; fi
+    if mntns_mounted "$node"; then
+        ino=$(stat -L -c %i "$RUN/$node/mntns")
+        for p in /proc/[0-9]*; do
+            [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "mnt:[$ino]" ]] && echo "${p#/proc/}"
+        done
+    fi
+    return 0
+}
+
+# /run/bvnodes must be a private mount point: a mount namespace can only be
+# persisted by a bind mount on a non-shared mount. Made on the first `up`
+# (with the given node state dirs, under a lock), removed by the last `down`.
+ensure_run_dir() {
+    mkdir -p "$IMGDIR"
+    flock /run/bvnodes.lock sh -ec '
+        run=$1; shift
+        mkdir -p "$run"
+        mountpoint -q "$run" || mount --bind "$run" "$run"
+        mount --make-private "$run"
+        for d in "$@"; do mkdir -p "$run/$d"; done' sh "$RUN" "$@"
+}
+
+release_run_dir() {
+    flock /run/bvnodes.lock sh -c '
+        run=$1 imgdir=$2
+        [ -d "$run" ] && [ -z "$(ls -A "$run")" ] || exit 0
+        if mountpoint -q "$run"; then umount "$run" || exit 0; fi
+        rmdir "$run" "$imgdir" 2>/dev/null' sh "$RUN" "$IMGDIR" || true
+}
+
+# ---------------------------------------------------------------- up
+
+cmd_up() {
+    [[ $# -ge 2 && $# -le 3 ]] || die "usage: nodes.sh up <tag> <count> [image_size]"
+    local tag=$1 count=$2 size=${3:-3G}
+    check_tag "$tag"
+    [[ $count =~ ^[1-9]$ ]] || die "bad count '$count' (1..$MAX_NODES)"
+    local hub=${tag}hub x k
+    x=$(subnet_octet "$tag")
+    ensure_run_dir $(for ((k = 1; k <= count; k++)); do echo "$tag$k"; done)
+    # Host-side mount points for the node bind mounts (empty on the host).
+    mkdir -p /etc/buttervolume "$(dirname "$DATA")"
+    [[ -d /root/.ssh ]] || install -d -m 700 /root/.ssh
+
+    netns_exists "$hub" || ip netns add "$hub"
+    ip -n "$hub" link set lo up
+    ip -n "$hub" link show br0 >/dev/null 2>&1 || ip -n "$hub" link add br0 type bridge
+    ip -n "$hub" link set br0 up
+    for ((k = 1; k <= count; k++)); do
+        node_up "$tag" "$k" "10.$x.0.$k" "$size"
+    done
+    for ((k = 1; k <= count; k++)); do echo "$tag$k $(node_ip "$tag$k")"; done
+}
+
+node_up() {
+    local tag=$1 k=$2 ip=$3 size=$4
+    local node=$tag$k hub=${tag}hub dir=$RUN/$tag$k
+    mkdir -p "$dir"
+    echo "$ip" >"$dir/ip"
+    echo "$tag" >"$dir/tag"
+    node_net "$node" "$hub" "$ip"
+    [[ -f $dir/ready ]] && mntns_mounted "$node" || node_mounts "$node" "$size"
+    node_sshd "$node" "$ip"
+}
+
+node_net() {
+    local node=$1 hub=$2 ip=$3
+    netns_exists "$node" || ip netns add "$node"
+    ip -n "$node" link set lo up
+    if ! ip -n "$node" link show eth0 >/dev/null 2>&1; then
+        ip -n "$hub" link del "v$node" >/dev/null 2>&1 || true
+        ip -n "$hub" link add "v$node" type veth peer name eth0 netns "$node"
+    fi
+    ip -n "$hub" link set "v$node" master br0 up
+    ip -n "$node" addr replace "$ip/24" dev eth0
+    ip -n "$node" link set eth0 up
+}
+
+# A fresh mount namespace with the node's loop btrfs and the plugin's binds.
+node_mounts() {
+    local node=$1 size=$2 dir=$RUN/$1 img=$IMGDIR/$1.img
+    rm -f "$dir/ready"
+    node_release_mounts "$node" # leftovers of a partial up
+    rm -f "$img"
+    truncate -s "$size" "$img" || die "$node: cannot create $img (size $size)"
+    mkfs.btrfs -q "$img" >/dev/null || die "$node: mkfs.btrfs failed on $img (size $size)"
+    touch "$dir/mntns"
+    unshare --mount="$dir/mntns" --propagation private true
+    # Drop the copies of the host's loop-device and namespace mounts: they
+    # would pin other tests' loop devices and network namespaces for as long
+    # as this node lives.
+    in_mnt "$node" bash -c '
+        findmnt -rn -o TARGET,SOURCE,FSTYPE | tac |
+        while read -r target source fstype; do
+            [[ $target != / ]] || continue
+            [[ $fstype == nsfs || $source == /dev/loop* ]] || continue
+            umount -l "$(printf "%b" "$target")" 2>/dev/null || true
+        done'
+    in_mnt "$node" sh -ec '
+        img=$1 data=$2 node=$3
+        mkdir -p "$data"
+        mount -o loop "$img" "$data"
+        mkdir -p "$data/volumes" "$data/snapshots" "$data/received" "$data/config"
+        install -d -m 700 "$data/ssh"
+        mount --bind "$data/config" /etc/buttervolume
+        mount --bind "$data/ssh" /root/.ssh
+        ssh-keygen -q -t ed25519 -N "" -C "root@$node" -f /root/.ssh/id_ed25519
+    ' sh "$img" "$DATA" "$node"
+    touch "$dir/ready"
+}
+
+node_sshd() {
+    local node=$1 ip=$2 dir=$RUN/$1 pid i
+    pid=$(pid_from "$dir/sshd.pid" || true)
+    if [[ -n $pid ]] && alive "$pid"; then return 0; fi
+    [[ -f $dir/ssh_host_ed25519_key ]] ||
+        ssh-keygen -q -t ed25519 -N "" -C "host@$node" -f "$dir/ssh_host_ed25519_key"
+    cat >"$dir/sshd_config" <<EOF
+ListenAddress $ip:$PORT
+HostKey $dir/ssh_host_ed25519_key
+PidFile $dir/sshd.pid
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+StrictModes no
+AuthorizedKeysFile /root/.ssh/authorized_keys
+UseDNS no
+PrintMotd no
+LogLevel VERBOSE
+EOF
+    mkdir -p /run/sshd
+    rm -f "$dir/sshd.pid"
+    nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
+        /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" \
+        </dev/null >>"$dir/sshd.log" 2>&1 ||
+        { cat "$dir/sshd.log" >&2; die "$node: sshd failed to start"; }
+    for ((i = 0; i < 100; i++)); do
+        if nsenter --net="/run/netns/$node" bash -c "exec 3<>/dev/tcp/$ip/$PORT" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$dir/sshd.log" >&2
+    die "$node: sshd does not answer on $ip:$PORT"
+}
+
+# ---------------------------------------------------------------- down
+
+cmd_down() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh down <tag>"
+    local tag=$1 k node
+    check_tag "$tag"
+    for ((k = 1; k <= MAX_NODES; k++)); do
+        node=$tag$k
+        if netns_exists "$node" || [[ -e $RUN/$node || -e $IMGDIR/$node.img ]]; then
+            node_down "$node"
+        fi
+    done
+    if netns_exists "${tag}hub"; then
+        ip netns del "${tag}hub" 2>/dev/null || warn "cannot delete netns ${tag}hub"
+    fi
+    release_run_dir
+    return 0
+}
+
+node_down() {
+    local node=$1 dir=$RUN/$1
+    stop_pidfile "$dir/daemon.pid" 5
+    stop_pidfile "$dir/sshd.pid" 2
+    node_release_mounts "$node"
+    if netns_exists "$node"; then
+        ip netns del "$node" 2>/dev/null || warn "cannot delete netns $node"
+    fi
+    rm -f "$IMGDIR/$node.img"
+    rm -rf "$dir" 2>/dev/null || warn "cannot remove $dir"
+}
+
+# Kill what runs in the node, unmount its mount namespace, free its loop device.
+node_release_mounts() {
+    local node=$1 dir=$RUN/$1 img=$IMGDIR/$1.img pids m dev
+    pids=$(node_pids "$node" | sort -u)
+    if [[ -n $pids ]]; then
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+        # shellcheck disable=SC2086
+        wait_dead 5 $pids || warn "$node: processes still alive: $pids"
+        # shellcheck disable=SC2086
+        wait_gone 2 $pids || true # let init reap the orphaned zombies too
+    fi
+    if mntns_mounted "$node"; then
+        for m in /root/.ssh /etc/buttervolume "$DATA"; do
+            in_mnt "$node" sh -c 'umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null' sh "$m" || true
+        done
+        umount "$dir/mntns" 2>/dev/null || umount -l "$dir/mntns" 2>/dev/null ||
+            warn "cannot unmount $dir/mntns"
+    fi
+    if [[ -e $img ]]; then
+        for dev in $(losetup -j "$img" -n -O NAME 2>/dev/null); do
+            losetup -d "$dev" 2>/dev/null || true
+        done
+        for ((m = 0; m < 50; m++)); do
+            [[ -z $(losetup -j "$img" 2>/dev/null) ]] && break
+            sleep 0.1
+        done
+        [[ -z $(losetup -j "$img" 2>/dev/null) ]] || warn "$node: loop device still attached to $img"
+    fi
+    return 0
+}
+
+# SIGTERM the pid in a pid file, SIGKILL after $2 seconds.
+stop_pidfile() {
+    local file=$1 secs=$2 pid
+    pid=$(pid_from "$file" || true)
+    if [[ -n $pid ]] && alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_dead "$secs" "$pid" || kill -KILL -- "-$pid" "$pid" 2>/dev/null || true
+        wait_dead 5 "$pid" || true
+        wait_gone 2 "$pid" || true
+    fi
+    rm -f "$file"
+}
+
+# ---------------------------------------------------------------- pair
+
+cmd_pair() {
+    [[ $# -ge 2 && $# -le 3 ]] || die "usage: nodes.sh pair <from-node> <to-node> [forced-command]"
+    local from=$1 to=$2 command=${3:-/usr/local/bin/buttervolume ssh-command}
+    require_node "$from"
+    require_node "$to"
+    local pub blob hostkey to_ip
+    pub=$(in_mnt "$from" cat /root/.ssh/id_ed25519.pub)
+    blob=$(awk '{print $2}' <<<"$pub")
+    command=${command//\\/\\\\}
+    command=${command//\"/\\\"}
+    to_ip=$(node_ip "$to")
+    hostkey=$(cut -d' ' -f1,2 "$RUN/$to/ssh_host_ed25519_key.pub")
+    # Replace (never duplicate) the line for this key / this host.
+    in_mnt "$to" sh -ec "$REPLACE_LINE" sh /root/.ssh/authorized_keys " $blob" \
+        "command=\"$command\",restrict $pub"
+    in_mnt "$from" sh -ec "$REPLACE_LINE" sh /root/.ssh/known_hosts "[$to_ip]:$PORT " \
+        "[$to_ip]:$PORT $hostkey"
+}
+
+# sh -c script: in file $1, drop lines containing $2, append line $3.
+REPLACE_LINE='f=$1; touch "$f"; chmod 600 "$f"
+{ grep -vF -- "$2" "$f" || true; printf "%s\n" "$3"; } >"$f.new"
+mv "$f.new" "$f"'
+
+# ---------------------------------------------------------------- exec, ip, link
+
+cmd_exec() {
+    [[ $# -ge 2 ]] || die "usage: nodes.sh exec <node> <cmd...>"
+    local node=$1; shift
+    require_node "$node"
+    export BUTTERVOLUME_SOCKET=$RUN/$node/btrfs.sock SSH_PORT=$PORT
+    # nsenter opens both namespace files before switching, and leaves the cwd
+    # at the node's "/": go back to the caller's cwd when it exists there.
+    exec nsenter --net="/run/netns/$node" --mount="$RUN/$node/mntns" -- \
+        /bin/sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$PWD" "$@"
+}
+
+cmd_ip() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh ip <node>"
+    require_node "$1"
+    node_ip "$1"
+}
+
+cmd_link() {
+    [[ $# -eq 2 && $2 =~ ^(up|down)$ ]] || die "usage: nodes.sh link <node> down|up"
+    require_node "$1"
+    ip -n "$1" link set eth0 "$2"
+}
+
+# ---------------------------------------------------------------- daemon
+
+cmd_daemon_start() {
+    [[ $# -ge 2 ]] || die "usage: nodes.sh daemon-start <node> <binary> [KEY=VAL...]"
+    local node=$1 binary=$2 kv pid i
+    shift 2
+    require_node "$node"
+    [[ -x $binary && -f $binary ]] || die "not an executable file: $binary"
+    binary=$(realpath "$binary")
+    for kv in "$@"; do
+        [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "bad environment assignment '$kv'"
+    done
+    local dir=$RUN/$node sock=$RUN/$node/btrfs.sock
+    pid=$(pid_from "$dir/daemon.pid" || true)
+    if [[ -n $pid ]] && alive "$pid"; then
+        die "$node: daemon already running (pid $pid); daemon-stop it first"
+    fi
+    rm -f "$sock" "$dir/daemon.pid"
+    echo "=== $(date '+%F %T') daemon-start $binary $*" >>"$dir/daemon.log"
+    # setsid: own process group, so daemon-kill/stop can take its children too.
+    # The shell writes its own pid, then execs env, which execs the daemon.
+    setsid nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
+        env BUTTERVOLUME_SOCKET="$sock" SSH_PORT="$PORT" "$@" \
+        /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$dir/daemon.pid" "$binary" run \
+        </dev/null >>"$dir/daemon.log" 2>&1 &
+    for ((i = 0; i < 100; i++)); do
+        pid=$(pid_from "$dir/daemon.pid" || true)
+        if [[ -n $pid ]] && ! alive "$pid"; then break; fi
+        if [[ -S $sock ]] && socket_answers "$sock"; then return 0; fi
+        sleep 0.1
+    done
+    cat "$dir/daemon.log" >&2
+    die "$node: daemon did not answer on $sock"
+}
+
+socket_answers() {
+    if command -v curl >/dev/null; then
+        curl -s -o /dev/null --max-time 2 --unix-socket "$1" -X POST http://localhost/Plugin.Activate
+    else
+        python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1"
+    fi
+}
+
+cmd_daemon_stop() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh daemon-stop <node>"
+    local node=$1 file=$RUN/$1/daemon.pid pid
+    require_node "$node"
+    pid=$(pid_from "$file" || true)
+    if [[ -z $pid ]] || ! alive "$pid"; then
+        rm -f "$file"
+        echo "$node: daemon not running"
+        return 0
+    fi
+    kill -TERM "$pid"
+    if ! wait_dead 20 "$pid"; then
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        rm -f "$file"
+        die "$node: daemon (pid $pid) ignored SIGTERM for 20 s; killed"
+    fi
+    # Like a container stop: whatever the daemon left in its group goes too.
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    rm -f "$file"
+}
+
+cmd_daemon_kill() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh daemon-kill <node>"
+    local node=$1 file=$RUN/$1/daemon.pid pid
+    require_node "$node"
+    pid=$(pid_from "$file" || true)
+    if [[ -n $pid ]] && alive "$pid"; then
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        wait_dead 5 "$pid" || die "$node: daemon (pid $pid) survived SIGKILL"
+    else
+        echo "$node: daemon not running"
+    fi
+    rm -f "$file"
+}
+
+# ---------------------------------------------------------------- main
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+[[ $# -ge 1 ]] || { usage >&2; exit 2; }
+cmd=$1; shift
+case $cmd in
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    pair) cmd_pair "$@" ;;
+    exec) cmd_exec "$@" ;;
+    ip) cmd_ip "$@" ;;
+    link) cmd_link "$@" ;;
+    daemon-start) cmd_daemon_start "$@" ;;
+    daemon-stop) cmd_daemon_stop "$@" ;;
+    daemon-kill) cmd_daemon_kill "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage >&2; die "unknown command '$cmd'" ;;
+esac
