@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages buttervolume needs to build, run and be tested
+# (idempotent: does nothing when everything is already there).
+set -euo pipefail
+packages=(
+    btrfs-progs libbtrfsutil-dev libclang-dev pkg-config   # build + btrfs
+    openssh-server openssh-client rsync                    # replication
+    docker.io docker-compose busybox-static                # Docker e2e tests
+    iproute2 util-linux curl python3-venv                  # test harness
+    mmdebstrap tini                                        # managed plugin build
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
