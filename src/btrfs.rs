@@ -270,3 +270,57 @@ pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
 pub fn sync(path: &Path) -> Result<()> {
     btrfsutil::sync::sync(path).map_err(|e| BtrfsError::util("sync", path, e))
 }
+
+/// `struct btrfs_ioctl_send_args` from linux/btrfs.h.
+#[repr(C)]
+struct SendArgs {
+    send_fd: i64,
+    clone_sources_count: u64,
+    clone_sources: *mut u64,
+    parent_root: u64,
+    flags: u64,
+    version: u32,
+    reserved: [u8; 28],
+}
+
+nix::ioctl_write_ptr!(btrfs_ioc_send, 0x94, 38, SendArgs);
+
+/// The subvolume ID (root objectid) of the subvolume at `path`.
+pub fn subvolume_id(path: &Path) -> Result<u64> {
+    Ok(open(path)?.id())
+}
+
+/// Writes the send stream of the read-only snapshot `snapshot` to `out`
+/// (BTRFS_IOC_SEND), incremental from `parent` when given. Blocks until the
+/// whole stream is written, so `out` must be drained concurrently (a pipe
+/// read by another thread).
+pub fn send(snapshot: &Path, parent: Option<&Path>, out: &impl AsRawFd) -> Result<()> {
+    let mut clone_sources: Vec<u64> = Vec::new();
+    let parent_root = match parent {
+        Some(p) => {
+            let id = subvolume_id(p)?;
+            clone_sources.push(id);
+            id
+        }
+        None => 0,
+    };
+    let dir = File::open(snapshot).map_err(|e| BtrfsError::io("open", snapshot, e))?;
+    let args = SendArgs {
+        send_fd: out.as_raw_fd() as i64,
+        clone_sources_count: clone_sources.len() as u64,
+        clone_sources: if clone_sources.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            clone_sources.as_mut_ptr()
+        },
+        parent_root,
+        flags: 0,
+        version: 0,
+        reserved: [0; 28],
+    };
+    // SAFETY: `dir` and `out` are open fds; `args` and `clone_sources` live
+    // until the ioctl returns; the kernel only reads them.
+    unsafe { btrfs_ioc_send(dir.as_raw_fd(), &args) }
+        .map_err(|e| BtrfsError::io("btrfs send", snapshot, e.into()))?;
+    Ok(())
+}

@@ -78,7 +78,10 @@ pub enum Verb {
         force: bool,
     },
     /// Clone a volume
-    Clone { name: String, target: Option<String> },
+    Clone {
+        name: String,
+        target: Option<String>,
+    },
     /// Send a snapshot to another host
     Send { host: String, snapshot: String },
     /// Sync a volume from other host(s)
@@ -93,6 +96,9 @@ pub enum Verb {
         #[arg(long)]
         dryrun: bool,
     },
+    /// SSH forced command: serve a peer's request (see authorized_keys)
+    #[command(hide = true)]
+    SshCommand,
     /// Show a volume's options, labels, non-migrable flag and snapshots
     Inspect {
         name: String,
@@ -137,6 +143,7 @@ pub fn main(args: Cli) -> ExitCode {
                 Err(e) => fail(Failure(e.to_string())),
             }
         }
+        Verb::SshCommand => ExitCode::from(crate::replication::forced_command::run(&config) as u8),
         Verb::Init { loop_size } => match crate::init::init(&config, &loop_size) {
             Ok(summary) => {
                 println!("{summary}");
@@ -185,7 +192,11 @@ pub async fn discover_socket(config: &Config) -> PathBuf {
         return config.socket.clone();
     }
     let mut names = vec![config.drivername.as_str()];
-    names.extend(KNOWN_PLUGIN_NAMES.iter().filter(|n| **n != config.drivername));
+    names.extend(
+        KNOWN_PLUGIN_NAMES
+            .iter()
+            .filter(|n| **n != config.drivername),
+    );
     for name in names {
         if let Ok(Some(id)) = crate::docker::plugin_id(&config.docker_socket, name).await {
             let socket = config.runpath.join("plugins").join(id).join("btrfs.sock");
@@ -198,7 +209,12 @@ pub async fn discover_socket(config: &Config) -> PathBuf {
 }
 
 /// Calls the daemon; a non-empty `Err` becomes a failure.
-async fn call(socket: &std::path::Path, method: Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+async fn call(
+    socket: &std::path::Path,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, Failure> {
     let (_, reply) = client::request(socket, method, path, body.as_ref(), CLI_TIMEOUT).await?;
     match reply.get("Err").and_then(Value::as_str) {
         Some(err) if !err.is_empty() => Err(Failure(err.to_string())),
@@ -207,7 +223,11 @@ async fn call(socket: &std::path::Path, method: Method, path: &str, body: Option
 }
 
 fn print_field(reply: &Value, key: &str) {
-    if let Some(s) = reply.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(s) = reply
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         println!("{s}");
     }
 }
@@ -242,7 +262,11 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
                 }
             }
         }
-        Verb::Schedule { action, timer, name } => {
+        Verb::Schedule {
+            action,
+            timer,
+            name,
+        } => {
             post(
                 "/VolumeDriver.Schedule",
                 json!({ "Name": name, "Action": action, "Timer": timer }),
@@ -340,7 +364,7 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
                 print_inspect(&volume);
             }
         }
-        Verb::Run | Verb::Init { .. } => unreachable!("handled by main"),
+        Verb::Run | Verb::Init { .. } | Verb::SshCommand => unreachable!("handled by main"),
     }
     Ok(())
 }
@@ -351,8 +375,18 @@ fn print_schedule(jobs: &Value, verbose: bool) {
     let Some(jobs) = jobs.as_array() else { return };
     for job in jobs {
         let field = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let paused = if field("Active") == "False" { "(paused)" } else { "" };
-        let mut line = format!("{} {} {} {}", field("Action"), field("Timer"), field("Name"), paused);
+        let paused = if field("Active") == "False" {
+            "(paused)"
+        } else {
+            ""
+        };
+        let mut line = format!(
+            "{} {} {} {}",
+            field("Action"),
+            field("Timer"),
+            field("Name"),
+            paused
+        );
         if verbose {
             line = format!(
                 "{line}\n    next: {}  last: {}  result: {}",
@@ -374,10 +408,12 @@ fn or_dash(s: String) -> String {
 }
 
 fn print_inspect(volume: &Value) {
-    let text = |k: &str| volume.get(k).map(|v| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
+    let text = |k: &str| {
+        volume.get(k).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
     for key in [
         "Name",
         "Mountpoint",

@@ -30,6 +30,9 @@ pub struct Config {
     pub dtformat: String,
     pub loglevel: String,
     pub ssh_port: u16,
+    /// Keys and known_hosts for SSH to peers (the managed plugin binds
+    /// /var/lib/buttervolume/ssh here).
+    pub ssh_dir: PathBuf,
     /// Where the Docker engine API answers (labels, plugin discovery).
     pub docker_socket: PathBuf,
 }
@@ -131,6 +134,7 @@ impl Config {
             loglevel: get("LOGLEVEL", "INFO"),
             ssh_port,
             docker_socket: get("DOCKER_SOCKET", "/var/run/docker.sock").into(),
+            ssh_dir: get("SSH_DIR", "/root/.ssh").into(),
             volumes_path,
         })
     }

@@ -95,7 +95,8 @@ pub fn snapshot(store: &VolumeStore, volume: &str) -> Result<String> {
 /// Every entry of SNAPSHOTS_PATH (markers included), or those of one volume,
 /// sorted (= chronological per volume). One directory scan.
 pub fn list(store: &VolumeStore, volume: Option<&str>) -> Result<Vec<String>> {
-    let entries = std::fs::read_dir(&store.config.snapshots_path).map_err(io("listing snapshots"))?;
+    let entries =
+        std::fs::read_dir(&store.config.snapshots_path).map_err(io("listing snapshots"))?;
     let prefix = volume.map(|v| format!("{v}@"));
     let mut out: Vec<String> = entries
         .flatten()
@@ -135,7 +136,10 @@ pub fn restore(
         match list(store, Some(name))?.pop() {
             Some(newest) => newest,
             None => {
-                tracing::warn!(volume = name, "restore: the volume has no snapshot, nothing done");
+                tracing::warn!(
+                    volume = name,
+                    "restore: the volume has no snapshot, nothing done"
+                );
                 return Ok(None);
             }
         }
@@ -150,6 +154,10 @@ pub fn restore(
     if !btrfs::is_subvolume(&source) {
         return Err(SnapshotError::NoSuchSnapshot(snapshot));
     }
+    let _sending = store
+        .sending
+        .try_lock(&target)
+        .ok_or_else(|| VolumeError::Sending(target.clone()))?;
     let _guard = store.locks.lock(&target);
     let target_exists = btrfs::is_subvolume(&target_path);
     let source_meta = VolumeMetadata::read(&source).unwrap_or_default();
@@ -238,11 +246,21 @@ pub fn clone(store: &VolumeStore, name: &str, target: &str) -> Result<String> {
 
 /// `VolumeDriver.Snapshots.Purge`: deletes (or with `dry_run` only lists)
 /// the snapshots of `volume` that `pattern` does not keep.
-pub fn purge(store: &VolumeStore, volume: &str, pattern: &str, dry_run: bool) -> Result<Vec<String>> {
+pub fn purge(
+    store: &VolumeStore,
+    volume: &str,
+    pattern: &str,
+    dry_run: bool,
+) -> Result<Vec<String>> {
     names::check_volume(volume)?;
     let pattern = Pattern::parse(pattern)?;
     let snapshots = list(store, Some(volume))?;
-    let doomed = purge::plan(&snapshots, &pattern, names::local_now(), &store.config.dtformat);
+    let doomed = purge::plan(
+        &snapshots,
+        &pattern,
+        names::local_now(),
+        &store.config.dtformat,
+    );
     if !dry_run {
         for name in &doomed {
             let path = store.config.snapshots_path.join(name);

@@ -39,8 +39,12 @@ pub enum VolumeError {
     },
     #[error("unknown option {0:?}: accepted options are copyonwrite, compression, nonmigrable")]
     UnknownOption(String),
-    #[error("volume {name} is in use: {mounts} mount(s) by Docker; stop the containers using it first")]
+    #[error(
+        "volume {name} is in use: {mounts} mount(s) by Docker; stop the containers using it first"
+    )]
     InUse { name: String, mounts: u32 },
+    #[error("a send of volume {0} is in progress: retry when it has finished")]
+    Sending(String),
     #[error("{path} is not on a btrfs filesystem: run `buttervolume init` or mount btrfs there")]
     NotBtrfs { path: PathBuf },
     #[error(transparent)]
@@ -169,10 +173,7 @@ impl NameLocks {
     pub fn lock(&self, name: &str) -> NameGuard<'_> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         while held.contains(name) {
-            held = self
-                .released
-                .wait(held)
-                .unwrap_or_else(|e| e.into_inner());
+            held = self.released.wait(held).unwrap_or_else(|e| e.into_inner());
         }
         held.insert(name.to_string());
         NameGuard {
@@ -207,6 +208,9 @@ pub struct VolumeStore {
     pub config: Arc<Config>,
     pub mounts: MountTable,
     pub locks: NameLocks,
+    /// Held by a send of the volume (see `replication`); restore and remove
+    /// refuse while it is held.
+    pub sending: NameLocks,
 }
 
 impl VolumeStore {
@@ -224,9 +228,13 @@ impl VolumeStore {
         let store = VolumeStore {
             mounts: MountTable::load(&config.state_path.join("mounts.json")),
             locks: NameLocks::default(),
+            sending: NameLocks::default(),
             config,
         };
         store.sweep_staging()?;
+        for dir in [&store.config.snapshots_path, &store.config.test_remote_path] {
+            crate::replication::receive::sweep_stale(dir);
+        }
         Ok(store)
     }
 
@@ -296,12 +304,12 @@ impl VolumeStore {
         }
         let staged = self.staging_path(name)?;
         btrfs::create_subvolume(&staged)?;
-        let result = self
-            .configure_new(&staged, &options)
-            .and_then(|()| match fsutil::rename_noreplace(&staged, &final_path) {
+        let result = self.configure_new(&staged, &options).and_then(|()| {
+            match fsutil::rename_noreplace(&staged, &final_path) {
                 Ok(()) => Ok(()),
                 Err(e) => Err(VolumeError::io(format!("moving {name} into place"), e)),
-            });
+            }
+        });
         if let Err(err) = result {
             let _ = btrfs::delete_subvolume(&staged);
             return Err(err);
@@ -339,6 +347,10 @@ impl VolumeStore {
     /// Deletes a volume (its snapshots are kept). Refused while mounted.
     pub fn remove(&self, name: &str) -> Result<()> {
         let path = self.existing(name)?;
+        let _sending = self
+            .sending
+            .try_lock(name)
+            .ok_or_else(|| VolumeError::Sending(name.into()))?;
         let _guard = self.locks.lock(name);
         let mounts = self.mounts.count(name);
         if mounts > 0 {
@@ -438,8 +450,10 @@ mod tests {
         assert!(err.to_string().contains("\"true\" or \"false\""), "{err}");
         let err = CreateOptions::parse(&opts(&[("size", "1G")])).unwrap_err();
         assert!(err.to_string().contains("copyonwrite"), "{err}");
-        assert!(CreateOptions::parse(&opts(&[("copyonwrite", "false"), ("compression", "lzo")]))
-            .is_err());
+        assert!(
+            CreateOptions::parse(&opts(&[("copyonwrite", "false"), ("compression", "lzo")]))
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,12 +1,65 @@
 //! Replication to the passive node: incremental btrfs send/receive over SSH
 //! (`Snapshot.Send`) and rsync pulls (`Volume.Sync`).
+//!
+//! A send, step by step:
+//! 1. take the volume's send lock (one send per volume; other volumes'
+//!    sends run in parallel; restore and remove of the volume refuse while
+//!    it is held);
+//! 2. connect with libssh2 ([`transport`]) and ask the peer's forced command
+//!    for its snapshots of the volume with their UUIDs;
+//! 3. choose the parent by identity: the newest local snapshot older than
+//!    the one sent whose UUID (or received UUID) the peer holds as a
+//!    received UUID or UUID. No common parent: full send. A Python
+//!    buttervolume peer cannot answer the listing; then the newest sent
+//!    marker `<vol>@<ts>@<host>` names the parent, as the reference does;
+//! 4. stream BTRFS_IOC_SEND output through a pipe into the SSH channel; the
+//!    peer lands it atomically ([`receive`]);
+//! 5. only after the peer confirmed, record the marker `<snapshot>@<host>`
+//!    and drop older markers of that host. On failure nothing changes here
+//!    and nothing good is deleted there.
 
+pub mod forced_command;
+pub mod receive;
+pub mod stream;
+pub mod transport;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use crate::btrfs::{self, BtrfsError};
+use crate::names::{self, NameError};
 use crate::volumes::VolumeStore;
+use transport::{Peer, TransportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Btrfs(#[from] BtrfsError),
+    #[error("No such snapshot: {0}")]
+    NoSuchSnapshot(String),
+    #[error("{0} is a sent marker, not a snapshot: send the snapshot itself")]
+    Marker(String),
+    #[error("a send of volume {0} is already in progress")]
+    Busy(String),
+    #[error("{host} already has a different snapshot named {name}: refusing to overwrite it")]
+    Conflict { host: String, name: String },
+    #[error("sending {snapshot} to {host} failed: {message}")]
+    Send {
+        snapshot: String,
+        host: String,
+        message: String,
+    },
     #[error("{0}")]
-    Failed(String),
+    Sync(String),
 }
 
 /// What a completed send did.
@@ -16,24 +69,354 @@ pub struct SendReport {
     pub parent: Option<String>,
     pub bytes: u64,
     pub seconds: f64,
+    /// The peer already had this exact snapshot; nothing was streamed.
+    pub already_present: bool,
 }
 
-/// Sends snapshot `snapshot` to `host`. Blocking.
+impl SendReport {
+    pub fn summary(&self, snapshot: &str, host: &str) -> String {
+        if self.already_present {
+            return format!("{host} already has {snapshot}");
+        }
+        let mib = self.bytes as f64 / (1 << 20) as f64;
+        let rate = if self.seconds > 0.0 {
+            mib / self.seconds
+        } else {
+            0.0
+        };
+        match &self.parent {
+            Some(p) => format!(
+                "sent {snapshot} to {host} incrementally from {p}: {mib:.1} MiB in {:.2} s ({rate:.1} MiB/s)",
+                self.seconds
+            ),
+            None => format!(
+                "sent {snapshot} to {host} in full: {mib:.1} MiB in {:.2} s ({rate:.1} MiB/s)",
+                self.seconds
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoteSnapshot {
+    name: String,
+    uuid: String,
+    received_uuid: Option<String>,
+}
+
+/// Local snapshots of `volume` (not markers), oldest first.
+fn local_snapshots(snapshots_dir: &Path, volume: &str) -> Vec<String> {
+    let prefix = format!("{volume}@");
+    let mut out: Vec<String> = std::fs::read_dir(snapshots_dir)
+        .map(|e| {
+            e.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix) && n.matches('@').count() == 1)
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The newest sent marker of (volume, host), if any.
+fn markers(snapshots_dir: &Path, volume: &str, host: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(snapshots_dir)
+        .map(|e| {
+            e.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| {
+                    let parts: Vec<&str> = n.split('@').collect();
+                    parts.len() == 3 && parts[0] == volume && parts[2] == host
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Sends snapshot `snapshot` to `host` (into its TEST_REMOTE_PATH when
+/// `test`). Blocking.
 pub fn send(
-    _store: &VolumeStore,
-    _snapshot: &str,
-    _host: &str,
-    _test: bool,
+    store: &VolumeStore,
+    snapshot: &str,
+    host: &str,
+    test: bool,
 ) -> Result<SendReport, ReplicationError> {
-    Err(ReplicationError::Failed("send: being implemented".into()))
+    names::check_snapshot(snapshot)?;
+    if snapshot.matches('@').count() != 1 {
+        return Err(ReplicationError::Marker(snapshot.into()));
+    }
+    transport::check_host(host)?;
+    let config = &store.config;
+    let path = config.snapshots_path.join(snapshot);
+    if !btrfs::is_subvolume(&path) {
+        return Err(ReplicationError::NoSuchSnapshot(snapshot.into()));
+    }
+    let volume = names::volume_of(snapshot).to_string();
+    let _guard = store
+        .sending
+        .try_lock(&volume)
+        .ok_or_else(|| ReplicationError::Busy(volume.clone()))?;
+    let started = Instant::now();
+    let fail = |message: String| ReplicationError::Send {
+        snapshot: snapshot.into(),
+        host: host.into(),
+        message,
+    };
+
+    let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
+    let test_flag = if test { " --test" } else { "" };
+    let listing = peer.run(&format!("buttervolume list {volume}{test_flag}"))?;
+    let ours = listing.status == 0;
+    let local_id = btrfs::identity(&path)?;
+
+    let (parent, command) = if ours {
+        let remote: Vec<RemoteSnapshot> = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if let Some(same) = remote.iter().find(|r| r.name == snapshot) {
+            if same.received_uuid.as_deref() == Some(receive::parent_key(&local_id).as_str()) {
+                record_marker(store, snapshot, &volume, host)?;
+                return Ok(SendReport {
+                    already_present: true,
+                    seconds: started.elapsed().as_secs_f64(),
+                    ..SendReport::default()
+                });
+            }
+            return Err(ReplicationError::Conflict {
+                host: host.into(),
+                name: snapshot.into(),
+            });
+        }
+        let known: HashSet<&str> = remote
+            .iter()
+            .flat_map(|r| [Some(r.uuid.as_str()), r.received_uuid.as_deref()])
+            .flatten()
+            .collect();
+        let parent = local_snapshots(&config.snapshots_path, &volume)
+            .into_iter()
+            .filter(|name| name.as_str() < snapshot)
+            .rev()
+            .find_map(|name| {
+                let id = btrfs::identity(&config.snapshots_path.join(&name)).ok()?;
+                let key = receive::parent_key(&id);
+                known.contains(key.as_str()).then_some((name, key))
+            });
+        let command = match &parent {
+            Some((_, key)) => format!("buttervolume receive{test_flag} --parent-uuid {key}"),
+            None => format!("buttervolume receive{test_flag}"),
+        };
+        (parent.map(|(name, _)| name), command)
+    } else {
+        // A Python buttervolume peer: the reference's marker convention and
+        // its literal command.
+        let parent = markers(&config.snapshots_path, &volume, host)
+            .pop()
+            .and_then(|m| m.rsplit_once('@').map(|(src, _)| src.to_string()))
+            .filter(|src| config.snapshots_path.join(src).exists());
+        let dir = if test {
+            &config.test_remote_path
+        } else {
+            &config.snapshots_path
+        };
+        (parent, format!("btrfs receive {}", dir.display()))
+    };
+
+    let result = stream_snapshot(
+        &peer,
+        &path,
+        parent.as_deref().map(|p| config.snapshots_path.join(p)),
+        &command,
+        snapshot,
+        host,
+    );
+    let bytes = match result {
+        Ok(bytes) => bytes,
+        Err(message) if !ours => {
+            // The reference's peer leaves a partial subvolume under the
+            // final name: remove that (it is the new name, never the peer's
+            // last good copy), and retry in full if the parent was the issue.
+            let dir = if test {
+                &config.test_remote_path
+            } else {
+                &config.snapshots_path
+            };
+            let _ = peer.run(&format!(
+                "btrfs subvolume delete {}/{snapshot}",
+                dir.display()
+            ));
+            if parent.is_none() {
+                return Err(fail(message));
+            }
+            tracing::warn!(snapshot, host, error = %message, "incremental send to a reference peer failed; sending in full");
+            let full = stream_snapshot(&peer, &path, None, &command, snapshot, host);
+            match full {
+                Ok(bytes) => {
+                    record_marker(store, snapshot, &volume, host)?;
+                    return Ok(SendReport {
+                        parent: None,
+                        bytes,
+                        seconds: started.elapsed().as_secs_f64(),
+                        already_present: false,
+                    });
+                }
+                Err(message) => {
+                    let _ = peer.run(&format!(
+                        "btrfs subvolume delete {}/{snapshot}",
+                        dir.display()
+                    ));
+                    return Err(fail(message));
+                }
+            }
+        }
+        Err(message) => return Err(fail(message)),
+    };
+    record_marker(store, snapshot, &volume, host)?;
+    Ok(SendReport {
+        parent,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        already_present: false,
+    })
 }
 
-/// Pulls each volume's content from each host with rsync. Blocking.
-pub fn sync(
-    _store: &VolumeStore,
-    _volumes: &[String],
-    _hosts: &[String],
-    _test: bool,
+/// Streams the send of `path` (from `parent`) into `command` on the peer;
+/// returns the bytes sent or an error message.
+fn stream_snapshot(
+    peer: &Peer,
+    path: &Path,
+    parent: Option<PathBuf>,
+    command: &str,
+    snapshot: &str,
+    host: &str,
+) -> Result<u64, String> {
+    btrfs::sync(path).map_err(|e| e.to_string())?;
+    let (read_end, write_end) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // A bigger pipe lets the kernel's send run ahead of the network.
+    let _ = nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&write_end),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
+    );
+    let send_path = path.to_path_buf();
+    let sender = std::thread::spawn(move || {
+        let result = btrfs::send(&send_path, parent.as_deref(), &write_end);
+        drop(write_end);
+        result
+    });
+    let started = Instant::now();
+    let mut reader = File::from(read_end);
+    let streamed = peer.stream(command, &mut reader, |bytes| {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        tracing::info!(
+            snapshot,
+            host,
+            bytes,
+            mib_per_s = format!("{:.1}", bytes as f64 / secs / 1048576.0),
+            "sending"
+        );
+    });
+    // Unblock the kernel send if the transfer stopped early.
+    drop(reader);
+    let sent = sender
+        .join()
+        .map_err(|_| "send thread panicked".to_string())?;
+    let output = streamed.map_err(|e| e.to_string())?;
+    sent.map_err(|e| e.to_string())?;
+    if output.status != 0 {
+        return Err(format!(
+            "the peer refused the stream (exit {}): {}",
+            output.status,
+            output.stderr.trim()
+        ));
+    }
+    // Our own peer reports what landed; the reference's says nothing.
+    let bytes = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("bytes").and_then(|b| b.as_u64()));
+    Ok(bytes.unwrap_or(0))
+}
+
+/// Records `<snapshot>@<host>` and deletes the older markers of that host.
+fn record_marker(
+    store: &VolumeStore,
+    snapshot: &str,
+    volume: &str,
+    host: &str,
 ) -> Result<(), ReplicationError> {
-    Err(ReplicationError::Failed("sync: being implemented".into()))
+    let dir = &store.config.snapshots_path;
+    let marker = format!("{snapshot}@{host}");
+    let marker_path = dir.join(&marker);
+    if !marker_path.exists() {
+        btrfs::snapshot(&dir.join(snapshot), &marker_path, true)?;
+    }
+    for old in markers(dir, volume, host) {
+        if old != marker {
+            btrfs::delete_subvolume(&dir.join(&old))?;
+        }
+    }
+    Ok(())
+}
+
+/// Pulls each volume's content from each host with rsync over SSH (never
+/// deletes local files). Errors of all pairs are collected, like the
+/// reference does.
+pub fn sync(
+    store: &VolumeStore,
+    volumes: &[String],
+    hosts: &[String],
+    test: bool,
+) -> Result<(), ReplicationError> {
+    let config = &store.config;
+    let remote_dir = if test {
+        &config.test_remote_path
+    } else {
+        &config.volumes_path
+    };
+    let mut errors = Vec::new();
+    for volume in volumes {
+        let local = store
+            .existing(volume)
+            .map_err(|e| ReplicationError::Sync(e.to_string()))?;
+        for host in hosts {
+            transport::check_host(host)?;
+            let key = ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|k| config.ssh_dir.join(k))
+                .find(|k| k.exists());
+            let mut ssh = format!(
+                "ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o ConnectTimeout=10",
+                config.ssh_port,
+                config.ssh_dir.join("known_hosts").display()
+            );
+            if let Some(key) = key {
+                ssh.push_str(&format!(" -i {}", key.display()));
+            }
+            let source = format!(
+                "{host}:{}/{volume}/",
+                remote_dir.display().to_string().trim_end_matches('/')
+            );
+            // rsync splits the -e value on spaces itself: no shell.
+            let output = Command::new("rsync")
+                .args(["-r", "-a", "-z", "-h", "-e", &ssh, &source])
+                .arg(&local)
+                .output();
+            match output {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => errors.push(format!(
+                    "Error while rsync {volume} from {host}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => errors.push(format!("Error while rsync {volume} from {host}: {e}")),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ReplicationError::Sync(errors.join("\n")))
+    }
 }

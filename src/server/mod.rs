@@ -14,6 +14,7 @@
 //! removed, in-flight requests finish (bounded wait), then the process exits.
 
 mod control;
+mod replication;
 mod volume_driver;
 
 use std::convert::Infallible;
@@ -157,7 +158,9 @@ async fn read_body(req: Request<Incoming>) -> Result<Value, (StatusCode, String)
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("request body larger than {MAX_BODY} bytes"),
@@ -211,7 +214,11 @@ fn with_empty_err(mut value: Value) -> Value {
 
 fn log_request(endpoint: &str, volume: Option<&str>, reply: &Value, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
-    match reply.get("Err").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+    match reply
+        .get("Err")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+    {
         None => tracing::info!(endpoint, volume, outcome = "ok", micros, "request"),
         Some(err) => tracing::warn!(endpoint, volume, outcome = "error", err, micros, "request"),
     }
@@ -221,6 +228,9 @@ fn log_request(endpoint: &str, volume: Option<&str>, reply: &Value, started: Ins
 async fn route(state: &Arc<AppState>, method: &Method, path: &str, body: Value) -> Option<Reply> {
     let _ = method; // Docker POSTs everything; the CLI GETs the lists. Accept both.
     if let Some(reply) = volume_driver::route(state, path, &body).await {
+        return Some(reply);
+    }
+    if let Some(reply) = replication::route(state, path, &body).await {
         return Some(reply);
     }
     control::route(state, path, body).await

@@ -6,6 +6,8 @@
 //! test that cannot get root or btrfs fails, saying what is missing.
 #![allow(dead_code)]
 
+pub mod nodes;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -115,7 +117,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon did not open {}; log:\n{}", self.socket.display(), self.log_text());
+        panic!(
+            "daemon did not open {}; log:\n{}",
+            self.socket.display(),
+            self.log_text()
+        );
     }
 
     /// SIGTERM and wait; returns the exit status.
@@ -193,7 +199,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("--- daemon log ({}) ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- daemon log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
         cleanup_dir(&self.root);
     }
@@ -218,7 +228,9 @@ pub fn raw_request(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16
 /// Writes raw bytes, reads the whole answer, parses status and body.
 pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
     let mut stream = UnixStream::connect(socket).expect("connecting to the daemon");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     // The daemon may answer (413) and close before reading everything.
     let _ = stream.write_all(bytes);
     let mut answer = Vec::new();
@@ -230,7 +242,10 @@ pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
     let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -254,7 +269,9 @@ fn dechunk(mut body: &str) -> String {
 /// Deletes every subvolume under `dir` (deepest first), then the dir.
 pub fn cleanup_dir(dir: &Path) {
     fn walk(dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);

@@ -3,11 +3,11 @@
 #
 # Topology for `nodes.sh up <tag> 3` (X = 100..250, derived from the tag):
 #
-#   netns <tag>hub:   br0 ── v<tag>1 ── v<tag>2 ── v<tag>3      (no address)
-#                             │          │          │     veth pairs
-#   netns <tag>1:            eth0 10.X.0.1/24   sshd 10.X.0.1:1122
-#   netns <tag>2:                       eth0 10.X.0.2/24  ...
-#   netns <tag>3:                                  eth0 10.X.0.3/24
+#   netns <tag>hub:            br0 (bridge, no address)
+#                           /   |   \
+#                    v<tag>1 v<tag>2 v<tag>3     hub ends of the veth pairs
+#                       |       |       |
+#   netns <tag>k:     eth0 10.X.0.k/24, lo; sshd on 10.X.0.k:1122
 #
 # The root network namespace has no interface on 10.X.0.0/24: the nodes only
 # reach each other. Each node also has its own mount namespace (persisted as
@@ -19,6 +19,7 @@
 # (/, /run/bvnodes, /tmp, /work, ...) is the host's, so a daemon socket at
 # /run/bvnodes/<node>/btrfs.sock is reachable from the root namespace.
 # Per-node state (sshd config, host key, logs, pids): /run/bvnodes/<node>/.
+# shellcheck disable=SC2016  # single-quoted sh -c scripts expand in the child
 set -Eeuo pipefail
 trap 'echo "nodes.sh: command failed (line $LINENO): $BASH_COMMAND" >&2' ERR
 
@@ -72,8 +73,9 @@ netns_exists() { [[ -e /run/netns/$1 ]]; }
 require_node() {
     local node=$1
     [[ $node =~ ^[a-z][a-z0-9]{0,6}$ ]] || die "bad node name '$node'"
-    [[ -f $RUN/$node/ready ]] && mntns_mounted "$node" && netns_exists "$node" ||
+    if ! [[ -f $RUN/$node/ready ]] || ! mntns_mounted "$node" || ! netns_exists "$node"; then
         die "node '$node' is not up (see: nodes.sh up)"
+    fi
 }
 
 node_ip() { cat "$RUN/$1/ip"; }
@@ -161,9 +163,10 @@ cmd_up() {
     local tag=$1 count=$2 size=${3:-3G}
     check_tag "$tag"
     [[ $count =~ ^[1-9]$ ]] || die "bad count '$count' (1..$MAX_NODES)"
-    local hub=${tag}hub x k
+    local hub=${tag}hub x k nodes=()
     x=$(subnet_octet "$tag")
-    ensure_run_dir $(for ((k = 1; k <= count; k++)); do echo "$tag$k"; done)
+    for ((k = 1; k <= count; k++)); do nodes+=("$tag$k"); done
+    ensure_run_dir "${nodes[@]}"
     # Host-side mount points for the node bind mounts (empty on the host).
     mkdir -p /etc/buttervolume "$(dirname "$DATA")"
     [[ -d /root/.ssh ]] || install -d -m 700 /root/.ssh
@@ -185,7 +188,9 @@ node_up() {
     echo "$ip" >"$dir/ip"
     echo "$tag" >"$dir/tag"
     node_net "$node" "$hub" "$ip"
-    [[ -f $dir/ready ]] && mntns_mounted "$node" || node_mounts "$node" "$size"
+    if ! [[ -f $dir/ready ]] || ! mntns_mounted "$node"; then
+        node_mounts "$node" "$size"
+    fi
     node_sshd "$node" "$ip"
 }
 
@@ -258,6 +263,7 @@ LogLevel VERBOSE
 EOF
     mkdir -p /run/sshd
     rm -f "$dir/sshd.pid"
+    # shellcheck disable=SC2094  # early errors and -E logging share the file
     nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
         /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" \
         </dev/null >>"$dir/sshd.log" 2>&1 ||
@@ -419,7 +425,8 @@ cmd_daemon_start() {
     rm -f "$sock" "$dir/daemon.pid"
     echo "=== $(date '+%F %T') daemon-start $binary $*" >>"$dir/daemon.log"
     # setsid: own process group, so daemon-kill/stop can take its children too.
-    # The shell writes its own pid, then execs env, which execs the daemon.
+    # env sets the variables and execs the shell, which writes its own pid
+    # and execs the daemon: the pid file holds the daemon's pid.
     setsid nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
         env BUTTERVOLUME_SOCKET="$sock" SSH_PORT="$PORT" "$@" \
         /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$dir/daemon.pid" "$binary" run \

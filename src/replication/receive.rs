@@ -1,0 +1,266 @@
+//! The receiving end of a send: lands a stream as a snapshot atomically.
+//!
+//! The stream goes through [`stream::rename_subvolume`] so that
+//! `btrfs receive` (run with an argument vector) builds the subvolume under
+//! a hidden name `.recv.<pid>.<n>` in the destination directory. Only when
+//! receive succeeded and the result is read-only, carries a received UUID and
+//! (for an incremental stream) descends from the expected parent, is it
+//! renamed in place to its real name, with RENAME_NOREPLACE. On any failure
+//! the partial subvolume is deleted; if this process itself is killed, the
+//! leftover is swept by the next receive or daemon start (its pid is dead).
+//! A half-received snapshot is never visible under a snapshot name, so it is
+//! never listed and never used as a parent.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::stream::{self, StreamError};
+use crate::btrfs::{self, BtrfsError};
+use crate::fsutil;
+use crate::names;
+
+/// Prefix of the hidden names receives work under.
+pub const STAGING_PREFIX: &str = ".recv.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("the stream's subvolume name {0:?} is not a snapshot name")]
+    Name(String),
+    #[error("btrfs receive failed: {0}")]
+    Receive(String),
+    #[error("the received subvolume is incomplete ({0}); deleted")]
+    Incomplete(&'static str),
+    #[error("the received snapshot does not descend from the expected parent {expected}; deleted")]
+    WrongParent { expected: String },
+    #[error(
+        "a different snapshot named {0} already exists here; kept it and dropped the new copy"
+    )]
+    Conflict(String),
+    #[error(transparent)]
+    Btrfs(#[from] BtrfsError),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// What landed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Received {
+    pub name: String,
+    pub uuid: String,
+    pub received_uuid: String,
+    pub incremental: bool,
+    pub bytes: u64,
+    /// True when an identical copy was already there (a resend).
+    pub already_present: bool,
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Deletes `.recv.*` leftovers of receives whose process is gone.
+pub fn sweep_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(STAGING_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(pid_alive) && pid != Some(std::process::id() as i32) {
+            continue;
+        }
+        let path = entry.path();
+        tracing::warn!(path = %path.display(), "deleting a partial receive left by a dead process");
+        if let Err(e) = btrfs::delete_subvolume(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete partial receive");
+        }
+    }
+}
+
+/// The UUID btrfs matches incremental parents by: the received UUID when
+/// the subvolume was itself received, else its own UUID.
+pub fn parent_key(identity: &btrfs::SubvolumeIdentity) -> String {
+    identity
+        .received_uuid
+        .clone()
+        .unwrap_or_else(|| identity.uuid.clone())
+}
+
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            if let Err(e) = btrfs::delete_subvolume(&self.0) {
+                tracing::warn!(path = %self.0.display(), error = %e, "cannot delete partial receive");
+            }
+        }
+    }
+}
+
+/// Receives one send stream from `input` into `dest`. `expected_parent` is
+/// the parent key (see [`parent_key`]) the sender used, if incremental.
+pub fn receive(
+    dest: &Path,
+    input: &mut dyn Read,
+    expected_parent: Option<&str>,
+) -> Result<Received, ReceiveError> {
+    std::fs::create_dir_all(dest).map_err(|source| ReceiveError::Io {
+        context: "creating the destination",
+        source,
+    })?;
+    sweep_stale(dest);
+    let staging_name = format!("{STAGING_PREFIX}{}", fsutil::unique_suffix());
+    let staged = Staged(dest.join(&staging_name));
+
+    let mut child = Command::new("btrfs")
+        .arg("receive")
+        .arg(dest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ReceiveError::Io {
+            context: "starting btrfs receive",
+            source,
+        })?;
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    let mut child_in = child.stdin.take().expect("stdin is piped");
+
+    let copied = (|| -> Result<(String, bool, u64), ReceiveError> {
+        let (name, incremental) = stream::rename_subvolume(input, &mut child_in, &staging_name)?;
+        if names::check_snapshot(&name).is_err() {
+            return Err(ReceiveError::Name(name));
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(ReceiveError::Io {
+                        context: "reading the stream",
+                        source,
+                    })
+                }
+            };
+            // A write error means btrfs receive stopped: its status says why.
+            if child_in.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            bytes += n as u64;
+        }
+        Ok((name, incremental, bytes))
+    })();
+    drop(child_in);
+    if copied.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|source| ReceiveError::Io {
+        context: "waiting for btrfs receive",
+        source,
+    })?;
+    let receive_stderr = stderr_reader.join().unwrap_or_default();
+    let (name, incremental, bytes) = copied?;
+    if !status.success() {
+        return Err(ReceiveError::Receive(receive_stderr.trim().to_string()));
+    }
+
+    let identity = btrfs::identity(&staged.0)?;
+    if !identity.read_only {
+        return Err(ReceiveError::Incomplete("not read-only"));
+    }
+    let Some(received_uuid) = identity.received_uuid.clone() else {
+        return Err(ReceiveError::Incomplete("no received UUID"));
+    };
+    if let Some(expected) = expected_parent {
+        check_parent(dest, &name, &identity, expected)?;
+    }
+
+    let final_path = dest.join(&name);
+    if final_path.exists() {
+        let existing = btrfs::identity(&final_path)?;
+        if existing.received_uuid.as_deref() == Some(received_uuid.as_str()) {
+            return Ok(Received {
+                name,
+                uuid: existing.uuid,
+                received_uuid,
+                incremental,
+                bytes,
+                already_present: true,
+            });
+        }
+        return Err(ReceiveError::Conflict(name));
+    }
+    fsutil::rename_noreplace(&staged.0, &final_path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            ReceiveError::Conflict(name.clone())
+        } else {
+            ReceiveError::Io {
+                context: "moving the received snapshot into place",
+                source,
+            }
+        }
+    })?;
+    if let Ok(dir) = std::fs::File::open(dest) {
+        let _ = dir.sync_all();
+    }
+    Ok(Received {
+        name,
+        uuid: identity.uuid,
+        received_uuid,
+        incremental,
+        bytes,
+        already_present: false,
+    })
+}
+
+/// The new snapshot's parent UUID must be the local subvolume the sender
+/// meant: the one whose key (received UUID, else UUID) is `expected`.
+fn check_parent(
+    dest: &Path,
+    name: &str,
+    identity: &btrfs::SubvolumeIdentity,
+    expected: &str,
+) -> Result<(), ReceiveError> {
+    let wrong = || ReceiveError::WrongParent {
+        expected: expected.into(),
+    };
+    let parent_uuid = identity.parent_uuid.as_deref().ok_or_else(wrong)?;
+    let prefix = format!("{}@", names::volume_of(name));
+    let entries = std::fs::read_dir(dest).map_err(|source| ReceiveError::Io {
+        context: "listing snapshots",
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        if !entry_name.starts_with(&prefix) {
+            continue;
+        }
+        if let Ok(candidate) = btrfs::identity(&entry.path()) {
+            if candidate.uuid == parent_uuid
+                && (candidate.received_uuid.as_deref() == Some(expected)
+                    || candidate.uuid == expected)
+            {
+                return Ok(());
+            }
+        }
+    }
+    Err(wrong())
+}

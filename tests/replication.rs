@@ -1,0 +1,270 @@
+//! Replication between real nodes (network + mount namespaces, loop btrfs,
+//! sshd with our forced command, one daemon each): full and incremental
+//! sends checked by content and UUIDs, the forced command's refusals, sync.
+
+mod common;
+
+use std::path::Path;
+
+use common::nodes::Nodes;
+use serde_json::json;
+
+fn write_file(path: &Path, bytes: usize, seed: u8) {
+    let data: Vec<u8> = (0..bytes)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    std::fs::write(path, data).unwrap();
+}
+
+fn digest(path: &Path) -> u64 {
+    // FNV-1a over the file: enough to tell contents apart in a test.
+    std::fs::read(path)
+        .unwrap()
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x100000001b3)
+        })
+}
+
+fn identity(path: &Path) -> buttervolume::btrfs::SubvolumeIdentity {
+    buttervolume::btrfs::identity(path).unwrap()
+}
+
+#[test]
+fn full_then_incremental_sends_with_identity_checks() {
+    let n = Nodes::up("rp", 2, "3G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
+    let vol = n.data(&a).join("volumes/db");
+    write_file(&vol.join("big"), 8 << 20, 1);
+
+    let s1 = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s1, "Host": b_ip}),
+    );
+    let summary = reply["Summary"].as_str().unwrap();
+    assert!(summary.contains("in full"), "{summary}");
+    let remote = n.data(&b).join("snapshots").join(&s1);
+    assert_eq!(digest(&remote.join("big")), digest(&vol.join("big")));
+    let local_id = identity(&n.data(&a).join("snapshots").join(&s1));
+    let remote_id = identity(&remote);
+    assert!(remote_id.read_only);
+    assert_eq!(
+        remote_id.received_uuid.as_deref(),
+        Some(local_id.uuid.as_str())
+    );
+    // Sent marker recorded.
+    assert!(n
+        .data(&a)
+        .join("snapshots")
+        .join(format!("{s1}@{b_ip}"))
+        .exists());
+    // The metadata xattr travelled with the data.
+    let meta = buttervolume::btrfs::get_xattr(&remote, "user.buttervolume").unwrap();
+    assert!(meta.is_some(), "metadata did not travel");
+
+    // 20 successive incremental sends, each small and each landing.
+    let mut previous = s1.clone();
+    for i in 0..20u8 {
+        write_file(&vol.join(format!("f{i}")), 64 << 10, i);
+        let s = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let reply = n.ok(
+            &a,
+            "/VolumeDriver.Snapshot.Send",
+            json!({"Name": s, "Host": b_ip}),
+        );
+        let summary = reply["Summary"].as_str().unwrap();
+        assert!(
+            summary.contains(&format!("incrementally from {previous}")),
+            "{summary}"
+        );
+        let landed = n.data(&b).join("snapshots").join(&s);
+        assert_eq!(
+            digest(&landed.join(format!("f{i}"))),
+            digest(&vol.join(format!("f{i}")))
+        );
+        // The receiver's copy is a snapshot of its copy of the parent.
+        let parent_on_b = identity(&n.data(&b).join("snapshots").join(&previous));
+        assert_eq!(
+            identity(&landed).parent_uuid.as_deref(),
+            Some(parent_on_b.uuid.as_str())
+        );
+        previous = s;
+    }
+    // Exactly one marker for b, the newest.
+    let markers: Vec<String> = std::fs::read_dir(n.data(&a).join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(&format!("@{b_ip}")))
+        .collect();
+    assert_eq!(markers, vec![format!("{previous}@{b_ip}")]);
+
+    // Sending again the same snapshot: already there, nothing streamed.
+    let reply = n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": previous, "Host": b_ip}),
+    );
+    assert!(
+        reply["Summary"].as_str().unwrap().contains("already has"),
+        "{reply}"
+    );
+
+    // Failover: restore on b from the received snapshot, send back to a
+    // incrementally (a's copies are parents by received UUID).
+    n.pair(&b, &a);
+    let a_ip = n.ip(&a);
+    n.ok(
+        &b,
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": previous}),
+    );
+    write_file(&n.data(&b).join("volumes/db/back"), 4096, 9);
+    let sb = n.ok(&b, "/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = n.ok(
+        &b,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": sb, "Host": a_ip}),
+    );
+    assert!(
+        reply["Summary"].as_str().unwrap().contains("incrementally"),
+        "{reply}"
+    );
+    let back = n.data(&a).join("snapshots").join(&sb);
+    assert_eq!(
+        digest(&back.join("back")),
+        digest(&n.data(&b).join("volumes/db/back"))
+    );
+}
+
+#[test]
+fn test_mode_lands_in_the_received_dir_and_errors_are_clear() {
+    let n = Nodes::up("rt", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "t"}));
+    let s = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "t"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Not paired yet: a clear error, and no marker.
+    let reply = n.post(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        &json!({"Name": s, "Host": b_ip}),
+    );
+    let err = reply["Err"].as_str().unwrap();
+    assert!(err.contains("key") || err.contains("accepted"), "{err}");
+    assert!(!n
+        .data(&a)
+        .join("snapshots")
+        .join(format!("{s}@{b_ip}"))
+        .exists());
+
+    n.pair(&a, &b);
+    n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s, "Host": b_ip, "Test": true}),
+    );
+    assert!(n.data(&b).join("received").join(&s).exists());
+    assert!(!n.data(&b).join("snapshots").join(&s).exists());
+
+    for (body, expected) in [
+        (
+            json!({"Name": "t@2000-01-01T00:00:00.000000", "Host": b_ip}),
+            "No such snapshot",
+        ),
+        (json!({"Name": s, "Host": "bad host;id"}), "invalid host"),
+        (
+            json!({"Name": format!("{s}@{b_ip}"), "Host": b_ip}),
+            "marker",
+        ),
+        (
+            json!({"Name": "../x@y", "Host": b_ip}),
+            "invalid snapshot name",
+        ),
+    ] {
+        let reply = n.post(&a, "/VolumeDriver.Snapshot.Send", &body);
+        let err = reply["Err"].as_str().unwrap();
+        assert!(err.contains(expected), "{body}: {err}");
+    }
+}
+
+#[test]
+fn forced_command_refuses_anything_else() {
+    let n = Nodes::up("rf", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&b, "/VolumeDriver.Create", json!({"Name": "precious"}));
+    let target = format!("root@{b_ip}");
+    for command in [
+        "id",
+        "btrfs subvolume delete /var/lib/buttervolume/volumes/precious",
+        "buttervolume delete ../volumes/precious",
+        "btrfs receive /var/lib/buttervolume/snapshots/../volumes",
+        "buttervolume list x; id",
+        "buttervolume list $(id)",
+        "touch /tmp/owned",
+        "rsync --server --sender -v . /etc/",
+    ] {
+        let out = n.exec(
+            &a,
+            &["ssh", "-p", "1122", "-o", "BatchMode=yes", &target, command],
+        );
+        assert!(!out.status.success(), "{command:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refused"), "{command:?}: {err}");
+    }
+    assert!(n.data(&b).join("volumes/precious").exists());
+    assert!(!Path::new("/tmp/owned").exists());
+    let log = std::fs::read_to_string(n.data(&b).join("state/ssh-command.log")).unwrap();
+    assert!(log.contains("refused"), "{log}");
+}
+
+#[test]
+fn sync_pulls_a_volume_with_rsync() {
+    let n = Nodes::up("rs", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
+    n.ok(&b, "/VolumeDriver.Create", json!({"Name": "web"}));
+    write_file(&n.data(&b).join("volumes/web/remote"), 10000, 3);
+    write_file(&n.data(&a).join("volumes/web/local"), 100, 4);
+    n.ok(
+        &a,
+        "/VolumeDriver.Volume.Sync",
+        json!({"Volumes": ["web"], "Hosts": [b_ip]}),
+    );
+    let pulled = n.data(&a).join("volumes/web/remote");
+    assert_eq!(
+        digest(&pulled),
+        digest(&n.data(&b).join("volumes/web/remote"))
+    );
+    assert!(
+        n.data(&a).join("volumes/web/local").exists(),
+        "sync deleted a local file"
+    );
+    let reply = n.post(
+        &a,
+        "/VolumeDriver.Volume.Sync",
+        &json!({"Volumes": ["nope"], "Hosts": [b_ip]}),
+    );
+    assert!(reply["Err"].as_str().unwrap().contains("no such volume"));
+}
