@@ -225,6 +225,34 @@ pub fn raw_request(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16
     send_raw(socket, &head)
 }
 
+/// Like [`raw_request`], but a connection closed without an answer (the
+/// daemon was killed) gives status 0 and an empty body.
+pub fn raw_request_tolerant(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(body);
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return (0, String::new());
+    };
+    let _ = stream.write_all(&head);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Writes raw bytes, reads the whole answer, parses status and body.
 pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
     let mut stream = UnixStream::connect(socket).expect("connecting to the daemon");

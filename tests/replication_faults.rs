@@ -1,0 +1,298 @@
+//! Faults in the middle of a 500 MiB transfer: the sender killed, the
+//! receiving side killed, the link cut, the receiver's disk full, a stray
+//! snapshot of the same name on the receiver. After each: nothing partial is
+//! visible on the receiver, the sender's marker is unchanged, and the next
+//! send succeeds incrementally from the last good parent.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::nodes::Nodes;
+use serde_json::{json, Value};
+
+const BIG: usize = 500 << 20;
+
+thread_local! {
+    /// The stray snapshot planted on the receiver by the stray test (it is
+    /// b's own, not a received one).
+    static STRAY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn fill(path: &Path, bytes: usize, seed: u8) {
+    use std::io::Write;
+    let block: Vec<u8> = (0..(1 << 20))
+        .map(|i: usize| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    for i in 0..bytes / block.len() {
+        // Vary each block so nothing could be deduplicated.
+        let mut b = block.clone();
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        f.write_all(&b).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+fn snapshot(n: &Nodes, node: &str, vol: &str) -> String {
+    n.ok(node, "/VolumeDriver.Snapshot", json!({"Name": vol}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+fn markers(n: &Nodes, node: &str, host: &str) -> Vec<String> {
+    entries(&n.data(node).join("snapshots"))
+        .into_iter()
+        .filter(|e| e.ends_with(&format!("@{host}")))
+        .collect()
+}
+
+/// A node pair with a baseline already replicated: (nodes, a, b, b_ip,
+/// baseline snapshot).
+fn setup(tag: &str) -> (Nodes, String, String, String, String) {
+    let n = Nodes::up(tag, 2, "3G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
+    std::fs::write(n.data(&a).join("volumes/db/base"), "base").unwrap();
+    let base = snapshot(&n, &a, "db");
+    n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": base, "Host": b_ip}),
+    );
+    fill(&n.data(&a).join("volumes/db/big"), BIG, 1);
+    (n, a, b, b_ip, base)
+}
+
+/// Starts a send in the background; returns the thread with the reply.
+fn send_in_background(
+    n: &Nodes,
+    a: &str,
+    snap: &str,
+    host: &str,
+) -> std::thread::JoinHandle<(u16, String)> {
+    let socket = n.socket(a);
+    let body = json!({"Name": snap, "Host": host}).to_string();
+    std::thread::spawn(move || {
+        common::raw_request_tolerant(&socket, "/VolumeDriver.Snapshot.Send", body.as_bytes())
+    })
+}
+
+/// Waits until the receiver is busy landing a stream with some data in it.
+fn wait_for_transfer(n: &Nodes, b: &str) {
+    let snapshots = n.data(b).join("snapshots");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let staging = entries(&snapshots)
+            .into_iter()
+            .find(|e| e.starts_with(".recv."));
+        if let Some(s) = staging {
+            if let Ok(meta) = std::fs::metadata(snapshots.join(s).join("big")) {
+                if meta.len() > 20 << 20 {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no transfer started on {b}");
+}
+
+/// The receiver shows only complete snapshots, the sender's marker is the
+/// baseline's, and the next send succeeds, incrementally from the baseline.
+fn assert_recovers(n: &Nodes, a: &str, b: &str, b_ip: &str, base: &str, failed: &str) {
+    let visible: Vec<String> = entries(&n.data(b).join("snapshots"))
+        .into_iter()
+        .filter(|e| !e.starts_with('.'))
+        .filter(|e| !failed.is_empty() || e.as_str() != STRAY.with(|s| s.borrow().clone()))
+        .collect();
+    for name in &visible {
+        let id = buttervolume::btrfs::identity(&n.data(b).join("snapshots").join(name)).unwrap();
+        assert!(
+            id.read_only && id.received_uuid.is_some(),
+            "partial {name} visible"
+        );
+    }
+    assert!(
+        !visible.contains(&failed.to_string()) || failed.is_empty(),
+        "{failed} visible: {visible:?}"
+    );
+    assert_eq!(markers(n, a, b_ip), vec![format!("{base}@{b_ip}")]);
+
+    std::fs::write(n.data(a).join("volumes/db/after"), "after").unwrap();
+    let next = snapshot(n, a, "db");
+    let reply = n.ok(
+        a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": next, "Host": b_ip}),
+    );
+    let summary = reply["Summary"].as_str().unwrap();
+    assert!(summary.contains("incrementally from"), "{summary}");
+    let landed = n.data(b).join("snapshots").join(&next);
+    assert_eq!(
+        std::fs::read_to_string(landed.join("after")).unwrap(),
+        "after"
+    );
+    assert_eq!(
+        std::fs::metadata(landed.join("big")).unwrap().len(),
+        BIG as u64
+    );
+    assert_eq!(markers(n, a, b_ip), vec![format!("{next}@{b_ip}")]);
+    // No leftover of a dead receive survives the next receive.
+    let leftovers: Vec<String> = entries(&n.data(b).join("snapshots"))
+        .into_iter()
+        .filter(|e| e.starts_with(".recv."))
+        .collect();
+    for l in leftovers {
+        let pid: i32 = l.split('.').nth(2).unwrap().parse().unwrap();
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "stale {l} not swept"
+        );
+    }
+}
+
+#[test]
+fn sender_killed_mid_transfer() {
+    let (n, a, b, b_ip, base) = setup("fk");
+    let snap = snapshot(&n, &a, "db");
+    let pending = send_in_background(&n, &a, &snap, &b_ip);
+    wait_for_transfer(&n, &b);
+    n.kill(&a);
+    let _ = pending.join();
+    n.start(&a);
+    // The receiver notices the dead connection and drops the partial copy.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while entries(&n.data(&b).join("snapshots"))
+        .iter()
+        .any(|e| e.starts_with(".recv."))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "partial receive never cleaned up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_recovers(&n, &a, &b, &b_ip, &base, &snap);
+}
+
+fn same_netns(pid: &str, node: &str) -> bool {
+    let ns = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+    let target = std::fs::metadata(format!("/run/netns/{node}")).map(|m| m.ino());
+    matches!((ns, target), (Ok(x), Ok(y)) if x == y)
+}
+
+#[test]
+fn receiver_killed_mid_transfer() {
+    let (n, a, b, b_ip, base) = setup("fr");
+    let snap = snapshot(&n, &a, "db");
+    let pending = send_in_background(&n, &a, &snap, &b_ip);
+    wait_for_transfer(&n, &b);
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "ssh-command"])
+        .output()
+        .unwrap();
+    let mut killed = 0;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if same_netns(pid, &b) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.parse().unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed += 1;
+        }
+    }
+    assert!(killed > 0, "no receiving process found");
+    let (_, reply) = pending.join().unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_ne!(reply["Err"], "", "send reported success: {reply}");
+    assert_recovers(&n, &a, &b, &b_ip, &base, &snap);
+}
+
+#[test]
+fn link_cut_mid_transfer() {
+    let (n, a, b, b_ip, base) = setup("fl");
+    let snap = snapshot(&n, &a, "db");
+    let pending = send_in_background(&n, &a, &snap, &b_ip);
+    wait_for_transfer(&n, &b);
+    n.link(&b, "down");
+    let (_, reply) = pending.join().unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_ne!(reply["Err"], "", "send reported success: {reply}");
+    n.link(&b, "up");
+    assert_recovers(&n, &a, &b, &b_ip, &base, &snap);
+}
+
+#[test]
+fn receiver_disk_full() {
+    let (n, a, b, b_ip, base) = setup("fd");
+    // Leave ~150 MiB free on b: the 500 MiB stream cannot fit.
+    let filler = n.data(&b).join("filler");
+    let stat = nix::sys::statvfs::statvfs(&n.data(&b)).unwrap();
+    let free = stat.blocks_available() * stat.fragment_size();
+    let file = std::fs::File::create(&filler).unwrap();
+    nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        (free - (150 << 20)) as i64,
+    )
+    .unwrap();
+    drop(file);
+    let snap = snapshot(&n, &a, "db");
+    let reply = n.post(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        &json!({"Name": snap, "Host": b_ip}),
+    );
+    assert_ne!(reply["Err"], "", "send into a full disk succeeded");
+    std::fs::remove_file(&filler).unwrap();
+    buttervolume::btrfs::sync(&n.data(&b)).unwrap();
+    assert_recovers(&n, &a, &b, &b_ip, &base, &snap);
+}
+
+#[test]
+fn stray_snapshot_of_the_same_name_on_the_receiver() {
+    let (n, a, b, b_ip, base) = setup("fs");
+    let snap = snapshot(&n, &a, "db");
+    // Something else already sits under that name on b.
+    n.ok(&b, "/VolumeDriver.Create", json!({"Name": "other"}));
+    std::fs::write(n.data(&b).join("volumes/other/mine"), "b's own").unwrap();
+    buttervolume::btrfs::snapshot(
+        &n.data(&b).join("volumes/other"),
+        &n.data(&b).join("snapshots").join(&snap),
+        true,
+    )
+    .unwrap();
+    STRAY.with(|s| *s.borrow_mut() = snap.clone());
+    let reply = n.post(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        &json!({"Name": snap, "Host": b_ip}),
+    );
+    let err = reply["Err"].as_str().unwrap();
+    assert!(err.contains("different snapshot"), "{err}");
+    // b's stray is untouched.
+    let stray = n.data(&b).join("snapshots").join(&snap);
+    assert_eq!(
+        std::fs::read_to_string(stray.join("mine")).unwrap(),
+        "b's own"
+    );
+    assert_eq!(markers(&n, &a, &b_ip), vec![format!("{base}@{b_ip}")]);
+    assert_recovers(&n, &a, &b, &b_ip, &base, "");
+}
