@@ -369,8 +369,10 @@ cmd_pair() {
     to_ip=$(node_ip "$to")
     hostkey=$(cut -d' ' -f1,2 "$RUN/$to/ssh_host_ed25519_key.pub")
     # Replace (never duplicate) the line for this key / this host.
-    in_mnt "$to" sh -ec "$REPLACE_LINE" sh /root/.ssh/authorized_keys " $blob" \
-        "command=\"$command\",restrict $pub"
+    # "none": a plain key, as on a reference (Python) buttervolume node.
+    local line="command=\"$command\",restrict $pub"
+    [ "$command" = none ] && line=$pub
+    in_mnt "$to" sh -ec "$REPLACE_LINE" sh /root/.ssh/authorized_keys " $blob" "$line"
     in_mnt "$from" sh -ec "$REPLACE_LINE" sh /root/.ssh/known_hosts "[$to_ip]:$PORT " \
         "[$to_ip]:$PORT $hostkey"
 }

@@ -1,0 +1,133 @@
+//! Interoperability with a node running the reference buttervolume 3.13
+//! (Python, from PyPI): its daemon runs in its own node, its sshd runs any
+//! command (no forced command, as reference nodes are set up), and it sends
+//! with `btrfs send | ssh host "btrfs receive <dir>"`. Both directions,
+//! full then incremental.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::nodes::Nodes;
+use serde_json::json;
+
+fn reference_bin() -> String {
+    let venv = std::env::var("BUTTERVOLUME_REFERENCE_VENV").unwrap_or("/opt/bv-ref".into());
+    let bin = PathBuf::from(venv).join("bin/buttervolume");
+    assert!(
+        bin.exists(),
+        "reference missing: run scripts/reference-venv.sh"
+    );
+    bin.display().to_string()
+}
+
+fn snapshot(n: &Nodes, node: &str, vol: &str) -> String {
+    n.ok(node, "/VolumeDriver.Snapshot", json!({"Name": vol}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn identity(path: PathBuf) -> buttervolume::btrfs::SubvolumeIdentity {
+    buttervolume::btrfs::identity(&path).unwrap()
+}
+
+#[test]
+fn we_send_to_a_reference_node_and_it_sends_to_us() {
+    let n = Nodes::up("ri", 2, "2G");
+    let (ours, theirs) = (n.name(1), n.name(2));
+    // The second node runs the reference daemon instead of ours.
+    n.stop(&theirs);
+    let out = common::nodes::nodes_sh(&["daemon-start", &theirs, &reference_bin()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    n.pair_with(&ours, &theirs, "none");
+    n.pair(&theirs, &ours);
+    let (ours_ip, theirs_ip) = (n.ip(&ours), n.ip(&theirs));
+
+    // Ours -> reference: full, then incremental (parent from the marker).
+    n.ok(&ours, "/VolumeDriver.Create", json!({"Name": "db"}));
+    std::fs::write(n.data(&ours).join("volumes/db/one"), "1").unwrap();
+    let s1 = snapshot(&n, &ours, "db");
+    let reply = n.ok(
+        &ours,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s1, "Host": theirs_ip}),
+    );
+    assert!(
+        reply["Summary"].as_str().unwrap().contains("in full"),
+        "{reply}"
+    );
+    let landed = n.data(&theirs).join("snapshots").join(&s1);
+    assert_eq!(std::fs::read_to_string(landed.join("one")).unwrap(), "1");
+    let local1 = identity(n.data(&ours).join("snapshots").join(&s1));
+    assert_eq!(
+        identity(landed.clone()).received_uuid,
+        Some(local1.uuid.clone())
+    );
+
+    std::fs::write(n.data(&ours).join("volumes/db/two"), "2").unwrap();
+    let s2 = snapshot(&n, &ours, "db");
+    let reply = n.ok(
+        &ours,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s2, "Host": theirs_ip}),
+    );
+    assert!(
+        reply["Summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("incrementally from {s1}")),
+        "{reply}"
+    );
+    let landed2 = n.data(&theirs).join("snapshots").join(&s2);
+    assert_eq!(std::fs::read_to_string(landed2.join("two")).unwrap(), "2");
+    assert_eq!(identity(landed2).parent_uuid, Some(identity(landed).uuid));
+    // The reference node can restore what we sent: it is a normal snapshot.
+    n.ok(
+        &theirs,
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": s2}),
+    );
+    assert_eq!(
+        std::fs::read_to_string(n.data(&theirs).join("volumes/db/two")).unwrap(),
+        "2"
+    );
+
+    // Reference -> ours: its literal `btrfs receive <dir>` through our forced
+    // command, full then incremental (its own marker logic picks the parent).
+    n.ok(&theirs, "/VolumeDriver.Create", json!({"Name": "rv"}));
+    std::fs::write(n.data(&theirs).join("volumes/rv/a"), "a").unwrap();
+    let r1 = snapshot(&n, &theirs, "rv");
+    n.ok(
+        &theirs,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": r1, "Host": ours_ip}),
+    );
+    let got1 = n.data(&ours).join("snapshots").join(&r1);
+    assert_eq!(std::fs::read_to_string(got1.join("a")).unwrap(), "a");
+    std::fs::write(n.data(&theirs).join("volumes/rv/b"), "b").unwrap();
+    let r2 = snapshot(&n, &theirs, "rv");
+    n.ok(
+        &theirs,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": r2, "Host": ours_ip}),
+    );
+    let got2 = n.data(&ours).join("snapshots").join(&r2);
+    assert_eq!(std::fs::read_to_string(got2.join("b")).unwrap(), "b");
+    assert_eq!(
+        identity(got2).parent_uuid,
+        Some(identity(got1).uuid),
+        "not incremental"
+    );
+    // Nothing hidden left behind on our side.
+    let hidden: Vec<_> = std::fs::read_dir(n.data(&ours).join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty());
+}
