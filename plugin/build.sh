@@ -6,7 +6,8 @@
 #      this machine's apt uses (essential set + btrfs-progs, openssh, rsync,
 #      tini), trimmed of everything only needed to install packages (perl,
 #      dpkg, debconf...), of docs, man pages, locales and caches, with the ssh
-#      host keys removed (the daemon keeps them on the host, see below);
+#      host keys removed (`run --sshd` keeps its own on the host, in
+#      /var/lib/buttervolume/state/sshd/, and writes its own sshd_config);
 #      cached as plugin/cache/rootfs-<hash of the recipe>.tar so that a
 #      rebuild with only a new binary takes seconds;
 #   2. the release binary (cargo build --release) as /usr/bin/buttervolume.
@@ -63,12 +64,14 @@ case $out in /|"$repo"|"$repo/") die "refusing to use $out as output directory" 
 # The base rootfs recipe. Everything that changes its contents is in these
 # variables and the two functions below: the cache key is their hash.
 SUITE=bookworm
-# Debian packages on top of the essential set. libbtrfsutil1 is the runtime
-# library of the binary (ldd target/release/buttervolume); btrfs-progs runs
-# `btrfs send/receive`; openssh-client for sends and syncs to peers;
-# openssh-server so peers can `ssh -p $SSH_PORT host "btrfs receive ..."`;
-# rsync for `buttervolume sync`; tini is PID 1 (reaps sshd's children).
-PACKAGES=libbtrfsutil1,btrfs-progs,openssh-client,openssh-server,rsync,tini
+# Debian packages on top of the essential set. libbtrfsutil1 and libssl3 are
+# runtime libraries of the binary (ldd target/release/buttervolume; libssh2
+# is linked statically by the ssh2 crate); btrfs-progs runs `btrfs
+# send/receive`; openssh-server is the plugin's sshd (`run --sshd`), so peers
+# can send to this host; openssh-client brings ssh-keygen (its host key) and
+# ssh for rsync; rsync for `buttervolume sync`; tini is PID 1 (reaps zombies).
+# The build checks below fail if the binary needs a library not listed here.
+PACKAGES=libbtrfsutil1,libssl3,btrfs-progs,openssh-client,openssh-server,rsync,tini
 # Fixed epoch of the base (not the commit time, so the cache survives commits).
 BASE_EPOCH=1735689600 # 2025-01-01T00:00:00Z
 # Packages only needed to install or configure packages: their files go.
@@ -153,6 +156,8 @@ trim_base() { # <rootfs dir>
             [ -f "$list" ] || continue
             while IFS= read -r path; do
                 case $path in /usr/share/doc/*) continue ;; esac
+                # Directories stay, and so do links to them (/bin -> usr/bin).
+                [ -d "$root$path" ] && continue
                 if [ -L "$root$path" ] || [ -f "$root$path" ]; then
                     rm -f "$root$path"
                 fi
@@ -163,37 +168,17 @@ trim_base() { # <rootfs dir>
         rm -rf "${root:?}/$path"
     done
     mkdir -p "$root/var/log" "$root/var/cache"
-    # Dangling symlinks left by the removals (update-alternatives links...).
-    chroot "$root" /usr/bin/find /usr /etc /var -xtype l -delete
+    # Dangling symlinks left by the removals (update-alternatives links and
+    # links to them).
+    for _ in 1 2 3; do
+        chroot "$root" /usr/bin/find /usr /etc /var -xtype l -delete
+    done
     # Files that mmdebstrap copied from the build host, or that Docker
     # bind-mounts over anyway: make them neutral and reproducible.
     : >"$root/etc/resolv.conf"
     echo buttervolume >"$root/etc/hostname"
     printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
     rm -f "$root/etc/machine-id" "$root/var/lib/dbus/machine-id"
-    # sshd as the daemon's `run --sshd` starts it: host keys persisted on the
-    # host (created by the daemon when missing), key-only root logins, no PAM
-    # (pam_loginuid fails in containers).
-    cat >"$root/etc/ssh/sshd_config.d/buttervolume.conf" <<'EOF'
-# buttervolume managed plugin. The port comes from SSH_PORT (sshd -p).
-# Host keys live on the host, in /var/lib/buttervolume/ssh-host/, so that
-# peers keep trusting this host across plugin upgrades.
-HostKey /var/lib/buttervolume/ssh-host/ssh_host_ed25519_key
-HostKey /var/lib/buttervolume/ssh-host/ssh_host_ecdsa_key
-HostKey /var/lib/buttervolume/ssh-host/ssh_host_rsa_key
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-X11Forwarding no
-AllowTcpForwarding no
-AllowAgentForwarding no
-PermitTunnel no
-PrintMotd no
-PrintLastLog no
-PidFile none
-EOF
-    chmod 644 "$root/etc/ssh/sshd_config.d/buttervolume.conf"
     # sshd's privilege separation dir, and where Docker mounts its socket dir.
     install -d -m 755 "$root/run/sshd" "$root/run/docker/plugins"
     install -d -m 700 "$root/root"
@@ -231,7 +216,8 @@ if $rebuild_base || [ ! -f "$base" ]; then
     rm -rf "$work"
     trap - EXIT
     # Keep the three newest bases.
-    ls -1t "$cache"/rootfs-*.tar | tail -n +4 | xargs -r rm -f
+    find "$cache" -maxdepth 1 -name 'rootfs-*.tar' -printf '%T@ %p\n' | sort -rn |
+        tail -n +4 | cut -d' ' -f2- | xargs -r rm -f
 fi
 
 if [ -z "$binary" ]; then
@@ -250,34 +236,26 @@ install -m 755 "$binary" "$out/rootfs/usr/bin/buttervolume"
 install -m 644 "$config" "$out/config.json"
 find "$out" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
-# Every program the plugin runs must start in this rootfs (catches a
-# library the binary needs and the rootfs lacks).
-for cmd in "/usr/bin/buttervolume --version" "/usr/bin/btrfs --version" \
-           "/usr/bin/ssh -V" "/usr/sbin/sshd -V" "/usr/bin/rsync --version" \
-           "/usr/bin/tini --version" "/usr/bin/ssh-keygen -?"; do
-    # shellcheck disable=SC2086 # word splitting wanted
-    if ! chroot "$out/rootfs" $cmd </dev/null >/dev/null 2>"$out/.check.err"; then
-        # sshd -V, ssh-keygen -? print their usage and exit non-zero: accept
-        # any exit but "not found" / loader errors.
-        if grep -qiE 'not found|error while loading|No such file' "$out/.check.err"; then
-            cat "$out/.check.err" >&2
-            rm -f "$out/.check.err"
-            die "rootfs check failed: $cmd"
-        fi
+# Every program the plugin runs must find its libraries in this rootfs
+# (catches a library the new binary links and the base lacks).
+loader=/usr/lib64/ld-linux-x86-64.so.2
+for bin in /usr/bin/buttervolume /usr/bin/btrfs /usr/bin/ssh /usr/bin/ssh-keygen \
+           /usr/sbin/sshd /usr/bin/rsync /usr/bin/tini /usr/bin/bash /usr/bin/dash; do
+    libs=$(chroot "$out/rootfs" "$loader" --list "$bin" 2>&1) \
+        || die "cannot load $bin in the rootfs: $libs"
+    if grep -q 'not found' <<<"$libs"; then
+        die "$bin misses libraries in the rootfs (add their packages to PACKAGES): $libs"
     fi
 done
-rm -f "$out/.check.err"
+chroot "$out/rootfs" /usr/bin/buttervolume --version >/dev/null \
+    || die "/usr/bin/buttervolume --version fails in the rootfs"
 
 if [ -n "$manifest" ]; then
-    (cd "$out/rootfs" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort -k6 \
-        | while IFS= read -r line; do
-            set -- $line
-            if [ "$1" = f ]; then
-                echo "$line $(sha256sum <"$6" | cut -c1-64)"
-            else
-                echo "$line"
-            fi
-        done) >"$manifest"
+    (
+        cd "$out/rootfs"
+        find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    ) >"$manifest"
 fi
 
 size=$(du -sb "$out/rootfs" | cut -f1)

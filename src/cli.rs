@@ -36,7 +36,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Verb {
     /// Run the plugin in foreground
-    Run,
+    Run {
+        /// Also run and supervise the OpenSSH server peers send to (managed plugin)
+        #[arg(long)]
+        sshd: bool,
+    },
     /// Prepare the data directory (loop-mounted btrfs image when needed)
     Init {
         /// Size of the sparse loop image created when the data dir is not btrfs
@@ -96,6 +100,11 @@ pub enum Verb {
         #[arg(long)]
         dryrun: bool,
     },
+    /// Find (and with --fix repair) local/btrfs duplicate volumes and stale sockets
+    Doctor {
+        #[arg(long)]
+        fix: bool,
+    },
     /// SSH forced command: serve a peer's request (see authorized_keys)
     #[command(hide = true)]
     SshCommand,
@@ -133,14 +142,37 @@ pub fn main(args: Cli) -> ExitCode {
         return ExitCode::SUCCESS;
     };
     match verb {
-        Verb::Run => {
+        Verb::Run { sshd } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
-            match runtime.block_on(crate::daemon::run(config)) {
+            match runtime.block_on(crate::daemon::run(config, sshd)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(Failure(e.to_string())),
+            }
+        }
+        Verb::Doctor { fix } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime starts");
+            match runtime.block_on(crate::doctor::run(&config, fix)) {
+                Ok(findings) if findings.is_empty() => {
+                    println!("no problem found");
+                    ExitCode::SUCCESS
+                }
+                Ok(findings) => {
+                    for f in findings {
+                        println!(
+                            "{}
+  -> {}",
+                            f.problem, f.action
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(Failure(e)),
             }
         }
         Verb::SshCommand => ExitCode::from(crate::replication::forced_command::run(&config) as u8),
@@ -292,6 +324,21 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
                 } else {
                     print_schedule(&jobs, verbose);
                 }
+                // Lines of schedule.csv the scheduler skips: on stderr, so
+                // stdout stays the reference's.
+                for bad in reply
+                    .get("Invalid")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    eprintln!(
+                        "WARNING: schedule line {} skipped ({}): {}",
+                        bad.get("Line").and_then(Value::as_u64).unwrap_or(0),
+                        bad.get("Error").and_then(Value::as_str).unwrap_or(""),
+                        bad.get("Text").and_then(Value::as_str).unwrap_or("")
+                    );
+                }
             }
         },
         Verb::Restore {
@@ -364,7 +411,9 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
                 print_inspect(&volume);
             }
         }
-        Verb::Run | Verb::Init { .. } | Verb::SshCommand => unreachable!("handled by main"),
+        Verb::Run { .. } | Verb::Init { .. } | Verb::SshCommand | Verb::Doctor { .. } => {
+            unreachable!("handled by main")
+        }
     }
     Ok(())
 }
@@ -388,8 +437,18 @@ fn print_schedule(jobs: &Value, verbose: bool) {
             paused
         );
         if verbose {
+            let took = job
+                .get("LastDurationMs")
+                .and_then(Value::as_u64)
+                .map(|ms| format!(" ({ms} ms)"))
+                .unwrap_or_default();
+            let running = if job.get("Running").and_then(Value::as_bool) == Some(true) {
+                "  (running)"
+            } else {
+                ""
+            };
             line = format!(
-                "{line}\n    next: {}  last: {}  result: {}",
+                "{line}\n    next: {}  last: {}  result: {}{took}{running}",
                 or_dash(field("NextRun")),
                 or_dash(field("LastRun")),
                 or_dash(field("LastResult"))

@@ -49,10 +49,13 @@ pub async fn request(
         .expect("request parts are valid");
     let socket_name = socket.display().to_string();
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| ClientError::Connect {
-            socket: socket_name.clone(),
-            message: connect_message(&e),
-        })?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect {
+                socket: socket_name.clone(),
+                message: connect_message(&e),
+            })?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -68,6 +71,9 @@ pub async fn request(
     let (status, bytes) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ClientError::Timeout(timeout, socket_name.clone()))??;
+    if bytes.is_empty() {
+        return Ok((status, Value::Null));
+    }
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(value) => Ok((status, value)),
         Err(_) if !status.is_success() => Err(ClientError::Status {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::schedule::{Scheduler, SchedulerOptions, StoreActions, SystemClock};
 use crate::server::{self, AppState, ServerError};
 use crate::volumes::VolumeStore;
 
@@ -23,7 +24,7 @@ async fn shutdown_signal() {
 }
 
 /// Runs the daemon until a termination signal.
-pub async fn run(config: Config) -> Result<(), ServerError> {
+pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let listener = server::bind(&config.socket).await?;
     tracing::info!(socket = %config.socket.display(), "listening");
@@ -42,11 +43,35 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             return Err(e.into());
         }
     };
+    let store = Arc::new(store);
+    // The scheduler starts once the store is open (its jobs use it) and
+    // stops dispatching as soon as the termination signal arrives, while
+    // the server drains; its in-flight jobs get a bounded grace period.
+    let scheduler = Scheduler::new(
+        SchedulerOptions::from_config(&config),
+        Arc::new(StoreActions::new(store.clone())),
+        Arc::new(SystemClock),
+    );
+    let (stop_scheduler, stop_rx) = tokio::sync::watch::channel(false);
+    let sshd_task =
+        with_sshd.then(|| tokio::spawn(crate::sshd::supervise(config.clone(), stop_rx.clone())));
+    let scheduler_task = tokio::spawn(scheduler.clone().run(stop_rx));
     let state = Arc::new(AppState {
         config: config.clone(),
-        store: Arc::new(store),
+        store,
+        scheduler,
     });
-    server::serve(listener, state, shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_scheduler.send(true);
+    };
+    server::serve(listener, state, shutdown).await;
+    if let Some(task) = sshd_task {
+        let _ = task.await;
+    }
+    if let Err(e) = scheduler_task.await {
+        tracing::warn!(error = %e, "the scheduler did not stop cleanly");
+    }
     tracing::info!("stopped");
     Ok(())
 }

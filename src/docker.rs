@@ -56,18 +56,22 @@ pub async fn volume_labels(
     Ok(Some(labels))
 }
 
-/// Every volume Docker knows: (name, driver).
-pub async fn volumes(docker: &Path) -> Result<Vec<(String, String)>, ClientError> {
-    let body = get(docker, "/volumes").await?.unwrap_or_default();
+/// Docker's `local` volumes: (name, mountpoint). Filtering by driver makes
+/// Docker ask only that driver, so a slow or dead plugin cannot stall it.
+pub async fn local_volumes(docker: &Path) -> Result<Vec<(String, String)>, ClientError> {
+    // filters={"driver":["local"]}, URL-encoded.
+    let path = "/volumes?filters=%7B%22driver%22%3A%5B%22local%22%5D%7D";
+    let body = get(docker, path).await?.unwrap_or_default();
     Ok(body
         .get("Volumes")
         .and_then(Value::as_array)
         .map(|vs| {
             vs.iter()
+                .filter(|v| v.get("Driver").and_then(Value::as_str) == Some("local"))
                 .filter_map(|v| {
                     Some((
                         v.get("Name")?.as_str()?.to_string(),
-                        v.get("Driver")?.as_str()?.to_string(),
+                        v.get("Mountpoint")?.as_str()?.to_string(),
                     ))
                 })
                 .collect()

@@ -116,7 +116,12 @@ pub fn init(config: &Config, loop_size: &str) -> Result<String, InitError> {
         }
         run(
             "mount",
-            &["-o", "loop", &image.to_string_lossy(), &root.to_string_lossy()],
+            &[
+                "-o",
+                "loop",
+                &image.to_string_lossy(),
+                &root.to_string_lossy(),
+            ],
         )?;
         if !btrfs::is_btrfs(&root) {
             return Err(InitError::StillNotBtrfs(root));

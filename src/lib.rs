@@ -11,23 +11,27 @@
 //! - [`config`]: settings from env / config.ini / defaults;
 //! - [`fsutil`]: atomic writes and renames;
 //! - [`mounts`]: persisted mount reference counts;
+//! - [`schedule`]: the built-in job scheduler and schedule.csv;
 //! - [`daemon`]: the `run` verb that wires everything together;
 //! - [`init`]: `buttervolume init`, preparing a btrfs data directory.
 
 pub mod btrfs;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod docker;
+pub mod doctor;
 pub mod fsutil;
 pub mod init;
+pub mod labels;
 pub mod metadata;
 pub mod mounts;
 pub mod names;
-pub mod server;
-pub mod volumes;
-pub mod cli;
-pub mod client;
-pub mod docker;
-pub mod labels;
 pub mod purge;
 pub mod replication;
+pub mod schedule;
+pub mod server;
 pub mod snapshots;
+pub mod sshd;
+pub mod volumes;

@@ -67,7 +67,10 @@ impl VolumeMetadata {
     /// (never off: an explicit `-o nonmigrable=true` is not undone by a
     /// missing label).
     pub fn set_labels(&mut self, labels: BTreeMap<String, String>) {
-        if labels.get(NONMIGRABLE_LABEL).is_some_and(|v| label_is_true(v)) {
+        if labels
+            .get(NONMIGRABLE_LABEL)
+            .is_some_and(|v| label_is_true(v))
+        {
             self.nonmigrable = true;
         }
         self.labels = labels;

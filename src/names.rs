@@ -142,7 +142,15 @@ mod tests {
     fn snapshot_names() {
         assert!(check_snapshot("db@2026-11-22T02:35:52.701543").is_ok());
         assert!(check_snapshot("db@2026-11-22T02:35:52.701543@10.0.0.2").is_ok());
-        for bad in ["db", "@x", "db@", "db@../../etc", "db@a/b", "../db@x", "db@$(id)"] {
+        for bad in [
+            "db",
+            "@x",
+            "db@",
+            "db@../../etc",
+            "db@a/b",
+            "../db@x",
+            "db@$(id)",
+        ] {
             assert!(check_snapshot(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(volume_of("db@2026@host"), "db");

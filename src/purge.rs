@@ -83,10 +83,9 @@ pub fn compute_purges(
             let taken = parse_timestamp(stamp, dtformat)?;
             // Python: int((now - taken).total_seconds()) / 60 -- truncation
             // toward zero, then true division.
-            let seconds = (now - taken).num_microseconds().map_or_else(
-                || (now - taken).num_seconds(),
-                |us| us / 1_000_000,
-            );
+            let seconds = (now - taken)
+                .num_microseconds()
+                .map_or_else(|| (now - taken).num_seconds(), |us| us / 1_000_000);
             Some((name, seconds as f64 / 60.0))
         })
         .collect();
@@ -194,8 +193,13 @@ mod tests {
     #[test]
     fn patterns() {
         assert_eq!(Pattern::parse("1h:1d").unwrap().minutes, vec![60, 1440]);
-        assert_eq!(Pattern::parse("1y:2m:1w").unwrap().minutes, vec![2, 10080, 525600]);
-        for bad in ["", "1h", "1h:", "h:1d", "1x:1d", "0m:1h", "-1h:1d", "1.5h:1d", "1h;1d", " 1h:1d"] {
+        assert_eq!(
+            Pattern::parse("1y:2m:1w").unwrap().minutes,
+            vec![2, 10080, 525600]
+        );
+        for bad in [
+            "", "1h", "1h:", "h:1d", "1x:1d", "0m:1h", "-1h:1d", "1.5h:1d", "1h;1d", " 1h:1d",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -214,7 +218,10 @@ mod tests {
         let purged = compute_purges(&snaps, &Pattern::parse("1h:1d").unwrap(), now, DTFORMAT);
         assert_eq!(
             purged,
-            names(&["v@2025-12-30T12:00:00.000000", "v@2026-01-01T10:10:00.000000"])
+            names(&[
+                "v@2025-12-30T12:00:00.000000",
+                "v@2026-01-01T10:10:00.000000"
+            ])
         );
     }
 
@@ -232,7 +239,10 @@ mod tests {
         assert_eq!(compute_purges(&snaps, &p, now, DTFORMAT).len(), 5);
         assert_eq!(
             plan(&snaps, &p, now, DTFORMAT),
-            names(&["v@2024-01-01T00:00:00.000000", "v@2024-01-01T00:00:00.000000@node2"])
+            names(&[
+                "v@2024-01-01T00:00:00.000000",
+                "v@2024-01-01T00:00:00.000000@node2"
+            ])
         );
     }
 }

@@ -16,7 +16,11 @@ fn every_reference_vector_gives_the_same_purged_set() {
     let cases = data["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 300);
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -36,5 +40,10 @@ fn every_reference_vector_gives_the_same_purged_set() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -55,7 +55,10 @@ fn reference_cli_drives_our_daemon() {
     assert!(out.status.success(), "{}", stderr(&out));
     let backup = stdout(&out).trim().to_string();
     assert!(backup.starts_with("web@") && backup != snap);
-    assert_eq!(std::fs::read_to_string(d.volumes().join("web/f")).unwrap(), "1");
+    assert_eq!(
+        std::fs::read_to_string(d.volumes().join("web/f")).unwrap(),
+        "1"
+    );
 
     // restore <vol> (latest) and restore <snapshot> <target> (migration).
     let out = reference(&d, &["restore", "web"]);
@@ -63,7 +66,10 @@ fn reference_cli_drives_our_daemon() {
     let out = reference(&d, &["restore", &snap, "moved"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "no backup when the target is new");
-    assert_eq!(std::fs::read_to_string(d.volumes().join("moved/f")).unwrap(), "1");
+    assert_eq!(
+        std::fs::read_to_string(d.volumes().join("moved/f")).unwrap(),
+        "1"
+    );
 
     // clone prints the new volume's name; same output from ours.
     let theirs = reference(&d, &["clone", "web", "web2"]);
@@ -79,7 +85,11 @@ fn reference_cli_drives_our_daemon() {
     let ours = d.cli(&["rm", &backup]);
     assert_eq!(theirs.status.code(), Some(1));
     assert_eq!(ours.status.code(), Some(1));
-    assert!(stderr(&theirs).contains("ERROR:root:"), "{}", stderr(&theirs));
+    assert!(
+        stderr(&theirs).contains("ERROR:root:"),
+        "{}",
+        stderr(&theirs)
+    );
     assert!(stderr(&ours).starts_with("ERROR:root:"));
 
     // purge: the dry run deletes nothing, the real one deletes what the

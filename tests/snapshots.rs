@@ -75,7 +75,10 @@ fn many_snapshots_in_one_microsecond_never_collide() {
             })
         })
         .collect();
-    let mut names: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut names: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 80);
@@ -85,7 +88,10 @@ fn many_snapshots_in_one_microsecond_never_collide() {
 #[test]
 fn restore_by_snapshot_and_by_volume_with_backup() {
     let d = Daemon::start("restore");
-    d.ok("/VolumeDriver.Create", json!({"Name": "app", "Opts": {"copyonwrite": "false"}}));
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": "app", "Opts": {"copyonwrite": "false"}}),
+    );
     write(&d, "app", "f", "v1");
     let s1 = d.ok("/VolumeDriver.Snapshot", json!({"Name": "app"}))["Snapshot"].clone();
     write(&d, "app", "f", "v2");
@@ -110,20 +116,34 @@ fn restore_by_snapshot_and_by_volume_with_backup() {
     assert_eq!(read(&d, "app", "f"), "v3");
 
     // Into another, new volume: no backup.
-    let reply = d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": s2, "Target": "copy"}));
+    let reply = d.ok(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": s2, "Target": "copy"}),
+    );
     assert!(reply.get("VolumeBackup").is_none());
     assert_eq!(read(&d, "copy", "f"), "v2");
 
-    let err = d.err("/VolumeDriver.Snapshot.Restore", json!({"Name": "app@2020-01-01T00:00:00.000000"}));
+    let err = d.err(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": "app@2020-01-01T00:00:00.000000"}),
+    );
     assert!(err.contains("No such snapshot"), "{err}");
-    let err = d.err("/VolumeDriver.Snapshot.Restore", json!({"Name": s2, "Target": "../evil"}));
+    let err = d.err(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": s2, "Target": "../evil"}),
+    );
     assert!(err.contains("invalid volume name"), "{err}");
     // A volume without snapshots: success with nothing done (reference).
     d.ok("/VolumeDriver.Create", json!({"Name": "fresh"}));
     let reply = d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": "fresh"}));
     assert!(reply.get("VolumeBackup").is_none());
     // No leftovers in staging.
-    assert_eq!(std::fs::read_dir(d.volumes().join(".staging")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.volumes().join(".staging"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -137,7 +157,10 @@ fn restore_refuses_mounted_targets_unless_forced() {
     let err = d.err("/VolumeDriver.Snapshot.Restore", json!({"Name": s}));
     assert!(err.contains("mounted"), "{err}");
     assert_eq!(read(&d, "m", "f"), "new");
-    d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": s, "Force": true}));
+    d.ok(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": s, "Force": true}),
+    );
     assert_eq!(read(&d, "m", "f"), "old");
 }
 
@@ -145,13 +168,19 @@ fn restore_refuses_mounted_targets_unless_forced() {
 fn nonmigrable_flag_survives_restore_and_blocks_foreign_snapshots() {
     let d = Daemon::start("nonmig");
     d.ok("/VolumeDriver.Create", json!({"Name": "a"}));
-    d.ok("/VolumeDriver.Create", json!({"Name": "b", "Opts": {"nonmigrable": "true"}}));
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": "b", "Opts": {"nonmigrable": "true"}}),
+    );
     write(&d, "a", "f", "from a");
     write(&d, "b", "f", "from b");
     let sa = d.ok("/VolumeDriver.Snapshot", json!({"Name": "a"}))["Snapshot"].clone();
     let sb = d.ok("/VolumeDriver.Snapshot", json!({"Name": "b"}))["Snapshot"].clone();
 
-    let err = d.err("/VolumeDriver.Snapshot.Restore", json!({"Name": sa, "Target": "b"}));
+    let err = d.err(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": sa, "Target": "b"}),
+    );
     assert!(err.contains("non-migrable"), "{err}");
     assert_eq!(read(&d, "b", "f"), "from b");
 
@@ -162,7 +191,10 @@ fn nonmigrable_flag_survives_restore_and_blocks_foreign_snapshots() {
     assert_eq!(get["Volume"]["Status"]["NonMigrable"], true);
 
     // Forced: allowed, and b stays non-migrable.
-    d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": sa, "Target": "b", "Force": true}));
+    d.ok(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": sa, "Target": "b", "Force": true}),
+    );
     assert_eq!(read(&d, "b", "f"), "from a");
     let get = d.ok("/VolumeDriver.Get", json!({"Name": "b"}));
     assert_eq!(get["Volume"]["Status"]["NonMigrable"], true);
@@ -178,20 +210,35 @@ fn nonmigrable_flag_survives_restore_and_blocks_foreign_snapshots() {
 #[test]
 fn clone_volume() {
     let d = Daemon::start("clone");
-    d.ok("/VolumeDriver.Create", json!({"Name": "src", "Opts": {"compression": "zstd"}}));
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": "src", "Opts": {"compression": "zstd"}}),
+    );
     write(&d, "src", "f", "data");
-    let reply = d.ok("/VolumeDriver.Clone", json!({"Name": "src", "Target": "dst"}));
+    let reply = d.ok(
+        "/VolumeDriver.Clone",
+        json!({"Name": "src", "Target": "dst"}),
+    );
     assert_eq!(reply["VolumeCloned"], "dst");
     assert_eq!(read(&d, "dst", "f"), "data");
     write(&d, "dst", "f", "changed");
     assert_eq!(read(&d, "src", "f"), "data");
-    let err = d.err("/VolumeDriver.Clone", json!({"Name": "src", "Target": "dst"}));
+    let err = d.err(
+        "/VolumeDriver.Clone",
+        json!({"Name": "src", "Target": "dst"}),
+    );
     assert!(err.contains("already exists"), "{err}");
-    let err = d.err("/VolumeDriver.Clone", json!({"Name": "nope", "Target": "x"}));
+    let err = d.err(
+        "/VolumeDriver.Clone",
+        json!({"Name": "nope", "Target": "x"}),
+    );
     assert!(err.contains("no such volume"), "{err}");
     let err = d.err("/VolumeDriver.Clone", json!({"Name": "src"}));
     assert!(err.contains("Target"), "{err}");
-    let err = d.err("/VolumeDriver.Clone", json!({"Name": "src", "Target": "a/b"}));
+    let err = d.err(
+        "/VolumeDriver.Clone",
+        json!({"Name": "src", "Target": "a/b"}),
+    );
     assert!(err.contains("invalid volume name"), "{err}");
     let reply = d.ok("/VolumeDriver.Get", json!({"Name": "dst"}));
     assert_eq!(reply["Volume"]["Status"]["Options"]["compression"], "zstd");
@@ -199,8 +246,12 @@ fn clone_volume() {
 
 fn make_snapshot(d: &Daemon, name: &str) {
     let path = d.snapshots().join(name);
-    buttervolume::btrfs::snapshot(&d.volumes().join(name.split('@').next().unwrap()), &path, true)
-        .unwrap();
+    buttervolume::btrfs::snapshot(
+        &d.volumes().join(name.split('@').next().unwrap()),
+        &path,
+        true,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -219,8 +270,12 @@ fn purge_endpoint_and_cli() {
     for s in [&recent, &old, &older, &marker_src] {
         make_snapshot(&d, s);
     }
-    buttervolume::btrfs::snapshot(&d.snapshots().join(&marker_src), &d.snapshots().join(&marker), true)
-        .unwrap();
+    buttervolume::btrfs::snapshot(
+        &d.snapshots().join(&marker_src),
+        &d.snapshots().join(&marker),
+        true,
+    )
+    .unwrap();
 
     let out = d.cli(&["purge", "--dryrun", "1h:1d", "p"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -230,14 +285,23 @@ fn purge_endpoint_and_cli() {
     assert_eq!(listed_sorted, vec![older.clone(), old.clone()]);
     assert!(d.snapshots().join(&old).exists(), "dry run deleted");
 
-    let reply = d.ok("/VolumeDriver.Snapshots.Purge", json!({"Name": "p", "Pattern": "1h:1d"}));
+    let reply = d.ok(
+        "/VolumeDriver.Snapshots.Purge",
+        json!({"Name": "p", "Pattern": "1h:1d"}),
+    );
     assert_eq!(reply["Purged"].as_array().unwrap().len(), 2);
     assert!(!d.snapshots().join(&old).exists());
     assert!(d.snapshots().join(&recent).exists());
     assert!(d.snapshots().join(&marker).exists(), "newest marker purged");
-    assert!(d.snapshots().join(&marker_src).exists(), "marker's source purged");
+    assert!(
+        d.snapshots().join(&marker_src).exists(),
+        "marker's source purged"
+    );
 
-    let err = d.err("/VolumeDriver.Snapshots.Purge", json!({"Name": "p", "Pattern": "1h"}));
+    let err = d.err(
+        "/VolumeDriver.Snapshots.Purge",
+        json!({"Name": "p", "Pattern": "1h"}),
+    );
     assert!(err.contains("Invalid purge pattern"), "{err}");
     let out = d.cli(&["purge", "1x:2y", "p"]);
     assert_eq!(out.status.code(), Some(1));
@@ -279,7 +343,11 @@ fn cli_verbs_match_the_reference_output() {
     assert_eq!(v["LatestSnapshot"], snap.as_str());
     assert_eq!(v["NonMigrable"], false);
     let out = d.cli(&["inspect", "c"]);
-    assert!(stdout(&out).contains("NonMigrable: false"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("NonMigrable: false"),
+        "{}",
+        stdout(&out)
+    );
 
     // Failures: message on stderr, exit 1.
     for args in [
@@ -290,7 +358,11 @@ fn cli_verbs_match_the_reference_output() {
     ] {
         let out = d.cli(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&out).starts_with("ERROR:root:"), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("ERROR:root:"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert_eq!(stdout(&out), "");
     }
 }

@@ -28,7 +28,10 @@ fn create_get_path_list_remove() {
     let d = Daemon::start("lifecycle");
     d.ok("/VolumeDriver.Create", json!({"Name": "web", "Opts": {}}));
     let path = d.volumes().join("web");
-    assert!(buttervolume::btrfs::is_subvolume(&path), "no subvolume at {path:?}");
+    assert!(
+        buttervolume::btrfs::is_subvolume(&path),
+        "no subvolume at {path:?}"
+    );
     // Creating again is success with no change.
     std::fs::write(path.join("keep"), "x").unwrap();
     d.ok("/VolumeDriver.Create", json!({"Name": "web"}));
@@ -54,7 +57,11 @@ fn create_get_path_list_remove() {
     assert!(!path.exists());
     let err = d.err("/VolumeDriver.Remove", json!({"Name": "web"}));
     assert!(err.ends_with("no such volume"), "{err}");
-    for endpoint in ["/VolumeDriver.Get", "/VolumeDriver.Path", "/VolumeDriver.Mount"] {
+    for endpoint in [
+        "/VolumeDriver.Get",
+        "/VolumeDriver.Path",
+        "/VolumeDriver.Mount",
+    ] {
         let err = d.err(endpoint, json!({"Name": "web", "ID": "x"}));
         assert_eq!(err, "web: no such volume", "{endpoint}");
     }
@@ -103,9 +110,15 @@ fn bad_options_create_nothing() {
     let cases = [
         (json!({"compression": "brotli"}), "zstd"),
         (json!({"copyonwrite": "maybe"}), "\"true\" or \"false\""),
-        (json!({"nonmigrable": "yes please"}), "\"true\" or \"false\""),
+        (
+            json!({"nonmigrable": "yes please"}),
+            "\"true\" or \"false\"",
+        ),
         (json!({"size": "10G"}), "accepted options"),
-        (json!({"copyonwrite": "false", "compression": "zstd"}), "copyonwrite=false"),
+        (
+            json!({"copyonwrite": "false", "compression": "zstd"}),
+            "copyonwrite=false",
+        ),
     ];
     for (opts, expected) in cases {
         let err = d.err("/VolumeDriver.Create", json!({"Name": "v", "Opts": opts}));
@@ -122,7 +135,16 @@ fn bad_options_create_nothing() {
 fn bad_names_touch_nothing_outside() {
     let d = Daemon::start("badnames");
     let outside = d.root.join("x");
-    for name in ["../x", "x/y", "x$(touch /tmp/pwned)", "", ".hidden", "a@b", "a\u{0}b", "-x"] {
+    for name in [
+        "../x",
+        "x/y",
+        "x$(touch /tmp/pwned)",
+        "",
+        ".hidden",
+        "a@b",
+        "a\u{0}b",
+        "-x",
+    ] {
         for endpoint in [
             "/VolumeDriver.Create",
             "/VolumeDriver.Remove",
@@ -142,7 +164,14 @@ fn bad_names_touch_nothing_outside() {
     assert!(err.contains("255"), "{err}");
     assert!(!outside.exists());
     assert!(!std::path::Path::new("/tmp/pwned").exists());
-    assert_eq!(std::fs::read_dir(d.volumes()).unwrap().filter_map(Result::ok).filter(|e| e.file_name() != ".staging").count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.volumes())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != ".staging")
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -151,9 +180,19 @@ fn malformed_requests_get_json_errors_and_server_survives() {
     let (status, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", b"{not json");
     assert_eq!(status, 200);
     assert!(body.contains("invalid JSON"), "{body}");
-    let (_, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", br#"{"Name": 42}"#);
+    let (_, body) = raw_request(
+        &d.socket,
+        "POST",
+        "/VolumeDriver.Create",
+        br#"{"Name": 42}"#,
+    );
     assert!(body.contains("invalid request"), "{body}");
-    let (_, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Create", br#"{"Name": "v", "Opts": {"a": 1}}"#);
+    let (_, body) = raw_request(
+        &d.socket,
+        "POST",
+        "/VolumeDriver.Create",
+        br#"{"Name": "v", "Opts": {"a": 1}}"#,
+    );
     assert!(body.contains("invalid request"), "{body}");
     let (_, body) = raw_request(&d.socket, "POST", "/VolumeDriver.Get", br#"[]"#);
     assert!(body.contains("invalid request"), "{body}");

@@ -57,9 +57,11 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Rep
     }
     let reply = match path {
         "/VolumeDriver.Snapshot" => match decode::<NameRequest>(&body) {
-            Ok(req) => blocking(move || snapshots::snapshot(&store, &req.name).map_err(|e| e.to_string()))
-                .await
-                .map(|name| json!({ "Snapshot": name })),
+            Ok(req) => {
+                blocking(move || snapshots::snapshot(&store, &req.name).map_err(|e| e.to_string()))
+                    .await
+                    .map(|name| json!({ "Snapshot": name }))
+            }
             Err(e) => Err(e),
         },
         "/VolumeDriver.Snapshot.List" => {
@@ -68,9 +70,11 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Rep
                 .map(|list| json!({ "Snapshots": list }))
         }
         "/VolumeDriver.Snapshot.Remove" => match decode::<NameRequest>(&body) {
-            Ok(req) => blocking(move || snapshots::remove(&store, &req.name).map_err(|e| e.to_string()))
-                .await
-                .map(|()| json!({})),
+            Ok(req) => {
+                blocking(move || snapshots::remove(&store, &req.name).map_err(|e| e.to_string()))
+                    .await
+                    .map(|()| json!({}))
+            }
             Err(e) => Err(e),
         },
         "/VolumeDriver.Snapshot.Restore" => match decode::<RestoreRequest>(&body) {

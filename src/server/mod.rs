@@ -15,6 +15,7 @@
 
 mod control;
 mod replication;
+mod schedule;
 mod volume_driver;
 
 use std::convert::Infallible;
@@ -57,6 +58,8 @@ pub enum ServerError {
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<VolumeStore>,
+    /// The job scheduler behind the `Schedule*` endpoints.
+    pub scheduler: crate::schedule::Scheduler,
 }
 
 /// The outcome of one handler: a JSON reply, or an error message that ends
@@ -231,6 +234,9 @@ async fn route(state: &Arc<AppState>, method: &Method, path: &str, body: Value) 
         return Some(reply);
     }
     if let Some(reply) = replication::route(state, path, &body).await {
+        return Some(reply);
+    }
+    if let Some(reply) = schedule::route(state, path, &body).await {
         return Some(reply);
     }
     control::route(state, path, body).await

@@ -70,9 +70,10 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
             Ok(req) => blocking({
                 labels::refresh_later(state, &req.name, Duration::ZERO);
                 move || {
-                let id = req.id.unwrap_or_default();
-                store.mount(&req.name, &id).map_err(|e| e.to_string())
-            }})
+                    let id = req.id.unwrap_or_default();
+                    store.mount(&req.name, &id).map_err(|e| e.to_string())
+                }
+            })
             .await
             .map(|path| json!({ "Mountpoint": path })),
             Err(e) => Err(e),

@@ -1,0 +1,403 @@
+//! Scheduler benchmark (a program, not a test): 1,000 volumes × 3 jobs
+//! (`snapshot` 60, `replicate:peer` 60, `purge:1h:1d:1w:4w:1y` 1440), all
+//! due at once. Jobs are fakes that only record when they start (optionally
+//! sleeping to simulate work), so what is measured is the scheduler itself:
+//!
+//! 1. tick cost, with a hand-set clock: the first tick (parse the CSV and
+//!    dispatch 3,000 jobs), a tick where all 3,000 are due again (CSV
+//!    cached), a tick where nothing is due, and the history write;
+//! 2. the daemon's real loop and clock: every job made due at the same
+//!    instant T through the persisted history; lag from T to each job's
+//!    dispatch (handed to the pool) and start (running on a worker);
+//! 3. idle CPU of that loop between ticks (TIMER=1 and TIMER=60).
+//!
+//! Logging is on (INFO, formatted into a sink) as in the daemon.
+//! Run: `scripts/bench-scheduler.sh` (also measures the reference), or
+//! `cargo bench --bench scheduler -- [--volumes N] [--workers N]`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use buttervolume::schedule::history::{self, RunRecord};
+use buttervolume::schedule::{JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock};
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Simulated duration of each action.
+#[derive(Clone, Copy)]
+struct Work {
+    snapshot: Duration,
+    send: Duration,
+    purge: Duration,
+}
+
+const NO_WORK: Work = Work {
+    snapshot: Duration::ZERO,
+    send: Duration::ZERO,
+    purge: Duration::ZERO,
+};
+
+/// Records each job's start time (its first action call).
+struct Fake {
+    work: Work,
+    starts: Mutex<Vec<DateTime<Utc>>>,
+    done: AtomicUsize,
+}
+
+impl Fake {
+    fn new(work: Work, jobs: usize) -> Arc<Fake> {
+        Arc::new(Fake {
+            work,
+            starts: Mutex::new(Vec::with_capacity(jobs)),
+            done: AtomicUsize::new(0),
+        })
+    }
+
+    fn start(&self) {
+        let now = Utc::now();
+        if let Ok(mut starts) = self.starts.lock() {
+            starts.push(now);
+        }
+    }
+
+    fn take_starts(&self) -> Vec<DateTime<Utc>> {
+        self.starts
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+fn pause(d: Duration) {
+    if !d.is_zero() {
+        std::thread::sleep(d);
+    }
+}
+
+impl JobActions for Fake {
+    fn snapshot(&self, volume: &str) -> Result<String, String> {
+        self.start();
+        pause(self.work.snapshot);
+        Ok(format!("{volume}@now"))
+    }
+    fn send(&self, _snapshot: &str, _host: &str) -> Result<(), String> {
+        pause(self.work.send);
+        Ok(())
+    }
+    fn purge(&self, _volume: &str, _pattern: &str) -> Result<Vec<String>, String> {
+        self.start();
+        pause(self.work.purge);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![])
+    }
+    fn sync(&self, _volume: &str, _hosts: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The three jobs of each volume, as (action, timer minutes).
+const JOBS: [(&str, i64); 3] = [
+    ("snapshot", 60),
+    ("replicate:peer", 60),
+    ("purge:1h:1d:1w:4w:1y", 1440),
+];
+
+fn write_schedule(path: &Path, volumes: usize) {
+    let mut text = String::new();
+    for v in 0..volumes {
+        for (action, minutes) in JOBS {
+            text.push_str(&format!("vol{v:04},{action},{minutes},True\r\n"));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("creating the bench dir");
+    }
+    std::fs::write(path, text).expect("writing schedule.csv");
+}
+
+/// A history in which every job is due exactly at `due`.
+fn write_history(path: &Path, volumes: usize, due: DateTime<Utc>) {
+    let mut records = Vec::new();
+    for v in 0..volumes {
+        for (action, minutes) in JOBS {
+            let record = RunRecord {
+                seen: Some(due - TimeDelta::days(2)),
+                last_run: Some(due - TimeDelta::minutes(minutes)),
+                ..RunRecord::default()
+            };
+            records.push(((format!("vol{v:04}"), action.to_string()), record));
+        }
+    }
+    history::save(path, records.iter().map(|(k, r)| (k, r))).expect("writing the history");
+}
+
+/// User + system CPU time of this process, all threads.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes the struct it is given, which is large
+    // enough; RUSAGE_SELF is a valid target.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: zero-initialized, then filled by a successful getrusage.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).copied().unwrap_or_default()
+    };
+    Stats {
+        median: at(0.5),
+        p99: at(0.99),
+        max: samples.last().copied().unwrap_or_default(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Lags of `starts` after `due` (zero when earlier).
+fn lags(starts: &[DateTime<Utc>], due: DateTime<Utc>) -> Vec<Duration> {
+    starts
+        .iter()
+        .map(|s| (*s - due).to_std().unwrap_or(Duration::ZERO))
+        .collect()
+}
+
+async fn tick_costs(volumes: usize, workers: usize) {
+    let jobs = volumes * JOBS.len();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("config/schedule.csv");
+    write_schedule(&csv, volumes);
+    let fake = Fake::new(NO_WORK, jobs);
+    let t0 = Utc::now();
+    let clock = Arc::new(ManualClock::new(t0));
+    let mut opts = SchedulerOptions::for_schedule(csv);
+    opts.workers = workers;
+    let sched = Scheduler::new(opts, fake.clone(), clock.clone());
+
+    let bytes = std::fs::read(sched.options().schedule.clone()).expect("reading the CSV");
+    let started = Instant::now();
+    let parsed = buttervolume::schedule::csv::parse(&bytes);
+    let parse = started.elapsed();
+    assert_eq!(parsed.jobs().count(), jobs);
+
+    let started = Instant::now();
+    let wall = Utc::now();
+    let report = sched.tick_at(t0);
+    let cold = started.elapsed();
+    sched.idle().await;
+    let all_ran = started.elapsed();
+    assert_eq!(
+        report.dispatched, jobs,
+        "every job is due at the first tick"
+    );
+    let start_lag = stats(lags(&fake.take_starts(), wall));
+    println!("### 1. Tick cost ({jobs} jobs, hand-set clock)\n");
+    println!("| tick | duration |\n|---|---|");
+    println!(
+        "| first tick: parse schedule.csv + dispatch {jobs} due jobs | {} |",
+        ms(cold)
+    );
+    println!("| (of which parsing the {jobs}-line CSV) | {} |", ms(parse));
+
+    let mut due_ticks = Vec::new();
+    for round in 1..=20 {
+        let at = t0 + TimeDelta::minutes(1440 * round);
+        clock.set(at);
+        let started = Instant::now();
+        let report = sched.tick_at(at);
+        due_ticks.push(started.elapsed());
+        assert_eq!(report.dispatched, jobs);
+        sched.idle().await;
+    }
+    let due = stats(due_ticks);
+    println!(
+        "| all {jobs} due again (CSV cached), 20 rounds | median {}, max {} |",
+        ms(due.median),
+        ms(due.max)
+    );
+    let mut idle_ticks = Vec::new();
+    let quiet = t0 + TimeDelta::minutes(1440 * 20 + 1);
+    for _ in 0..200 {
+        let started = Instant::now();
+        let report = sched.tick_at(quiet);
+        idle_ticks.push(started.elapsed());
+        assert_eq!(report.dispatched, 0);
+    }
+    let idle = stats(idle_ticks);
+    println!(
+        "| nothing due, 200 rounds | median {}, max {} |",
+        ms(idle.median),
+        ms(idle.max)
+    );
+    let started = Instant::now();
+    sched.flush().expect("history write");
+    println!(
+        "| (off the tick) history write, {jobs} jobs, atomic + fsync | {} |",
+        ms(started.elapsed())
+    );
+    println!(
+        "\nFirst tick, zero-cost jobs: all {jobs} started within {} (median {}), all finished after {}.\n",
+        ms(start_lag.max),
+        ms(start_lag.median),
+        ms(all_ran)
+    );
+}
+
+async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
+    let jobs = volumes * JOBS.len();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("config/schedule.csv");
+    write_schedule(&csv, volumes);
+    let mut opts = SchedulerOptions::for_schedule(csv);
+    opts.workers = workers;
+    opts.tick = Duration::from_secs(60);
+    let due = Utc::now() + TimeDelta::milliseconds(1500);
+    write_history(&opts.history, volumes, due);
+    let fake = Fake::new(work, jobs);
+    let sched = Scheduler::new(opts, fake.clone(), Arc::new(SystemClock));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sched.clone().run(stop_rx));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Every job is dispatched in the tick that wakes at `due`: the last
+    // LastRun written by that tick is the dispatch time.
+    while fake.done.load(Ordering::SeqCst) < volumes
+        || fake.starts.lock().map(|s| s.len()).unwrap_or(0) < jobs
+        || sched.in_flight() > 0
+    {
+        assert!(Instant::now() < deadline, "jobs did not all run");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let finished = Utc::now();
+    let listing = sched.list().expect("listing");
+    let dispatch = stats(
+        listing
+            .jobs
+            .iter()
+            .filter_map(|j| j.last_run)
+            .map(|t| (t - due).to_std().unwrap_or(Duration::ZERO))
+            .collect(),
+    );
+    let start = stats(lags(&fake.take_starts(), due));
+    println!(
+        "| {label} | {} / {} | {} / {} / {} | {} |",
+        ms(dispatch.median),
+        ms(dispatch.max),
+        ms(start.median),
+        ms(start.p99),
+        ms(start.max),
+        ms((finished - due).to_std().unwrap_or(Duration::ZERO)),
+    );
+
+    if work.snapshot.is_zero() {
+        // Idle: everything ran, the next job is due in an hour. First let
+        // the coalesced history write happen and the burst's idle blocking
+        // threads expire (tokio keeps them 10 s): their exit is not the
+        // loop's idle cost.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let window = Duration::from_secs(10);
+        let before = cpu_time();
+        tokio::time::sleep(window).await;
+        let used = cpu_time().saturating_sub(before);
+        IDLE.lock()
+            .map(|mut v| v.push(("TIMER=60", used, window)))
+            .ok();
+        let _ = stop.send(true);
+        let _ = task.await;
+
+        // The same with TIMER=1: the loop wakes every second to look for
+        // hand edits and re-evaluates all jobs.
+        let mut opts = sched.options().clone();
+        opts.tick = Duration::from_secs(1);
+        let sched = Scheduler::new(opts, fake.clone(), Arc::new(SystemClock));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(sched.clone().run(stop_rx));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = cpu_time();
+        tokio::time::sleep(window).await;
+        let used = cpu_time().saturating_sub(before);
+        IDLE.lock()
+            .map(|mut v| v.push(("TIMER=1", used, window)))
+            .ok();
+        let _ = stop.send(true);
+        let _ = task.await;
+    } else {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+}
+
+static IDLE: Mutex<Vec<(&str, Duration, Duration)>> = Mutex::new(Vec::new());
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; ignore it.
+    let volumes = arg("--volumes", 1000);
+    let workers = arg("--workers", buttervolume::schedule::DEFAULT_WORKERS);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    println!(
+        "## Scheduler benchmark: {volumes} volumes × {} jobs, {workers} workers per pool, {} CPUs\n",
+        JOBS.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    tick_costs(volumes, workers).await;
+
+    println!("### 2. Daemon loop, real clock: all jobs due at the same instant T\n");
+    println!("| simulated work | dispatch lag median / max | start lag median / p99 / max | T → all done |");
+    println!("|---|---|---|---|");
+    real_loop(volumes, workers, NO_WORK, "none").await;
+    let work = Work {
+        snapshot: Duration::from_millis(1),
+        send: Duration::from_millis(5),
+        purge: Duration::from_millis(1),
+    };
+    real_loop(
+        volumes,
+        workers,
+        work,
+        "snapshot 1 ms, send 5 ms, purge 1 ms",
+    )
+    .await;
+
+    println!("\n### 3. Idle CPU of the loop (nothing due for an hour)\n");
+    println!("| TIMER | CPU time over window | CPU |\n|---|---|---|");
+    if let Ok(idle) = IDLE.lock() {
+        for (label, used, window) in idle.iter() {
+            println!(
+                "| {label} | {} over {} s | {:.4} % |",
+                ms(*used),
+                window.as_secs(),
+                used.as_secs_f64() / window.as_secs_f64() * 100.0
+            );
+        }
+    }
+}

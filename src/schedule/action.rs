@@ -1,0 +1,137 @@
+//! Job actions: what a scheduled line does, and which action texts are
+//! acceptable.
+//!
+//! The texts are the reference's: `snapshot`, `replicate:<host>` (snapshot
+//! then send), `purge:<pattern>`, `synchronize:<h1>[,<h2>...]` (snapshot then
+//! rsync pull). The reference stored any action blindly and then silently
+//! never ran it; here an unknown action, a bad purge pattern or a host that
+//! could be read as an ssh option or shell syntax is refused when scheduled.
+
+use crate::purge::{Pattern, PurgeError};
+
+/// Longest host name (DNS limit).
+const MAX_HOST: usize = 253;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ActionError {
+    #[error("unknown action {0:?}: expected snapshot, replicate:<host>, purge:<pattern> or synchronize:<host>[,<host>...]")]
+    Unknown(String),
+    #[error("invalid host {host:?} in action {action:?}: a host name or IP address, made of letters, digits and '.-_:[]@', starting with a letter, a digit or '['")]
+    Host { action: String, host: String },
+    #[error("invalid action {action:?}: {source}")]
+    Purge { action: String, source: PurgeError },
+}
+
+/// A parsed action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Snapshot,
+    Replicate { host: String },
+    Purge { pattern: String },
+    Synchronize { hosts: Vec<String> },
+}
+
+impl Action {
+    pub fn parse(text: &str) -> Result<Action, ActionError> {
+        let host = |h: &str| -> Result<String, ActionError> {
+            if is_valid_host(h) {
+                Ok(h.to_string())
+            } else {
+                Err(ActionError::Host {
+                    action: text.into(),
+                    host: h.into(),
+                })
+            }
+        };
+        if text == "snapshot" {
+            Ok(Action::Snapshot)
+        } else if let Some(h) = text.strip_prefix("replicate:") {
+            Ok(Action::Replicate { host: host(h)? })
+        } else if let Some(pattern) = text.strip_prefix("purge:") {
+            Pattern::parse(pattern).map_err(|source| ActionError::Purge {
+                action: text.into(),
+                source,
+            })?;
+            Ok(Action::Purge {
+                pattern: pattern.into(),
+            })
+        } else if let Some(list) = text.strip_prefix("synchronize:") {
+            let hosts = list.split(',').map(host).collect::<Result<Vec<_>, _>>()?;
+            Ok(Action::Synchronize { hosts })
+        } else {
+            Err(ActionError::Unknown(text.into()))
+        }
+    }
+
+    /// Whether the job talks to another node. Remote jobs get their own
+    /// worker pool, so slow networks never hold up local snapshots.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Action::Replicate { .. } | Action::Synchronize { .. })
+    }
+}
+
+/// A host as ssh and rsync will receive it: never empty, never starting
+/// with `-` (it would be read as an option), no whitespace or shell syntax
+/// (hosts end up in remote command lines).
+fn is_valid_host(host: &str) -> bool {
+    let mut bytes = host.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'[');
+    first_ok
+        && host.len() <= MAX_HOST
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"._:[]@-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_actions() {
+        assert_eq!(Action::parse("snapshot"), Ok(Action::Snapshot));
+        assert_eq!(
+            Action::parse("replicate:10.0.0.2"),
+            Ok(Action::Replicate {
+                host: "10.0.0.2".into()
+            })
+        );
+        assert_eq!(
+            Action::parse("purge:1h:1d:1w:4w:1y"),
+            Ok(Action::Purge {
+                pattern: "1h:1d:1w:4w:1y".into()
+            })
+        );
+        assert_eq!(
+            Action::parse("synchronize:h1,h2.lan"),
+            Ok(Action::Synchronize {
+                hosts: vec!["h1".into(), "h2.lan".into()]
+            })
+        );
+        assert!(Action::parse("replicate:[fe80::1]").is_ok());
+        assert!(Action::parse("replicate:root@peer").is_ok());
+        assert!(Action::parse("replicate:h").unwrap().is_remote());
+        assert!(!Action::parse("purge:1h:1d").unwrap().is_remote());
+    }
+
+    #[test]
+    fn bad_actions_are_clear_errors() {
+        for (bad, needle) in [
+            ("snap", "unknown action"),
+            ("Snapshot", "unknown action"),
+            ("", "unknown action"),
+            ("replicate:", "invalid host"),
+            ("replicate:-oProxyCommand=x", "invalid host"),
+            ("replicate:a b", "invalid host"),
+            ("replicate:h;rm", "invalid host"),
+            ("replicate:$(id)", "invalid host"),
+            ("synchronize:h1,,h2", "invalid host"),
+            ("synchronize:", "invalid host"),
+            ("purge:1h", "purge pattern"),
+            ("purge:1x:2y", "purge pattern"),
+        ] {
+            let err = Action::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+}

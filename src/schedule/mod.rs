@@ -1,0 +1,177 @@
+//! The built-in job scheduler: what keeps every volume snapshotted,
+//! replicated to its passive node and purged without anyone running a
+//! command.
+//!
+//! It owns `schedule.csv` (the reference's file, byte-compatible, so a node
+//! keeps its schedule when it switches plugins), the run history persisted
+//! beside it, and the tick loop that dispatches due jobs. Split by concern:
+//!
+//! - [`timer`]: when a job is due (`<minutes>` or `cron:<expr>`);
+//! - [`action`]: what a job does (`snapshot`, `replicate:<host>`,
+//!   `purge:<pattern>`, `synchronize:<h1>[,<h2>...]`) and its validation;
+//! - [`csv`]: reading and writing schedule.csv like Python's csv module,
+//!   keeping bad lines verbatim instead of dropping them;
+//! - [`history`]: last run, last result and duration of every job, so a
+//!   restart neither fires every job at once nor waits a full period;
+//! - [`jobs`]: the [`JobActions`] seam between the scheduler and the
+//!   volume/replication code (faked in tests);
+//! - [`scheduler`]: the in-memory table, `tick`, the worker pools, the
+//!   API operations and the loop the daemon runs.
+
+pub mod action;
+pub mod csv;
+pub mod history;
+pub mod jobs;
+pub mod scheduler;
+pub mod timer;
+
+use std::path::PathBuf;
+
+pub use action::{Action, ActionError};
+pub use jobs::{JobActions, JobError, StoreActions};
+pub use scheduler::{
+    Change, Clock, InvalidView, JobView, Listing, ManualClock, Scheduler, SystemClock, TickReport,
+};
+pub use timer::{Timer, TimerCommand, TimerError};
+
+use crate::config::Config;
+use crate::names::{self, NameError};
+
+/// The identity of a job, as in the reference: one line per (volume, action).
+pub type JobKey = (String, String);
+
+/// The message the reference returns while the schedule is globally paused.
+pub const GLOBALLY_PAUSED: &str = "Schedule is globally paused";
+
+/// Worker-pool size when `BUTTERVOLUME_SCHEDULE_WORKERS` is not set.
+pub const DEFAULT_WORKERS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("Schedule is globally paused")]
+    GloballyPaused,
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error(transparent)]
+    Timer(#[from] TimerError),
+    #[error("both {csv} and {disabled} exist: remove or merge one of them by hand first")]
+    BothFiles { csv: PathBuf, disabled: PathBuf },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// One valid line of schedule.csv, with its action and timer parsed.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// (volume name, action text as stored).
+    pub key: JobKey,
+    /// The timer as stored (minutes or `cron:<expr>`), listed as given.
+    pub timer_text: String,
+    pub active: bool,
+    pub action: Action,
+    pub timer: Timer,
+}
+
+impl Job {
+    /// Validates every field; the texts are kept as given.
+    pub fn parse(
+        name: &str,
+        action: &str,
+        timer: &str,
+        active: bool,
+    ) -> Result<Job, ScheduleError> {
+        let parsed = Job::check(name, action, timer)?;
+        Ok(Job::assemble(
+            name.to_string(),
+            action.to_string(),
+            timer,
+            active,
+            parsed,
+        ))
+    }
+
+    /// Validates a job's fields, returning its parsed action and timer.
+    pub fn check(name: &str, action: &str, timer: &str) -> Result<(Action, Timer), ScheduleError> {
+        names::check_volume(name)?;
+        Ok((Action::parse(action)?, Timer::parse(timer)?))
+    }
+
+    /// Builds a job from fields [`Job::check`] accepted, taking ownership of
+    /// the texts (a big schedule is read without copying them again).
+    pub fn assemble(
+        name: String,
+        action: String,
+        timer: &str,
+        active: bool,
+        (parsed_action, parsed_timer): (Action, Timer),
+    ) -> Job {
+        Job {
+            key: (name, action),
+            timer_text: timer.trim().to_string(),
+            active,
+            action: parsed_action,
+            timer: parsed_timer,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.key.0
+    }
+
+    pub fn action_text(&self) -> &str {
+        &self.key.1
+    }
+}
+
+/// Where the scheduler keeps its files and how hard it may work.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// schedule.csv (SCHEDULE).
+    pub schedule: PathBuf,
+    /// The global-pause name of schedule.csv (`<SCHEDULE>.disabled`).
+    pub disabled: PathBuf,
+    /// The persisted run history, see [`history::path_for`].
+    pub history: PathBuf,
+    /// The longest sleep between two ticks (TIMER): hand edits of the CSV
+    /// are noticed within this delay.
+    pub tick: std::time::Duration,
+    /// Size of each of the two worker pools (local jobs, remote jobs).
+    pub workers: usize,
+}
+
+impl SchedulerOptions {
+    /// Options for a schedule file, with the reference's defaults otherwise.
+    pub fn for_schedule(schedule: PathBuf) -> SchedulerOptions {
+        let mut disabled = schedule.clone().into_os_string();
+        disabled.push(".disabled");
+        SchedulerOptions {
+            history: history::path_for(&schedule),
+            disabled: disabled.into(),
+            schedule,
+            tick: std::time::Duration::from_secs(60),
+            workers: DEFAULT_WORKERS,
+        }
+    }
+
+    /// The daemon's options: SCHEDULE and TIMER from the configuration, and
+    /// the pool size from `BUTTERVOLUME_SCHEDULE_WORKERS` (default 4; the
+    /// reference has no such setting, hence not in config.ini).
+    pub fn from_config(config: &Config) -> SchedulerOptions {
+        let workers = std::env::var("BUTTERVOLUME_SCHEDULE_WORKERS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_WORKERS);
+        SchedulerOptions {
+            tick: std::time::Duration::from_secs(config.timer),
+            disabled: config.schedule_disabled(),
+            workers,
+            ..SchedulerOptions::for_schedule(config.schedule.clone())
+        }
+    }
+}
