@@ -10,7 +10,9 @@ if ! docker version >/dev/null 2>&1; then
         echo "dockerd is not installed (apt-get install docker.io)" >&2
         exit 1
     fi
-    nohup dockerd >"$log" 2>&1 &
+    # Close inherited descriptors (e.g. a build lock held by the caller):
+    # dockerd lives on and would hold them forever.
+    nohup dockerd >"$log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     for _ in $(seq 1 60); do
         docker version >/dev/null 2>&1 && break
         sleep 1

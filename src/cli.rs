@@ -87,7 +87,16 @@ pub enum Verb {
         target: Option<String>,
     },
     /// Send a snapshot to another host
-    Send { host: String, snapshot: String },
+    Send {
+        host: String,
+        snapshot: String,
+        /// Compress the stream with zstd (peer must be this plugin)
+        #[arg(long)]
+        compress: bool,
+        /// Bandwidth limit in MiB/s
+        #[arg(long)]
+        bwlimit: Option<u64>,
+    },
     /// Sync a volume from other host(s)
     Sync { volume: String, hosts: Vec<String> },
     /// Delete a snapshot
@@ -364,12 +373,20 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
             .await?;
             print_field(&reply, "VolumeCloned");
         }
-        Verb::Send { host, snapshot } => {
-            let reply = post(
-                "/VolumeDriver.Snapshot.Send",
-                json!({ "Name": snapshot, "Host": host }),
-            )
-            .await?;
+        Verb::Send {
+            host,
+            snapshot,
+            compress,
+            bwlimit,
+        } => {
+            let mut body = json!({ "Name": snapshot, "Host": host });
+            if compress {
+                body["Compress"] = json!(true);
+            }
+            if let Some(limit) = bwlimit {
+                body["BwLimit"] = json!(limit);
+            }
+            let reply = post("/VolumeDriver.Snapshot.Send", body).await?;
             if let Some(summary) = reply.get("Summary").and_then(Value::as_str) {
                 eprintln!("{summary}");
             }

@@ -33,6 +33,10 @@ pub struct Config {
     /// Keys and known_hosts for SSH to peers (the managed plugin binds
     /// /var/lib/buttervolume/ssh here).
     pub ssh_dir: PathBuf,
+    /// Compress send streams with zstd when the peer is this plugin.
+    pub send_compression: bool,
+    /// Bandwidth limit of sends in MiB/s (0: none).
+    pub send_bwlimit: u64,
     /// Where the Docker engine API answers (labels, plugin discovery).
     pub docker_socket: PathBuf,
 }
@@ -121,7 +125,30 @@ impl Config {
             .parent()
             .unwrap_or(Path::new("/var/lib/buttervolume"))
             .join("state");
+        let compression = get("SEND_COMPRESSION", "");
+        let send_compression = match compression.to_ascii_lowercase().as_str() {
+            "" | "none" | "false" => false,
+            "zstd" | "true" => true,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "SEND_COMPRESSION",
+                    value: compression,
+                    reason: "expected zstd or none",
+                })
+            }
+        };
+        let bwlimit_raw = get("SEND_BWLIMIT", "0");
+        let send_bwlimit = bwlimit_raw
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ConfigError::Invalid {
+                key: "SEND_BWLIMIT",
+                value: bwlimit_raw.clone(),
+                reason: "expected MiB/s as a whole number (0: no limit)",
+            })?;
         Ok(Config {
+            send_compression,
+            send_bwlimit,
             snapshots_path: get("SNAPSHOTS_PATH", "/var/lib/buttervolume/snapshots/").into(),
             test_remote_path: get("TEST_REMOTE_PATH", "/var/lib/buttervolume/received/").into(),
             state_path: get("STATE_PATH", &default_state.to_string_lossy()).into(),

@@ -365,3 +365,48 @@ fn three_nodes_markers_per_host_survive_purge() {
         assert_eq!(digest(&landed.join("z")), digest(&vol.join("z")));
     }
 }
+
+#[test]
+fn zstd_on_the_wire_and_bandwidth_limit() {
+    let n = Nodes::up("rz", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "z"}));
+    let vol = n.data(&a).join("volumes/z");
+    // Compressible data: 16 MiB of a repeated pattern.
+    std::fs::write(vol.join("text"), "buttervolume ".repeat(16 << 20 >> 4)).unwrap();
+    let s1 = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "z"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s1, "Host": b_ip, "Compress": true}),
+    );
+    let summary = reply["Summary"].as_str().unwrap();
+    assert!(summary.contains("on the wire"), "{summary}");
+    let landed = n.data(&b).join("snapshots").join(&s1);
+    assert_eq!(digest(&landed.join("text")), digest(&vol.join("text")));
+
+    // 8 MiB of incompressible data at 4 MiB/s: at least ~2 s on the wire.
+    write_file(&vol.join("noise"), 8 << 20, 5);
+    let s2 = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "z"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = std::time::Instant::now();
+    n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s2, "Host": b_ip, "BwLimit": 4}),
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1800),
+        "the limit was not applied: {:?}",
+        started.elapsed()
+    );
+    let landed = n.data(&b).join("snapshots").join(&s2);
+    assert_eq!(digest(&landed.join("noise")), digest(&vol.join("noise")));
+}

@@ -41,6 +41,8 @@ pub enum Request {
     Receive {
         dir: PathBuf,
         parent_uuid: Option<String>,
+        /// The stream is zstd-compressed (only our own senders do that).
+        zstd: bool,
         /// Reply with one JSON line (our own protocol) or quietly (reference).
         json: bool,
     },
@@ -85,11 +87,12 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
     };
     match words.as_slice() {
         ["buttervolume", "receive", rest @ ..] => {
-            let (mut test, mut parent_uuid) = (false, None);
+            let (mut test, mut parent_uuid, mut zstd) = (false, None, false);
             let mut it = rest.iter();
             while let Some(word) = it.next() {
                 match *word {
                     "--test" => test = true,
+                    "--zstd" => zstd = true,
                     "--parent-uuid" => match it.next() {
                         Some(u) if is_uuid(u) => parent_uuid = Some(u.to_string()),
                         _ => return Err("--parent-uuid needs a UUID".into()),
@@ -100,6 +103,7 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
             Ok(Request::Receive {
                 dir: data_dir(test),
                 parent_uuid,
+                zstd,
                 json: true,
             })
         }
@@ -126,6 +130,7 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
             Ok(Request::Receive {
                 dir: dir.clone(),
                 parent_uuid: None,
+                zstd: false,
                 json: false,
             })
         }
@@ -216,10 +221,22 @@ pub fn run(config: &Config) -> i32 {
         Request::Receive {
             dir,
             parent_uuid,
+            zstd,
             json,
         } => {
-            let mut stdin = std::io::stdin().lock();
-            match receive::receive(&dir, &mut stdin, parent_uuid.as_deref()) {
+            let stdin = std::io::stdin().lock();
+            let mut input: Box<dyn std::io::Read> = if zstd {
+                match zstd::stream::read::Decoder::new(stdin) {
+                    Ok(d) => Box::new(d),
+                    Err(e) => {
+                        eprintln!("buttervolume: cannot start zstd: {e}");
+                        return 1;
+                    }
+                }
+            } else {
+                Box::new(stdin)
+            };
+            match receive::receive(&dir, &mut input, parent_uuid.as_deref()) {
                 Ok(received) => {
                     if json {
                         println!("{}", serde_json::to_string(&received).unwrap_or_default());
@@ -299,13 +316,14 @@ mod tests {
             Request::Receive {
                 dir: c.snapshots_path.clone(),
                 parent_uuid: None,
+                zstd: false,
                 json: true
             }
         );
         let uuid = "0b7c8a34-5a2e-7b4b-9c55-0123456789ab";
         assert!(matches!(
-            parse(&c, &format!("buttervolume receive --test --parent-uuid {uuid}")).unwrap(),
-            Request::Receive { ref dir, parent_uuid: Some(_), .. } if *dir == c.test_remote_path
+            parse(&c, &format!("buttervolume receive --test --zstd --parent-uuid {uuid}")).unwrap(),
+            Request::Receive { ref dir, parent_uuid: Some(_), zstd: true, .. } if *dir == c.test_remote_path
         ));
         assert!(matches!(
             parse(&c, "buttervolume list db").unwrap(),

@@ -62,12 +62,34 @@ pub enum ReplicationError {
     Sync(String),
 }
 
+/// How to send, beyond what and where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// zstd on the wire (ignored with a reference peer, which cannot
+    /// decompress).
+    pub compress: bool,
+    /// MiB/s on the wire, 0 for no limit.
+    pub bwlimit_mib: u64,
+}
+
+impl SendOptions {
+    pub fn from_config(config: &crate::config::Config) -> SendOptions {
+        SendOptions {
+            compress: config.send_compression,
+            bwlimit_mib: config.send_bwlimit,
+        }
+    }
+}
+
 /// What a completed send did.
 #[derive(Debug, Clone, Default)]
 pub struct SendReport {
     /// The parent used for an incremental send, `None` for a full send.
     pub parent: Option<String>,
+    /// Size of the btrfs stream.
     pub bytes: u64,
+    /// Bytes written to the SSH channel (smaller than `bytes` with zstd).
+    pub wire_bytes: u64,
     pub seconds: f64,
     /// The peer already had this exact snapshot; nothing was streamed.
     pub already_present: bool,
@@ -84,13 +106,21 @@ impl SendReport {
         } else {
             0.0
         };
+        let wire = if self.wire_bytes != self.bytes && self.wire_bytes > 0 {
+            format!(
+                ", {:.1} MiB on the wire",
+                self.wire_bytes as f64 / (1 << 20) as f64
+            )
+        } else {
+            String::new()
+        };
         match &self.parent {
             Some(p) => format!(
-                "sent {snapshot} to {host} incrementally from {p}: {mib:.1} MiB in {:.2} s ({rate:.1} MiB/s)",
+                "sent {snapshot} to {host} incrementally from {p}: {mib:.1} MiB in {:.2} s ({rate:.1} MiB/s{wire})",
                 self.seconds
             ),
             None => format!(
-                "sent {snapshot} to {host} in full: {mib:.1} MiB in {:.2} s ({rate:.1} MiB/s)",
+                "sent {snapshot} to {host} in full: {mib:.1} MiB in {:.2} s ({rate:.1} MiB/s{wire})",
                 self.seconds
             ),
         }
@@ -143,6 +173,23 @@ pub fn send(
     snapshot: &str,
     host: &str,
     test: bool,
+) -> Result<SendReport, ReplicationError> {
+    send_with(
+        store,
+        snapshot,
+        host,
+        test,
+        SendOptions::from_config(&store.config),
+    )
+}
+
+/// [`send`] with explicit options.
+pub fn send_with(
+    store: &VolumeStore,
+    snapshot: &str,
+    host: &str,
+    test: bool,
+    options: SendOptions,
 ) -> Result<SendReport, ReplicationError> {
     names::check_snapshot(snapshot)?;
     if snapshot.matches('@').count() != 1 {
@@ -205,9 +252,12 @@ pub fn send(
                 let key = receive::parent_key(&id);
                 known.contains(key.as_str()).then_some((name, key))
             });
+        let zstd_flag = if options.compress { " --zstd" } else { "" };
         let command = match &parent {
-            Some((_, key)) => format!("buttervolume receive{test_flag} --parent-uuid {key}"),
-            None => format!("buttervolume receive{test_flag}"),
+            Some((_, key)) => {
+                format!("buttervolume receive{test_flag}{zstd_flag} --parent-uuid {key}")
+            }
+            None => format!("buttervolume receive{test_flag}{zstd_flag}"),
         };
         (parent.map(|(name, _)| name), command)
     } else {
@@ -225,16 +275,19 @@ pub fn send(
         (parent, format!("btrfs receive {}", dir.display()))
     };
 
+    let wire = Wire {
+        compress: ours && options.compress,
+        limit: (options.bwlimit_mib > 0).then_some(options.bwlimit_mib << 20),
+    };
     let result = stream_snapshot(
         &peer,
         &path,
         parent.as_deref().map(|p| config.snapshots_path.join(p)),
         &command,
-        snapshot,
-        host,
+        wire,
     );
-    let bytes = match result {
-        Ok(bytes) => bytes,
+    let (bytes, wire_bytes) = match result {
+        Ok(counts) => counts,
         Err(message) if !ours => {
             // The reference's peer leaves a partial subvolume under the
             // final name: remove that (it is the new name, never the peer's
@@ -252,13 +305,14 @@ pub fn send(
                 return Err(fail(message));
             }
             tracing::warn!(snapshot, host, error = %message, "incremental send to a reference peer failed; sending in full");
-            let full = stream_snapshot(&peer, &path, None, &command, snapshot, host);
+            let full = stream_snapshot(&peer, &path, None, &command, wire);
             match full {
-                Ok(bytes) => {
+                Ok((bytes, wire_bytes)) => {
                     record_marker(store, snapshot, &volume, host)?;
                     return Ok(SendReport {
                         parent: None,
                         bytes,
+                        wire_bytes,
                         seconds: started.elapsed().as_secs_f64(),
                         already_present: false,
                     });
@@ -278,21 +332,29 @@ pub fn send(
     Ok(SendReport {
         parent,
         bytes,
+        wire_bytes,
         seconds: started.elapsed().as_secs_f64(),
         already_present: false,
     })
 }
 
+/// How the stream travels.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    compress: bool,
+    /// Bytes per second.
+    limit: Option<u64>,
+}
+
 /// Streams the send of `path` (from `parent`) into `command` on the peer;
-/// returns the bytes sent or an error message.
+/// returns (stream bytes, wire bytes) or an error message.
 fn stream_snapshot(
     peer: &Peer,
     path: &Path,
     parent: Option<PathBuf>,
     command: &str,
-    snapshot: &str,
-    host: &str,
-) -> Result<u64, String> {
+    wire: Wire,
+) -> Result<(u64, u64), String> {
     btrfs::sync(path).map_err(|e| e.to_string())?;
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     // A bigger pipe lets the kernel's send run ahead of the network.
@@ -307,12 +369,18 @@ fn stream_snapshot(
         result
     });
     let started = Instant::now();
-    let mut reader = File::from(read_end);
-    let streamed = peer.stream(command, &mut reader, |bytes| {
+    let pipe = File::from(read_end);
+    let mut reader: Box<dyn std::io::Read> = if wire.compress {
+        Box::new(zstd::stream::read::Encoder::new(pipe, 3).map_err(|e| format!("zstd: {e}"))?)
+    } else {
+        Box::new(pipe)
+    };
+    let mut wire_bytes = 0;
+    let streamed = peer.stream(command, &mut reader, wire.limit, |bytes| {
+        wire_bytes = bytes;
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         tracing::info!(
-            snapshot,
-            host,
+            path = %path.display(),
             bytes,
             mib_per_s = format!("{:.1}", bytes as f64 / secs / 1048576.0),
             "sending"
@@ -337,7 +405,7 @@ fn stream_snapshot(
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v.get("bytes").and_then(|b| b.as_u64()));
-    Ok(bytes.unwrap_or(0))
+    Ok((bytes.unwrap_or(wire_bytes), wire_bytes))
 }
 
 /// Records `<snapshot>@<host>` and deletes the older markers of that host.

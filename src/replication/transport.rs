@@ -186,17 +186,20 @@ impl Peer {
 
     /// Runs `command` on the peer and collects its output.
     pub fn run(&self, command: &str) -> Result<Output, TransportError> {
-        self.stream(command, &mut std::io::empty(), |_| {})
+        self.stream(command, &mut std::io::empty(), None, |_| {})
     }
 
     /// Runs `command` on the peer with `input` streamed to its stdin (then
     /// EOF); `progress` is called with the byte count as data goes out.
+    /// `limit`: at most that many bytes per second on the wire.
     pub fn stream(
         &self,
         command: &str,
         input: &mut dyn Read,
+        limit: Option<u64>,
         mut progress: impl FnMut(u64),
     ) -> Result<Output, TransportError> {
+        let started = Instant::now();
         let mut channel = self
             .session
             .channel_session()
@@ -216,6 +219,13 @@ impl Peer {
                 .write_all(&buf[..n])
                 .map_err(|e| self.ssh_err(format!("sending: {e}")))?;
             sent += n as u64;
+            if let Some(rate) = limit.filter(|r| *r > 0) {
+                // Sleep until the average rate is back under the limit.
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             if last_report.elapsed() >= Duration::from_millis(500) {
                 progress(sent);
                 last_report = Instant::now();

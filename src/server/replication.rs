@@ -17,6 +17,12 @@ struct SendRequest {
     host: String,
     #[serde(rename = "Test", default)]
     test: bool,
+    /// zstd on the wire (default: SEND_COMPRESSION).
+    #[serde(rename = "Compress", default)]
+    compress: Option<bool>,
+    /// MiB/s (default: SEND_BWLIMIT; 0: none).
+    #[serde(rename = "BwLimit", default)]
+    bwlimit: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -34,7 +40,12 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
     let reply = match path {
         "/VolumeDriver.Snapshot.Send" => match decode::<SendRequest>(body) {
             Ok(req) => blocking(move || {
-                replication::send(&store, &req.name, &req.host, req.test)
+                let defaults = replication::SendOptions::from_config(&store.config);
+                let options = replication::SendOptions {
+                    compress: req.compress.unwrap_or(defaults.compress),
+                    bwlimit_mib: req.bwlimit.unwrap_or(defaults.bwlimit_mib),
+                };
+                replication::send_with(&store, &req.name, &req.host, req.test, options)
                     .map(|report| report.summary(&req.name, &req.host))
                     .map_err(|e| e.to_string())
             })
