@@ -35,7 +35,8 @@
 # Usage: scripts/bench-replication.sh [--keep-results DIR]
 # Environment: BV_BINARY (default target/release/buttervolume, built with
 # `cargo build --release`), BV_REFERENCE (default /opt/bv-ref/bin/buttervolume),
-# REPS=3, DATA_MIB=1024, CHANGE_MIB=10, IMAGE_SIZE=4G (per node, sparse).
+# REPS=3, DATA_MIB=1024, CHANGE_MIB=10, IMAGE_SIZE=4G (per node, sparse),
+# KEEP_BASHRC=1 (do not mask the host's /root/.bashrc in the nodes, below).
 # Needs root, the tools listed in tests/nodes/README.md, python3.
 # Cleans up on exit, even on error: `nodes.sh down` for both tags and the
 # work dir /var/tmp/bench-replication.<pid>.
@@ -97,6 +98,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$work"
+# A private copy: a rebuild during the run must not swap the binary (the
+# peer's forced command execs it anew for every SSH command).
+cp "$ours" "$work/buttervolume"
+ours_built=$ours
+ours=$work/buttervolume
 
 # ---------------------------------------------------------------- client
 cat >"$work/client.py" <<'PY'
@@ -128,8 +134,11 @@ def call(sock, path, body):
     return dt, reply
 
 
-def summary_mib(reply):
-    m = re.search(r"([0-9.]+) MiB", reply.get("Summary", ""))
+def summary_mib(reply, wire=False):
+    """Stream size from our Summary ("... 10.0 MiB in 0.2 s ..."), or with
+    wire=True the compressed size ("..., 3.1 MiB on the wire") if any."""
+    pattern = r"([0-9.]+) MiB on the wire" if wire else r"([0-9.]+) MiB in "
+    m = re.search(pattern, reply.get("Summary") or "")
     return float(m.group(1)) if m else None
 
 
@@ -139,7 +148,7 @@ if cmd == "call":          # call SOCK PATH JSON: prints the reply
 elif cmd == "send":        # send SOCK SNAPSHOT HOST
     dt, reply = call(sock, "/VolumeDriver.Snapshot.Send", {"Name": args[0], "Host": args[1]})
     print(json.dumps({"seconds": dt, "summary": reply.get("Summary"),
-                      "summary_mib": summary_mib(reply)}))
+                      "summary_mib": summary_mib(reply), "wire_mib": summary_mib(reply, True)}))
 elif cmd == "snapsend":    # snapsend SOCK VOLUME HOST: Snapshot, then Send it
     t0 = time.perf_counter()
     ds, reply = call(sock, "/VolumeDriver.Snapshot", {"Name": args[0]})
@@ -147,7 +156,7 @@ elif cmd == "snapsend":    # snapsend SOCK VOLUME HOST: Snapshot, then Send it
     total = time.perf_counter() - t0
     print(json.dumps({"seconds": total, "snapshot_s": ds, "send_s": dt,
                       "snapshot": reply["Snapshot"], "summary": sent.get("Summary"),
-                      "summary_mib": summary_mib(sent)}))
+                      "summary_mib": summary_mib(sent), "wire_mib": summary_mib(sent, True)}))
 else:
     sys.exit(f"unknown command {cmd}")
 PY
@@ -196,6 +205,8 @@ line("of which Send", "send_s", lambda v: f"{v:.3f} s")
 line("sender eth0 tx bytes", "tx_bytes", lambda v: f"{v / 2**20:.2f} MiB", ratio=False)
 line(f"tx bytes / {change_mib:.0f} MiB changed", "tx_bytes", lambda v: f"{v / (change_mib * 2**20):.2f}x", ratio=False)
 line("stream size in the reply's Summary", "summary_mib", lambda v: f"{v:.1f} MiB", ratio=False)
+if vals("incr", "ours", "wire_mib"):
+    line("compressed size in the reply's Summary", "wire_mib", lambda v: f"{v:.1f} MiB", ratio=False)
 PY
 
 results=$work/results.jsonl
@@ -225,6 +236,7 @@ node_delete() {
 }
 
 # ---------------------------------------------------------------- nodes
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "our binary: $ours; reference: $reference"
 for tag in "${tags[@]}"; do "$nodes" down "$tag" >/dev/null 2>&1 || true; done
 "$nodes" up bvo 2 "$IMAGE_SIZE" >/dev/null
@@ -233,6 +245,15 @@ for tag in "${tags[@]}"; do "$nodes" down "$tag" >/dev/null 2>&1 || true; done
 "$nodes" daemon-start bvo2 "$ours"
 "$nodes" daemon-start bvr1 "$reference"
 "$nodes" daemon-start bvr2 "$reference"
+# The nodes share the host's /root (only /root/.ssh is theirs): sshd runs
+# every command through root's bash, which sources the host's ~/.bashrc (on
+# a developer box that can be pyenv/conda init, 100+ ms per SSH command).
+# Mask it inside the nodes' mount namespaces so both daemons are measured,
+# not this machine's shell setup. KEEP_BASHRC=1 keeps it.
+if [[ -z ${KEEP_BASHRC:-} && -f /root/.bashrc ]]; then
+    : >"$work/empty-bashrc"
+    for node in bvo1 bvo2 bvr1 bvr2; do nx "$node" mount --bind "$work/empty-bashrc" /root/.bashrc; done
+fi
 "$nodes" pair bvo1 bvo2 "$ours ssh-command"
 "$nodes" pair bvr1 bvr2 none
 declare -A sender=([ours]=bvo1 [ref]=bvr1) receiver=([ours]=bvo2 [ref]=bvr2) peer_ip=()
@@ -314,8 +335,9 @@ done
 
 {
     echo "Run $(date -u '+%F %T UTC'), $(nproc) cores, kernel $(uname -r), nodes: loop btrfs $IMAGE_SIZE sparse images in /var/tmp/bvnodes, veth + bridge between netns"
-    echo "ours: $ours ($(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+uncommitted changes'))"
+    echo "ours: $ours_built (built $(date -u -r "$ours_built" '+%F %T UTC'), sha256 $(sha256sum "$ours" | cut -c1-12); repo at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' with uncommitted changes in src/'))"
     echo "reference: $reference"
+    echo "load average at start: $load_start, at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers)"
     echo
     python3 "$work/table.py" "$results" "$DATA_MIB" "$CHANGE_MIB"
 } | tee "$work/bench-replication.md"

@@ -149,6 +149,10 @@ start_daemon() {
 }
 
 mkdir -p "$work"
+# A private copy: a rebuild during the run must not swap the binary.
+cp "$ours" "$work/buttervolume"
+ours_built=$ours
+ours=$work/buttervolume
 
 # ---------------------------------------------------------------- client
 # One python3 process per phase and daemon; each prints JSON result lines.
@@ -318,6 +322,7 @@ results=$work/results.jsonl
 : >"$results"
 bench() { python3 "$work/bvbench.py" "$@" | tee -a "$results" >&2; }
 
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "our binary: $ours; reference: $reference; work dir: $work"
 start_daemon ours "$ours"
 start_daemon ref "$reference"
@@ -364,8 +369,9 @@ done
 
 {
     echo "Run $(date -u '+%F %T UTC'), $(nproc) cores, kernel $(uname -r), btrfs on $(findmnt -n -o SOURCE "$mnt") ($mnt)"
-    echo "ours: $ours ($(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+uncommitted changes'))"
+    echo "ours: $ours_built (built $(date -u -r "$ours_built" '+%F %T UTC'), sha256 $(sha256sum "$ours" | cut -c1-12); repo at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' with uncommitted changes in src/'))"
     echo "reference: $reference"
+    echo "load average at start: $load_start, at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers)"
     echo
     python3 "$work/table.py" "$results"
 } | tee "$work/bench-volumes.md"

@@ -708,6 +708,31 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(snaps(&d), before, "jobs ran again after a restart");
 
+    // A hand-edited bad line: listed on stderr, stdout unchanged, kept.
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("db,snapshot every hour,60,True\r\n");
+    std::fs::write(&csv, &text).unwrap();
+    let out = d.cli(&["scheduled"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        common::stdout(&out),
+        "snapshot 60 db \npurge:1h:1d 60 db (paused)\n"
+    );
+    let warning = common::stderr(&out);
+    assert!(
+        warning.contains("schedule line 3 skipped") && warning.contains("unknown action"),
+        "{warning}"
+    );
+    let (_, list) = d.get("/VolumeDriver.Schedule.List");
+    assert_eq!(list["Invalid"][0]["Line"], 3, "{list}");
+    d.ok(
+        "/VolumeDriver.Schedule",
+        json!({"Name": "db", "Action": "purge:1h:1d", "Timer": "resume"}),
+    );
+    assert!(std::fs::read_to_string(&csv)
+        .unwrap()
+        .ends_with("db,snapshot every hour,60,True\r\n"));
+
     // Global pause through the CLI.
     assert!(d.cli(&["scheduled", "pause"]).status.success());
     assert!(d.root.join("config/schedule.csv.disabled").exists());

@@ -10,9 +10,11 @@
 //! picked up at the next tick while an unchanged file costs one open+fstat.
 //! Then each active job's due time is computed from its history; due jobs
 //! are marked running and handed to the pools; the tick never waits for a
-//! job. The loop sleeps until the earliest due time (capped at TIMER, so
-//! edits are noticed), which puts dispatch within milliseconds of due time
-//! and costs nothing between ticks.
+//! job. The earliest due time is kept, so a tick where nothing changed and
+//! nothing is due returns without looking at the jobs. The loop sleeps
+//! until that time (capped at TIMER, so edits are noticed), which puts
+//! dispatch within milliseconds of due time and costs nothing between
+//! ticks.
 //!
 //! Overlap (buttervolume issue #22, an outage produced a burst of
 //! snapshots): a job whose previous run is still going (or still waiting for
@@ -24,8 +26,9 @@
 //! Concurrency: two pools of `workers` threads each, fed by FIFO queues,
 //! one for local jobs (snapshot, purge) and one for remote jobs (replicate,
 //! synchronize), so no number of slow or hung transfers can delay a
-//! snapshot. Dispatching is a queue push (the tick stays cheap with
-//! thousands of due jobs) and jobs start in schedule.csv order. Dedicated
+//! snapshot. Dispatching is one queue lock and one wake-up per pool per
+//! tick (the tick stays cheap with thousands of due jobs), and jobs start
+//! in schedule.csv order. Dedicated
 //! threads rather than tokio's blocking pool: the jobs block for minutes,
 //! and idle workers cost nothing. Jobs of one volume are not serialized:
 //! btrfs allows a snapshot or purge during a send, and the snapshot/purge
@@ -35,13 +38,13 @@
 //! background task writes it at most every [`PERSIST_COALESCE`], and once
 //! more when the scheduler stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -198,6 +201,11 @@ struct Table {
     fingerprint: Option<Fingerprint>,
     paused: bool,
     runs: HashMap<JobKey, JobRun>,
+    /// The earliest due time of the active jobs as of the last full
+    /// evaluation (`Some(None)`: no active job), `None` when unknown. Lets
+    /// a tick with nothing new and nothing due skip the evaluation; every
+    /// change of the jobs or of a due time resets it.
+    earliest: Option<Option<DateTime<Utc>>>,
 }
 
 impl Table {
@@ -355,6 +363,12 @@ impl Scheduler {
                 report.paused = true;
                 return report;
             }
+            if let Some(earliest) = table.earliest {
+                if earliest.is_none_or(|due| due > now) {
+                    report.next_due = earliest;
+                    return report;
+                }
+            }
             for job in table.file.jobs() {
                 if !job.active {
                     continue;
@@ -397,33 +411,40 @@ impl Scheduler {
                     (a, b) => a.or(b),
                 };
             }
+            table.earliest = Some(report.next_due);
         }
         report.dispatched = due_jobs.len();
         if report.dispatched + report.skipped > 0 {
             inner.mark_dirty();
         }
-        for (job, previous) in due_jobs {
-            self.dispatch(job, previous);
-        }
+        self.dispatch(due_jobs);
         report
     }
 
-    /// Hands a job to its pool. The job is already marked running.
-    fn dispatch(&self, job: Arc<Job>, previous_run: Option<DateTime<Utc>>) {
+    /// Hands due jobs (already marked running) to their pools, in order:
+    /// one queue lock and one wake-up per pool, however many jobs.
+    fn dispatch(&self, due_jobs: Vec<(Arc<Job>, Option<DateTime<Utc>>)>) {
         let inner = &self.inner;
-        inner.in_flight.fetch_add(1, Ordering::SeqCst);
-        let pool = if job.action.is_remote() {
-            &inner.remote
-        } else {
-            &inner.local
-        };
-        let guard = RunGuard {
-            inner: inner.clone(),
-            job,
-            previous_run,
-            outcome: Outcome::NotStarted,
-        };
-        pool.push(guard);
+        if due_jobs.is_empty() {
+            return;
+        }
+        inner.in_flight.fetch_add(due_jobs.len(), Ordering::SeqCst);
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
+        for (job, previous_run) in due_jobs {
+            let queue = if job.action.is_remote() {
+                &mut remote
+            } else {
+                &mut local
+            };
+            queue.push(RunGuard {
+                inner: inner.clone(),
+                job,
+                previous_run,
+                outcome: Outcome::NotStarted,
+            });
+        }
+        inner.local.push_all(local);
+        inner.remote.push_all(remote);
     }
 
     /// Waits until no job is in flight.
@@ -759,6 +780,7 @@ impl Inner {
                     tracing::info!(path = %self.opts.schedule.display(), "no schedule file: no job to run");
                 }
                 table.file = ScheduleFile::default();
+                table.earliest = None;
                 return;
             }
             Err(e) => {
@@ -783,6 +805,7 @@ impl Inner {
         }
         table.file = csv::parse(&bytes);
         table.fingerprint = Some(fingerprint);
+        table.earliest = None;
         table.ensure_runs(now);
         self.report_invalid(&table.file);
         tracing::info!(
@@ -823,6 +846,7 @@ impl Inner {
         crate::fsutil::write_atomic(path, &csv::render(&file.lines)).map_err(io("cannot write"))?;
         table.fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
         table.file = file;
+        table.earliest = None;
         table.ensure_runs(now);
         Ok(())
     }
@@ -854,7 +878,10 @@ impl Inner {
                 run.running = false;
                 match &outcome {
                     // It did not run: its occurrence is still owed.
-                    Outcome::NotStarted => run.record.last_run = previous_run,
+                    Outcome::NotStarted => {
+                        run.record.last_run = previous_run;
+                        table.earliest = None;
+                    }
                     Outcome::Done { result, elapsed } => {
                         run.record.last_result = Some(match result {
                             Ok(summary) => format!("ok: {summary}"),
@@ -903,24 +930,41 @@ impl Inner {
 
 /// A fixed set of worker threads fed by a FIFO queue of dispatched jobs.
 struct Pool {
-    /// `None` once closed.
-    sender: Mutex<Option<mpsc::Sender<RunGuard>>>,
-    receiver: Arc<Mutex<mpsc::Receiver<RunGuard>>>,
+    queue: Arc<Queue>,
     workers: usize,
+}
+
+/// The jobs waiting for a worker of one pool.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<RunGuard>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Pool {
     /// Starts `size` threads. They hold no reference to the scheduler, so
-    /// they exit once it is dropped (or closed) and the queue is empty.
+    /// they exit once it is dropped (or the pool closed) and the queue is
+    /// empty.
     fn start(name: &str, size: usize) -> Pool {
-        let (sender, receiver) = mpsc::channel::<RunGuard>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(Queue::default());
         let mut workers = 0;
         for n in 0..size {
-            let receiver = receiver.clone();
+            let queue = queue.clone();
             match std::thread::Builder::new()
                 .name(format!("bv-sched-{name}-{n}"))
-                .spawn(move || work(&receiver))
+                .spawn(move || work(&queue))
             {
                 Ok(_) => workers += 1,
                 Err(e) => {
@@ -928,55 +972,83 @@ impl Pool {
                 }
             }
         }
-        Pool {
-            sender: Mutex::new(Some(sender)),
-            receiver,
-            workers,
-        }
+        Pool { queue, workers }
     }
 
-    /// Queues a job; if the pool cannot run it, its guard records why.
-    fn push(&self, mut guard: RunGuard) {
-        if self.workers == 0 {
-            guard.outcome = Outcome::Done {
-                result: Err("internal error: no scheduler worker thread could be started".into()),
-                elapsed: Duration::ZERO,
-            };
+    /// Queues jobs; those the pool cannot run record why when dropped.
+    fn push_all(&self, mut guards: Vec<RunGuard>) {
+        if guards.is_empty() {
             return;
         }
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = sender.as_ref() {
-            // A send error hands the guard back; dropping it records "not
-            // started".
-            let _ = sender.send(guard);
+        if self.workers == 0 {
+            for guard in &mut guards {
+                guard.outcome = Outcome::Done {
+                    result: Err(
+                        "internal error: no scheduler worker thread could be started".into(),
+                    ),
+                    elapsed: Duration::ZERO,
+                };
+            }
+            return;
+        }
+        let count = guards.len();
+        let refused = {
+            let mut state = self.queue.lock();
+            if state.closed {
+                guards // dropped below, outside the lock: "not started"
+            } else {
+                state.jobs.extend(guards);
+                Vec::new()
+            }
+        };
+        drop(refused);
+        if count >= self.workers {
+            self.queue.ready.notify_all();
+        } else {
+            for _ in 0..count {
+                self.queue.ready.notify_one();
+            }
         }
     }
 
     /// Stops taking jobs and drops the queued ones (recorded as not
-    /// started). Running jobs go on.
+    /// started). Running jobs go on; idle workers exit.
     fn close(&self) {
-        self.sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        // A worker blocked in recv() holds the lock only while the queue is
-        // empty; then there is nothing to drop.
-        if let Ok(receiver) = self.receiver.try_lock() {
-            while let Ok(guard) = receiver.try_recv() {
-                drop(guard);
-            }
-        }
+        let dropped: Vec<RunGuard> = {
+            let mut state = self.queue.lock();
+            state.closed = true;
+            state.jobs.drain(..).collect()
+        };
+        self.queue.ready.notify_all();
+        drop(dropped);
     }
 }
 
-/// A worker thread: runs queued jobs one at a time until the queue closes.
-fn work(receiver: &Mutex<mpsc::Receiver<RunGuard>>) {
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A worker thread: runs queued jobs one at a time until the pool closes.
+fn work(queue: &Queue) {
     loop {
-        let next = receiver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv();
-        let Ok(mut guard) = next else {
+        let next = {
+            let mut state = queue.lock();
+            loop {
+                if let Some(guard) = state.jobs.pop_front() {
+                    break Some(guard);
+                }
+                if state.closed {
+                    break None;
+                }
+                state = queue
+                    .ready
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let Some(mut guard) = next else {
             return;
         };
         if guard.inner.stopping.load(Ordering::SeqCst) {
