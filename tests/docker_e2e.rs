@@ -201,6 +201,7 @@ volumes:
     .unwrap();
     let compose = |args: &[&str]| {
         let out = Command::new("docker-compose")
+            .env("COMPOSE_HTTP_TIMEOUT", "300")
             .args(["-p", &project])
             .args(args)
             .current_dir(dir.path())

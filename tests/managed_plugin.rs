@@ -73,8 +73,18 @@ fn host_key() -> String {
         .unwrap_or_default()
 }
 
+fn restart_dockerd() {
+    let pid = run("pidof", &["dockerd"]).trim().to_string();
+    run("kill", &[&pid]);
+    wait_until("dockerd to stop", 60, || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    run(&format!("{REPO}/scripts/start-dockerd.sh"), &[]);
+}
+
 fn compose(dir: &Path, project: &str, args: &[&str]) {
     let out = Command::new("docker-compose")
+        .env("COMPOSE_HTTP_TIMEOUT", "300")
         .args(["-p", project])
         .args(args)
         .current_dir(dir)
@@ -137,6 +147,10 @@ fn managed_plugin_lifecycle() {
         "dockerd with bv-busybox is required: run scripts/start-dockerd.sh"
     );
     let _ = sh("docker", &["plugin", "rm", "-f", NAME]);
+    // Legacy plugins that earlier tests stopped stay registered in dockerd,
+    // which then retries their dead sockets (~15 s per volume lookup): start
+    // from a fresh dockerd.
+    restart_dockerd();
 
     let out = Command::new(format!("{REPO}/scripts/install-plugin.sh"))
         .arg(NAME)
@@ -213,12 +227,7 @@ volumes:
     assert_state_kept(&vol, &snap, &key);
 
     // dockerd restart: the plugin comes back before volumes are restored.
-    let pid = run("pidof", &["dockerd"]).trim().to_string();
-    run("kill", &[&pid]);
-    wait_until("dockerd to stop", 60, || {
-        !Path::new(&format!("/proc/{pid}")).exists()
-    });
-    run(&format!("{REPO}/scripts/start-dockerd.sh"), &[]);
+    restart_dockerd();
     wait_until("the plugin after the restart", 30, || {
         sh("docker", &["plugin", "inspect", "-f", "{{.Enabled}}", NAME])
             .status

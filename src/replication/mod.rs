@@ -456,7 +456,7 @@ pub fn sync(
                 .map(|k| config.ssh_dir.join(k))
                 .find(|k| k.exists());
             let mut ssh = format!(
-                "ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o ConnectTimeout=10",
+                "ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
                 config.ssh_port,
                 config.ssh_dir.join("known_hosts").display()
             );
