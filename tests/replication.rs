@@ -40,10 +40,7 @@ fn full_then_incremental_sends_with_identity_checks() {
     let vol = n.data(&a).join("volumes/db");
     write_file(&vol.join("big"), 8 << 20, 1);
 
-    let s1 = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s1 = n.snapshot(&a, "db");
     let reply = n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
@@ -74,10 +71,7 @@ fn full_then_incremental_sends_with_identity_checks() {
     let mut previous = s1.clone();
     for i in 0..20u8 {
         write_file(&vol.join(format!("f{i}")), 64 << 10, i);
-        let s = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let s = n.snapshot(&a, "db");
         let reply = n.ok(
             &a,
             "/VolumeDriver.Snapshot.Send",
@@ -131,10 +125,7 @@ fn full_then_incremental_sends_with_identity_checks() {
         json!({"Name": previous}),
     );
     write_file(&n.data(&b).join("volumes/db/back"), 4096, 9);
-    let sb = n.ok(&b, "/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sb = n.snapshot(&b, "db");
     let reply = n.ok(
         &b,
         "/VolumeDriver.Snapshot.Send",
@@ -157,10 +148,7 @@ fn test_mode_lands_in_the_received_dir_and_errors_are_clear() {
     let (a, b) = (n.name(1), n.name(2));
     let b_ip = n.ip(&b);
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "t"}));
-    let s = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "t"}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s = n.snapshot(&a, "t");
     // Not paired yet: a clear error, and no marker.
     let reply = n.post(
         &a,
@@ -278,14 +266,8 @@ fn three_nodes_markers_per_host_survive_purge() {
     let (b_ip, c_ip) = (n.ip(&b), n.ip(&c));
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "app"}));
     let vol = n.data(&a).join("volumes/app");
-    let snap = |n: &Nodes| {
-        n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "app"}))["Snapshot"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     write_file(&vol.join("x"), 1 << 20, 1);
-    let s1 = snap(&n);
+    let s1 = n.snapshot(&a, "app");
     n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
@@ -297,7 +279,7 @@ fn three_nodes_markers_per_host_survive_purge() {
         json!({"Name": s1, "Host": c_ip}),
     );
     write_file(&vol.join("y"), 1 << 20, 2);
-    let s2 = snap(&n);
+    let s2 = n.snapshot(&a, "app");
     // Only b gets s2: c's newest marker stays on s1.
     n.ok(
         &a,
@@ -335,7 +317,7 @@ fn three_nodes_markers_per_host_survive_purge() {
     }
     // Both peers then get incremental sends from their own parents.
     write_file(&vol.join("z"), 1 << 20, 3);
-    let s3 = snap(&n);
+    let s3 = n.snapshot(&a, "app");
     let rb = n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
@@ -376,10 +358,7 @@ fn zstd_on_the_wire_and_bandwidth_limit() {
     let vol = n.data(&a).join("volumes/z");
     // Compressible data: 16 MiB of a repeated pattern.
     std::fs::write(vol.join("text"), "buttervolume ".repeat(16 << 20 >> 4)).unwrap();
-    let s1 = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "z"}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s1 = n.snapshot(&a, "z");
     let reply = n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
@@ -392,10 +371,7 @@ fn zstd_on_the_wire_and_bandwidth_limit() {
 
     // 8 MiB of incompressible data at 4 MiB/s: at least ~2 s on the wire.
     write_file(&vol.join("noise"), 8 << 20, 5);
-    let s2 = n.ok(&a, "/VolumeDriver.Snapshot", json!({"Name": "z"}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s2 = n.snapshot(&a, "z");
     let started = std::time::Instant::now();
     n.ok(
         &a,

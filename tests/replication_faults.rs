@@ -36,13 +36,6 @@ fn fill(path: &Path, bytes: usize, seed: u8) {
     f.sync_all().unwrap();
 }
 
-fn snapshot(n: &Nodes, node: &str, vol: &str) -> String {
-    n.ok(node, "/VolumeDriver.Snapshot", json!({"Name": vol}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -69,7 +62,7 @@ fn setup(tag: &str) -> (Nodes, String, String, String, String) {
     let b_ip = n.ip(&b);
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
     std::fs::write(n.data(&a).join("volumes/db/base"), "base").unwrap();
-    let base = snapshot(&n, &a, "db");
+    let base = n.snapshot(&a, "db");
     n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
@@ -135,7 +128,7 @@ fn assert_recovers(n: &Nodes, a: &str, b: &str, b_ip: &str, base: &str, failed: 
     assert_eq!(markers(n, a, b_ip), vec![format!("{base}@{b_ip}")]);
 
     std::fs::write(n.data(a).join("volumes/db/after"), "after").unwrap();
-    let next = snapshot(n, a, "db");
+    let next = n.snapshot(a, "db");
     let reply = n.ok(
         a,
         "/VolumeDriver.Snapshot.Send",
@@ -170,7 +163,7 @@ fn assert_recovers(n: &Nodes, a: &str, b: &str, b_ip: &str, base: &str, failed: 
 #[test]
 fn sender_killed_mid_transfer() {
     let (n, a, b, b_ip, base) = setup("fk");
-    let snap = snapshot(&n, &a, "db");
+    let snap = n.snapshot(&a, "db");
     let pending = send_in_background(&n, &a, &snap, &b_ip);
     wait_for_transfer(&n, &b);
     n.kill(&a);
@@ -200,7 +193,7 @@ fn same_netns(pid: &str, node: &str) -> bool {
 #[test]
 fn receiver_killed_mid_transfer() {
     let (n, a, b, b_ip, base) = setup("fr");
-    let snap = snapshot(&n, &a, "db");
+    let snap = n.snapshot(&a, "db");
     let pending = send_in_background(&n, &a, &snap, &b_ip);
     wait_for_transfer(&n, &b);
     let out = std::process::Command::new("pgrep")
@@ -227,7 +220,7 @@ fn receiver_killed_mid_transfer() {
 #[test]
 fn link_cut_mid_transfer() {
     let (n, a, b, b_ip, base) = setup("fl");
-    let snap = snapshot(&n, &a, "db");
+    let snap = n.snapshot(&a, "db");
     let pending = send_in_background(&n, &a, &snap, &b_ip);
     wait_for_transfer(&n, &b);
     n.link(&b, "down");
@@ -254,7 +247,7 @@ fn receiver_disk_full() {
     )
     .unwrap();
     drop(file);
-    let snap = snapshot(&n, &a, "db");
+    let snap = n.snapshot(&a, "db");
     let reply = n.post(
         &a,
         "/VolumeDriver.Snapshot.Send",
@@ -269,7 +262,7 @@ fn receiver_disk_full() {
 #[test]
 fn stray_snapshot_of_the_same_name_on_the_receiver() {
     let (n, a, b, b_ip, base) = setup("fs");
-    let snap = snapshot(&n, &a, "db");
+    let snap = n.snapshot(&a, "db");
     // Something else already sits under that name on b.
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "other"}));
     std::fs::write(n.data(&b).join("volumes/other/mine"), "b's own").unwrap();

@@ -21,13 +21,6 @@ fn reference_bin() -> String {
     bin.display().to_string()
 }
 
-fn snapshot(n: &Nodes, node: &str, vol: &str) -> String {
-    n.ok(node, "/VolumeDriver.Snapshot", json!({"Name": vol}))["Snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn identity(path: PathBuf) -> buttervolume::btrfs::SubvolumeIdentity {
     buttervolume::btrfs::identity(&path).unwrap()
 }
@@ -51,7 +44,7 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     // Ours -> reference: full, then incremental (parent from the marker).
     n.ok(&ours, "/VolumeDriver.Create", json!({"Name": "db"}));
     std::fs::write(n.data(&ours).join("volumes/db/one"), "1").unwrap();
-    let s1 = snapshot(&n, &ours, "db");
+    let s1 = n.snapshot(&ours, "db");
     let reply = n.ok(
         &ours,
         "/VolumeDriver.Snapshot.Send",
@@ -70,7 +63,7 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     );
 
     std::fs::write(n.data(&ours).join("volumes/db/two"), "2").unwrap();
-    let s2 = snapshot(&n, &ours, "db");
+    let s2 = n.snapshot(&ours, "db");
     let reply = n.ok(
         &ours,
         "/VolumeDriver.Snapshot.Send",
@@ -101,7 +94,7 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     // command, full then incremental (its own marker logic picks the parent).
     n.ok(&theirs, "/VolumeDriver.Create", json!({"Name": "rv"}));
     std::fs::write(n.data(&theirs).join("volumes/rv/a"), "a").unwrap();
-    let r1 = snapshot(&n, &theirs, "rv");
+    let r1 = n.snapshot(&theirs, "rv");
     n.ok(
         &theirs,
         "/VolumeDriver.Snapshot.Send",
@@ -110,7 +103,7 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     let got1 = n.data(&ours).join("snapshots").join(&r1);
     assert_eq!(std::fs::read_to_string(got1.join("a")).unwrap(), "a");
     std::fs::write(n.data(&theirs).join("volumes/rv/b"), "b").unwrap();
-    let r2 = snapshot(&n, &theirs, "rv");
+    let r2 = n.snapshot(&theirs, "rv");
     n.ok(
         &theirs,
         "/VolumeDriver.Snapshot.Send",

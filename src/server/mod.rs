@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::UnixListener;
@@ -188,7 +188,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<B
         Err((status, message)) => (status, json!({ "Err": message })),
         Ok(body) => {
             let volume = body.get("Name").and_then(Value::as_str).map(str::to_string);
-            match route(&state, &method, &path, body).await {
+            match route(&state, &path, body).await {
                 None => (
                     StatusCode::NOT_FOUND,
                     json!({ "Err": format!("unknown endpoint {method} {path}") }),
@@ -228,8 +228,9 @@ fn log_request(endpoint: &str, volume: Option<&str>, reply: &Value, started: Ins
 }
 
 /// Picks the handler for a path; `None` is "unknown endpoint".
-async fn route(state: &Arc<AppState>, method: &Method, path: &str, body: Value) -> Option<Reply> {
-    let _ = method; // Docker POSTs everything; the CLI GETs the lists. Accept both.
+/// The method is not checked: Docker POSTs everything, the reference CLI
+/// GETs the lists, and both must work.
+async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Reply> {
     if let Some(reply) = volume_driver::route(state, path, &body).await {
         return Some(reply);
     }

@@ -213,49 +213,20 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text:?}"))
 }
 
-/// Sends one HTTP/1.1 request with `Connection: close` and returns status
-/// and body. Raw on purpose, so tests can also send malformed requests.
-pub fn raw_request(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut head = format!(
+fn request_bytes(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut bytes = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
-    head.extend_from_slice(body);
-    send_raw(socket, &head)
+    bytes.extend_from_slice(body);
+    bytes
 }
 
-/// Like [`raw_request`], but a connection closed without an answer (the
-/// daemon was killed) gives status 0 and an empty body.
-pub fn raw_request_tolerant(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    head.extend_from_slice(body);
-    let Ok(mut stream) = UnixStream::connect(socket) else {
-        return (0, String::new());
-    };
-    let _ = stream.write_all(&head);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Writes raw bytes, reads the whole answer, parses status and body.
-pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
-    let mut stream = UnixStream::connect(socket).expect("connecting to the daemon");
+/// Writes raw bytes and reads the whole answer: (status, body), or `None`
+/// when the connection failed or closed without an answer.
+fn exchange(socket: &Path, bytes: &[u8]) -> Option<(u16, String)> {
+    let mut stream = UnixStream::connect(socket).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
@@ -264,11 +235,7 @@ pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let body = if headers
         .to_ascii_lowercase()
@@ -278,7 +245,24 @@ pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
     } else {
         body.to_string()
     };
-    (status, body)
+    Some((status, body))
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and returns status
+/// and body. Raw on purpose, so tests can also send malformed requests.
+pub fn raw_request(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    send_raw(socket, &request_bytes(method, path, body))
+}
+
+/// Like [`raw_request`] (POST), but a connection closed without an answer
+/// (the daemon was killed) gives status 0 and an empty body.
+pub fn raw_request_tolerant(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
+    exchange(socket, &request_bytes("POST", path, body)).unwrap_or((0, String::new()))
+}
+
+/// Writes raw bytes, reads the whole answer, parses status and body.
+pub fn send_raw(socket: &Path, bytes: &[u8]) -> (u16, String) {
+    exchange(socket, bytes).unwrap_or_else(|| panic!("no HTTP answer from {}", socket.display()))
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -128,6 +128,18 @@ impl Nodes {
         reply
     }
 
+    /// Snapshots `volume` on `node`; returns the snapshot's name.
+    pub fn snapshot(&self, node: &str, volume: &str) -> String {
+        self.ok(
+            node,
+            "/VolumeDriver.Snapshot",
+            serde_json::json!({ "Name": volume }),
+        )["Snapshot"]
+            .as_str()
+            .expect("a snapshot name")
+            .to_string()
+    }
+
     pub fn log(&self, node: &str) -> String {
         let daemon =
             std::fs::read_to_string(format!("/run/bvnodes/{node}/daemon.log")).unwrap_or_default();
