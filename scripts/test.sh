@@ -14,4 +14,4 @@ scripts/reference-venv.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets -- --test-threads "${TEST_THREADS:-4}"
+cargo test --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
