@@ -206,7 +206,7 @@ line("sender eth0 tx bytes", "tx_bytes", lambda v: f"{v / 2**20:.2f} MiB", ratio
 line(f"tx bytes / {change_mib:.0f} MiB changed", "tx_bytes", lambda v: f"{v / (change_mib * 2**20):.2f}x", ratio=False)
 line("stream size in the reply's Summary", "summary_mib", lambda v: f"{v:.1f} MiB", ratio=False)
 if vals("incr", "ours", "wire_mib"):
-    line("compressed size in the reply's Summary", "wire_mib", lambda v: f"{v:.1f} MiB", ratio=False)
+    line("on-the-wire size in the reply's Summary", "wire_mib", lambda v: f"{v:.1f} MiB", ratio=False)
 PY
 
 results=$work/results.jsonl
