@@ -7,9 +7,13 @@
 #   $BUTTERVOLUME_TEST_BTRFS/bench-volumes.<pid>/{ours,ref}/
 # and drives both with the same python3 client (stdlib http.client over the
 # unix socket, one connection per request like Docker; the time measured is
-# request sent -> reply read, no process spawn). Phases run interleaved
-# (ours, then reference, phase by phase) so both see the same filesystem
-# state:
+# request sent -> reply read, no process spawn). The daemons run one after
+# the other (ours, then the reference), each alone on the filesystem: after
+# the first one's phases its subvolumes are deleted and `btrfs subvolume
+# sync` waits until btrfs has cleaned them up. (The reference runs `btrfs
+# subvolume show` for every volume it checks, and that scans every
+# subvolume of the filesystem: the other daemon's 5,000 snapshots would
+# slow it down.) Phases, for each daemon:
 #   1. Create: VOLUMES volumes (latency of each create, p50/p95)
 #   2. List with VOLUMES volumes (LIST_RUNS calls), Get (GET_RUNS calls)
 #   3. Snapshot: SNAPSHOTS snapshots of one volume (p50/p95)
@@ -294,7 +298,7 @@ n = lambda m, k: get("ours", m, k)
 lines = [
     ("Create p50 (%s volumes, one by one)" % n("create", "n"), "create", "p50", "ms", ""),
     ("Create p95", "create", "p95", "ms", ""),
-    ("Create p50 of the last 20 (190..200 existing)", "create_last20", "p50", "ms", ""),
+    ("Create p50 of the last 20 (%d..%d existing)" % (n("create", "n") - 20, n("create", "n") - 1), "create_last20", "p50", "ms", ""),
     ("Create, all %s volumes" % n("create", "n"), "create", "total_s", "s", ""),
     ("List p50 (%s volumes)" % n("list", "entries"), "list", "p50", "ms", ""),
     ("Get p50", "get", "p50", "ms", ""),
@@ -324,48 +328,41 @@ bench() { python3 "$work/bvbench.py" "$@" | tee -a "$results" >&2; }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "our binary: $ours; reference: $reference; work dir: $work"
-start_daemon ours "$ours"
-start_daemon ref "$reference"
 
-declare -A sock=([ours]=$work/ours/bv.sock [ref]=$work/ref/bv.sock)
-
-for who in ours ref; do
+# All phases for one daemon, alone on the filesystem.
+run_daemon() {
+    local who=$1 binary=$2 sock=$work/$1/bv.sock v i
+    start_daemon "$who" "$binary"
     log "$who: create $VOLUMES volumes"
-    bench create "$who" "${sock[$who]}" "$VOLUMES"
-done
-for who in ours ref; do
+    bench create "$who" "$sock" "$VOLUMES"
     log "$who: list x$LIST_RUNS, get x$GET_RUNS"
-    bench list "$who" "${sock[$who]}" "$LIST_RUNS"
-    bench get "$who" "${sock[$who]}" "$GET_RUNS" "$VOLUMES"
-done
-# Some content in the volume that gets snapshotted, restored and cloned.
-for who in ours ref; do
+    bench list "$who" "$sock" "$LIST_RUNS"
+    bench get "$who" "$sock" "$GET_RUNS" "$VOLUMES"
+    # Some content in the volume that gets snapshotted, restored and cloned.
     v=$work/$who/volumes/bench-0000
     mkdir -p "$v/dir"
     for i in $(seq 1 50); do echo "file $i" >"$v/dir/f$i"; done
     head -c 4M /dev/urandom >"$v/blob"
-done
-sync
-for who in ours ref; do
+    sync
     log "$who: $SNAPSHOTS snapshots"
-    bench snapshot "$who" "${sock[$who]}" bench-0000 "$SNAPSHOTS"
-done
-for who in ours ref; do
+    bench snapshot "$who" "$sock" bench-0000 "$SNAPSHOTS"
     log "$who: filling SNAPSHOTS_PATH to $SNAPSHOT_LIST_TOTAL entries (Snapshot API, tight loop)"
-    bench fill "$who" "${sock[$who]}" bench-0001 "$SNAPSHOT_LIST_TOTAL"
-done
-for who in ours ref; do
+    bench fill "$who" "$sock" bench-0001 "$SNAPSHOT_LIST_TOTAL"
     log "$who: Snapshot.List x$LIST_RUNS"
-    bench snaplist "$who" "${sock[$who]}" "$LIST_RUNS"
-done
-for who in ours ref; do
+    bench snaplist "$who" "$sock" "$LIST_RUNS"
     log "$who: restore x$RESTORE_RUNS, clone x$RESTORE_RUNS"
-    bench restore "$who" "${sock[$who]}" bench-0000 "$RESTORE_RUNS"
-    bench clone "$who" "${sock[$who]}" bench-0000 "$RESTORE_RUNS"
-done
-for who in ours ref; do
-    bench rss "$who" "${sock[$who]}" "${pid[$who]}"
-done
+    bench restore "$who" "$sock" bench-0000 "$RESTORE_RUNS"
+    bench clone "$who" "$sock" bench-0000 "$RESTORE_RUNS"
+    bench rss "$who" "$sock" "${pid[$who]}"
+    stop_daemon "$who"
+    log "$who: deleting its subvolumes, waiting for btrfs to clean them up"
+    delete_tree "$work/$who"
+    timeout 600 btrfs subvolume sync "$mnt" >/dev/null || log "btrfs subvolume sync timed out"
+    sync
+}
+
+run_daemon ours "$ours"
+run_daemon ref "$reference"
 
 {
     echo "Run $(date -u '+%F %T UTC'), $(nproc) cores, kernel $(uname -r), btrfs on $(findmnt -n -o SOURCE "$mnt") ($mnt)"
