@@ -40,6 +40,7 @@
 # Needs root, the tools listed in tests/nodes/README.md, python3.
 # Cleans up on exit, even on error: `nodes.sh down` for both tags and the
 # work dir /var/tmp/bench-replication.<pid>.
+# shellcheck disable=SC2016  # single-quoted sh -c scripts expand in the child
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
