@@ -122,13 +122,11 @@ pub fn compute_purges(
 /// exact remainder out first, so results agree with the reference when
 /// `a / b` rounds across an integer.
 fn python_floordiv(a: f64, b: f64) -> f64 {
-    let mut remainder = a % b;
+    let remainder = a % b;
     let mut div = (a - remainder) / b;
     if remainder != 0.0 && ((b < 0.0) != (remainder < 0.0)) {
-        remainder += b;
         div -= 1.0;
     }
-    let _ = remainder;
     if div == 0.0 {
         return 0.0;
     }
