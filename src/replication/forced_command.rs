@@ -21,6 +21,7 @@
 //! is refused, logged, and exits with status 1.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -224,19 +225,27 @@ pub fn run(config: &Config) -> i32 {
             zstd,
             json,
         } => {
-            let stdin = std::io::stdin().lock();
-            let mut input: Box<dyn std::io::Read> = if zstd {
+            // Unbuffered: the first command is read exactly, the rest is
+            // spliced straight from sshd's pipe (see receive::Source).
+            let stdin = match std::io::stdin().as_fd().try_clone_to_owned() {
+                Ok(fd) => std::fs::File::from(fd),
+                Err(e) => {
+                    eprintln!("buttervolume: cannot use stdin: {e}");
+                    return 1;
+                }
+            };
+            let input = if zstd {
                 match zstd::stream::read::Decoder::new(stdin) {
-                    Ok(d) => Box::new(d),
+                    Ok(d) => receive::Source::Reader(Box::new(d)),
                     Err(e) => {
                         eprintln!("buttervolume: cannot start zstd: {e}");
                         return 1;
                     }
                 }
             } else {
-                Box::new(stdin)
+                receive::Source::Fd(stdin)
             };
-            match receive::receive(&dir, &mut input, parent_uuid.as_deref()) {
+            match receive::receive(&dir, input, parent_uuid.as_deref()) {
                 Ok(received) => {
                     if json {
                         println!("{}", serde_json::to_string(&received).unwrap_or_default());

@@ -11,9 +11,14 @@
 //! A half-received snapshot is never visible under a snapshot name, so it is
 //! never listed and never used as a parent.
 
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
 
 use super::stream::{self, StreamError};
 use crate::btrfs::{self, BtrfsError};
@@ -107,11 +112,98 @@ impl Drop for Staged {
     }
 }
 
+/// Where a stream comes from.
+pub enum Source {
+    /// An unbuffered descriptor (the forced command's stdin, a pipe from
+    /// sshd): after the first command, the rest is spliced into
+    /// `btrfs receive`'s pipe without passing through this process.
+    Fd(File),
+    /// Anything else (a zstd decoder): copied through a buffer.
+    Reader(Box<dyn Read>),
+}
+
+/// Moves the rest of the stream into `btrfs receive`; returns the byte
+/// count. Stops early, without error, when receive closes its end (its exit
+/// status then says why).
+fn forward(input: Source, child_in: &mut (impl Write + AsFd)) -> Result<u64, ReceiveError> {
+    // Bigger pipe, fewer wake-ups of btrfs receive; best effort.
+    let _ = fcntl(
+        child_in.as_fd().as_raw_fd(),
+        FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+    );
+    let mut reader: Box<dyn Read> = match input {
+        Source::Fd(file) => match splice_all(&file, child_in) {
+            Spliced::Done(bytes) => return Ok(bytes),
+            Spliced::Failed(source) => {
+                return Err(ReceiveError::Io {
+                    context: "reading the stream",
+                    source,
+                })
+            }
+            // Not a pipe or socket (a file in tests): copy instead.
+            Spliced::Unsupported => Box::new(file),
+        },
+        Source::Reader(reader) => reader,
+    };
+    let mut buf = vec![0u8; PIPE_SIZE as usize];
+    let mut bytes = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ReceiveError::Io {
+                    context: "reading the stream",
+                    source,
+                })
+            }
+        };
+        if child_in.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        bytes += n as u64;
+    }
+    Ok(bytes)
+}
+
+const PIPE_SIZE: i32 = 1 << 20;
+
+enum Spliced {
+    Done(u64),
+    Failed(std::io::Error),
+    /// The kernel cannot splice from this descriptor; nothing was moved.
+    Unsupported,
+}
+
+fn splice_all(from: &File, to: &impl AsFd) -> Spliced {
+    let mut bytes = 0u64;
+    loop {
+        let moved = splice(
+            from.as_fd(),
+            None,
+            to.as_fd(),
+            None,
+            PIPE_SIZE as usize,
+            SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE,
+        );
+        match moved {
+            Ok(0) => return Spliced::Done(bytes),
+            Ok(n) => bytes += n as u64,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EINVAL) if bytes == 0 => return Spliced::Unsupported,
+            // btrfs receive closed its end: its status explains.
+            Err(Errno::EPIPE) => return Spliced::Done(bytes),
+            Err(e) => return Spliced::Failed(e.into()),
+        }
+    }
+}
+
 /// Receives one send stream from `input` into `dest`. `expected_parent` is
 /// the parent key (see [`parent_key`]) the sender used, if incremental.
 pub fn receive(
     dest: &Path,
-    input: &mut dyn Read,
+    mut input: Source,
     expected_parent: Option<&str>,
 ) -> Result<Received, ReceiveError> {
     std::fs::create_dir_all(dest).map_err(|source| ReceiveError::Io {
@@ -142,30 +234,16 @@ pub fn receive(
     let mut child_in = child.stdin.take().expect("stdin is piped");
 
     let copied = (|| -> Result<(String, bool, u64), ReceiveError> {
-        let (name, incremental) = stream::rename_subvolume(input, &mut child_in, &staging_name)?;
+        let (name, incremental) = match &mut input {
+            Source::Fd(file) => stream::rename_subvolume(file, &mut child_in, &staging_name)?,
+            Source::Reader(reader) => {
+                stream::rename_subvolume(reader, &mut child_in, &staging_name)?
+            }
+        };
         if names::check_snapshot(&name).is_err() {
             return Err(ReceiveError::Name(name));
         }
-        let mut buf = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(ReceiveError::Io {
-                        context: "reading the stream",
-                        source,
-                    })
-                }
-            };
-            // A write error means btrfs receive stopped: its status says why.
-            if child_in.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            bytes += n as u64;
-        }
+        let bytes = forward(input, &mut child_in)?;
         Ok((name, incremental, bytes))
     })();
     drop(child_in);
@@ -263,4 +341,97 @@ fn check_parent(
         }
     }
     Err(wrong())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Seek;
+
+    /// A pipe whose read end is drained by a thread; returns the write end
+    /// and the handle yielding everything read.
+    fn drained_pipe() -> (File, std::thread::JoinHandle<Vec<u8>>) {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            File::from(read_end).read_to_end(&mut all).unwrap();
+            all
+        });
+        (File::from(write_end), reader)
+    }
+
+    fn payload() -> Vec<u8> {
+        (0..3_000_000u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn forward_splices_from_a_pipe() {
+        let data = payload();
+        let (source_read, source_write) = nix::unistd::pipe().unwrap();
+        let to_write = data.clone();
+        let writer = std::thread::spawn(move || File::from(source_write).write_all(&to_write));
+        let (mut sink, drained) = drained_pipe();
+        let bytes = forward(Source::Fd(File::from(source_read)), &mut sink).unwrap();
+        drop(sink);
+        writer.join().unwrap().unwrap();
+        assert_eq!(bytes, data.len() as u64);
+        assert!(drained.join().unwrap() == data, "spliced bytes differ");
+    }
+
+    #[test]
+    fn forward_moves_a_regular_file() {
+        // A stream saved to a file (`receive < file`): spliced from the page
+        // cache like a pipe.
+        let data = payload();
+        let mut file = tempfile_in_tmp();
+        file.write_all(&data).unwrap();
+        file.rewind().unwrap();
+        let (mut sink, drained) = drained_pipe();
+        let bytes = forward(Source::Fd(file), &mut sink).unwrap();
+        drop(sink);
+        assert_eq!(bytes, data.len() as u64);
+        assert!(drained.join().unwrap() == data);
+    }
+
+    #[test]
+    fn forward_copies_from_a_reader() {
+        let data = payload();
+        let (mut sink, drained) = drained_pipe();
+        let reader = Source::Reader(Box::new(std::io::Cursor::new(data.clone())));
+        assert_eq!(forward(reader, &mut sink).unwrap(), data.len() as u64);
+        drop(sink);
+        assert!(drained.join().unwrap() == data);
+    }
+
+    #[test]
+    fn forward_stops_without_error_when_the_receiver_goes_away() {
+        let (source_read, source_write) = nix::unistd::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(source_write);
+            // Ends with EPIPE once forward has returned and closed the source.
+            for _ in 0..64 {
+                if w.write_all(&[7u8; 65536]).is_err() {
+                    break;
+                }
+            }
+        });
+        let (sink_read, sink_write) = nix::unistd::pipe().unwrap();
+        drop(sink_read);
+        let mut sink = File::from(sink_write);
+        let bytes = forward(Source::Fd(File::from(source_read)), &mut sink).unwrap();
+        assert_eq!(bytes, 0);
+        writer.join().unwrap();
+    }
+
+    fn tempfile_in_tmp() -> File {
+        let path = std::env::temp_dir().join(format!("bv-forward-{}", fsutil::unique_suffix()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
 }

@@ -26,6 +26,8 @@ trap 'echo "nodes.sh: command failed (line $LINENO): $BASH_COMMAND" >&2' ERR
 RUN=/run/bvnodes          # private mount point; one state dir per node
 IMGDIR=/var/tmp/bvnodes   # loop images
 PORT=1122
+# Same value as SSHD_MALLOC_TUNABLES in src/sshd.rs.
+SSHD_MALLOC_TUNABLES=glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=134217728
 DATA=/var/lib/buttervolume
 MAX_NODES=9
 
@@ -264,7 +266,11 @@ EOF
     mkdir -p /run/sshd
     rm -f "$dir/sshd.pid"
     # shellcheck disable=SC2094  # early errors and -E logging share the file
+    # The malloc settings the plugin's own sshd runs with (src/sshd.rs,
+    # SSHD_MALLOC_TUNABLES): without them each session's first ~10 MiB are
+    # slowed by page faults.
     nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
+        env GLIBC_TUNABLES="$SSHD_MALLOC_TUNABLES" \
         /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" \
         </dev/null >>"$dir/sshd.log" 2>&1 ||
         { cat "$dir/sshd.log" >&2; die "$node: sshd failed to start"; }
