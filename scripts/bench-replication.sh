@@ -30,12 +30,16 @@
 #      the stream size in its reply's Summary.
 # Caches are warm (the data was just written; no drop_caches), and every
 # measurement starts after a `sync`, so writeback of earlier steps does not
-# land in the timed window.
+# land in the timed window. The node images are preallocated and mounted
+# nodiscard (BVNODES_PREALLOCATE=1): no host block allocation, no hole
+# punching after deletions inside the timed windows. Each measurement also
+# records the machine's busy CPU seconds and the seconds stolen by the
+# hypervisor (/proc/stat), since this VM's neighbours make wall times swing.
 #
 # Usage: scripts/bench-replication.sh [--keep-results DIR]
 # Environment: BV_BINARY (default target/release/buttervolume, built with
 # `cargo build --release`), BV_REFERENCE (default /opt/bv-ref/bin/buttervolume),
-# REPS=3, DATA_MIB=1024, CHANGE_MIB=10, IMAGE_SIZE=4G (per node, sparse),
+# REPS=3, DATA_MIB=1024, CHANGE_MIB=10, IMAGE_SIZE=4G (per node, preallocated),
 # KEEP_BASHRC=1 (do not mask the host's /root/.bashrc in the nodes, below).
 # Needs root, the tools listed in tests/nodes/README.md, python3.
 # Cleans up on exit, even on error: `nodes.sh down` for both tags and the
@@ -179,16 +183,29 @@ names = {"ours": "ours", "ref": "reference 3.13", "raw_local": "raw local send\\
          "raw_ssh_default": "raw send\\|ssh receive (ssh default cipher)",
          "raw_ssh_aes128gcm": "raw send\\|ssh -c aes128-gcm receive"}
 raw = med("full", "raw_local")
+def paired(who):
+    """Median over repetitions of raw local time / this time, each pair taken
+    minutes apart at most, so both saw about the same machine."""
+    raw_by_rep = {r["rep"]: r["seconds"] for r in rows if r["metric"] == "full" and r["who"] == "raw_local"}
+    ratios = [raw_by_rep[r["rep"]] / r["seconds"] for r in rows
+              if r["metric"] == "full" and r["who"] == who and r["rep"] in raw_by_rep]
+    return f"{100 * statistics.median(ratios):.0f}%" if ratios else "-"
 print(f"Full send, {data_mib:.0f} MiB of random data (median of {len(vals('full', 'ours'))}, min..max):\n")
-print("| | time | MiB/s | % of raw local throughput | sender tx bytes |")
-print("|---|---:|---:|---:|---:|")
+print("| | time | MiB/s | % of raw local throughput (medians) | % of raw local (median of per-repetition ratios) | CPU-s used, steal excluded | sender tx bytes |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for who in full:
     t = med("full", who)
     if t is None:
         continue
     tx = med("full", who, "tx_bytes")
     txs = f"{tx / 2**20:.0f} MiB" if tx else "-"
-    print(f"| {names[who]} | {spread('full', who)} | {data_mib / t:.0f} | {100 * raw / t:.0f}% | {txs} |")
+    cpu = med("full", who, "cpu_s")
+    print(f"| {names[who]} | {spread('full', who)} | {data_mib / t:.0f} | {100 * raw / t:.0f}% | {paired(who)} "
+          f"| {cpu:.1f} | {txs} |")
+steal = sum(r.get("steal_s") or 0 for r in rows)
+busy = sum((r.get("cpu_s") or 0) + (r.get("steal_s") or 0) for r in rows)
+print(f"\nCPU time stolen by the hypervisor during the measured windows: {steal:.1f} s"
+      f" of {busy:.1f} s busy ({100 * steal / busy if busy else 0:.0f}%).")
 print(f"\nIncremental: {change_mib:.0f} MiB overwritten in the big file, then Snapshot + Snapshot.Send"
       f" (median of {len(vals('incr', 'ours'))}, min..max):\n")
 print("| | ours | reference 3.13 | reference / ours |")
@@ -212,11 +229,21 @@ PY
 
 results=$work/results.jsonl
 : >"$results"
+# Busy and stolen CPU jiffies of the whole machine (/proc/stat, USER_HZ=100):
+# busy = user + nice + system + irq + softirq; steal = taken by the
+# hypervisor (other tenants), which slows a run without being its work.
+cpu_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9 }' /proc/stat; }
+cpu_mark() { read -r cpu0 steal0 < <(cpu_jiffies); }
 # record <metric> <who> <rep> <json from client.py or {"seconds": x}> [tx_bytes]
+# Adds the CPU seconds used and stolen since the last cpu_mark.
 record() {
-    python3 -c 'import json,sys
+    local cpu1 steal1
+    read -r cpu1 steal1 < <(cpu_jiffies)
+    CPU_S=$(((cpu1 - cpu0))) STEAL_S=$(((steal1 - steal0))) python3 -c 'import json,os,sys
 r = json.loads(sys.argv[4]); r.update(metric=sys.argv[1], who=sys.argv[2], rep=int(sys.argv[3]))
 if len(sys.argv) > 5: r["tx_bytes"] = int(sys.argv[5])
+r["cpu_s"] = int(os.environ["CPU_S"]) / 100
+r["steal_s"] = int(os.environ["STEAL_S"]) / 100
 print(json.dumps(r))' "$@" | tee -a "$results" >&2
 }
 
@@ -240,6 +267,7 @@ node_delete() {
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "our binary: $ours; reference: $reference"
 for tag in "${tags[@]}"; do "$nodes" down "$tag" >/dev/null 2>&1 || true; done
+export BVNODES_PREALLOCATE=1
 "$nodes" up bvo 2 "$IMAGE_SIZE" >/dev/null
 "$nodes" up bvr 2 "$IMAGE_SIZE" >/dev/null
 "$nodes" daemon-start bvo1 "$ours"
@@ -287,6 +315,7 @@ for rep in $(seq 1 "$REPS"); do
         nx "$s" sync
         log "full send $rep/$REPS: $who"
         tx0=$(tx_bytes "$s")
+        cpu_mark
         out=$(python3 "$work/client.py" send "$(sock "$s")" "$snap" "$ip")
         record full "$who" "$rep" "$out" $(($(tx_bytes "$s") - tx0))
         nx "$r" test -d "$snaps/$snap" || die "$who: $snap did not land on $r"
@@ -294,6 +323,7 @@ for rep in $(seq 1 "$REPS"); do
 
     log "full send $rep/$REPS: raw local btrfs send | btrfs receive (bvo1)"
     nx bvo1 sync
+    cpu_mark
     t0=$(now)
     nx bvo1 sh -c 'btrfs -q send "$1" | btrfs -q receive "$2"' sh "$snaps/${base[ours]}" "$data/rawrecv"
     record full raw_local "$rep" "{\"seconds\": $(elapsed "$t0" "$(now)")}"
@@ -307,6 +337,7 @@ for rep in $(seq 1 "$REPS"); do
         log "full send $rep/$REPS: raw btrfs send | ssh ${opt[*]} btrfs receive (bvr1 -> bvr2)"
         nx bvr1 sync
         tx0=$(tx_bytes bvr1)
+        cpu_mark
         t0=$(now)
         nx bvr1 sh -c 'snap=$1 ip=$2 dir=$3; shift 3
             btrfs -q send "$snap" | ssh -p 1122 "$@" "$ip" "btrfs -q receive $dir"' \
@@ -327,6 +358,7 @@ for rep in $(seq 1 "$REPS"); do
         nx "$s" sync
         log "incremental $rep/$REPS: $who"
         tx0=$(tx_bytes "$s")
+        cpu_mark
         out=$(python3 "$work/client.py" snapsend "$(sock "$s")" big "$ip")
         record incr "$who" "$rep" "$out" $(($(tx_bytes "$s") - tx0))
         snap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["snapshot"])' "$out")

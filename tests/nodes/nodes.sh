@@ -35,7 +35,8 @@ usage() {
     cat <<EOF
 usage: nodes.sh <command> [args]
   up <tag> <count> [image_size]   create nodes <tag>1..<tag><count> (count 1..$MAX_NODES,
-                                  image_size default 3G, sparse); idempotent
+                                  image_size default 3G, sparse; preallocated and
+                                  mounted nodiscard with BVNODES_PREALLOCATE=1); idempotent
   down <tag>                      stop and remove everything of <tag> (best effort)
   pair <from> <to> [command]      let <from> ssh to <to> (root@<to-ip>:$PORT) with a
                                   forced command (default: /usr/local/bin/buttervolume ssh-command)
@@ -215,7 +216,15 @@ node_mounts() {
     rm -f "$dir/ready"
     node_release_mounts "$node" # leftovers of a partial up
     rm -f "$img"
-    truncate -s "$size" "$img" || die "$node: cannot create $img (size $size)"
+    local mount_opts=loop
+    if [[ -n ${BVNODES_PREALLOCATE:-} ]]; then
+        # Benchmarks: no host block allocation (image) and no hole punching
+        # (btrfs discard) in the measured windows.
+        fallocate -l "$size" "$img" || die "$node: cannot allocate $img (size $size)"
+        mount_opts=loop,nodiscard
+    else
+        truncate -s "$size" "$img" || die "$node: cannot create $img (size $size)"
+    fi
     mkfs.btrfs -q "$img" >/dev/null || die "$node: mkfs.btrfs failed on $img (size $size)"
     touch "$dir/mntns"
     unshare --mount="$dir/mntns" --propagation private true
@@ -230,15 +239,15 @@ node_mounts() {
             umount -l "$(printf "%b" "$target")" 2>/dev/null || true
         done'
     in_mnt "$node" sh -ec '
-        img=$1 data=$2 node=$3
+        img=$1 data=$2 node=$3 opts=$4
         mkdir -p "$data"
-        mount -o loop "$img" "$data"
+        mount -o "$opts" "$img" "$data"
         mkdir -p "$data/volumes" "$data/snapshots" "$data/received" "$data/config"
         install -d -m 700 "$data/ssh"
         mount --bind "$data/config" /etc/buttervolume
         mount --bind "$data/ssh" /root/.ssh
         ssh-keygen -q -t ed25519 -N "" -C "root@$node" -f /root/.ssh/id_ed25519
-    ' sh "$img" "$DATA" "$node"
+    ' sh "$img" "$DATA" "$node" "$mount_opts"
     touch "$dir/ready"
 }
 
