@@ -367,7 +367,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 {
-    echo "Run $(date -u '+%F %T UTC'), $(nproc) cores, kernel $(uname -r), nodes: loop btrfs $IMAGE_SIZE sparse images in /var/tmp/bvnodes, veth + bridge between netns"
+    echo "Run $(date -u '+%F %T UTC'), $(nproc) cores, kernel $(uname -r), nodes: loop btrfs $IMAGE_SIZE preallocated images (nodiscard) in /var/tmp/bvnodes, veth + bridge between netns"
     echo "ours: $ours_built (built $(date -u -r "$ours_built" '+%F %T UTC'), sha256 $(sha256sum "$ours" | cut -c1-12); repo at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' with uncommitted changes in src/'))"
     echo "reference: $reference"
     echo "load average at start: $load_start, at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers)"

@@ -1,9 +1,10 @@
 //! The only place that touches btrfs: subvolumes, snapshots, the read-only
 //! flag, file attributes (NOCOW, compression) and extended attributes.
 //!
-//! Subvolume operations go through libbtrfsutil (the `btrfsutil` crate); the
-//! few ioctls and xattr calls libbtrfsutil does not cover are wrapped here,
-//! once, behind safe functions. Nothing here spawns a process.
+//! Subvolume operations go through libbtrfsutil (the `btrfsutil` crate),
+//! except the hot paths (snapshot creation, send) and the few ioctls and
+//! xattr calls libbtrfsutil does not cover, which are wrapped here, once,
+//! behind safe functions. Nothing here spawns a process.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -12,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use btrfsutil::subvolume::{DeleteFlags, SnapshotFlags, Subvolume};
+use btrfsutil::subvolume::{DeleteFlags, Subvolume};
 
 /// Inode number of the root directory of every btrfs subvolume
 /// (BTRFS_FIRST_FREE_OBJECTID). A directory with this inode number on a
@@ -112,18 +113,68 @@ pub fn delete_subvolume(path: &Path) -> Result<()> {
         .map_err(|e| BtrfsError::util("delete subvolume", path, e))
 }
 
+/// `struct btrfs_ioctl_vol_args_v2` from linux/btrfs.h (4096 bytes), as
+/// BTRFS_IOC_SNAP_CREATE_V2 reads it: `fd` is the source subvolume, `name`
+/// the new entry in the directory the ioctl is called on.
+#[repr(C)]
+struct VolArgsV2 {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    unused: [u64; 4],
+    name: [u8; SUBVOL_NAME_MAX + 1],
+}
+
+const SUBVOL_NAME_MAX: usize = 4039;
+const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
+/// BTRFS_SUBVOL_RDONLY.
+const SUBVOL_RDONLY: u64 = 1 << 1;
+
+nix::ioctl_write_ptr!(btrfs_ioc_snap_create_v2, 0x94, 23, VolArgsV2);
+
 /// Snapshots the subvolume `source` to `dest` (which must not exist).
+///
+/// One BTRFS_IOC_SNAP_CREATE_V2 on `dest`'s parent, nothing else: the
+/// btrfsutil crate's snapshot added two opens, two INO_LOOKUPs, two statfs
+/// and a WAIT_SYNC around it, ~0.5 ms on top of the ~2 ms transaction
+/// commit the snapshot itself costs.
 pub fn snapshot(source: &Path, dest: &Path, read_only: bool) -> Result<()> {
-    let subvolume = open(source)?;
-    let flags = if read_only {
-        SnapshotFlags::READ_ONLY
-    } else {
-        SnapshotFlags::empty()
+    let invalid = |message: &str| {
+        BtrfsError::io(
+            "snapshot",
+            dest,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, message.to_string()),
+        )
     };
-    subvolume
-        .snapshot(dest, flags, None)
-        .map(|_| ())
-        .map_err(|e| BtrfsError::util("snapshot", dest, e))
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(invalid("no parent directory or name"));
+    };
+    let name = name.as_bytes();
+    if name.len() > SUBVOL_NAME_MAX {
+        return Err(invalid("name too long"));
+    }
+    if !is_subvolume(source) {
+        let source_error = match std::fs::symlink_metadata(source) {
+            Err(e) => e,
+            Ok(_) => std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a subvolume"),
+        };
+        return Err(BtrfsError::io("snapshot", source, source_error));
+    }
+    let source_dir = File::open(source).map_err(|e| BtrfsError::io("open", source, e))?;
+    let parent_dir = File::open(parent).map_err(|e| BtrfsError::io("open", parent, e))?;
+    let mut args = VolArgsV2 {
+        fd: source_dir.as_raw_fd() as i64,
+        transid: 0,
+        flags: if read_only { SUBVOL_RDONLY } else { 0 },
+        unused: [0; 4],
+        name: [0; SUBVOL_NAME_MAX + 1],
+    };
+    args.name[..name.len()].copy_from_slice(name);
+    // SAFETY: both fds are open for the duration of the call; `args` is a
+    // properly laid out, NUL-terminated vol_args_v2 the kernel only reads.
+    unsafe { btrfs_ioc_snap_create_v2(parent_dir.as_raw_fd(), &args) }
+        .map_err(|e| BtrfsError::io("snapshot", dest, e.into()))?;
+    Ok(())
 }
 
 /// Sets or clears the read-only flag of a subvolume.
