@@ -122,6 +122,15 @@ pub enum Source {
     Reader(Box<dyn Read>),
 }
 
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Fd(file) => file.read(buf),
+            Source::Reader(reader) => reader.read(buf),
+        }
+    }
+}
+
 /// Moves the rest of the stream into `btrfs receive`; returns the byte
 /// count. Stops early, without error, when receive closes its end (its exit
 /// status then says why).
@@ -140,7 +149,7 @@ fn forward(input: Source, child_in: &mut (impl Write + AsFd)) -> Result<u64, Rec
                     source,
                 })
             }
-            // Not a pipe or socket (a file in tests): copy instead.
+            // Not spliceable (a terminal, say): copy instead.
             Spliced::Unsupported => Box::new(file),
         },
         Source::Reader(reader) => reader,
@@ -234,12 +243,8 @@ pub fn receive(
     let mut child_in = child.stdin.take().expect("stdin is piped");
 
     let copied = (|| -> Result<(String, bool, u64), ReceiveError> {
-        let (name, incremental) = match &mut input {
-            Source::Fd(file) => stream::rename_subvolume(file, &mut child_in, &staging_name)?,
-            Source::Reader(reader) => {
-                stream::rename_subvolume(reader, &mut child_in, &staging_name)?
-            }
-        };
+        let (name, incremental) =
+            stream::rename_subvolume(&mut input, &mut child_in, &staging_name)?;
         if names::check_snapshot(&name).is_err() {
             return Err(ReceiveError::Name(name));
         }
