@@ -34,7 +34,7 @@ pub enum SshdError {
 /// session are paid in page faults: 62 % of the receiving sshd's CPU samples
 /// during a 10 MiB incremental send, which made that send take 0.3-0.4 s
 /// instead of ~0.2 s. Fixed thresholds keep the buffers in the heap and
-/// reuse them. Also used by the test nodes (tests/nodes/nodes.sh).
+/// reuse them. tests/nodes/nodes.sh starts the test nodes' sshd the same way.
 pub const SSHD_MALLOC_TUNABLES: &str =
     "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=134217728";
 
@@ -119,6 +119,19 @@ pub async fn prepare(config: &Config) -> Result<PathBuf, SshdError> {
     Ok(file)
 }
 
+/// sshd in the foreground, logging to stderr (the daemon's log), with its
+/// malloc settings.
+fn sshd_command(config_file: &Path) -> Command {
+    let mut command = Command::new("/usr/sbin/sshd");
+    command
+        .args(["-D", "-e", "-f"])
+        .arg(config_file)
+        .env("GLIBC_TUNABLES", SSHD_MALLOC_TUNABLES)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// Runs sshd in the foreground until `stop` fires, restarting it when it
 /// exits on its own.
 pub async fn supervise(
@@ -133,13 +146,7 @@ pub async fn supervise(
         }
     };
     loop {
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&file)
-            .env("GLIBC_TUNABLES", SSHD_MALLOC_TUNABLES)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+        let child = sshd_command(&file).spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
@@ -163,5 +170,28 @@ pub async fn supervise(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // sshd rewrites its argv and environ area for its process title, so a
+    // running sshd's /proc/<pid>/environ cannot show the setting: check the
+    // command the daemon spawns instead.
+    #[test]
+    fn sshd_runs_with_its_malloc_settings() {
+        let command = sshd_command(Path::new("/state/sshd/sshd_config"));
+        let envs: Vec<_> = command.as_std().get_envs().collect();
+        assert_eq!(
+            envs,
+            [(
+                std::ffi::OsStr::new("GLIBC_TUNABLES"),
+                Some(std::ffi::OsStr::new(SSHD_MALLOC_TUNABLES))
+            )]
+        );
+        let args: Vec<_> = command.as_std().get_args().collect();
+        assert_eq!(args, ["-D", "-e", "-f", "/state/sshd/sshd_config"]);
     }
 }
