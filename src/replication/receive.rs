@@ -10,6 +10,10 @@
 //! leftover is swept by the next receive or daemon start (its pid is dead).
 //! A half-received snapshot is never visible under a snapshot name, so it is
 //! never listed and never used as a parent.
+//!
+//! Only the stream's first command passes through this process; the rest is
+//! spliced from sshd's pipe into `btrfs receive`'s (see [`Source`]), so the
+//! extra hop costs no copy.
 
 use std::fs::File;
 use std::io::{Read, Write};
