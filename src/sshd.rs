@@ -61,6 +61,7 @@ fn sshd_config(port: u16, dir: &Path, authorized_keys: &Path) -> String {
          PermitTunnel no\n\
          ClientAliveInterval 15\n\
          ClientAliveCountMax 4\n\
+         ExposeAuthInfo yes\n\
          LogLevel INFO\n",
         host_keys = [
             "ssh_host_ed25519_key",

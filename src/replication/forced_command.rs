@@ -9,19 +9,21 @@
 //!   stream from stdin in SNAPSHOTS_PATH (TEST_REMOTE_PATH with `--test`);
 //! - `buttervolume list <volume> [--test]`: that volume's snapshots with
 //!   their UUIDs, one JSON object per line (for parent selection);
-//! - `buttervolume delete <snapshot> [--test]`: delete a snapshot, never a
-//!   volume;
+//! - `buttervolume delete <snapshot> [--test]`: delete a snapshot that was
+//!   received (read-only, with a received UUID): never a volume, a local
+//!   snapshot, a restore backup or a sent marker;
 //! - `btrfs receive <dir>` and `btrfs subvolume delete <dir>/<snapshot>`,
 //!   the literal commands a Python buttervolume 3.13 node sends, for `<dir>`
-//!   the snapshots or test dir only;
+//!   the snapshots or test dir only (the same receive and delete rules);
 //! - `rsync --server --sender <flags> . <VOLUMES_PATH>/<volume>[/]`: the
-//!   server side of `buttervolume sync`, read-only, one volume.
+//!   server side of `buttervolume sync`, read-only, one volume, with only
+//!   the options `rsync -a` and the reference's sync send (links are sent
+//!   as links, never followed).
 //!
 //! Anything else (shell metacharacters, `..`, other paths, other programs)
 //! is refused, logged, and exits with status 1.
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,12 +151,7 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
             })
         }
         ["rsync", "--server", "--sender", flags @ .., ".", path] => {
-            if flags
-                .iter()
-                .any(|f| !f.starts_with('-') || f.starts_with("--") && !is_safe_long_flag(f))
-            {
-                return Err("unexpected rsync arguments".into());
-            }
+            check_rsync_flags(flags)?;
             let trimmed = path.trim_end_matches('/');
             let (dir, volume) = trimmed
                 .rsplit_once('/')
@@ -174,27 +171,87 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
     }
 }
 
-/// Long rsync options a `--sender` server may legitimately get.
-fn is_safe_long_flag(flag: &str) -> bool {
-    let name = flag.split('=').next().unwrap_or(flag);
-    matches!(
-        name,
-        "--server"
-            | "--sender"
-            | "--numeric-ids"
-            | "--partial"
-            | "--log-format"
-            | "--safe-links"
-            | "--no-implied-dirs"
-            | "--compress-level"
-    )
+/// Option letters an rsync `--sender` server may get: what `rsync -a`,
+/// `-v`, `-z`, `-H`, `-A`, `-X`, `-S`, `-c`, `-x`, `-n` and the reference's
+/// `sync` (`-r -a -z -h`) send. Links are sent as links (`l`); `L` and `k`
+/// (follow symlinks) are not here, so a volume holding a symlink to a host
+/// file can only ever transfer the link.
+const RSYNC_SHORT: &str = "vlogDtprzHAXScxnd";
+
+/// Long options a `--sender` server may get; none follows a symlink.
+const RSYNC_LONG: [&str; 6] = [
+    "--numeric-ids",
+    "--safe-links",
+    "--inplace",
+    "--bwlimit",
+    "--compress-level",
+    "--no-implied-dirs",
+];
+
+/// Checks the options between `--sender` and `.` of rsync's server command.
+/// The short cluster is `-<letters>` with an optional `e<capabilities>`
+/// tail (protocol capability letters such as `.iLsfxCIvu`, where `L` is not
+/// an option).
+fn check_rsync_flags(flags: &[&str]) -> Result<(), String> {
+    for flag in flags {
+        if let Some(long) = flag.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if !RSYNC_LONG.contains(&format!("--{name}").as_str()) {
+                return Err(format!("rsync option {flag} is not allowed"));
+            }
+        } else if let Some(cluster) = flag.strip_prefix('-') {
+            let (options, capabilities) = cluster.split_once('e').unwrap_or((cluster, ""));
+            if let Some(bad) = options.chars().find(|c| !RSYNC_SHORT.contains(*c)) {
+                return Err(format!("rsync option -{bad} is not allowed"));
+            }
+            if !capabilities
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+            {
+                return Err(format!("unexpected rsync capabilities in {flag}"));
+            }
+        } else {
+            return Err(format!("unexpected rsync argument {flag}"));
+        }
+    }
+    Ok(())
+}
+
+/// The SHA256 fingerprint (as `ssh-keygen -l` prints it) of the key the
+/// peer authenticated with. sshd tells it through the file named by
+/// `SSH_USER_AUTH` (`ExposeAuthInfo yes`, which the plugin's sshd sets).
+fn peer_fingerprint() -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let Some(file) = std::env::var_os("SSH_USER_AUTH") else {
+        return "unknown".into();
+    };
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .rev()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("publickey")).then_some(())?;
+            let blob = words.nth(1)?;
+            base64::engine::general_purpose::STANDARD.decode(blob).ok()
+        })
+        .map(|blob| {
+            let digest = sha2::Sha256::digest(&blob);
+            format!(
+                "SHA256:{}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+            )
+        })
+        .next()
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn log_line(config: &Config, outcome: &str, original: &str) {
     let line = format!(
-        "{} client={} outcome={outcome} command={original:?}\n",
+        "{} client={} key={} outcome={outcome} command={original:?}\n",
         chrono::Local::now().to_rfc3339(),
-        std::env::var("SSH_CLIENT").unwrap_or_default()
+        std::env::var("SSH_CLIENT").unwrap_or_default(),
+        peer_fingerprint()
     );
     let _ = std::fs::create_dir_all(&config.state_path);
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -204,6 +261,20 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
     {
         let _ = f.write_all(line.as_bytes());
     }
+}
+
+/// A peer deletes only what a peer sent: a read-only snapshot with a
+/// received UUID. Never a local snapshot, a restore backup or a sent marker
+/// (all made here, none received), never anything else.
+fn deletable(path: &Path) -> Result<(), String> {
+    if !btrfs::is_subvolume(path) {
+        return Err("no such snapshot".into());
+    }
+    let id = btrfs::identity(path).map_err(|e| e.to_string())?;
+    if id.received_uuid.is_none() || !id.read_only {
+        return Err("it was not received from a peer".into());
+    }
+    Ok(())
 }
 
 /// Entry point of the `ssh-command` verb; returns the exit status.
@@ -225,27 +296,19 @@ pub fn run(config: &Config) -> i32 {
             zstd,
             json,
         } => {
-            // Unbuffered: the first command is read exactly, the rest is
-            // spliced straight from sshd's pipe (see receive::Source).
-            let stdin = match std::io::stdin().as_fd().try_clone_to_owned() {
-                Ok(fd) => std::fs::File::from(fd),
-                Err(e) => {
-                    eprintln!("buttervolume: cannot use stdin: {e}");
-                    return 1;
-                }
-            };
-            let input = if zstd {
+            let stdin = std::io::stdin().lock();
+            let mut input: Box<dyn std::io::Read> = if zstd {
                 match zstd::stream::read::Decoder::new(stdin) {
-                    Ok(d) => receive::Source::Reader(Box::new(d)),
+                    Ok(d) => Box::new(d),
                     Err(e) => {
                         eprintln!("buttervolume: cannot start zstd: {e}");
                         return 1;
                     }
                 }
             } else {
-                receive::Source::Fd(stdin)
+                Box::new(std::io::BufReader::with_capacity(1 << 20, stdin))
             };
-            match receive::receive(&dir, input, parent_uuid.as_deref()) {
+            match receive::receive(&dir, &mut input, parent_uuid.as_deref()) {
                 Ok(received) => {
                     if json {
                         println!("{}", serde_json::to_string(&received).unwrap_or_default());
@@ -287,19 +350,23 @@ pub fn run(config: &Config) -> i32 {
             }
             0
         }
-        Request::Delete { path } => {
-            if !btrfs::is_subvolume(&path) {
-                eprintln!("buttervolume: no such snapshot {}", path.display());
-                return 1;
-            }
-            match btrfs::delete_subvolume(&path) {
+        Request::Delete { path } => match deletable(&path) {
+            Ok(()) => match btrfs::delete_subvolume(&path) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("buttervolume: {e}");
                     1
                 }
+            },
+            Err(reason) => {
+                log_line(config, &format!("delete refused ({reason})"), &original);
+                eprintln!(
+                    "buttervolume: refused to delete {}: {reason}",
+                    path.display()
+                );
+                1
             }
-        }
+        },
         Request::Rsync { args } => {
             let err = Command::new("rsync").args(&args).exec();
             eprintln!("buttervolume: cannot run rsync: {err}");
@@ -391,5 +458,57 @@ mod tests {
         ] {
             assert!(parse(&c, bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn rsync_accepts_what_sync_and_rsync_a_send() {
+        let c = config();
+        for flags in [
+            "-logDtprze.iLsfxCIvu",
+            "-logDtpre.iLsfxCIvu",
+            "-vlogDtpre.iLsfxCIvu",
+            "-vlHogDtpAXre.iLsfxCIvu",
+            "-logDtprSe.iLsfxCIvu --numeric-ids",
+            "-logDtpre.iLsfxCIvu --safe-links",
+            "-nlogDtpre.iLsfxCIvu --bwlimit=10",
+        ] {
+            let command =
+                format!("rsync --server --sender {flags} . /var/lib/buttervolume/volumes/db/");
+            assert!(parse(&c, &command).is_ok(), "{command} refused");
+        }
+    }
+
+    #[test]
+    fn rsync_refuses_symlink_following_and_unknown_options() {
+        let c = config();
+        for flags in [
+            // -L / --copy-links, -k / --copy-dirlinks, as rsync sends them.
+            "-lLogDtpre.iLsfxCIvu",
+            "-lkogDtpre.iLsfxCIvu",
+            "-KlogDtpre.iLsfxCIvu",
+            "-logDtpre.iLsfxCIvu --copy-unsafe-links",
+            "-logDtpre.iLsfxCIvu --copy-links",
+            "-logDtpre.iLsfxCIvu --copy-dirlinks",
+            "-logDtpre.iLsfxCIvu --keep-dirlinks",
+            "-logDtpre.iLsfxCIvu --remove-source-files",
+            "-logDtpre.iLsfxCIvu --delete",
+            "-logDtpre.iLsfxCIvu --files-from=/etc/passwd",
+            "-logDtpre.iLsfxCIvu --include-from=/etc/shadow",
+            "-logDtpre.iLsfxCIvu --rsync-path=x",
+            "-R",
+            "-W",
+            "-e.iLs=fx",
+            "logDtpr",
+        ] {
+            let command =
+                format!("rsync --server --sender {flags} . /var/lib/buttervolume/volumes/db/");
+            assert!(parse(&c, &command).is_err(), "{command} accepted");
+        }
+        // Without --sender, rsync would write into the volume.
+        assert!(parse(
+            &c,
+            "rsync --server -logDtpre.iLsfxCIvu . /var/lib/buttervolume/volumes/db/"
+        )
+        .is_err());
     }
 }

@@ -18,6 +18,7 @@
 //!    and drop older markers of that host. On failure nothing changes here
 //!    and nothing good is deleted there.
 
+pub mod confine;
 pub mod forced_command;
 pub mod receive;
 pub mod stream;

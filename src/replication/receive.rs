@@ -11,19 +11,19 @@
 //! A half-received snapshot is never visible under a snapshot name, so it is
 //! never listed and never used as a parent.
 //!
-//! Only the stream's first command passes through this process; the rest is
-//! spliced from sshd's pipe into `btrfs receive`'s (see [`Source`]), so the
-//! extra hop costs no copy.
+//! A peer is hostile until checked: every command of the stream passes
+//! through this process and [`super::confine`] before `btrfs receive` gets
+//! it, and `btrfs receive` itself runs chrooted into the destination, so a
+//! stream can only build its own new subvolume.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::errno::Errno;
-use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
+use nix::fcntl::{fcntl, FcntlArg};
 
+use super::confine::{Confinement, Inherited, NoParent, ParentSnapshot};
 use super::stream::{self, StreamError};
 use crate::btrfs::{self, BtrfsError};
 use crate::fsutil;
@@ -48,6 +48,10 @@ pub enum ReceiveError {
         "a different snapshot named {0} already exists here; kept it and dropped the new copy"
     )]
     Conflict(String),
+    #[error("the stream's parent {0} is not among this node's snapshots")]
+    ParentMissing(String),
+    #[error("several snapshots here claim to be the stream's parent {0}: refusing")]
+    AmbiguousParent(String),
     #[error(transparent)]
     Btrfs(#[from] BtrfsError),
     #[error("{context}: {source}")]
@@ -116,107 +120,79 @@ impl Drop for Staged {
     }
 }
 
-/// Where a stream comes from.
-pub enum Source {
-    /// An unbuffered descriptor (the forced command's stdin, a pipe from
-    /// sshd): after the first command, the rest is spliced into
-    /// `btrfs receive`'s pipe without passing through this process.
-    Fd(File),
-    /// Anything else (a zstd decoder): copied through a buffer.
-    Reader(Box<dyn Read>),
-}
-
-impl Read for Source {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Source::Fd(file) => file.read(buf),
-            Source::Reader(reader) => reader.read(buf),
-        }
-    }
-}
-
-/// Moves the rest of the stream into `btrfs receive`; returns the byte
-/// count. Stops early, without error, when receive closes its end (its exit
-/// status then says why).
-fn forward(input: Source, child_in: &mut (impl Write + AsFd)) -> Result<u64, ReceiveError> {
-    // Bigger pipe, fewer wake-ups of btrfs receive; best effort.
-    let _ = fcntl(
-        child_in.as_fd().as_raw_fd(),
-        FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
-    );
-    let mut reader: Box<dyn Read> = match input {
-        Source::Fd(file) => match splice_all(&file, child_in) {
-            Spliced::Done(bytes) => return Ok(bytes),
-            Spliced::Failed(source) => {
-                return Err(ReceiveError::Io {
-                    context: "reading the stream",
-                    source,
-                })
-            }
-            // Not spliceable (a terminal, say): copy instead.
-            Spliced::Unsupported => Box::new(file),
-        },
-        Source::Reader(reader) => reader,
-    };
-    let mut buf = vec![0u8; PIPE_SIZE as usize];
-    let mut bytes = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ReceiveError::Io {
-                    context: "reading the stream",
-                    source,
-                })
-            }
-        };
-        if child_in.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        bytes += n as u64;
-    }
-    Ok(bytes)
-}
-
 const PIPE_SIZE: i32 = 1 << 20;
 
-enum Spliced {
-    Done(u64),
-    Failed(std::io::Error),
-    /// The kernel cannot splice from this descriptor; nothing was moved.
-    Unsupported,
+fn ignore_broken_pipe(e: std::io::Error) -> Result<(), ReceiveError> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // btrfs receive gave up: its exit status says why.
+        Ok(())
+    } else {
+        Err(ReceiveError::Io {
+            context: "writing to btrfs receive",
+            source: e,
+        })
+    }
 }
 
-fn splice_all(from: &File, to: &impl AsFd) -> Spliced {
-    let mut bytes = 0u64;
-    loop {
-        let moved = splice(
-            from.as_fd(),
-            None,
-            to.as_fd(),
-            None,
-            PIPE_SIZE as usize,
-            SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE,
-        );
-        match moved {
-            Ok(0) => return Spliced::Done(bytes),
-            Ok(n) => bytes += n as u64,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EINVAL) if bytes == 0 => return Spliced::Unsupported,
-            // btrfs receive closed its end: its status explains.
-            Err(Errno::EPIPE) => return Spliced::Done(bytes),
-            Err(e) => return Spliced::Failed(e.into()),
+/// Copies the commands after the first through a [`Confinement`].
+fn copy_confined<I: Inherited>(
+    input: &mut dyn Read,
+    output: &mut impl Write,
+    first: &stream::FirstCommand,
+    inherited: I,
+) -> Result<u64, ReceiveError> {
+    let mut confinement = Confinement::new(inherited, first.incremental);
+    Ok(stream::copy_checked(
+        input,
+        output,
+        first.version,
+        |command, attributes| confinement.check(command, attributes),
+    )?)
+}
+
+/// The local snapshot an incremental stream builds on, found the way
+/// `btrfs receive` looks it up (received UUID first, then UUID), among the
+/// volume's snapshots in `dest` (the only ones reachable from its chroot).
+/// Two candidates with one received UUID are refused: confinement must
+/// check paths against the very parent receive will use.
+fn find_parent(dest: &Path, name: &str, key: &str) -> Result<PathBuf, ReceiveError> {
+    let prefix = format!("{}@", names::volume_of(name));
+    let entries = std::fs::read_dir(dest).map_err(|source| ReceiveError::Io {
+        context: "listing snapshots",
+        source,
+    })?;
+    let (mut by_received, mut by_uuid) = (Vec::new(), Vec::new());
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
         }
+        let Ok(id) = btrfs::identity(&entry.path()) else {
+            continue;
+        };
+        if id.received_uuid.as_deref() == Some(key) {
+            by_received.push(entry.path());
+        } else if id.uuid == key {
+            by_uuid.push(entry.path());
+        }
+    }
+    match (by_received.len(), by_uuid.pop()) {
+        (1, _) => Ok(by_received.pop().expect("one candidate")),
+        (0, Some(path)) => Ok(path),
+        (0, None) => Err(ReceiveError::ParentMissing(key.into())),
+        _ => Err(ReceiveError::AmbiguousParent(key.into())),
     }
 }
 
 /// Receives one send stream from `input` into `dest`. `expected_parent` is
 /// the parent key (see [`parent_key`]) the sender used, if incremental.
+///
+/// `btrfs receive` runs chrooted into `dest` (`--chroot`) and stops at the
+/// stream's end command (`-e`); every command it gets has passed
+/// [`Confinement`]. A refused stream kills it before the refused command
+/// reaches it, and the staged subvolume is deleted: nothing lands.
 pub fn receive(
     dest: &Path,
-    mut input: Source,
+    input: &mut dyn Read,
     expected_parent: Option<&str>,
 ) -> Result<Received, ReceiveError> {
     std::fs::create_dir_all(dest).map_err(|source| ReceiveError::Io {
@@ -228,7 +204,7 @@ pub fn receive(
     let staged = Staged(dest.join(&staging_name));
 
     let mut child = Command::new("btrfs")
-        .arg("receive")
+        .args(["receive", "-e", "--chroot"])
         .arg(dest)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -244,21 +220,30 @@ pub fn receive(
         let _ = stderr_pipe.read_to_string(&mut text);
         text
     });
-    let mut child_in = child.stdin.take().expect("stdin is piped");
+    let child_in = child.stdin.take().expect("stdin is piped");
+    // Bigger pipe, fewer wake-ups of btrfs receive; best effort.
+    let _ = fcntl(child_in.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    let mut child_in = std::io::BufWriter::with_capacity(PIPE_SIZE as usize, child_in);
 
     let copied = (|| -> Result<(String, bool, u64), ReceiveError> {
-        let (name, incremental) =
-            stream::rename_subvolume(&mut input, &mut child_in, &staging_name)?;
-        if names::check_snapshot(&name).is_err() {
-            return Err(ReceiveError::Name(name));
+        let first = stream::rename_subvolume(input, &mut child_in, &staging_name)?;
+        if names::check_snapshot(&first.name).is_err() {
+            return Err(ReceiveError::Name(first.name));
         }
-        let bytes = forward(input, &mut child_in)?;
-        Ok((name, incremental, bytes))
+        let bytes = match &first.parent_uuid {
+            None => copy_confined(input, &mut child_in, &first, NoParent),
+            Some(key) => {
+                let parent = find_parent(dest, &first.name, key)?;
+                copy_confined(input, &mut child_in, &first, ParentSnapshot::new(&parent))
+            }
+        }?;
+        child_in.flush().or_else(ignore_broken_pipe)?;
+        Ok((first.name, first.incremental, bytes))
     })();
-    drop(child_in);
     if copied.is_err() {
         let _ = child.kill();
     }
+    drop(child_in);
     let status = child.wait().map_err(|source| ReceiveError::Io {
         context: "waiting for btrfs receive",
         source,
@@ -350,97 +335,4 @@ fn check_parent(
         }
     }
     Err(wrong())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Seek;
-
-    /// A pipe whose read end is drained by a thread; returns the write end
-    /// and the handle yielding everything read.
-    fn drained_pipe() -> (File, std::thread::JoinHandle<Vec<u8>>) {
-        let (read_end, write_end) = nix::unistd::pipe().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            File::from(read_end).read_to_end(&mut all).unwrap();
-            all
-        });
-        (File::from(write_end), reader)
-    }
-
-    fn payload() -> Vec<u8> {
-        (0..3_000_000u32).map(|i| (i % 251) as u8).collect()
-    }
-
-    #[test]
-    fn forward_splices_from_a_pipe() {
-        let data = payload();
-        let (source_read, source_write) = nix::unistd::pipe().unwrap();
-        let to_write = data.clone();
-        let writer = std::thread::spawn(move || File::from(source_write).write_all(&to_write));
-        let (mut sink, drained) = drained_pipe();
-        let bytes = forward(Source::Fd(File::from(source_read)), &mut sink).unwrap();
-        drop(sink);
-        writer.join().unwrap().unwrap();
-        assert_eq!(bytes, data.len() as u64);
-        assert!(drained.join().unwrap() == data, "spliced bytes differ");
-    }
-
-    #[test]
-    fn forward_moves_a_regular_file() {
-        // A stream saved to a file (`receive < file`): spliced from the page
-        // cache like a pipe.
-        let data = payload();
-        let mut file = tempfile_in_tmp();
-        file.write_all(&data).unwrap();
-        file.rewind().unwrap();
-        let (mut sink, drained) = drained_pipe();
-        let bytes = forward(Source::Fd(file), &mut sink).unwrap();
-        drop(sink);
-        assert_eq!(bytes, data.len() as u64);
-        assert!(drained.join().unwrap() == data);
-    }
-
-    #[test]
-    fn forward_copies_from_a_reader() {
-        let data = payload();
-        let (mut sink, drained) = drained_pipe();
-        let reader = Source::Reader(Box::new(std::io::Cursor::new(data.clone())));
-        assert_eq!(forward(reader, &mut sink).unwrap(), data.len() as u64);
-        drop(sink);
-        assert!(drained.join().unwrap() == data);
-    }
-
-    #[test]
-    fn forward_stops_without_error_when_the_receiver_goes_away() {
-        let (source_read, source_write) = nix::unistd::pipe().unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut w = File::from(source_write);
-            // Ends with EPIPE once forward has returned and closed the source.
-            for _ in 0..64 {
-                if w.write_all(&[7u8; 65536]).is_err() {
-                    break;
-                }
-            }
-        });
-        let (sink_read, sink_write) = nix::unistd::pipe().unwrap();
-        drop(sink_read);
-        let mut sink = File::from(sink_write);
-        let bytes = forward(Source::Fd(File::from(source_read)), &mut sink).unwrap();
-        assert_eq!(bytes, 0);
-        writer.join().unwrap();
-    }
-
-    fn tempfile_in_tmp() -> File {
-        let path = std::env::temp_dir().join(format!("bv-forward-{}", fsutil::unique_suffix()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file
-    }
 }

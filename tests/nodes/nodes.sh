@@ -270,6 +270,7 @@ StrictModes no
 AuthorizedKeysFile /root/.ssh/authorized_keys
 UseDNS no
 PrintMotd no
+ExposeAuthInfo yes
 LogLevel VERBOSE
 EOF
     mkdir -p /run/sshd
