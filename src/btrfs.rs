@@ -77,8 +77,21 @@ pub struct SubvolumeIdentity {
     pub parent_uuid: Option<String>,
     pub received_uuid: Option<String>,
     pub read_only: bool,
-    /// Creation time, seconds since the epoch.
+    /// Creation time, seconds since the epoch (the local clock: for ages,
+    /// never for order).
     pub otime: i64,
+    /// Subvolume id: allocated in increasing order as subvolumes are made.
+    pub id: u64,
+    /// The transaction that created the subvolume.
+    pub otransid: u64,
+}
+
+impl SubvolumeIdentity {
+    /// The subvolume's place in this filesystem's creation order: what
+    /// "newer" means for snapshots, whatever their names or clocks say.
+    pub fn creation_order(&self) -> (u64, u64) {
+        (self.otransid, self.id)
+    }
 }
 
 /// True if `path` is on a btrfs filesystem.
@@ -197,6 +210,8 @@ pub fn identity(path: &Path) -> Result<SubvolumeIdentity> {
         received_uuid: info.received_uuid.map(|u| u.to_string()),
         read_only: info.flags & 1 == 1,
         otime: info.otime.timestamp(),
+        id: info.id,
+        otransid: info.otransid,
     })
 }
 

@@ -74,6 +74,12 @@ pub fn check_snapshot(name: &str) -> Result<(), NameError> {
     }
 }
 
+/// True for a sent marker `<volume>@<timestamp>@<host>`, false for a
+/// snapshot `<volume>@<timestamp>`.
+pub fn is_marker(name: &str) -> bool {
+    name.matches('@').count() > 1
+}
+
 /// The volume a snapshot (or sent marker) belongs to.
 pub fn volume_of(snapshot: &str) -> &str {
     snapshot.split('@').next().unwrap_or(snapshot)

@@ -65,8 +65,21 @@ impl Pattern {
     }
 }
 
-/// The reference's rule. Returns the snapshots to delete, oldest first,
-/// without duplicates.
+/// A snapshot as a purge sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    /// When it was taken, for its age: the timestamp in its name, except
+    /// for a name dated after now (a peer's clock ahead of ours, or a
+    /// hostile name), which is aged from its creation time on this node.
+    /// `None` (no timestamp in the name): never purged, as the reference.
+    pub taken: Option<NaiveDateTime>,
+    /// Its place in btrfs creation order, for "newest marker".
+    pub order: (u64, u64),
+}
+
+/// The reference's rule on names alone. Returns the snapshots to delete,
+/// sorted, without duplicates.
 pub fn compute_purges(
     snapshots: &[String],
     pattern: &Pattern,
@@ -75,18 +88,32 @@ pub fn compute_purges(
 ) -> Vec<String> {
     let mut sorted: Vec<&String> = snapshots.iter().collect();
     sorted.sort();
-    // (name, age in minutes) for every parsable name, oldest first.
-    let aged: Vec<(&String, f64)> = sorted
+    let aged: Vec<(&String, NaiveDateTime)> = sorted
         .into_iter()
         .filter_map(|name| {
             let stamp = name.split('@').nth(1)?;
-            let taken = parse_timestamp(stamp, dtformat)?;
+            Some((name, parse_timestamp(stamp, dtformat)?))
+        })
+        .collect();
+    purges_by_age(&aged, pattern, now)
+}
+
+/// The reference's rule on (name, time taken), oldest first.
+fn purges_by_age(
+    taken: &[(&String, NaiveDateTime)],
+    pattern: &Pattern,
+    now: NaiveDateTime,
+) -> Vec<String> {
+    // (name, age in minutes), oldest first.
+    let aged: Vec<(&String, f64)> = taken
+        .iter()
+        .map(|(name, taken)| {
             // Python: int((now - taken).total_seconds()) / 60 -- truncation
             // toward zero, then true division.
-            let seconds = (now - taken)
+            let seconds = (now - *taken)
                 .num_microseconds()
-                .map_or_else(|| (now - taken).num_seconds(), |us| us / 1_000_000);
-            Some((name, seconds as f64 / 60.0))
+                .map_or_else(|| (now - *taken).num_seconds(), |us| us / 1_000_000);
+            (*name, seconds as f64 / 60.0)
         })
         .collect();
     // Descending, as the reference walks it.
@@ -137,23 +164,24 @@ fn python_floordiv(a: f64, b: f64) -> f64 {
     floor
 }
 
-/// Snapshots that must survive any purge: for each host, the newest sent
-/// marker `<vol>@<ts>@<host>` and the snapshot `<vol>@<ts>` it marks.
-pub fn protected(snapshots: &[String]) -> BTreeSet<String> {
-    let mut newest: HashMap<&str, &String> = HashMap::new();
-    for name in snapshots {
-        let parts: Vec<&str> = name.split('@').collect();
+/// Snapshots that must survive any purge: for each host, the newest (in
+/// creation order) sent marker `<vol>@<ts>@<host>` and the snapshot
+/// `<vol>@<ts>` it marks.
+pub fn protected(candidates: &[Candidate]) -> BTreeSet<String> {
+    let mut newest: HashMap<&str, &Candidate> = HashMap::new();
+    for candidate in candidates {
+        let parts: Vec<&str> = candidate.name.split('@').collect();
         if parts.len() == 3 {
-            let entry = newest.entry(parts[2]).or_insert(name);
-            if name > *entry {
-                *entry = name;
+            let entry = newest.entry(parts[2]).or_insert(candidate);
+            if candidate.order > entry.order {
+                *entry = candidate;
             }
         }
     }
     let mut keep = BTreeSet::new();
     for marker in newest.values() {
-        keep.insert((*marker).clone());
-        if let Some((source, _host)) = marker.rsplit_once('@') {
+        keep.insert(marker.name.clone());
+        if let Some((source, _host)) = marker.name.rsplit_once('@') {
             keep.insert(source.to_string());
         }
     }
@@ -161,15 +189,15 @@ pub fn protected(snapshots: &[String]) -> BTreeSet<String> {
 }
 
 /// What a purge of one volume's snapshots deletes: the reference's rule
-/// minus the protected send parents.
-pub fn plan(
-    snapshots: &[String],
-    pattern: &Pattern,
-    now: NaiveDateTime,
-    dtformat: &str,
-) -> Vec<String> {
-    let keep = protected(snapshots);
-    compute_purges(snapshots, pattern, now, dtformat)
+/// on each snapshot's age, minus the protected send parents.
+pub fn plan(candidates: &[Candidate], pattern: &Pattern, now: NaiveDateTime) -> Vec<String> {
+    let keep = protected(candidates);
+    let mut taken: Vec<(&String, NaiveDateTime)> = candidates
+        .iter()
+        .filter_map(|c| Some((&c.name, c.taken?)))
+        .collect();
+    taken.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    purges_by_age(&taken, pattern, now)
         .into_iter()
         .filter(|s| !keep.contains(s))
         .collect()
@@ -235,12 +263,39 @@ mod tests {
         let now = at("2026-01-01T12:00:00.000000");
         let p = Pattern::parse("1h:1d").unwrap();
         assert_eq!(compute_purges(&snaps, &p, now, DTFORMAT).len(), 5);
+        let candidates: Vec<Candidate> = snaps
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Candidate {
+                name: name.clone(),
+                taken: parse_timestamp(name.split('@').nth(1).unwrap(), DTFORMAT),
+                order: (i as u64, 0),
+            })
+            .collect();
         assert_eq!(
-            plan(&snaps, &p, now, DTFORMAT),
+            plan(&candidates, &p, now),
             names(&[
                 "v@2024-01-01T00:00:00.000000",
                 "v@2024-01-01T00:00:00.000000@node2"
             ])
         );
+    }
+
+    #[test]
+    fn the_newest_marker_is_the_last_created_whatever_its_name() {
+        // A marker of a future-dated snapshot, created before the real
+        // newest one: the real newest is protected, not the future name.
+        let candidate = |name: &str, order: u64| Candidate {
+            name: name.into(),
+            taken: None,
+            order: (order, 0),
+        };
+        let keep = protected(&[
+            candidate("v@2099-01-01T00:00:00.000000@node2", 1),
+            candidate("v@2026-01-01T00:00:00.000000@node2", 2),
+        ]);
+        assert!(keep.contains("v@2026-01-01T00:00:00.000000@node2"));
+        assert!(keep.contains("v@2026-01-01T00:00:00.000000"));
+        assert!(!keep.contains("v@2099-01-01T00:00:00.000000@node2"));
     }
 }

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::Duration;
+use chrono::{Duration, NaiveDateTime};
 
 use crate::btrfs::{self, BtrfsError};
 use crate::fsutil;
@@ -108,6 +108,51 @@ pub fn list(store: &VolumeStore, volume: Option<&str>) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A snapshot and its place in btrfs creation order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub name: String,
+    /// See [`btrfs::SubvolumeIdentity::creation_order`].
+    pub order: (u64, u64),
+    /// Creation time on this node's clock, seconds since the epoch.
+    pub otime: i64,
+}
+
+/// The snapshots of `volume` in `dir` (with its sent markers when
+/// `markers`), oldest first in btrfs creation order. This is the one
+/// definition of "newest" for restore, parent choice, purge protection and
+/// inspect: a name dated in the future, or a peer with a skewed clock,
+/// cannot make a snapshot newer than one created after it here. Entries
+/// that are not subvolumes are skipped.
+pub fn by_creation(dir: &Path, volume: &str, markers: bool) -> Vec<Placed> {
+    let prefix = format!("{volume}@");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Placed> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix) && (markers || !names::is_marker(n)))
+        .filter_map(|name| {
+            let id = btrfs::identity(&dir.join(&name)).ok()?;
+            Some(Placed {
+                name,
+                order: id.creation_order(),
+                otime: id.otime,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.name.cmp(&b.name)));
+    out
+}
+
+/// The newest snapshot of `volume` (markers excluded), by creation order.
+pub fn newest(store: &VolumeStore, volume: &str) -> Option<String> {
+    by_creation(&store.config.snapshots_path, volume, false)
+        .pop()
+        .map(|p| p.name)
+}
+
 /// `VolumeDriver.Snapshot.Remove`.
 pub fn remove(store: &VolumeStore, name: &str) -> Result<()> {
     let path = snapshot_path(store, name)?;
@@ -120,7 +165,7 @@ pub fn remove(store: &VolumeStore, name: &str) -> Result<()> {
 }
 
 /// `VolumeDriver.Snapshot.Restore`. `name` is a snapshot, or a volume
-/// meaning its newest snapshot. Returns the backup snapshot's name when the
+/// meaning its newest snapshot in creation order ([`by_creation`]). Returns the backup snapshot's name when the
 /// target existed (`None` also when a volume has no snapshot at all, which
 /// the reference treats as success).
 pub fn restore(
@@ -133,7 +178,7 @@ pub fn restore(
         name.to_string()
     } else {
         names::check_volume(name)?;
-        match list(store, Some(name))?.pop() {
+        match newest(store, name) {
             Some(newest) => newest,
             None => {
                 tracing::warn!(
@@ -244,6 +289,21 @@ pub fn clone(store: &VolumeStore, name: &str, target: &str) -> Result<String> {
     Ok(target.into())
 }
 
+/// When a snapshot was taken, for its age: the timestamp in its name, or,
+/// when that is after `now` (a peer's clock ahead of ours, or a hostile
+/// name), its creation time on this node. A future name can therefore
+/// neither live forever nor count as young for longer than it has existed.
+fn taken_for_purge(placed: &Placed, now: NaiveDateTime, dtformat: &str) -> Option<NaiveDateTime> {
+    let named = names::parse_timestamp(placed.name.split('@').nth(1)?, dtformat)?;
+    if named <= now {
+        return Some(named);
+    }
+    let created = chrono::DateTime::from_timestamp(placed.otime, 0)?
+        .with_timezone(&chrono::Local)
+        .naive_local();
+    Some(created.min(now))
+}
+
 /// `VolumeDriver.Snapshots.Purge`: deletes (or with `dry_run` only lists)
 /// the snapshots of `volume` that `pattern` does not keep.
 pub fn purge(
@@ -254,13 +314,16 @@ pub fn purge(
 ) -> Result<Vec<String>> {
     names::check_volume(volume)?;
     let pattern = Pattern::parse(pattern)?;
-    let snapshots = list(store, Some(volume))?;
-    let doomed = purge::plan(
-        &snapshots,
-        &pattern,
-        names::local_now(),
-        &store.config.dtformat,
-    );
+    let now = names::local_now();
+    let candidates: Vec<purge::Candidate> = by_creation(&store.config.snapshots_path, volume, true)
+        .into_iter()
+        .map(|placed| purge::Candidate {
+            taken: taken_for_purge(&placed, now, &store.config.dtformat),
+            name: placed.name,
+            order: placed.order,
+        })
+        .collect();
+    let doomed = purge::plan(&candidates, &pattern, now);
     if !dry_run {
         for name in &doomed {
             let path = store.config.snapshots_path.join(name);
@@ -269,4 +332,61 @@ pub fn purge(
         }
     }
     Ok(doomed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::DTFORMAT;
+
+    fn placed(name: &str, otime: &str) -> Placed {
+        let local = names::parse_timestamp(otime, DTFORMAT)
+            .unwrap()
+            .and_local_timezone(chrono::Local)
+            .unwrap();
+        Placed {
+            name: name.into(),
+            order: (1, 256),
+            otime: local.timestamp(),
+        }
+    }
+
+    #[test]
+    fn a_future_name_is_aged_from_its_creation_here() {
+        let now = names::parse_timestamp("2026-06-01T12:00:00.000000", DTFORMAT).unwrap();
+        let past = placed(
+            "db@2026-05-01T00:00:00.000000",
+            "2026-05-01T00:00:05.000000",
+        );
+        assert_eq!(
+            taken_for_purge(&past, now, DTFORMAT),
+            names::parse_timestamp("2026-05-01T00:00:00.000000", DTFORMAT),
+            "a past name keeps the reference's rule"
+        );
+        // Dated 2099, received a month ago: a month old, so purgeable.
+        let future = placed(
+            "db@2099-01-01T00:00:00.000000",
+            "2026-05-01T00:00:00.000000",
+        );
+        let taken = taken_for_purge(&future, now, DTFORMAT).unwrap();
+        assert_eq!(
+            taken,
+            names::parse_timestamp("2026-05-01T00:00:00.000000", DTFORMAT).unwrap()
+        );
+        let candidates = [purge::Candidate {
+            name: future.name.clone(),
+            taken: Some(taken),
+            order: future.order,
+        }];
+        let pattern = Pattern::parse("1h:1d").unwrap();
+        assert_eq!(purge::plan(&candidates, &pattern, now), vec![future.name]);
+        assert_eq!(
+            taken_for_purge(
+                &placed("db@garbage", "2026-05-01T00:00:00.000000"),
+                now,
+                DTFORMAT
+            ),
+            None
+        );
+    }
 }

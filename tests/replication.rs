@@ -301,12 +301,16 @@ fn three_nodes_markers_per_host_survive_purge() {
     let snapshots = n.data(&a).join("snapshots");
     // Age everything by renaming is impossible (read-only), so check the
     // protection rule on the real names directly.
-    let names: Vec<String> = std::fs::read_dir(&snapshots)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    let keep = buttervolume::purge::protected(&names);
+    let candidates: Vec<buttervolume::purge::Candidate> =
+        buttervolume::snapshots::by_creation(&snapshots, "app", true)
+            .into_iter()
+            .map(|p| buttervolume::purge::Candidate {
+                name: p.name,
+                taken: None,
+                order: p.order,
+            })
+            .collect();
+    let keep = buttervolume::purge::protected(&candidates);
     for must in [
         s1.clone(),
         format!("{s1}@{c_ip}"),

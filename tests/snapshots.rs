@@ -377,3 +377,78 @@ fn cli_without_daemon_says_how_to_start_it() {
     assert!(err.contains("buttervolume run"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// A peer's snapshot named in the future (clock skew, or hostile) lands
+/// through the forced command, then a local snapshot is taken: "newest" is
+/// the local one (created later), for restore, inspect and purge alike.
+#[test]
+fn a_future_dated_received_snapshot_cannot_hijack_restore() {
+    let d = Daemon::start("future");
+    d.ok("/VolumeDriver.Create", json!({"Name": "db"}));
+    write(&d, "db", "f", "from the peer");
+    // The peer's copy, sent as a stream named far in the future.
+    let future = "db@2099-01-01T00:00:00.000000";
+    let staging = d.root.join("peer");
+    std::fs::create_dir_all(&staging).unwrap();
+    buttervolume::btrfs::snapshot(&d.volumes().join("db"), &staging.join(future), true).unwrap();
+    let stream = std::process::Command::new("btrfs")
+        .args(["send", "-q"])
+        .arg(staging.join(future))
+        .output()
+        .unwrap();
+    assert!(stream.status.success());
+    let receive = std::process::Command::new(common::BIN)
+        .arg("ssh-command")
+        .env("SSH_ORIGINAL_COMMAND", "buttervolume receive")
+        .envs(d.env.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(&stream.stdout);
+    assert!(receive.status.success(), "{}", stderr(&receive));
+    buttervolume::btrfs::delete_subvolume(&staging.join(future)).unwrap();
+    assert!(d.snapshots().join(future).exists());
+
+    // The app writes on here, and a snapshot is taken: that is the newest.
+    write(&d, "db", "f", "newest local state");
+    let local = d.ok("/VolumeDriver.Snapshot", json!({"Name": "db"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write(&d, "db", "f", "scratch");
+    d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": "db"}));
+    assert_eq!(read(&d, "db", "f"), "newest local state");
+    let inspect = d.ok("/VolumeDriver.Inspect", json!({"Name": "db"}));
+    // Restore saved a backup (created last): inspect's newest is that one.
+    let latest = inspect["Volume"]["LatestSnapshot"].as_str().unwrap();
+    assert_ne!(latest, future, "{inspect}");
+    assert_ne!(latest, local, "the restore backup is newer: {inspect}");
+    // Purge: the future name is aged from its local creation (seconds
+    // ago), so a 1-minute window keeps it, as it keeps everything else.
+    let reply = d.ok(
+        "/VolumeDriver.Snapshots.Purge",
+        json!({"Name": "db", "Pattern": "1m:2m", "Dryrun": true}),
+    );
+    assert_eq!(reply["Purged"], json!([]), "{reply}");
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+}

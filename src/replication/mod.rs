@@ -135,36 +135,13 @@ struct RemoteSnapshot {
     received_uuid: Option<String>,
 }
 
-/// Local snapshots of `volume` (not markers), oldest first.
-fn local_snapshots(snapshots_dir: &Path, volume: &str) -> Vec<String> {
-    let prefix = format!("{volume}@");
-    let mut out: Vec<String> = std::fs::read_dir(snapshots_dir)
-        .map(|e| {
-            e.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix) && n.matches('@').count() == 1)
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// The newest sent marker of (volume, host), if any.
+/// The sent markers of (volume, host), oldest first in creation order.
 fn markers(snapshots_dir: &Path, volume: &str, host: &str) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(snapshots_dir)
-        .map(|e| {
-            e.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| {
-                    let parts: Vec<&str> = n.split('@').collect();
-                    parts.len() == 3 && parts[0] == volume && parts[2] == host
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    crate::snapshots::by_creation(snapshots_dir, volume, true)
+        .into_iter()
+        .map(|p| p.name)
+        .filter(|n| names::is_marker(n) && n.rsplit_once('@').is_some_and(|(_, h)| h == host))
+        .collect()
 }
 
 /// Sends snapshot `snapshot` to `host` (into its TEST_REMOTE_PATH when
@@ -193,7 +170,7 @@ pub fn send_with(
     options: SendOptions,
 ) -> Result<SendReport, ReplicationError> {
     names::check_snapshot(snapshot)?;
-    if snapshot.matches('@').count() != 1 {
+    if names::is_marker(snapshot) {
         return Err(ReplicationError::Marker(snapshot.into()));
     }
     transport::check_host(host)?;
@@ -244,14 +221,17 @@ pub fn send_with(
             .flat_map(|r| [Some(r.uuid.as_str()), r.received_uuid.as_deref()])
             .flatten()
             .collect();
-        let parent = local_snapshots(&config.snapshots_path, &volume)
+        // The newest snapshot created before the one sent whose identity
+        // the peer holds (creation order, never names).
+        let sent_order = local_id.creation_order();
+        let parent = crate::snapshots::by_creation(&config.snapshots_path, &volume, false)
             .into_iter()
-            .filter(|name| name.as_str() < snapshot)
+            .filter(|p| p.order < sent_order)
             .rev()
-            .find_map(|name| {
-                let id = btrfs::identity(&config.snapshots_path.join(&name)).ok()?;
+            .find_map(|p| {
+                let id = btrfs::identity(&config.snapshots_path.join(&p.name)).ok()?;
                 let key = receive::parent_key(&id);
-                known.contains(key.as_str()).then_some((name, key))
+                known.contains(key.as_str()).then_some((p.name, key))
             });
         let zstd_flag = if options.compress { " --zstd" } else { "" };
         let command = match &parent {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{blocking, decode, AppState, Reply};
 use crate::labels;
+use crate::names;
 use crate::snapshots;
 
 #[derive(Deserialize)]
@@ -128,9 +129,12 @@ async fn inspect(state: &Arc<AppState>, name: String) -> Reply {
     let store = state.store.clone();
     blocking(move || {
         let info = store.get(&name).map_err(|e| e.to_string())?;
-        let snaps = snapshots::list(&store, Some(&name)).map_err(|e| e.to_string())?;
-        let (plain, markers): (Vec<&String>, Vec<&String>) =
-            snaps.iter().partition(|s| s.matches('@').count() == 1);
+        // Creation order: the last one is the newest, whatever the names say.
+        let placed = snapshots::by_creation(&store.config.snapshots_path, &name, true);
+        let (plain, markers): (Vec<String>, Vec<String>) = placed
+            .into_iter()
+            .map(|p| p.name)
+            .partition(|s| !names::is_marker(s));
         Ok(json!({ "Volume": {
             "Name": info.name,
             "Mountpoint": info.mountpoint,
