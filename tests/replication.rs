@@ -390,3 +390,75 @@ fn zstd_on_the_wire_and_bandwidth_limit() {
     let landed = n.data(&b).join("snapshots").join(&s2);
     assert_eq!(digest(&landed.join("noise")), digest(&vol.join("noise")));
 }
+
+/// `sync` of a volume holding symlinks to a host file and a host directory
+/// transfers the links, never their targets; the symlink-following rsync
+/// options are refused by the forced command.
+#[test]
+fn sync_sends_symlinks_as_links_and_refuses_following_them() {
+    let n = Nodes::up("rl", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
+    n.ok(&b, "/VolumeDriver.Create", json!({"Name": "web"}));
+    // What a container on b could plant: links to b's host files.
+    let remote = n.data(&b).join("volumes/web");
+    std::os::unix::fs::symlink("/etc/ssh", remote.join("host-dir")).unwrap();
+    std::os::unix::fs::symlink("/root/.ssh/authorized_keys", remote.join("host-file")).unwrap();
+    n.ok(
+        &a,
+        "/VolumeDriver.Volume.Sync",
+        json!({"Volumes": ["web"], "Hosts": [b_ip]}),
+    );
+    let local = n.data(&a).join("volumes/web");
+    for (link, target) in [
+        ("host-dir", "/etc/ssh"),
+        ("host-file", "/root/.ssh/authorized_keys"),
+    ] {
+        let m = std::fs::symlink_metadata(local.join(link)).unwrap();
+        assert!(m.file_type().is_symlink(), "{link} arrived as a {m:?}");
+        assert_eq!(
+            std::fs::read_link(local.join(link)).unwrap(),
+            Path::new(target)
+        );
+    }
+    // A client asking the server to follow links is refused, for every
+    // option that would.
+    let source = format!("root@{b_ip}:/var/lib/buttervolume/volumes/web/");
+    for option in [
+        "-L",
+        "--copy-links",
+        "-k",
+        "--copy-dirlinks",
+        "--copy-unsafe-links",
+        "-K",
+    ] {
+        let out = n.exec(
+            &a,
+            &[
+                "rsync",
+                "-a",
+                option,
+                "-e",
+                "ssh -p 1122 -o BatchMode=yes",
+                &source,
+                "/var/lib/buttervolume/pulled/",
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        // -K is a receiver-side option rsync does not send: the link still
+        // arrives as a link; every other one is refused by the server.
+        if option == "-K" {
+            assert!(out.status.success(), "{option}: {err}");
+        } else {
+            assert!(!out.status.success(), "{option} accepted");
+            assert!(err.contains("refused"), "{option}: {err}");
+        }
+    }
+    let pulled = n.data(&a).join("pulled");
+    for link in ["host-dir", "host-file"] {
+        let m = std::fs::symlink_metadata(pulled.join(link)).unwrap();
+        assert!(m.file_type().is_symlink(), "{link} arrived as a {m:?}");
+    }
+}
