@@ -263,7 +263,10 @@ mod tests {
         let now = at("2026-01-01T12:00:00.000000");
         let p = Pattern::parse("1h:1d").unwrap();
         assert_eq!(compute_purges(&snaps, &p, now, DTFORMAT).len(), 5);
-        let candidates: Vec<Candidate> = snaps
+        // Created in the order of their names here.
+        let mut sorted = snaps.clone();
+        sorted.sort();
+        let candidates: Vec<Candidate> = sorted
             .iter()
             .enumerate()
             .map(|(i, name)| Candidate {

@@ -2,41 +2,30 @@
 //!
 //! sshd runs it for every connection of a paired key (authorized_keys line
 //! `command="/usr/bin/buttervolume ssh-command",restrict ssh-ed25519 ...`)
-//! with the client's request in `SSH_ORIGINAL_COMMAND`. The request is split
-//! on whitespace (no shell ever sees it) and must be exactly one of:
+//! with the client's request in `SSH_ORIGINAL_COMMAND`. The request must be
+//! one of the [`super::protocol`] requests (the one definition of what a
+//! peer may ask), naming only this node's snapshots or test dir (and the
+//! volumes dir for rsync's read-only server side). Then:
 //!
-//! - `buttervolume receive [--test] [--parent-uuid <uuid>]`: land a send
-//!   stream from stdin in SNAPSHOTS_PATH (TEST_REMOTE_PATH with `--test`);
-//! - `buttervolume list <volume> [--test]`: that volume's snapshots with
-//!   their UUIDs, one JSON object per line (for parent selection);
-//! - `buttervolume delete <snapshot> [--test]`: delete a snapshot that was
-//!   received (read-only, with a received UUID): never a volume, a local
-//!   snapshot, a restore backup or a sent marker;
-//! - `btrfs receive <dir>` and `btrfs subvolume delete <dir>/<snapshot>`,
-//!   the literal commands a Python buttervolume 3.13 node sends, for `<dir>`
-//!   the snapshots or test dir only (the same receive and delete rules);
-//! - `rsync --server --sender <flags> . <VOLUMES_PATH>/<volume>[/]`: the
-//!   server side of `buttervolume sync`, read-only, one volume, with only
-//!   the options `rsync -a` and the reference's sync send (links are sent
-//!   as links, never followed).
+//! - a received stream is confined to the one snapshot it creates
+//!   ([`super::receive`], [`super::confine`]);
+//! - a delete must name a received snapshot (read-only, with a received
+//!   UUID): never a volume, a local snapshot, a restore backup or a marker;
+//! - rsync runs with only the options `rsync -a` and the reference's sync
+//!   send (links are sent as links, never followed).
 //!
-//! Anything else (shell metacharacters, `..`, other paths, other programs)
-//! is refused, logged, and exits with status 1.
+//! Anything else is refused, logged with the peer's address and key
+//! fingerprint, and exits with status 1.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::protocol::{ListedSnapshot, PeerRequest};
 use super::receive;
 use crate::btrfs;
 use crate::config::Config;
-use crate::names;
-
-/// Characters a legitimate request can contain.
-fn allowed_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || " _.:@/,=+-".contains(c)
-}
 
 /// A validated request.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,22 +54,15 @@ fn same_dir(a: &str, b: &Path) -> bool {
     Path::new(a.trim_end_matches('/')) == Path::new(b.to_string_lossy().trim_end_matches('/'))
 }
 
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+/// The one of `allowed` that `dir` names (trailing slashes aside).
+fn one_of<'a>(dir: &str, allowed: &[&'a PathBuf]) -> Option<&'a PathBuf> {
+    allowed.iter().copied().find(|a| same_dir(dir, a))
 }
 
-/// Parses and validates `SSH_ORIGINAL_COMMAND`; `Err` says why it is refused.
+/// Parses `SSH_ORIGINAL_COMMAND` ([`PeerRequest::parse`]) and maps it onto
+/// this node's directories; `Err` says why it is refused.
 pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
-    if original.len() > 4096 {
-        return Err("request too long".into());
-    }
-    if let Some(c) = original.chars().find(|c| !allowed_char(*c)) {
-        return Err(format!("forbidden character {c:?}"));
-    }
-    let words: Vec<&str> = original.split_whitespace().collect();
-    if words.iter().any(|w| w.split('/').any(|part| part == "..")) {
-        return Err("\"..\" is not allowed".into());
-    }
+    let request = PeerRequest::parse(original).map_err(|e| e.to_string())?;
     let data_dir = |test: bool| {
         if test {
             config.test_remote_path.clone()
@@ -88,133 +70,51 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
             config.snapshots_path.clone()
         }
     };
-    match words.as_slice() {
-        ["buttervolume", "receive", rest @ ..] => {
-            let (mut test, mut parent_uuid, mut zstd) = (false, None, false);
-            let mut it = rest.iter();
-            while let Some(word) = it.next() {
-                match *word {
-                    "--test" => test = true,
-                    "--zstd" => zstd = true,
-                    "--parent-uuid" => match it.next() {
-                        Some(u) if is_uuid(u) => parent_uuid = Some(u.to_string()),
-                        _ => return Err("--parent-uuid needs a UUID".into()),
-                    },
-                    other => return Err(format!("unknown receive option {other:?}")),
-                }
+    let receive_dirs = [&config.snapshots_path, &config.test_remote_path];
+    Ok(match request {
+        PeerRequest::Receive {
+            test,
+            zstd,
+            parent_uuid,
+        } => Request::Receive {
+            dir: data_dir(test),
+            parent_uuid,
+            zstd,
+            json: true,
+        },
+        PeerRequest::List { volume, test } => Request::List {
+            dir: data_dir(test),
+            volume,
+        },
+        PeerRequest::Delete { snapshot, test } => Request::Delete {
+            path: data_dir(test).join(snapshot),
+        },
+        PeerRequest::BtrfsReceive { dir } => Request::Receive {
+            dir: one_of(&dir, &receive_dirs)
+                .ok_or_else(|| format!("receiving into {dir} is not allowed"))?
+                .clone(),
+            parent_uuid: None,
+            zstd: false,
+            json: false,
+        },
+        PeerRequest::BtrfsDelete { dir, snapshot } => Request::Delete {
+            path: one_of(&dir, &receive_dirs)
+                .ok_or_else(|| format!("deleting in {dir} is not allowed"))?
+                .join(snapshot),
+        },
+        PeerRequest::Rsync { dir, volume, .. } => {
+            if one_of(&dir, &[&config.volumes_path, &config.test_remote_path]).is_none() {
+                return Err(format!("rsync of {dir}/{volume} is not allowed"));
             }
-            Ok(Request::Receive {
-                dir: data_dir(test),
-                parent_uuid,
-                zstd,
-                json: true,
-            })
-        }
-        ["buttervolume", "list", volume, rest @ ..] if rest.is_empty() || rest == ["--test"] => {
-            names::check_volume(volume).map_err(|e| e.to_string())?;
-            Ok(Request::List {
-                dir: data_dir(!rest.is_empty()),
-                volume: volume.to_string(),
-            })
-        }
-        ["buttervolume", "delete", snapshot, rest @ ..]
-            if rest.is_empty() || rest == ["--test"] =>
-        {
-            names::check_snapshot(snapshot).map_err(|e| e.to_string())?;
-            Ok(Request::Delete {
-                path: data_dir(!rest.is_empty()).join(snapshot),
-            })
-        }
-        ["btrfs", "receive", dir] => {
-            let dir = [&config.snapshots_path, &config.test_remote_path]
-                .into_iter()
-                .find(|allowed| same_dir(dir, allowed))
-                .ok_or_else(|| format!("receiving into {dir} is not allowed"))?;
-            Ok(Request::Receive {
-                dir: dir.clone(),
-                parent_uuid: None,
-                zstd: false,
-                json: false,
-            })
-        }
-        ["btrfs", "subvolume", "delete", path] => {
-            let (dir, name) = path
-                .rsplit_once('/')
-                .ok_or_else(|| "expected <dir>/<snapshot>".to_string())?;
-            names::check_snapshot(name).map_err(|e| e.to_string())?;
-            let dir = [&config.snapshots_path, &config.test_remote_path]
-                .into_iter()
-                .find(|allowed| same_dir(dir, allowed))
-                .ok_or_else(|| format!("deleting in {dir} is not allowed"))?;
-            Ok(Request::Delete {
-                path: dir.join(name),
-            })
-        }
-        ["rsync", "--server", "--sender", flags @ .., ".", path] => {
-            check_rsync_flags(flags)?;
-            let trimmed = path.trim_end_matches('/');
-            let (dir, volume) = trimmed
-                .rsplit_once('/')
-                .ok_or_else(|| "expected <volumes dir>/<volume>".to_string())?;
-            names::check_volume(volume).map_err(|e| e.to_string())?;
-            if ![&config.volumes_path, &config.test_remote_path]
-                .into_iter()
-                .any(|allowed| same_dir(dir, allowed))
-            {
-                return Err(format!("rsync of {path} is not allowed"));
+            Request::Rsync {
+                args: original
+                    .split_whitespace()
+                    .skip(1)
+                    .map(String::from)
+                    .collect(),
             }
-            Ok(Request::Rsync {
-                args: words[1..].iter().map(|w| w.to_string()).collect(),
-            })
         }
-        _ => Err("not an allowed command".into()),
-    }
-}
-
-/// Option letters an rsync `--sender` server may get: what `rsync -a`,
-/// `-v`, `-z`, `-H`, `-A`, `-X`, `-S`, `-c`, `-x`, `-n` and the reference's
-/// `sync` (`-r -a -z -h`) send. Links are sent as links (`l`); `L` and `k`
-/// (follow symlinks) are not here, so a volume holding a symlink to a host
-/// file can only ever transfer the link.
-const RSYNC_SHORT: &str = "vlogDtprzHAXScxnd";
-
-/// Long options a `--sender` server may get; none follows a symlink.
-const RSYNC_LONG: [&str; 6] = [
-    "--numeric-ids",
-    "--safe-links",
-    "--inplace",
-    "--bwlimit",
-    "--compress-level",
-    "--no-implied-dirs",
-];
-
-/// Checks the options between `--sender` and `.` of rsync's server command.
-/// The short cluster is `-<letters>` with an optional `e<capabilities>`
-/// tail (protocol capability letters such as `.iLsfxCIvu`, where `L` is not
-/// an option).
-fn check_rsync_flags(flags: &[&str]) -> Result<(), String> {
-    for flag in flags {
-        if let Some(long) = flag.strip_prefix("--") {
-            let name = long.split('=').next().unwrap_or(long);
-            if !RSYNC_LONG.contains(&format!("--{name}").as_str()) {
-                return Err(format!("rsync option {flag} is not allowed"));
-            }
-        } else if let Some(cluster) = flag.strip_prefix('-') {
-            let (options, capabilities) = cluster.split_once('e').unwrap_or((cluster, ""));
-            if let Some(bad) = options.chars().find(|c| !RSYNC_SHORT.contains(*c)) {
-                return Err(format!("rsync option -{bad} is not allowed"));
-            }
-            if !capabilities
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.')
-            {
-                return Err(format!("unexpected rsync capabilities in {flag}"));
-            }
-        } else {
-            return Err(format!("unexpected rsync argument {flag}"));
-        }
-    }
-    Ok(())
+    })
 }
 
 /// The SHA256 fingerprint (as `ssh-keygen -l` prints it) of the key the
@@ -339,13 +239,13 @@ pub fn run(config: &Config) -> i32 {
             let mut out = std::io::stdout().lock();
             for name in names {
                 if let Ok(id) = btrfs::identity(&dir.join(&name)) {
-                    let line = serde_json::json!({
-                        "name": name,
-                        "uuid": id.uuid,
-                        "received_uuid": id.received_uuid,
-                        "read_only": id.read_only,
-                    });
-                    let _ = writeln!(out, "{line}");
+                    let line = ListedSnapshot {
+                        name,
+                        uuid: id.uuid,
+                        received_uuid: id.received_uuid,
+                        read_only: id.read_only,
+                    };
+                    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
                 }
             }
             0
@@ -458,57 +358,5 @@ mod tests {
         ] {
             assert!(parse(&c, bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn rsync_accepts_what_sync_and_rsync_a_send() {
-        let c = config();
-        for flags in [
-            "-logDtprze.iLsfxCIvu",
-            "-logDtpre.iLsfxCIvu",
-            "-vlogDtpre.iLsfxCIvu",
-            "-vlHogDtpAXre.iLsfxCIvu",
-            "-logDtprSe.iLsfxCIvu --numeric-ids",
-            "-logDtpre.iLsfxCIvu --safe-links",
-            "-nlogDtpre.iLsfxCIvu --bwlimit=10",
-        ] {
-            let command =
-                format!("rsync --server --sender {flags} . /var/lib/buttervolume/volumes/db/");
-            assert!(parse(&c, &command).is_ok(), "{command} refused");
-        }
-    }
-
-    #[test]
-    fn rsync_refuses_symlink_following_and_unknown_options() {
-        let c = config();
-        for flags in [
-            // -L / --copy-links, -k / --copy-dirlinks, as rsync sends them.
-            "-lLogDtpre.iLsfxCIvu",
-            "-lkogDtpre.iLsfxCIvu",
-            "-KlogDtpre.iLsfxCIvu",
-            "-logDtpre.iLsfxCIvu --copy-unsafe-links",
-            "-logDtpre.iLsfxCIvu --copy-links",
-            "-logDtpre.iLsfxCIvu --copy-dirlinks",
-            "-logDtpre.iLsfxCIvu --keep-dirlinks",
-            "-logDtpre.iLsfxCIvu --remove-source-files",
-            "-logDtpre.iLsfxCIvu --delete",
-            "-logDtpre.iLsfxCIvu --files-from=/etc/passwd",
-            "-logDtpre.iLsfxCIvu --include-from=/etc/shadow",
-            "-logDtpre.iLsfxCIvu --rsync-path=x",
-            "-R",
-            "-W",
-            "-e.iLs=fx",
-            "logDtpr",
-        ] {
-            let command =
-                format!("rsync --server --sender {flags} . /var/lib/buttervolume/volumes/db/");
-            assert!(parse(&c, &command).is_err(), "{command} accepted");
-        }
-        // Without --sender, rsync would write into the volume.
-        assert!(parse(
-            &c,
-            "rsync --server -logDtpre.iLsfxCIvu . /var/lib/buttervolume/volumes/db/"
-        )
-        .is_err());
     }
 }

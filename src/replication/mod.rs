@@ -20,6 +20,7 @@
 
 pub mod confine;
 pub mod forced_command;
+pub mod protocol;
 pub mod receive;
 pub mod stream;
 pub mod transport;
@@ -30,11 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use serde::Deserialize;
-
 use crate::btrfs::{self, BtrfsError};
 use crate::names::{self, NameError};
 use crate::volumes::VolumeStore;
+use protocol::{ListedSnapshot, PeerRequest};
 use transport::{Peer, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,13 +128,6 @@ impl SendReport {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RemoteSnapshot {
-    name: String,
-    uuid: String,
-    received_uuid: Option<String>,
-}
-
 /// The sent markers of (volume, host), oldest first in creation order.
 fn markers(snapshots_dir: &Path, volume: &str, host: &str) -> Vec<String> {
     crate::snapshots::by_creation(snapshots_dir, volume, true)
@@ -192,13 +185,24 @@ pub fn send_with(
     };
 
     let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
-    let test_flag = if test { " --test" } else { "" };
-    let listing = peer.run(&format!("buttervolume list {volume}{test_flag}"))?;
+    // A reference peer has the same layout: our own dirs name its dirs.
+    let remote_dir = if test {
+        &config.test_remote_path
+    } else {
+        &config.snapshots_path
+    }
+    .display()
+    .to_string();
+    let list = PeerRequest::List {
+        volume: volume.clone(),
+        test,
+    };
+    let listing = peer.run(&list.to_command())?;
     let ours = listing.status == 0;
     let local_id = btrfs::identity(&path)?;
 
     let (parent, command) = if ours {
-        let remote: Vec<RemoteSnapshot> = String::from_utf8_lossy(&listing.stdout)
+        let remote: Vec<ListedSnapshot> = String::from_utf8_lossy(&listing.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
@@ -233,14 +237,12 @@ pub fn send_with(
                 let key = receive::parent_key(&id);
                 known.contains(key.as_str()).then_some((p.name, key))
             });
-        let zstd_flag = if options.compress { " --zstd" } else { "" };
-        let command = match &parent {
-            Some((_, key)) => {
-                format!("buttervolume receive{test_flag}{zstd_flag} --parent-uuid {key}")
-            }
-            None => format!("buttervolume receive{test_flag}{zstd_flag}"),
+        let receive = PeerRequest::Receive {
+            test,
+            zstd: options.compress,
+            parent_uuid: parent.as_ref().map(|(_, key)| key.clone()),
         };
-        (parent.map(|(name, _)| name), command)
+        (parent.map(|(name, _)| name), receive.to_command())
     } else {
         // A Python buttervolume peer: the reference's marker convention and
         // its literal command.
@@ -248,12 +250,10 @@ pub fn send_with(
             .pop()
             .and_then(|m| m.rsplit_once('@').map(|(src, _)| src.to_string()))
             .filter(|src| config.snapshots_path.join(src).exists());
-        let dir = if test {
-            &config.test_remote_path
-        } else {
-            &config.snapshots_path
+        let receive = PeerRequest::BtrfsReceive {
+            dir: remote_dir.clone(),
         };
-        (parent, format!("btrfs receive {}", dir.display()))
+        (parent, receive.to_command())
     };
 
     let wire = Wire {
@@ -273,15 +273,12 @@ pub fn send_with(
             // The reference's peer leaves a partial subvolume under the
             // final name: remove that (it is the new name, never the peer's
             // last good copy), and retry in full if the parent was the issue.
-            let dir = if test {
-                &config.test_remote_path
-            } else {
-                &config.snapshots_path
-            };
-            let _ = peer.run(&format!(
-                "btrfs subvolume delete {}/{snapshot}",
-                dir.display()
-            ));
+            let delete = PeerRequest::BtrfsDelete {
+                dir: remote_dir.clone(),
+                snapshot: snapshot.into(),
+            }
+            .to_command();
+            let _ = peer.run(&delete);
             if parent.is_none() {
                 return Err(fail(message));
             }
@@ -299,10 +296,7 @@ pub fn send_with(
                     });
                 }
                 Err(message) => {
-                    let _ = peer.run(&format!(
-                        "btrfs subvolume delete {}/{snapshot}",
-                        dir.display()
-                    ));
+                    let _ = peer.run(&delete);
                     return Err(fail(message));
                 }
             }

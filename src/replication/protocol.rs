@@ -1,0 +1,392 @@
+//! The peer protocol: every command one node may send another over SSH,
+//! defined once for both ends. The sender builds the command line with
+//! [`PeerRequest::to_command`]; the forced command on the other end reads
+//! it back with [`PeerRequest::parse`], which is also where a hostile
+//! request is refused (no shell ever sees it: it is split on whitespace).
+//!
+//! A request is exactly one of:
+//! - `buttervolume receive [--test] [--zstd] [--parent-uuid <uuid>]`: land a
+//!   send stream from stdin; replies with one JSON line (what landed);
+//! - `buttervolume list <volume> [--test]`: that volume's snapshots, one
+//!   [`ListedSnapshot`] JSON object per line (for parent selection);
+//! - `buttervolume delete <snapshot> [--test]`: delete a received snapshot;
+//! - `btrfs receive <dir>` and `btrfs subvolume delete <dir>/<snapshot>`:
+//!   the literal commands a Python buttervolume 3.13 node sends (and we send
+//!   to one);
+//! - `rsync --server --sender <flags> . <dir>/<volume>[/]`: rsync's
+//!   read-only server side, for `sync`.
+//!
+//! Which directories a `<dir>` may name is the forced command's business
+//! (it knows the configuration); this module checks everything else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{self, NameError};
+
+/// The longest request accepted.
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("request too long")]
+    TooLong,
+    #[error("forbidden character {0:?}")]
+    ForbiddenCharacter(char),
+    #[error("\"..\" is not allowed")]
+    DotDot,
+    #[error("unknown receive option {0:?}")]
+    ReceiveOption(String),
+    #[error("--parent-uuid needs a UUID")]
+    Uuid,
+    #[error("expected <dir>/<snapshot>")]
+    DeletePath,
+    #[error("expected <dir>/<volume>")]
+    RsyncPath,
+    #[error("rsync option {0} is not allowed")]
+    RsyncOption(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("not an allowed command")]
+    NotAllowed,
+}
+
+/// One request, as both ends understand it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRequest {
+    Receive {
+        test: bool,
+        /// The stream is zstd-compressed (only our own senders do that).
+        zstd: bool,
+        /// The parent key (received UUID, else UUID) of an incremental send.
+        parent_uuid: Option<String>,
+    },
+    List {
+        volume: String,
+        test: bool,
+    },
+    Delete {
+        snapshot: String,
+        test: bool,
+    },
+    /// The reference's `btrfs receive <dir>`.
+    BtrfsReceive {
+        dir: String,
+    },
+    /// The reference's `btrfs subvolume delete <dir>/<snapshot>`.
+    BtrfsDelete {
+        dir: String,
+        snapshot: String,
+    },
+    /// rsync's server side: `flags` between `--sender` and `.`.
+    Rsync {
+        flags: Vec<String>,
+        dir: String,
+        volume: String,
+    },
+}
+
+/// One line of a `list` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedSnapshot {
+    pub name: String,
+    pub uuid: String,
+    pub received_uuid: Option<String>,
+    pub read_only: bool,
+}
+
+/// Characters a legitimate request can contain.
+fn allowed_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " _.:@/,=+-".contains(c)
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+fn test_flag(test: bool) -> &'static str {
+    if test {
+        " --test"
+    } else {
+        ""
+    }
+}
+
+/// `--test` alone or nothing.
+fn only_test(rest: &[&str]) -> Option<bool> {
+    match rest {
+        [] => Some(false),
+        ["--test"] => Some(true),
+        _ => None,
+    }
+}
+
+impl PeerRequest {
+    /// The command line the sender runs on the peer.
+    pub fn to_command(&self) -> String {
+        match self {
+            PeerRequest::Receive {
+                test,
+                zstd,
+                parent_uuid,
+            } => {
+                let mut command = format!("buttervolume receive{}", test_flag(*test));
+                if *zstd {
+                    command.push_str(" --zstd");
+                }
+                if let Some(uuid) = parent_uuid {
+                    command.push_str(&format!(" --parent-uuid {uuid}"));
+                }
+                command
+            }
+            PeerRequest::List { volume, test } => {
+                format!("buttervolume list {volume}{}", test_flag(*test))
+            }
+            PeerRequest::Delete { snapshot, test } => {
+                format!("buttervolume delete {snapshot}{}", test_flag(*test))
+            }
+            PeerRequest::BtrfsReceive { dir } => format!("btrfs receive {dir}"),
+            PeerRequest::BtrfsDelete { dir, snapshot } => {
+                format!(
+                    "btrfs subvolume delete {}/{snapshot}",
+                    dir.trim_end_matches('/')
+                )
+            }
+            PeerRequest::Rsync { flags, dir, volume } => format!(
+                "rsync --server --sender {} . {}/{volume}/",
+                flags.join(" "),
+                dir.trim_end_matches('/')
+            ),
+        }
+    }
+
+    /// Reads a request (`SSH_ORIGINAL_COMMAND`); `Err` says why it is
+    /// refused.
+    pub fn parse(original: &str) -> Result<PeerRequest, ProtocolError> {
+        if original.len() > MAX_REQUEST {
+            return Err(ProtocolError::TooLong);
+        }
+        if let Some(c) = original.chars().find(|c| !allowed_char(*c)) {
+            return Err(ProtocolError::ForbiddenCharacter(c));
+        }
+        let words: Vec<&str> = original.split_whitespace().collect();
+        if words.iter().any(|w| w.split('/').any(|part| part == "..")) {
+            return Err(ProtocolError::DotDot);
+        }
+        match words.as_slice() {
+            ["buttervolume", "receive", rest @ ..] => {
+                let (mut test, mut zstd, mut parent_uuid) = (false, false, None);
+                let mut it = rest.iter();
+                while let Some(word) = it.next() {
+                    match *word {
+                        "--test" => test = true,
+                        "--zstd" => zstd = true,
+                        "--parent-uuid" => match it.next() {
+                            Some(u) if is_uuid(u) => parent_uuid = Some(u.to_string()),
+                            _ => return Err(ProtocolError::Uuid),
+                        },
+                        other => return Err(ProtocolError::ReceiveOption(other.into())),
+                    }
+                }
+                Ok(PeerRequest::Receive {
+                    test,
+                    zstd,
+                    parent_uuid,
+                })
+            }
+            ["buttervolume", "list", volume, rest @ ..] => {
+                let test = only_test(rest).ok_or(ProtocolError::NotAllowed)?;
+                names::check_volume(volume)?;
+                Ok(PeerRequest::List {
+                    volume: volume.to_string(),
+                    test,
+                })
+            }
+            ["buttervolume", "delete", snapshot, rest @ ..] => {
+                let test = only_test(rest).ok_or(ProtocolError::NotAllowed)?;
+                names::check_snapshot(snapshot)?;
+                Ok(PeerRequest::Delete {
+                    snapshot: snapshot.to_string(),
+                    test,
+                })
+            }
+            ["btrfs", "receive", dir] => Ok(PeerRequest::BtrfsReceive {
+                dir: dir.to_string(),
+            }),
+            ["btrfs", "subvolume", "delete", path] => {
+                let (dir, snapshot) = path.rsplit_once('/').ok_or(ProtocolError::DeletePath)?;
+                names::check_snapshot(snapshot)?;
+                Ok(PeerRequest::BtrfsDelete {
+                    dir: dir.to_string(),
+                    snapshot: snapshot.to_string(),
+                })
+            }
+            ["rsync", "--server", "--sender", flags @ .., ".", path] => {
+                check_rsync_flags(flags)?;
+                let (dir, volume) = path
+                    .trim_end_matches('/')
+                    .rsplit_once('/')
+                    .ok_or(ProtocolError::RsyncPath)?;
+                names::check_volume(volume)?;
+                Ok(PeerRequest::Rsync {
+                    flags: flags.iter().map(|f| f.to_string()).collect(),
+                    dir: dir.to_string(),
+                    volume: volume.to_string(),
+                })
+            }
+            _ => Err(ProtocolError::NotAllowed),
+        }
+    }
+}
+
+/// Option letters an rsync `--sender` server may get: what `rsync -a`,
+/// `-v`, `-z`, `-H`, `-A`, `-X`, `-S`, `-c`, `-x`, `-n` and the reference's
+/// `sync` (`-r -a -z -h`) send. Links are sent as links (`l`); `L` and `k`
+/// (follow symlinks) are not here, so a volume holding a symlink to a host
+/// file can only ever transfer the link.
+const RSYNC_SHORT: &str = "vlogDtprzHAXScxnd";
+
+/// Long options a `--sender` server may get; none follows a symlink.
+const RSYNC_LONG: [&str; 6] = [
+    "--numeric-ids",
+    "--safe-links",
+    "--inplace",
+    "--bwlimit",
+    "--compress-level",
+    "--no-implied-dirs",
+];
+
+/// Checks the options between `--sender` and `.` of rsync's server command.
+/// The short cluster is `-<letters>` with an optional `e<capabilities>`
+/// tail (protocol capability letters such as `.iLsfxCIvu`, where `L` is not
+/// an option).
+fn check_rsync_flags(flags: &[&str]) -> Result<(), ProtocolError> {
+    let refused = |flag: &str| Err(ProtocolError::RsyncOption(flag.into()));
+    for flag in flags {
+        if let Some(long) = flag.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if !RSYNC_LONG.contains(&format!("--{name}").as_str()) {
+                return refused(flag);
+            }
+        } else if let Some(cluster) = flag.strip_prefix('-') {
+            let (options, capabilities) = cluster.split_once('e').unwrap_or((cluster, ""));
+            if let Some(bad) = options.chars().find(|c| !RSYNC_SHORT.contains(*c)) {
+                return refused(&format!("-{bad}"));
+            }
+            if !capabilities
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+            {
+                return refused(flag);
+            }
+        } else {
+            return refused(flag);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_round_trips() {
+        let uuid = "0b7c8a34-5a2e-7b4b-9c55-0123456789ab".to_string();
+        for request in [
+            PeerRequest::Receive {
+                test: false,
+                zstd: false,
+                parent_uuid: None,
+            },
+            PeerRequest::Receive {
+                test: true,
+                zstd: true,
+                parent_uuid: Some(uuid),
+            },
+            PeerRequest::List {
+                volume: "db".into(),
+                test: true,
+            },
+            PeerRequest::Delete {
+                snapshot: "db@2026-01-01T00:00:00.000000".into(),
+                test: false,
+            },
+            PeerRequest::BtrfsReceive {
+                dir: "/var/lib/buttervolume/snapshots".into(),
+            },
+            PeerRequest::BtrfsDelete {
+                dir: "/var/lib/buttervolume/snapshots".into(),
+                snapshot: "db@2026-01-01T00:00:00.000000".into(),
+            },
+            PeerRequest::Rsync {
+                flags: vec!["-logDtprze.iLsfxCIvu".into()],
+                dir: "/var/lib/buttervolume/volumes".into(),
+                volume: "db".into(),
+            },
+        ] {
+            let command = request.to_command();
+            assert_eq!(PeerRequest::parse(&command), Ok(request), "{command}");
+        }
+    }
+
+    #[test]
+    fn rsync_accepts_what_sync_and_rsync_a_send() {
+        for flags in [
+            "-logDtprze.iLsfxCIvu",
+            "-logDtpre.iLsfxCIvu",
+            "-vlogDtpre.iLsfxCIvu",
+            "-vlHogDtpAXre.iLsfxCIvu",
+            "-logDtprSe.iLsfxCIvu --numeric-ids",
+            "-logDtpre.iLsfxCIvu --safe-links",
+            "-nlogDtpre.iLsfxCIvu --bwlimit=10",
+        ] {
+            let command =
+                format!("rsync --server --sender {flags} . /var/lib/buttervolume/volumes/db/");
+            assert!(PeerRequest::parse(&command).is_ok(), "{command} refused");
+        }
+    }
+
+    #[test]
+    fn rsync_refuses_symlink_following_and_unknown_options() {
+        for flags in [
+            // -L / --copy-links, -k / --copy-dirlinks, as rsync sends them.
+            "-lLogDtpre.iLsfxCIvu",
+            "-lkogDtpre.iLsfxCIvu",
+            "-KlogDtpre.iLsfxCIvu",
+            "-logDtpre.iLsfxCIvu --copy-unsafe-links",
+            "-logDtpre.iLsfxCIvu --copy-links",
+            "-logDtpre.iLsfxCIvu --copy-dirlinks",
+            "-logDtpre.iLsfxCIvu --keep-dirlinks",
+            "-logDtpre.iLsfxCIvu --remove-source-files",
+            "-logDtpre.iLsfxCIvu --delete",
+            "-logDtpre.iLsfxCIvu --files-from=/etc/passwd",
+            "-logDtpre.iLsfxCIvu --include-from=/etc/shadow",
+            "-logDtpre.iLsfxCIvu --rsync-path=x",
+            "-R",
+            "-W",
+            "-e.iLs=fx",
+            "logDtpr",
+        ] {
+            let command =
+                format!("rsync --server --sender {flags} . /var/lib/buttervolume/volumes/db/");
+            assert!(PeerRequest::parse(&command).is_err(), "{command} accepted");
+        }
+        // Without --sender, rsync would write into the volume.
+        assert!(PeerRequest::parse(
+            "rsync --server -logDtpre.iLsfxCIvu . /var/lib/buttervolume/volumes/db/"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn listing_lines_round_trip() {
+        let line = ListedSnapshot {
+            name: "db@2026-01-01T00:00:00.000000".into(),
+            uuid: "0b7c8a34-5a2e-7b4b-9c55-0123456789ab".into(),
+            received_uuid: None,
+            read_only: true,
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(serde_json::from_str::<ListedSnapshot>(&text).unwrap(), line);
+    }
+}
