@@ -105,3 +105,92 @@ fn reference_cli_drives_our_daemon() {
     assert_eq!(reference(&d, &["snapshot", "nope"]).status.code(), Some(1));
     assert_eq!(d.cli(&["snapshot", "nope"]).status.code(), Some(1));
 }
+
+/// The 3.4 CLI (what the cluster's consul image builds) talks to this
+/// daemon too: every verb it has, with its own request shapes.
+fn reference34(d: &Daemon, args: &[&str]) -> Output {
+    let venv = std::env::var("BUTTERVOLUME_REFERENCE34_VENV").unwrap_or("/opt/bv-ref34".into());
+    let bin = PathBuf::from(venv).join("bin/buttervolume");
+    assert!(
+        bin.exists(),
+        "buttervolume 3.4 CLI missing at {}: run scripts/reference-venv.sh",
+        bin.display()
+    );
+    Command::new(bin)
+        .args(args)
+        .env("BUTTERVOLUME_SOCKET", &d.socket)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reference_34_cli_drives_our_daemon() {
+    // Port 9 on loopback: nothing answers there, so send and sync fail fast.
+    let d = Daemon::start_with("ref34", None, &[("SSH_PORT", "9")]);
+    for v in ["app", "other"] {
+        d.ok("/VolumeDriver.Create", json!({"Name": v}));
+    }
+    std::fs::write(d.volumes().join("app/f"), "1").unwrap();
+    let ok = |args: &[&str]| {
+        let out = reference34(&d, args);
+        assert!(out.status.success(), "3.4 {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let snap = ok(&["snapshot", "app"]).trim().to_string();
+    assert!(snap.starts_with("app@"), "{snap}");
+    let other = ok(&["snapshot", "other"]).trim().to_string();
+
+    // snapshots V: only V's (3.4 POSTs {"Name": V}); without V: all.
+    assert_eq!(ok(&["snapshots", "app"]), format!("{snap}\n"));
+    let all = ok(&["snapshots"]);
+    assert!(all.contains(&snap) && all.contains(&other), "{all}");
+
+    // schedule / scheduled, in 3.4's output format.
+    ok(&["schedule", "snapshot", "60", "app"]);
+    ok(&["schedule", "purge:1h:1d:1w:4w:1y", "1440", "app"]);
+    let listed = ok(&["scheduled"]);
+    assert!(listed.contains("snapshot 60 app"), "{listed}");
+    assert!(listed.contains("purge:1h:1d:1w:4w:1y 1440 app"), "{listed}");
+    ok(&["schedule", "snapshot", "0", "app"]);
+    assert!(!ok(&["scheduled"]).contains("snapshot 60 app"));
+
+    // restore <snapshot>, restore <vol>, restore <snapshot> <target>.
+    std::fs::write(d.volumes().join("app/f"), "2").unwrap();
+    let backup = ok(&["restore", &snap]).trim().to_string();
+    assert!(backup.starts_with("app@") && backup != snap, "{backup}");
+    assert_eq!(
+        std::fs::read_to_string(d.volumes().join("app/f")).unwrap(),
+        "1"
+    );
+    ok(&["restore", "app"]);
+    ok(&["restore", &snap, "migrated"]);
+    assert_eq!(
+        std::fs::read_to_string(d.volumes().join("migrated/f")).unwrap(),
+        "1"
+    );
+
+    // clone, rm, purge --dryrun.
+    assert_eq!(ok(&["clone", "app", "app2"]), "app2\n");
+    ok(&["rm", &backup]);
+    assert!(!d.snapshots().join(&backup).exists());
+    let before = std::fs::read_dir(d.snapshots()).unwrap().count();
+    ok(&["purge", "--dryrun", "1m:2m", "app"]);
+    assert_eq!(std::fs::read_dir(d.snapshots()).unwrap().count(), before);
+
+    // Failures are exit 1 with the daemon's message on stderr, as in 3.4.
+    for args in [
+        &["snapshot", "nope"][..],
+        &["rm", "app@nope"],
+        // Loopback only; nothing listens there: a clear error, not a hang.
+        &["send", "127.0.0.1", &snap],
+        &["sync", "app", "127.0.0.1"],
+    ] {
+        let out = reference34(&d, args);
+        assert_eq!(out.status.code(), Some(1), "3.4 {args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("ERROR:root:"),
+            "3.4 {args:?}: {}",
+            stderr(&out)
+        );
+    }
+}

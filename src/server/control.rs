@@ -65,11 +65,24 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Rep
             }
             Err(e) => Err(e),
         },
-        "/VolumeDriver.Snapshot.List" => {
-            blocking(move || snapshots::list(&store, None).map_err(|e| e.to_string()))
+        // 3.13 sends GET (every volume's) or uses the path suffix above;
+        // the 3.4 CLI POSTs `{"Name": V}` (or `null`) and expects only V's.
+        "/VolumeDriver.Snapshot.List" => match body.get("Name") {
+            None | Some(Value::Null) => {
+                blocking(move || snapshots::list(&store, None).map_err(|e| e.to_string()))
+                    .await
+                    .map(|list| json!({ "Snapshots": list }))
+            }
+            Some(_) => match decode::<NameRequest>(&body) {
+                Ok(req) => blocking(move || {
+                    names::check_volume(&req.name).map_err(|e| e.to_string())?;
+                    snapshots::list(&store, Some(&req.name)).map_err(|e| e.to_string())
+                })
                 .await
-                .map(|list| json!({ "Snapshots": list }))
-        }
+                .map(|list| json!({ "Snapshots": list })),
+                Err(e) => Err(e),
+            },
+        },
         "/VolumeDriver.Snapshot.Remove" => match decode::<NameRequest>(&body) {
             Ok(req) => {
                 blocking(move || snapshots::remove(&store, &req.name).map_err(|e| e.to_string()))
