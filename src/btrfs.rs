@@ -249,7 +249,9 @@ pub fn add_inode_flags(path: &Path, flags: libc::c_int) -> Result<()> {
     unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut current) }
         .map_err(|e| BtrfsError::io("get inode flags", path, e.into()))?;
     let wanted = current | flags;
-    // SAFETY: as above; the kernel only reads `wanted`.
+    // SAFETY: the fd is open for the duration of the call and `wanted` is a
+    // valid c_int the kernel only reads (FS_IOC_SETFLAGS reads an int even
+    // though its header declares a long, see the macro above).
     unsafe { fs_ioc_setflags(file.as_raw_fd(), &wanted) }
         .map_err(|e| BtrfsError::io("set inode flags", path, e.into()))?;
     Ok(())
@@ -259,7 +261,8 @@ pub fn add_inode_flags(path: &Path, flags: libc::c_int) -> Result<()> {
 pub fn inode_flags(path: &Path) -> Result<libc::c_int> {
     let file = File::open(path).map_err(|e| BtrfsError::io("open", path, e))?;
     let mut current: libc::c_int = 0;
-    // SAFETY: see add_inode_flags.
+    // SAFETY: the fd is open for the duration of the call and `current` is a
+    // valid, writable c_int (FS_IOC_GETFLAGS writes an int).
     unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut current) }
         .map_err(|e| BtrfsError::io("get inode flags", path, e.into()))?;
     Ok(current)
@@ -309,7 +312,8 @@ pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let c_name = CString::new(name).expect("xattr names are static strings");
     let mut buf = vec![0u8; 4096];
     loop {
-        // SAFETY: buf is valid for buf.len() bytes.
+        // SAFETY: `c_path` and `c_name` are NUL-terminated and live across the
+        // call; `buf` is writable for exactly the `buf.len()` bytes passed.
         let rc = unsafe {
             libc::lgetxattr(
                 c_path.as_ptr(),
