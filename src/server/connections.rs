@@ -250,7 +250,7 @@ impl Connections {
         slot.evicted.store(true, Ordering::SeqCst);
         slot.evict.notify_one();
         let n = self.evictions.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == 1 || n % 1000 == 0 {
+        if n == 1 || n.is_multiple_of(1000) {
             tracing::warn!(
                 evictions = n,
                 open = open.len(),
