@@ -26,6 +26,8 @@ async fn shutdown_signal() {
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    let nofile = server::raise_fd_limit();
+    let limits = server::ServerLimits::from_env(nofile)?;
     let listener = server::bind(&config.socket).await?;
     tracing::info!(socket = %config.socket.display(), "listening");
     let opened = {
@@ -65,7 +67,7 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
         shutdown_signal().await;
         let _ = stop_scheduler.send(true);
     };
-    server::serve(listener, state, shutdown).await;
+    server::serve(listener, state, limits, shutdown).await;
     if let Some(task) = sshd_task {
         let _ = task.await;
     }

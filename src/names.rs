@@ -5,6 +5,27 @@
 //! joined to a data directory only after it has been proven to be a single
 //! path component made of safe characters, so no request can reach outside
 //! VOLUMES_PATH / SNAPSHOTS_PATH (the reference accepted `../x`).
+//!
+//! # The length rule
+//!
+//! A directory entry holds at most 255 bytes, and a volume's name grows
+//! on its way through the plugin. The longest names ever built from a
+//! volume name `<v>` are:
+//!
+//! - snapshots and restore backups `<v>@<timestamp>` (26 bytes of timestamp
+//!   with the default DTFORMAT; [`MAX_TIMESTAMP_BYTES`] are reserved), and
+//!   the same name once received on a peer;
+//! - sent markers `<v>@<timestamp>@<host>`;
+//! - staging names `<v>.<pid>.<counter>.<nanos>` (create, restore, clone:
+//!   at most [`MAX_STAGING_SUFFIX_BYTES`] more);
+//! - receives work under `.recv.<pid>.<counter>.<nanos>`, whatever `<v>` is.
+//!
+//! So Create (and a clone or restore into a new name) accepts volume names
+//! of at most [`MAX_VOLUME_BYTES`] = 160 bytes, and a host that ends up in
+//! a sent marker is at most [`MAX_MARKER_HOST_BYTES`] = 61 bytes: 160 + 1 +
+//! 32 + 1 + 61 = 255. A longer name that already exists (made by another
+//! tool or an older version) is still listed and usable as far as its
+//! length allows; only new names are held to the rule.
 
 use chrono::{NaiveDateTime, Timelike};
 
@@ -12,7 +33,25 @@ use chrono::{NaiveDateTime, Timelike};
 pub const DTFORMAT: &str = "%Y-%m-%dT%H:%M:%S.%f";
 
 /// The longest name a directory entry can have.
-const MAX_NAME_BYTES: usize = 255;
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The longest volume name Create accepts (see the module doc).
+pub const MAX_VOLUME_BYTES: usize = 160;
+
+/// Room reserved for a snapshot's timestamp (the default DTFORMAT gives 26).
+pub const MAX_TIMESTAMP_BYTES: usize = 32;
+
+/// The longest host a sent marker `<volume>@<timestamp>@<host>` may carry.
+pub const MAX_MARKER_HOST_BYTES: usize =
+    MAX_NAME_BYTES - MAX_VOLUME_BYTES - 1 - MAX_TIMESTAMP_BYTES - 1;
+
+/// The longest suffix a staging name adds: `.<pid>.<counter>.<nanos>` with
+/// a u32 pid, a u64 counter and nanoseconds below 10^9.
+pub const MAX_STAGING_SUFFIX_BYTES: usize = 1 + 10 + 1 + 20 + 1 + 9;
+
+const _: () = assert!(MAX_VOLUME_BYTES + MAX_STAGING_SUFFIX_BYTES <= MAX_NAME_BYTES);
+const _: () = assert!(MAX_VOLUME_BYTES + 1 + MAX_TIMESTAMP_BYTES <= MAX_NAME_BYTES);
+const _: () = assert!(MAX_MARKER_HOST_BYTES >= 40);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
@@ -20,6 +59,10 @@ pub enum NameError {
     Empty,
     #[error("{0:?} is too long: names are at most 255 bytes")]
     TooLong(String),
+    #[error("volume name {name:?} is {len} bytes long: new volume names are at most {MAX_VOLUME_BYTES} bytes, so that its snapshots, sent markers and staging names fit in 255 bytes")]
+    VolumeTooLong { name: String, len: usize },
+    #[error("host {host:?} is {len} bytes long: a replication host is at most {MAX_MARKER_HOST_BYTES} bytes, so that the sent markers <volume>@<timestamp>@<host> fit in 255 bytes")]
+    HostTooLong { host: String, len: usize },
     #[error("\"@\" is illegal in a volume name: {0:?}")]
     At(String),
     #[error(
@@ -51,6 +94,32 @@ pub fn check_volume(name: &str) -> Result<(), NameError> {
     } else {
         Err(NameError::Volume(name.into()))
     }
+}
+
+/// Checks the name of a volume about to be made (Create, the target of a
+/// clone or of a restore into a new name): [`check_volume`] plus the length
+/// rule of the module doc, so every name derived from it fits.
+pub fn check_new_volume(name: &str) -> Result<(), NameError> {
+    check_volume(name)?;
+    if name.len() > MAX_VOLUME_BYTES {
+        return Err(NameError::VolumeTooLong {
+            name: name.into(),
+            len: name.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `host` fits in a sent marker (the length rule of the module
+/// doc). Its characters are checked where it is used.
+pub fn check_marker_host(host: &str) -> Result<(), NameError> {
+    if host.len() > MAX_MARKER_HOST_BYTES {
+        return Err(NameError::HostTooLong {
+            host: host.into(),
+            len: host.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a snapshot name: `<volume>@<rest>` where `<rest>` (timestamp, and
@@ -142,6 +211,40 @@ mod tests {
             assert!(check_volume(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(check_volume("a@b"), Err(NameError::At("a@b".into())));
+    }
+
+    #[test]
+    fn new_volume_names_leave_room_for_every_suffix() {
+        let max = "v".repeat(MAX_VOLUME_BYTES);
+        assert_eq!(check_new_volume(&max), Ok(()));
+        let over = "v".repeat(MAX_VOLUME_BYTES + 1);
+        let err = check_new_volume(&over).unwrap_err();
+        assert_eq!(
+            err,
+            NameError::VolumeTooLong {
+                name: over.clone(),
+                len: MAX_VOLUME_BYTES + 1
+            }
+        );
+        assert!(err.to_string().contains("at most 160 bytes"), "{err}");
+        // Existing long names stay valid names (listed, removable).
+        assert_eq!(check_volume(&over), Ok(()));
+        assert!(check_new_volume("../x").is_err());
+
+        // The longest snapshot, marker and staging names fit.
+        let stamp = format_timestamp(local_now(), DTFORMAT);
+        assert!(stamp.len() <= MAX_TIMESTAMP_BYTES);
+        let snapshot = format!("{max}@{stamp}");
+        assert_eq!(check_snapshot(&snapshot), Ok(()));
+        let host = "h".repeat(MAX_MARKER_HOST_BYTES);
+        assert_eq!(check_marker_host(&host), Ok(()));
+        let marker = format!("{snapshot}@{host}");
+        assert!(marker.len() <= MAX_NAME_BYTES, "{}", marker.len());
+        assert_eq!(check_snapshot(&marker), Ok(()));
+        let staging = format!("{max}.{}.{}.{}", u32::MAX, u64::MAX, 999_999_999);
+        assert!(staging.len() <= MAX_NAME_BYTES);
+        let err = check_marker_host(&format!("{host}h")).unwrap_err();
+        assert!(err.to_string().contains("at most 61 bytes"), "{err}");
     }
 
     #[test]

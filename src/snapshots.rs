@@ -21,7 +21,7 @@ use crate::fsutil;
 use crate::metadata::VolumeMetadata;
 use crate::names::{self, NameError};
 use crate::purge::{self, Pattern, PurgeError};
-use crate::volumes::{VolumeError, VolumeStore};
+use crate::volumes::{Activity, VolumeError, VolumeStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -199,10 +199,14 @@ pub fn restore(
     if !btrfs::is_subvolume(&source) {
         return Err(SnapshotError::NoSuchSnapshot(snapshot));
     }
-    let _sending = store
+    if target != source_volume && !btrfs::is_subvolume(&target_path) {
+        // A new volume: held to the length rule like Create.
+        names::check_new_volume(&target)?;
+    }
+    let _busy = store
         .sending
-        .try_lock(&target)
-        .ok_or_else(|| VolumeError::Sending(target.clone()))?;
+        .try_hold(&target, Activity::Restore)
+        .map_err(|holder| VolumeError::busy(&target, holder))?;
     let _guard = store.locks.lock(&target);
     let target_exists = btrfs::is_subvolume(&target_path);
     let source_meta = VolumeMetadata::read(&source).unwrap_or_default();
@@ -262,6 +266,7 @@ pub fn restore(
 pub fn clone(store: &VolumeStore, name: &str, target: &str) -> Result<String> {
     let source = store.existing(name)?;
     let target_path = store.path_of(target)?;
+    names::check_new_volume(target)?;
     let _guard = store.locks.lock(target);
     if target_path.exists() {
         return Err(SnapshotError::TargetExists(target.into()));

@@ -45,6 +45,10 @@ pub enum VolumeError {
     InUse { name: String, mounts: u32 },
     #[error("a send of volume {0} is in progress: retry when it has finished")]
     Sending(String),
+    #[error("a restore of volume {0} is in progress: retry when it has finished")]
+    Restoring(String),
+    #[error("volume {0} is being removed")]
+    Removing(String),
     #[error("{path} is not on a btrfs filesystem: run `buttervolume init` or mount btrfs there")]
     NotBtrfs { path: PathBuf },
     #[error(transparent)]
@@ -57,6 +61,15 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
+    /// The error for an operation refused because `holder` holds `name`.
+    pub fn busy(name: &str, holder: Activity) -> Self {
+        match holder {
+            Activity::Send => VolumeError::Sending(name.into()),
+            Activity::Restore => VolumeError::Restoring(name.into()),
+            Activity::Remove => VolumeError::Removing(name.into()),
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         VolumeError::Io {
             context: context.into(),
@@ -203,14 +216,74 @@ impl Drop for NameGuard<'_> {
     }
 }
 
+/// An operation that holds a volume exclusively: no two of them run on one
+/// volume at once, and the one refused is told which one is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Send,
+    Restore,
+    Remove,
+}
+
+/// Per-name exclusive activities (see [`Activity`]), never waited for:
+/// a second one is refused at once with the name of the first.
+#[derive(Default)]
+pub struct ActivityLocks {
+    held: Mutex<HashMap<String, Activity>>,
+}
+
+/// Holds a name for an activity until dropped.
+pub struct ActivityGuard<'a> {
+    locks: &'a ActivityLocks,
+    name: String,
+}
+
+impl ActivityLocks {
+    /// Holds `name` for `activity` if no activity holds it; otherwise
+    /// returns the one that does.
+    pub fn try_hold(
+        &self,
+        name: &str,
+        activity: Activity,
+    ) -> std::result::Result<ActivityGuard<'_>, Activity> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(holder) = held.get(name) {
+            return Err(*holder);
+        }
+        held.insert(name.to_string(), activity);
+        Ok(ActivityGuard {
+            locks: self,
+            name: name.to_string(),
+        })
+    }
+
+    /// Holds `name` for a send (see [`ActivityLocks::try_hold`]).
+    pub fn try_lock(&self, name: &str) -> Option<ActivityGuard<'_>> {
+        self.try_hold(name, Activity::Send).ok()
+    }
+
+    /// The activity holding `name` right now, if any.
+    pub fn holder(&self, name: &str) -> Option<Activity> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(name).copied()
+    }
+}
+
+impl Drop for ActivityGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.name);
+    }
+}
+
 /// The volumes of this node.
 pub struct VolumeStore {
     pub config: Arc<Config>,
     pub mounts: MountTable,
     pub locks: NameLocks,
-    /// Held by a send of the volume (see `replication`); restore and remove
-    /// refuse while it is held.
-    pub sending: NameLocks,
+    /// Held by a send, a restore or a remove of the volume (see
+    /// [`Activity`]); each refuses while another holds it, saying which.
+    pub sending: ActivityLocks,
 }
 
 impl VolumeStore {
@@ -228,7 +301,7 @@ impl VolumeStore {
         let store = VolumeStore {
             mounts: MountTable::load(&config.state_path.join("mounts.json")),
             locks: NameLocks::default(),
-            sending: NameLocks::default(),
+            sending: ActivityLocks::default(),
             config,
         };
         store.sweep_staging()?;
@@ -294,7 +367,8 @@ impl VolumeStore {
     }
 
     /// Creates a volume. An existing volume of that name is success with no
-    /// change (Docker's contract); on any error nothing is left behind.
+    /// change (Docker's contract); on any error nothing is left behind. A
+    /// new name must satisfy [`names::check_new_volume`] (length rule).
     pub fn create(&self, name: &str, opts: &HashMap<String, String>) -> Result<()> {
         let final_path = self.path_of(name)?;
         let options = CreateOptions::parse(opts)?;
@@ -302,6 +376,9 @@ impl VolumeStore {
         if btrfs::is_subvolume(&final_path) {
             return Ok(());
         }
+        // Only new names are held to the length rule: Docker re-creating an
+        // existing (older, longer-named) volume is still success.
+        names::check_new_volume(name)?;
         let staged = self.staging_path(name)?;
         btrfs::create_subvolume(&staged)?;
         let result = self.configure_new(&staged, &options).and_then(|()| {
@@ -347,10 +424,10 @@ impl VolumeStore {
     /// Deletes a volume (its snapshots are kept). Refused while mounted.
     pub fn remove(&self, name: &str) -> Result<()> {
         let path = self.existing(name)?;
-        let _sending = self
+        let _busy = self
             .sending
-            .try_lock(name)
-            .ok_or_else(|| VolumeError::Sending(name.into()))?;
+            .try_hold(name, Activity::Remove)
+            .map_err(|holder| VolumeError::busy(name, holder))?;
         let _guard = self.locks.lock(name);
         let mounts = self.mounts.count(name);
         if mounts > 0 {
@@ -464,5 +541,34 @@ mod tests {
         assert!(locks.try_lock("b").is_some());
         drop(a);
         assert!(locks.try_lock("a").is_some());
+    }
+
+    #[test]
+    fn activity_locks_name_the_holder() {
+        let locks = ActivityLocks::default();
+        let restore = locks.try_hold("db", Activity::Restore).ok().unwrap();
+        assert_eq!(locks.holder("db"), Some(Activity::Restore));
+        assert_eq!(
+            locks.try_hold("db", Activity::Remove).err(),
+            Some(Activity::Restore)
+        );
+        assert!(locks.try_lock("db").is_none());
+        assert!(locks.try_hold("web", Activity::Remove).is_ok());
+        drop(restore);
+        assert_eq!(locks.holder("db"), None);
+        let _send = locks.try_lock("db").unwrap();
+        let err = VolumeError::busy("db", locks.try_hold("db", Activity::Restore).err().unwrap());
+        assert_eq!(
+            err.to_string(),
+            "a send of volume db is in progress: retry when it has finished"
+        );
+        assert_eq!(
+            VolumeError::busy("db", Activity::Restore).to_string(),
+            "a restore of volume db is in progress: retry when it has finished"
+        );
+        assert_eq!(
+            VolumeError::busy("db", Activity::Remove).to_string(),
+            "volume db is being removed"
+        );
     }
 }

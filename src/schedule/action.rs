@@ -20,6 +20,11 @@ pub enum ActionError {
     Host { action: String, host: String },
     #[error("invalid action {action:?}: {source}")]
     Purge { action: String, source: PurgeError },
+    #[error("invalid action {action:?}: {source}")]
+    MarkerHost {
+        action: String,
+        source: crate::names::NameError,
+    },
 }
 
 /// A parsed action.
@@ -46,7 +51,13 @@ impl Action {
         if text == "snapshot" {
             Ok(Action::Snapshot)
         } else if let Some(h) = text.strip_prefix("replicate:") {
-            Ok(Action::Replicate { host: host(h)? })
+            let h = host(h)?;
+            // A replicated snapshot gets a `<snapshot>@<host>` marker.
+            crate::names::check_marker_host(&h).map_err(|source| ActionError::MarkerHost {
+                action: text.into(),
+                source,
+            })?;
+            Ok(Action::Replicate { host: h })
         } else if let Some(pattern) = text.strip_prefix("purge:") {
             Pattern::parse(pattern).map_err(|source| ActionError::Purge {
                 action: text.into(),
@@ -129,6 +140,10 @@ mod tests {
             ("synchronize:", "invalid host"),
             ("purge:1h", "purge pattern"),
             ("purge:1x:2y", "purge pattern"),
+            (
+                format!("replicate:{}", "h".repeat(62)).as_str(),
+                "at most 61 bytes",
+            ),
         ] {
             let err = Action::parse(bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");

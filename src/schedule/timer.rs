@@ -34,6 +34,22 @@ pub enum TimerError {
     TooLarge(String),
     #[error("invalid cron timer {expr:?}: {reason}")]
     Cron { expr: String, reason: String },
+    #[error("invalid timer {timer:?}: it contains {found:?}; control characters (line breaks, tabs, NUL...) and '\"' are not allowed in a timer, which is stored as one schedule.csv line")]
+    ForbiddenChar { timer: String, found: char },
+}
+
+/// Refuses what cannot be stored on one schedule.csv line (or means nothing
+/// in a timer): any control character and `"`. Checked on the text as given,
+/// before any trimming, so `cron:0 3\n* * *` is refused instead of being
+/// split across two lines of the file and lost at the next read.
+fn check_chars(text: &str) -> Result<(), TimerError> {
+    match text.chars().find(|c| c.is_control() || *c == '"') {
+        Some(found) => Err(TimerError::ForbiddenChar {
+            timer: text.into(),
+            found,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// How often a job runs.
@@ -49,6 +65,7 @@ impl Timer {
     /// Parses a stored timer: minutes or `cron:<expr>`. `0` is not a timer
     /// (the API reads it as "delete", see [`TimerCommand`]).
     pub fn parse(text: &str) -> Result<Timer, TimerError> {
+        check_chars(text)?;
         let text = text.trim();
         if let Some(expr) = text.strip_prefix(CRON_PREFIX) {
             return parse_cron(expr.trim()).map(|s| Timer::Cron(Box::new(s)));
@@ -105,6 +122,7 @@ pub enum TimerCommand {
 
 impl TimerCommand {
     pub fn parse(text: &str) -> Result<TimerCommand, TimerError> {
+        check_chars(text)?;
         match text.trim() {
             "0" | "delete" => Ok(TimerCommand::Delete),
             "pause" => Ok(TimerCommand::Pause),
@@ -262,6 +280,30 @@ mod tests {
         ));
         assert!(matches!(TimerCommand::parse("5"), Ok(TimerCommand::Set(_))));
         assert!(TimerCommand::parse("Pause").is_err());
+    }
+
+    #[test]
+    fn control_characters_and_quotes_are_refused() {
+        for bad in [
+            "cron:0 3\n* * *",
+            "cron:0 3\r\n* * *",
+            "cron:0\t3 * * *",
+            "60\n",
+            "\n60",
+            "6\u{0}0",
+            "cron:0 3 * * *\u{7f}",
+            "cron:\"0 3 * * *\"",
+            "pause\n",
+        ] {
+            let err = TimerCommand::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, TimerError::ForbiddenChar { .. }),
+                "{bad:?}: {err}"
+            );
+            assert!(err.to_string().contains("not allowed in a timer"), "{err}");
+            assert!(Timer::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Timer::parse("cron:0 1,13 * * *").is_ok());
     }
 
     #[test]

@@ -10,9 +10,14 @@
 //! reference does, except unknown paths (404, which Docker reads as "not
 //! implemented") and oversized bodies (413). One log line per request.
 //!
+//! Connections are admitted as [`connections`] describes: a cap, eviction
+//! of the longest idle connection at the cap, and a read timeout on headers
+//! and bodies, so idle or half-sent connections cannot starve Docker.
+//!
 //! Shutdown: on SIGTERM/SIGINT the listener closes, the socket file is
 //! removed, in-flight requests finish (bounded wait), then the process exits.
 
+mod connections;
 mod control;
 mod replication;
 mod schedule;
@@ -28,9 +33,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+
+use connections::Connections;
+pub use connections::{raise_fd_limit, LimitsError, ServerLimits};
 
 use crate::config::Config;
 use crate::volumes::VolumeStore;
@@ -52,6 +61,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
 }
 
 /// What every handler can reach.
@@ -96,12 +107,29 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 /// Serves requests on `listener` until `shutdown` resolves, then drains.
+///
+/// Admission (see [`connections`]): at most `limits.max_connections` open
+/// connections; at the cap, the connection idle the longest is closed to
+/// make room, and when every connection is busy the next one waits in the
+/// listen backlog. Every connection must send its request header within
+/// `limits.read_timeout` (also the idle bound between keep-alive requests).
 pub async fn serve(
     listener: UnixListener,
     state: Arc<AppState>,
+    limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Connections::default());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        read_timeout_s = limits.read_timeout.as_secs(),
+        "accepting connections"
+    );
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -109,23 +137,48 @@ pub async fn serve(
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(error = %e, open = connections.len(), "accept failed");
+                        // Out of descriptors: make room rather than wait.
+                        connections.evict_oldest_idle();
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        connections.evict_oldest_idle();
+                        tokio::select! {
+                            permit = permits.clone().acquire_owned() => {
+                                permit.expect("the connection semaphore is never closed")
+                            }
+                            () = &mut shutdown => break,
+                        }
+                    }
+                };
+                let registration = connections.register();
+                let slot = registration.slot.clone();
                 let state = state.clone();
+                let read_timeout = limits.read_timeout;
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    let slot = slot.clone();
+                    async move { Ok::<_, Infallible>(handle(state, req, &slot, read_timeout).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
+                let conn = http.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    let _permit = permit;
+                    let slot = registration.slot.clone();
+                    tokio::select! {
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        },
+                        () = slot.evicted() => {
+                            tracing::debug!("closed an idle connection to make room");
+                        }
                     }
+                    drop(registration);
                 });
             }
             () = &mut shutdown => break,
@@ -180,14 +233,28 @@ async fn read_body(req: Request<Incoming>) -> Result<Value, (StatusCode, String)
         .map_err(|e| (StatusCode::OK, format!("invalid JSON in request: {e}")))
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    slot: &Arc<connections::Slot>,
+    read_timeout: Duration,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (status, reply) = match read_body(req).await {
+    let body = match tokio::time::timeout(read_timeout, read_body(req)).await {
+        Ok(body) => body,
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {read_timeout:?}"),
+        )),
+    };
+    let (status, reply) = match body {
         Err((status, message)) => (status, json!({ "Err": message })),
         Ok(body) => {
             let volume = body.get("Name").and_then(Value::as_str).map(str::to_string);
+            // A running handler is never evicted to make room.
+            let _busy = slot.busy();
             match route(&state, &path, body).await {
                 None => (
                     StatusCode::NOT_FOUND,

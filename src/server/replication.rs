@@ -40,6 +40,9 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
     let reply = match path {
         "/VolumeDriver.Snapshot.Send" => match decode::<SendRequest>(body) {
             Ok(req) => blocking(move || {
+                // The send ends by recording `<snapshot>@<host>`: refuse a
+                // host too long for that before anything is sent.
+                crate::names::check_marker_host(&req.host).map_err(|e| e.to_string())?;
                 let defaults = replication::SendOptions::from_config(&store.config);
                 let options = replication::SendOptions {
                     compress: req.compress.unwrap_or(defaults.compress),

@@ -1,0 +1,297 @@
+//! The control socket under idle-connection pressure: 1,000 connections that
+//! send nothing, half a request line or half a body must neither starve
+//! Docker's own calls nor pin descriptors forever.
+//!
+//! The daemon runs under `prlimit --nofile=512:1024`, a descriptor budget
+//! smaller than the number of idle connections, so the test shows all three
+//! defences: the soft limit raised to the hard one at start, the connection
+//! cap with eviction of idle connections, and the header/body read timeout.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Header/body read timeout the daemon is started with, in seconds.
+const READ_TIMEOUT_SECS: u64 = 2;
+/// How long one of Docker's calls may take while the socket is under
+/// pressure ("promptly"): less than the read timeout, so a call that only
+/// got through because idle connections timed out fails.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// A daemon started through `prlimit`, with the harness's layout.
+struct LimitedDaemon {
+    root: PathBuf,
+    socket: PathBuf,
+    child: Child,
+    log: PathBuf,
+}
+
+impl LimitedDaemon {
+    fn start(test: &str, nofile: &str) -> LimitedDaemon {
+        let base = common::test_btrfs();
+        let root = base.join(format!("{test}-{}", std::process::id()));
+        if root.exists() {
+            common::cleanup_dir(&root);
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        let socket = root.join("bv.sock");
+        let log = root.join("daemon.log");
+        let d = |sub: &str| format!("{}/{sub}/", root.display());
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(common::BIN)
+            .arg("run")
+            .env("BUTTERVOLUME_VOLUMES_PATH", d("volumes"))
+            .env("BUTTERVOLUME_SNAPSHOTS_PATH", d("snapshots"))
+            .env("BUTTERVOLUME_TEST_REMOTE_PATH", d("received"))
+            .env("BUTTERVOLUME_STATE_PATH", d("state"))
+            .env(
+                "BUTTERVOLUME_SCHEDULE",
+                format!("{}/config/schedule.csv", root.display()),
+            )
+            .env("BUTTERVOLUME_SOCKET", &socket)
+            .env("BUTTERVOLUME_DOCKER_SOCKET", root.join("no-docker.sock"))
+            .env("BUTTERVOLUME_SSH_DIR", root.join("ssh"))
+            .env("BUTTERVOLUME_READ_TIMEOUT", READ_TIMEOUT_SECS.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("spawning prlimit (util-linux) with the daemon");
+        let daemon = LimitedDaemon {
+            root,
+            socket,
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&daemon.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not open its socket; log:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Descriptors the daemon has open right now.
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for LimitedDaemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log_text());
+        }
+        common::cleanup_dir(&self.root);
+    }
+}
+
+/// One request with `Connection: close`, bounded in time: the reply's JSON,
+/// or why there was none.
+fn call(socket: &Path, path: &str, body: &Value, timeout: Duration) -> Result<Value, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: plugin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("no answer within {timeout:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (_, json) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+    serde_json::from_str(json).map_err(|e| format!("not JSON ({e}): {text:?}"))
+}
+
+/// Docker's calls, each answered within [`PROMPT`].
+fn docker_calls_answer_promptly(d: &LimitedDaemon, volume: &str) {
+    for (path, body) in [
+        ("/Plugin.Activate", json!({})),
+        ("/VolumeDriver.Create", json!({"Name": volume, "Opts": {}})),
+        ("/VolumeDriver.List", json!({})),
+        ("/VolumeDriver.Get", json!({"Name": volume})),
+    ] {
+        let started = Instant::now();
+        let reply = call(&d.socket, path, &body, PROMPT * 2)
+            .unwrap_or_else(|e| panic!("{path} while 1,000 idle connections are open: {e}"));
+        let took = started.elapsed();
+        println!("{volume}: {path} answered in {took:?}");
+        assert_eq!(reply["Err"], "", "{path}: {reply}");
+        assert!(took < PROMPT, "{path} took {took:?} (more than {PROMPT:?})");
+    }
+    let list = call(&d.socket, "/VolumeDriver.List", &json!({}), PROMPT).unwrap();
+    assert!(
+        list["Volumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": volume})),
+        "{list}"
+    );
+}
+
+/// Whether the peer closed `stream` (EOF or reset), waiting at most until
+/// `deadline`. Whatever the daemon writes first (a 408) is read and skipped.
+fn closed_by_daemon(stream: &mut UnixStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn nofile_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn docker_is_served_while_a_thousand_idle_connections_are_open() {
+    let d = LimitedDaemon::start("idle-conns", "512:1024");
+    // The soft limit was raised to the hard one at start.
+    assert_eq!(
+        nofile_limits(d.pid()),
+        ("1024".to_string(), "1024".to_string()),
+        "RLIMIT_NOFILE of the daemon"
+    );
+    let baseline = d.open_fds();
+
+    // 1,000 idle connections: silent ones, half a request line, and a full
+    // header whose body never comes (a lying Content-Length).
+    let opened = Instant::now();
+    let mut idle: Vec<UnixStream> = (0..1000)
+        .map(|i| {
+            let mut s = UnixStream::connect(&d.socket)
+                .unwrap_or_else(|e| panic!("idle connection {i}: {e}"));
+            match i % 3 {
+                0 => {}
+                1 => s.write_all(b"POST /VolumeDriver.Li").unwrap(),
+                _ => s
+                    .write_all(
+                        b"POST /VolumeDriver.Create HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"Na",
+                    )
+                    .unwrap(),
+            }
+            s
+        })
+        .collect();
+
+    docker_calls_answer_promptly(&d, "served-under-pressure");
+    assert!(
+        d.log_text().contains("connection cap reached"),
+        "the cap (1024 descriptors - reserve) should have been reached"
+    );
+
+    // Every idle connection is closed by the daemon (evicted to make room,
+    // or timed out), none lingers past the read timeout.
+    let deadline = opened + Duration::from_secs(READ_TIMEOUT_SECS) + Duration::from_secs(10);
+    let lingering = idle
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, s)| (!closed_by_daemon(s, deadline)).then_some(i))
+        .collect::<Vec<_>>();
+    assert!(
+        lingering.is_empty(),
+        "{} idle connections still open {:?} after they were opened (first: {:?})",
+        lingering.len(),
+        opened.elapsed(),
+        &lingering[..lingering.len().min(10)]
+    );
+    println!(
+        "all 1000 idle connections closed by the daemon {:?} after they were opened",
+        opened.elapsed()
+    );
+    drop(idle);
+
+    // Their descriptors were released: back near the baseline, waiting on
+    // the daemon's observable fd count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.open_fds() > baseline + 8 {
+        assert!(
+            Instant::now() < deadline,
+            "daemon still holds {} descriptors (baseline {baseline})",
+            d.open_fds()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    docker_calls_answer_promptly(&d, "served-after");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_read_timeout() {
+    let d = LimitedDaemon::start("keepalive-timeout", "4096:4096");
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("VolumeDriver"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // The connection stays usable for a while (keep-alive), then is closed
+    // once it has been idle for the read timeout, not before.
+    let idle_from = Instant::now();
+    let closed = closed_by_daemon(
+        &mut s,
+        idle_from + Duration::from_secs(READ_TIMEOUT_SECS + 10),
+    );
+    let after = idle_from.elapsed();
+    assert!(closed, "idle keep-alive connection never closed");
+    assert!(
+        after >= Duration::from_millis(READ_TIMEOUT_SECS * 1000 - 200),
+        "closed after {after:?}, before the {READ_TIMEOUT_SECS} s timeout"
+    );
+}
