@@ -152,6 +152,7 @@ pub fn main(args: Cli) -> ExitCode {
     };
     match verb {
         Verb::Run { sshd } => {
+            crate::daemon::close_inherited_fds();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -12,6 +12,27 @@ use crate::schedule::{Scheduler, SchedulerOptions, StoreActions, SystemClock};
 use crate::server::{self, AppState, ServerError};
 use crate::volumes::VolumeStore;
 
+/// Closes every descriptor above stderr that the daemon inherited. A
+/// long-lived daemon must not keep its starter's files open: a lock held by
+/// the script that started it (`flock ... setup-and-run.sh`) would stay
+/// held for the daemon's lifetime, a pipe would never see EOF. Called
+/// before anything of ours (the runtime, the socket) is opened.
+pub fn close_inherited_fds() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collect first: the directory being read has a descriptor of its own.
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // The directory's own descriptor is gone by now: EBADF, ignored.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -306,3 +306,27 @@ fn refuses_to_start_on_non_btrfs() {
     assert!(err.contains("not on a btrfs"), "{err}");
     assert!(!dir.path().join("bv.sock").exists());
 }
+
+/// A daemon started by a script that holds a lock (or any other open file)
+/// does not keep it: the starter's `flock` is released once it exits.
+#[test]
+fn the_daemon_keeps_no_inherited_descriptor() {
+    use std::os::fd::AsRawFd;
+    let lock_path = common::test_btrfs().join(format!("starter-lock-{}", std::process::id()));
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    // A descriptor without CLOEXEC, as flock(1) hands its child.
+    let raw = nix::fcntl::fcntl(lock.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(10)).unwrap();
+    let d = Daemon::start("inherit");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", d.pid().unwrap()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter().any(|p| p.contains("starter-lock-")),
+        "the daemon kept the starter's file open: {fds:?}"
+    );
+    let _ = nix::unistd::close(raw);
+    let _ = std::fs::remove_file(&lock_path);
+}
