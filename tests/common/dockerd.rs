@@ -1,0 +1,158 @@
+//! The tests' private Docker daemon (`tests/dockerd/dockerd.sh`), never the
+//! host's: `scripts/test.sh` starts one per run and exports its state dir as
+//! `BUTTERVOLUME_TEST_DOCKERD` (and `DOCKER_HOST`). It runs in its own mount
+//! and network namespaces: its `/run/docker/plugins` is `<dir>/run/docker/plugins`
+//! here, its `/var/lib/buttervolume` is a directory of the run's test btrfs.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use super::run;
+
+pub const DOCKERD_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dockerd/dockerd.sh");
+
+/// A handle on the run's private dockerd.
+pub struct Dockerd {
+    pub dir: PathBuf,
+}
+
+impl Dockerd {
+    /// The run's private dockerd; fails (never skips) when there is none.
+    pub fn get() -> Dockerd {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the Docker tests need root (namespaces, btrfs, dockerd)"
+        );
+        let dir = std::env::var_os("BUTTERVOLUME_TEST_DOCKERD").unwrap_or_else(|| {
+            panic!(
+                "no private test dockerd: run the Docker tests through scripts/test.sh \
+                 (e.g. scripts/test.sh --test docker_e2e), which starts one \
+                 (tests/dockerd/dockerd.sh) and sets BUTTERVOLUME_TEST_DOCKERD; \
+                 the tests never use the host's dockerd"
+            )
+        });
+        let dockerd = Dockerd { dir: dir.into() };
+        let out = dockerd.docker_output(&["image", "inspect", "bv-busybox:latest"]);
+        assert!(
+            out.status.success(),
+            "the private dockerd at {} does not answer or lacks bv-busybox: {}",
+            dockerd.socket().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dockerd
+    }
+
+    /// Its API socket, seen from here.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("run/docker.sock")
+    }
+
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Its legacy plugin discovery dir (`/run/docker/plugins` inside).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("run/docker/plugins")
+    }
+
+    /// The daemon's pid (changes at each restart).
+    pub fn pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.dir.join("run/docker.pid"))
+            .unwrap_or_else(|e| panic!("private dockerd pid file in {}: {e}", self.dir.display()));
+        text.trim().parse().expect("a pid")
+    }
+
+    /// A path of the daemon's mount namespace (e.g. its
+    /// /var/lib/buttervolume), seen from here.
+    pub fn path(&self, inside: &str) -> PathBuf {
+        let inside = inside.trim_start_matches('/');
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(inside)
+    }
+
+    /// `docker` against this daemon (DOCKER_HOST set explicitly).
+    pub fn docker_output(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .stdin(Stdio::null())
+            .output()
+            .expect("the docker CLI is required (apt-get install docker.io)")
+    }
+
+    /// `docker`, asserting success; trimmed stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_output(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs a command inside the daemon's mount and network namespaces, where
+    /// this Docker is the machine's (/var/run/docker.sock, /var/lib/buttervolume,
+    /// /run/docker/plugins).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new(DOCKERD_SH)
+            .arg("exec")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running dockerd.sh exec")
+    }
+
+    /// [`Dockerd::exec`], asserting success; stdout.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "in the private dockerd's namespaces: {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops and starts the daemon again (same data-root and options); the
+    /// host's dockerd is not involved.
+    pub fn restart(&self) {
+        let dir = self.dir.display().to_string();
+        run(DOCKERD_SH, &["restart", &dir]);
+    }
+
+    /// Whether something listens on 127.0.0.1:`port` in the daemon's
+    /// network namespace (where its managed plugins run).
+    pub fn port_open(&self, port: u16) -> bool {
+        let netns = PathBuf::from(format!("/proc/{}/ns/net", self.pid()));
+        std::thread::spawn(move || {
+            // setns only changes this thread's network namespace.
+            let Ok(file) = std::fs::File::open(&netns) else {
+                return false;
+            };
+            if nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                return false;
+            }
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+                .is_ok()
+        })
+        .join()
+        .unwrap_or(false)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.join("dockerd.log"), lines)
+    }
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
