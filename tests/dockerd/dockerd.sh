@@ -36,7 +36,7 @@
 # also gets a network namespace of its own (only lo), so its bridges, ports
 # and plugins' sshd never meet the host's; without it, it uses the caller's
 # network namespace (nodes.sh runs it inside a node). Storage driver vfs
-# (no overlay mounts), no iptables, cgroups under bvtest-<name>.
+# (no overlay mounts), no iptables, cgroups under bvtest-<dir with / as ->.
 #
 # Needs root, util-linux (unshare, nsenter), dockerd, containerd, curl,
 # busybox-static (the test image `bv-busybox`, imported at each start).
@@ -61,7 +61,7 @@ answers() { # <dir>
     curl -sf --max-time 2 --unix-socket "$1/run/docker.sock" http://localhost/_ping >/dev/null 2>&1
 }
 
-cgroup_name() { echo "bvtest-$(basename "$1")"; }
+cgroup_name() { echo "bvtest$(tr / - <<<"$1")"; } # one per state dir
 
 cmd_start() {
     [[ $# -ge 1 ]] || die "usage: dockerd.sh start <dir> [--data DIR] [--plugins DIR] [--new-netns]"
