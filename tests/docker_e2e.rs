@@ -7,21 +7,48 @@
 
 mod common;
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 
 use common::dockerd::Dockerd;
 use common::{run_tag, wait_until, Daemon};
 use serde_json::json;
 
+/// A test daemon serving the private dockerd as a legacy plugin; when the
+/// test ends its socket is left answering (see [`common::dockerd::tombstone`]).
+struct Legacy {
+    daemon: Daemon,
+}
+
+impl Deref for Legacy {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DerefMut for Legacy {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
+impl Drop for Legacy {
+    fn drop(&mut self) {
+        self.daemon.stop();
+        common::dockerd::tombstone(&self.daemon.socket);
+    }
+}
+
 /// A daemon serving the private dockerd as legacy plugin `<base><run tag>`;
-/// returns it with its driver name.
-fn legacy_daemon(test: &str, base: &str) -> (Daemon, Dockerd, String) {
+/// returns it with the dockerd and the driver name.
+fn legacy_daemon(test: &str, base: &str) -> (Legacy, Dockerd, String) {
     let dockerd = Dockerd::get();
     let driver = format!("{base}{}", run_tag());
     let socket: PathBuf = dockerd.plugins_dir().join(format!("{driver}.sock"));
     let api = dockerd.socket().display().to_string();
-    let d = Daemon::start_with(test, Some(socket), &[("BUTTERVOLUME_DOCKER_SOCKET", &api)]);
-    (d, dockerd, driver)
+    let daemon = Daemon::start_with(test, Some(socket), &[("BUTTERVOLUME_DOCKER_SOCKET", &api)]);
+    (Legacy { daemon }, dockerd, driver)
 }
 
 #[test]
@@ -210,7 +237,7 @@ volumes:
 /// `buttervolume doctor` where Docker's `local` volumes are, i.e. inside the
 /// private dockerd's mount namespace (its /var/lib/docker, its API socket at
 /// /run/docker.sock, its plugin dir at /run/docker/plugins).
-fn doctor(d: &Daemon, dk: &Dockerd, args: &[&str]) -> std::process::Output {
+fn doctor(d: &Legacy, dk: &Dockerd, args: &[&str]) -> std::process::Output {
     let outside_run = dk.dir.join("run").display().to_string();
     let mut command = vec!["env".to_string()];
     for (key, value) in &d.env {

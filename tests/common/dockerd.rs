@@ -156,3 +156,74 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let tail: Vec<&str> = text.lines().rev().take(lines).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
+
+/// Keeps a stopped legacy plugin's socket answering until this test process
+/// exits. Docker never forgets a legacy plugin it used: with its socket
+/// dead, every lookup of an unknown volume name and every unfiltered
+/// `docker volume ls` retries it for ~15 s, which would slow down (and
+/// could time out) the other tests sharing the private dockerd. The
+/// stand-in says it is a volume driver with no volumes.
+pub fn tombstone(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+    let Ok(listener) = std::os::unix::net::UnixListener::bind(socket) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || tombstone_answer(stream));
+        }
+    });
+}
+
+fn tombstone_answer(mut stream: std::os::unix::net::UnixStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(clone) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(clone);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = match path.as_str() {
+            "/Plugin.Activate" => r#"{"Implements":["VolumeDriver"]}"#,
+            "/VolumeDriver.List" => r#"{"Volumes":[],"Err":""}"#,
+            "/VolumeDriver.Capabilities" => r#"{"Capabilities":{"Scope":"local"}}"#,
+            _ => r#"{"Err":"this test's plugin has stopped"}"#,
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
