@@ -121,7 +121,21 @@ impl Dockerd {
 
     /// Stops and starts the daemon again (same data-root and options); the
     /// host's dockerd is not involved.
+    ///
+    /// Legacy plugin sockets nobody listens on any more (the tombstones of a
+    /// finished test process) are removed first: a fresh dockerd would find
+    /// them in its plugin dir and retry each for ~15 s.
     pub fn restart(&self) {
+        if let Ok(entries) = std::fs::read_dir(self.plugins_dir()) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "sock")
+                    && std::os::unix::net::UnixStream::connect(&path).is_err()
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
         let dir = self.dir.display().to_string();
         run(DOCKERD_SH, &["restart", &dir]);
     }
