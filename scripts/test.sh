@@ -35,6 +35,14 @@ cleanup_run() { # <id> [verbose]
         echo "=== private dockerd log (tail) ===" >&2
         tail -n 60 "$state/dockerd.log" >&2
     fi
+    # Test nodes of that run, when its test process was killed before
+    # tearing them down.
+    local owner tag
+    for owner in /run/bvnodes/*/owner; do
+        [ -f "$owner" ] && [ "$(cat "$owner")" = "$1" ] || continue
+        tag=$(cat "$(dirname "$owner")/tag" 2>/dev/null) || continue
+        tests/nodes/nodes.sh down "$tag" || true
+    done
     tests/dockerd/dockerd.sh stop "$state" || true
     if mountpoint -q "$work/btrfs"; then
         umount "$work/btrfs" 2>/dev/null || umount -l "$work/btrfs" || true
@@ -43,9 +51,12 @@ cleanup_run() { # <id> [verbose]
 }
 
 # Leftovers of runs that were killed before their own cleanup.
-for dir in /run/bvtest-[0-9]* /var/tmp/bvtest-[0-9]*; do
+for dir in /run/bvtest-[0-9]* /var/tmp/bvtest-[0-9]* /run/bvnodes/*/owner; do
     [ -e "$dir" ] || continue
-    old=${dir##*-}
+    case $dir in
+        */owner) old=$(cat "$dir"); [ -n "$old" ] || continue ;;
+        *) old=${dir##*-} ;;
+    esac
     if [ "$old" != "$id" ] && ! grep -qs test.sh "/proc/$old/cmdline"; then
         echo "removing the leftovers of an earlier run ($dir)"
         cleanup_run "$old"
@@ -69,6 +80,7 @@ mkdir -p "$work/btrfs/dockerd-data"
 tests/dockerd/dockerd.sh start "$state" --data "$work/btrfs/dockerd-data" --new-netns \
     --hide /etc/buttervolume
 echo "private dockerd for the tests: DOCKER_HOST=unix://$state/run/docker.sock"
+export BVNODES_OWNER=$id
 export BUTTERVOLUME_TEST_BTRFS=$work/btrfs
 export BUTTERVOLUME_TEST_DOCKERD=$state
 export DOCKER_HOST=unix://$state/run/docker.sock

@@ -199,6 +199,9 @@ node_up() {
     mkdir -p "$dir"
     echo "$ip" >"$dir/ip"
     echo "$tag" >"$dir/tag"
+    # Who made it (scripts/test.sh sets BVNODES_OWNER to its run id): a
+    # run that is killed has its nodes removed by its cleanup or the next run.
+    echo "${BVNODES_OWNER:-}" >"$dir/owner"
     node_net "$node" "$hub" "$ip"
     if ! [[ -f $dir/ready ]] || ! mntns_mounted "$node"; then
         node_mounts "$node" "$size"
