@@ -82,6 +82,18 @@ snapshot_state() { # <file prefix>
     losetup -a -n -O NAME,BACK-FILE | sort >"$p.loops"
     ip netns list | sort >"$p.netns"
 }
+volume_ls_ms() {
+    local start
+    start=$(date +%s%N)
+    docker volume ls >/dev/null
+    echo $((($(date +%s%N) - start) / 1000000))
+}
+ms=$(volume_ls_ms)
+if [ "$ms" -ge 1000 ]; then
+    echo "check-host-untouched: docker volume ls already takes $ms ms before the tests" >&2
+    echo "(stale legacy plugin registrations in the host's dockerd?); not a fair start" >&2
+    exit 1
+fi
 snapshot_state "$out/before"
 say "host dockerd pid $(cat "$out/before.pid"); $(wc -l <"$out/before.volumes") volumes, $(wc -l <"$out/before.plugins") managed plugins"
 
@@ -92,9 +104,7 @@ status=0
 [ "$status" = 0 ] || fail "the test command exited with status $status"
 
 # ------------------------------------------------------------ the checks
-start=$(date +%s%N)
-docker volume ls >/dev/null
-ms=$((($(date +%s%N) - start) / 1000000))
+ms=$(volume_ls_ms)
 say "docker volume ls answered in $ms ms"
 [ "$ms" -lt 1000 ] || fail "docker volume ls took $ms ms (stale plugin registrations?)"
 
