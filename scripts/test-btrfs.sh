@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Mounts a loop-backed btrfs filesystem for the test suite (idempotent).
-# Usage: scripts/test-btrfs.sh [mountpoint] [size]
-#   default mountpoint /mnt/buttervolume-test, default size 8G (sparse).
+# Usage: scripts/test-btrfs.sh [mountpoint] [size] [image]
+#   default mountpoint /mnt/buttervolume-test, default size 8G (sparse),
+#   default image /var/tmp/<basename of mountpoint>.img.
 # Tests find it through BUTTERVOLUME_TEST_BTRFS (default: that mountpoint).
+# scripts/test.sh uses a fresh one per run and removes it at the end.
 set -euo pipefail
 mnt=${1:-/mnt/buttervolume-test}
 size=${2:-8G}
-img=/var/tmp/$(basename "$mnt").img
+img=${3:-/var/tmp/$(basename "$mnt").img}
 
 is_btrfs() { [ "$(stat -f -c %T "$1" 2>/dev/null)" = "btrfs" ]; }
 

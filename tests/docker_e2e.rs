@@ -1,61 +1,66 @@
-//! End to end with a real Docker daemon: the plugin runs in legacy mode
-//! (socket in /run/docker/plugins), Docker creates, mounts, inspects and
-//! removes volumes through it, containers read and write real data on btrfs.
-//!
-//! Needs dockerd and the `bv-busybox` image: `scripts/start-dockerd.sh`.
+//! End to end with a real Docker daemon, the run's private one
+//! (`tests/dockerd/dockerd.sh`, started by `scripts/test.sh`), never the
+//! host's: the plugin runs in legacy mode (socket in that dockerd's plugin
+//! dir, under a driver name unique to this run), Docker creates, mounts,
+//! inspects and removes volumes through it, containers read and write real
+//! data on btrfs.
 
 mod common;
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{run, Daemon};
+use common::dockerd::Dockerd;
+use common::{run_tag, wait_until, Daemon};
 use serde_json::json;
 
-fn require_docker() {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "bv-busybox:latest"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "dockerd with the bv-busybox image is required: run scripts/start-dockerd.sh"
-    );
+/// A test daemon serving the private dockerd as a legacy plugin; when the
+/// test ends its socket is left answering (see [`common::dockerd::tombstone`]).
+struct Legacy {
+    daemon: Daemon,
 }
 
-/// A daemon serving Docker as legacy plugin `driver`.
-fn legacy_daemon(test: &str, driver: &str) -> Daemon {
-    require_docker();
-    let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
-    Daemon::start_with(test, Some(socket), &[])
-}
-
-fn docker(args: &[&str]) -> String {
-    run("docker", args).trim().to_string()
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+impl Deref for Legacy {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
     }
-    panic!("timed out waiting for {what}");
+}
+
+impl DerefMut for Legacy {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
+impl Drop for Legacy {
+    fn drop(&mut self) {
+        self.daemon.stop();
+        common::dockerd::tombstone(&self.daemon.socket);
+    }
+}
+
+/// A daemon serving the private dockerd as legacy plugin `<base><run tag>`;
+/// returns it with the dockerd and the driver name.
+fn legacy_daemon(test: &str, base: &str) -> (Legacy, Dockerd, String) {
+    let dockerd = Dockerd::get();
+    let driver = format!("{base}{}", run_tag());
+    let socket: PathBuf = dockerd.plugins_dir().join(format!("{driver}.sock"));
+    let api = dockerd.socket().display().to_string();
+    let daemon = Daemon::start_with(test, Some(socket), &[("BUTTERVOLUME_DOCKER_SOCKET", &api)]);
+    (Legacy { daemon }, dockerd, driver)
 }
 
 #[test]
 fn docker_volume_lifecycle_with_containers() {
-    let d = legacy_daemon("docker", "btrfs");
-    let vol = format!("e2e{}", std::process::id());
+    let (d, dk, driver) = legacy_daemon("docker", "btrfs");
+    let docker = |args: &[&str]| dk.docker(args);
+    let vol = format!("e2e{}", run_tag());
     docker(&[
         "volume",
         "create",
         "-d",
-        "btrfs",
+        &driver,
         "-o",
         "copyonwrite=false",
         &vol,
@@ -91,7 +96,7 @@ fn docker_volume_lifecycle_with_containers() {
         "volume",
         "ls",
         "-f",
-        "driver=btrfs",
+        &format!("driver={driver}"),
         "--format",
         "{{.Name}}",
     ]);
@@ -135,29 +140,29 @@ fn docker_volume_lifecycle_with_containers() {
 
     docker(&["volume", "rm", &vol]);
     assert!(!subvolume.exists());
-    let out = Command::new("docker")
-        .args(["volume", "inspect", &vol])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!dk
+        .docker_output(&["volume", "inspect", &vol])
+        .status
+        .success());
 }
 
 #[test]
 fn labels_reach_the_volume_metadata_and_survive_restore() {
-    let d = legacy_daemon("labels", "bvlabels");
-    let vol = format!("lbl{}", std::process::id());
+    let (d, dk, driver) = legacy_daemon("labels", "bvlabels");
+    let docker = |args: &[&str]| dk.docker(args);
+    let vol = format!("lbl{}", run_tag());
     docker(&[
         "volume",
         "create",
         "-d",
-        "bvlabels",
+        &driver,
         "--label",
         "com.github.mlfmonde.cluster.nonmigrable=True",
         "--label",
         "team=db",
         &vol,
     ]);
-    wait_for("labels to be recorded", || {
+    wait_until("labels to be recorded", 15, || {
         let reply = d.ok("/VolumeDriver.Get", json!({"Name": vol}));
         reply["Volume"]["Status"]["NonMigrable"] == true
     });
@@ -176,9 +181,9 @@ fn labels_reach_the_volume_metadata_and_survive_restore() {
 
 #[test]
 fn compose_file_with_driver_opts_and_labels() {
-    let d = legacy_daemon("compose", "bvcompose");
+    let (d, dk, driver) = legacy_daemon("compose", "bvcompose");
     let dir = tempfile::tempdir().unwrap();
-    let project = format!("bvc{}", std::process::id());
+    let project = format!("bvc{}", run_tag());
     std::fs::write(
         dir.path().join("docker-compose.yml"),
         r#"version: "2.4"
@@ -190,18 +195,20 @@ services:
       - data:/data
 volumes:
   data:
-    driver: bvcompose
+    driver: DRIVER
     driver_opts:
       copyonwrite: "false"
       compression: ""
     labels:
       com.github.mlfmonde.cluster.nonmigrable: "True"
-"#,
+"#
+        .replace("DRIVER", &driver),
     )
     .unwrap();
     let compose = |args: &[&str]| {
-        let out = Command::new("docker-compose")
+        let out = std::process::Command::new("docker-compose")
             .env("COMPOSE_HTTP_TIMEOUT", "300")
+            .env("DOCKER_HOST", dk.docker_host())
             .args(["-p", &project])
             .args(args)
             .current_dir(dir.path())
@@ -220,17 +227,38 @@ volumes:
         std::fs::read_to_string(path.join("f")).unwrap(),
         "composed\n"
     );
-    wait_for("compose labels", || {
+    wait_until("compose labels", 15, || {
         d.ok("/VolumeDriver.Get", json!({"Name": vol}))["Volume"]["Status"]["NonMigrable"] == true
     });
     compose(&["down", "-v"]);
     assert!(!path.exists(), "compose down -v did not remove the volume");
 }
 
+/// `buttervolume doctor` where Docker's `local` volumes are, i.e. inside the
+/// private dockerd's mount namespace (its /var/lib/docker, its API socket at
+/// /run/docker.sock, its plugin dir at /run/docker/plugins).
+fn doctor(d: &Legacy, dk: &Dockerd, args: &[&str]) -> std::process::Output {
+    let outside_run = dk.dir.join("run").display().to_string();
+    let mut command = vec!["env".to_string()];
+    for (key, value) in &d.env {
+        let value = match key.as_str() {
+            "BUTTERVOLUME_DOCKER_SOCKET" => "/run/docker.sock".to_string(),
+            _ => value.replacen(&outside_run, "/run", 1),
+        };
+        command.push(format!("{key}={value}"));
+    }
+    command.extend(["RUST_LOG=warn".to_string(), common::BIN.to_string()]);
+    command.push("doctor".into());
+    command.extend(args.iter().map(|a| a.to_string()));
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    dk.exec(&command)
+}
+
 #[test]
 fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
-    let mut d = legacy_daemon("doctor", "bvdoc");
-    let pid = std::process::id();
+    let (mut d, dk, driver) = legacy_daemon("doctor", "bvdoc");
+    let docker = |args: &[&str]| dk.docker(args);
+    let pid = run_tag();
     let (dup, clash) = (format!("dup{pid}"), format!("clash{pid}"));
     // What a reboot with the plugin not yet up produces: a `local` volume
     // with the app's data, beside the (empty) btrfs one.
@@ -268,7 +296,7 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
     d.env
         .push(("BUTTERVOLUME_RUNPATH".into(), runpath.display().to_string()));
 
-    let out = d.cli(&["doctor"]);
+    let out = doctor(&d, &dk, &[]);
     let text = common::stdout(&out);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(
@@ -282,7 +310,7 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
         "doctor without --fix changed things"
     );
 
-    let out = d.cli(&["doctor", "--fix"]);
+    let out = doctor(&d, &dk, &["--fix"]);
     let text = common::stdout(&out);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(text.contains("fixed"), "{text}");
@@ -313,11 +341,11 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
         "volume",
         "ls",
         "-f",
-        "driver=bvdoc",
+        &format!("driver={driver}"),
         "--format",
         "{{.Driver}} {{.Name}}",
     ]);
-    assert!(ls.contains(&format!("bvdoc {dup}")), "{ls}");
+    assert!(ls.contains(&format!("{driver} {dup}")), "{ls}");
 
     // Clean up: Docker's local record, then our volumes.
     docker(&["volume", "rm", &clash]);

@@ -1,178 +1,200 @@
-//! The managed Docker plugin, end to end: built without a registry
-//! (plugin/build.sh), installed with `docker plugin create/enable`, used by a
-//! compose file, driven by the host CLI (socket found through the Docker
-//! API), then disabled/enabled, dockerd restarted, SSH_PORT changed and the
-//! plugin upgraded in place: volumes, snapshots, schedule and the sshd host
-//! key survive every step, and no `local` duplicate appears.
+//! The managed Docker plugin, end to end, in the run's private dockerd
+//! (`tests/dockerd/dockerd.sh`), never the host's: built without a registry
+//! (plugin/build.sh), installed with scripts/install-plugin.sh under a name
+//! unique to this run, used by a compose file, driven by our CLI (socket
+//! found through the Docker API), then disabled/enabled, the private dockerd
+//! restarted, SSH_PORT changed and the plugin upgraded in place: volumes,
+//! snapshots, schedule and the sshd host key survive every step, and no
+//! `local` duplicate appears.
 //!
-//! Uses the host's /var/lib/buttervolume (the plugin's fixed data path), so
-//! everything runs in this single test.
+//! Everything "on the host" (install and upgrade scripts, docker, compose,
+//! our CLI, port probes) runs inside the private dockerd's mount and network
+//! namespaces, where its /var/lib/buttervolume is a directory of the run's
+//! test btrfs and its plugins' sshd ports are its own.
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Output;
 
-use common::{run, stderr, stdout, BIN};
+use common::dockerd::Dockerd;
+use common::{run, run_tag, stderr, stdout, wait_until, BIN};
 
-const NAME: &str = "bvtest/buttervolume:latest";
 const DATA: &str = "/var/lib/buttervolume";
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-fn sh(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
+struct Host {
+    dockerd: Dockerd,
+    name: String,
 }
 
-fn docker(args: &[&str]) -> String {
-    run("docker", args).trim().to_string()
-}
-
-/// Our CLI on the host, finding the plugin through the Docker API.
-fn cli(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("BUTTERVOLUME_DRIVERNAME", NAME)
-        .env("BUTTERVOLUME_SOCKET", "/nonexistent/btrfs.sock")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn cli_ok(args: &[&str]) -> String {
-    let out = cli(args);
-    assert!(
-        out.status.success(),
-        "buttervolume {args:?}: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+impl Host {
+    fn docker(&self, args: &[&str]) -> String {
+        let mut all = vec!["docker"];
+        all.extend_from_slice(args);
+        self.dockerd.exec_ok(&all).trim().to_string()
     }
-    panic!("timed out waiting for {what}");
+
+    fn docker_output(&self, args: &[&str]) -> Output {
+        let mut all = vec!["docker"];
+        all.extend_from_slice(args);
+        self.dockerd.exec(&all)
+    }
+
+    /// Our CLI, finding the plugin through the Docker API.
+    fn cli(&self, args: &[&str]) -> Output {
+        let driver = format!("BUTTERVOLUME_DRIVERNAME={}", self.name);
+        let mut all = vec![
+            "env",
+            &driver,
+            "BUTTERVOLUME_SOCKET=/nonexistent/btrfs.sock",
+            "RUST_LOG=warn",
+            BIN,
+        ];
+        all.extend_from_slice(args);
+        self.dockerd.exec(&all)
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "buttervolume {args:?}: {}",
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// A file of the plugin's data dir, seen from here.
+    fn data(&self, path: &str) -> PathBuf {
+        self.dockerd.path(&format!("{DATA}/{path}"))
+    }
+
+    fn host_key(&self) -> String {
+        std::fs::read_to_string(self.data("state/sshd/ssh_host_ed25519_key.pub"))
+            .unwrap_or_default()
+    }
+
+    fn compose(&self, file: &str, project: &str, args: &[&str]) {
+        let mut all = vec![
+            "env",
+            "COMPOSE_HTTP_TIMEOUT=300",
+            "docker-compose",
+            "-f",
+            file,
+            "-p",
+            project,
+        ];
+        all.extend_from_slice(args);
+        let out = self.dockerd.exec(&all);
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {}",
+            stderr(&out)
+        );
+    }
+
+    fn read_volume(&self, vol: &str) -> String {
+        let mount = format!("{vol}:/data");
+        self.docker(&["run", "--rm", "-v", &mount, "bv-busybox", "cat", "/data/f"])
+    }
+
+    /// Everything the plugin must keep: data, snapshot, schedule line, host key.
+    fn assert_state_kept(&self, vol: &str, snap: &str, key: &str) {
+        let ls = self.docker(&[
+            "volume",
+            "ls",
+            "-f",
+            &format!("driver={}", self.name),
+            "--format",
+            "{{.Name}}",
+        ]);
+        assert!(ls.lines().any(|l| l == vol), "volume gone: {ls}");
+        let local = self.docker(&[
+            "volume",
+            "ls",
+            "-f",
+            "driver=local",
+            "--format",
+            "{{.Name}}",
+        ]);
+        assert!(
+            !local.lines().any(|l| l == vol),
+            "a local duplicate appeared"
+        );
+        assert_eq!(self.read_volume(vol), "v1");
+        assert!(
+            self.cli_ok(&["snapshots", vol]).lines().any(|l| l == snap),
+            "snapshot gone"
+        );
+        assert!(
+            self.cli_ok(&["scheduled"])
+                .contains(&format!("snapshot 60 {vol}")),
+            "schedule gone"
+        );
+        assert_eq!(self.host_key(), key, "sshd host key changed");
+    }
+
+    fn enabled(&self) -> bool {
+        let out = self.docker_output(&["plugin", "inspect", "-f", "{{.Enabled}}", &self.name]);
+        out.status.success() && stdout(&out).trim() == "true"
+    }
 }
 
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
-}
-
-fn host_key() -> String {
-    std::fs::read_to_string(format!("{DATA}/state/sshd/ssh_host_ed25519_key.pub"))
-        .unwrap_or_default()
-}
-
-fn restart_dockerd() {
-    let pid = run("pidof", &["dockerd"]).trim().to_string();
-    run("kill", &[&pid]);
-    wait_until("dockerd to stop", 60, || {
-        !Path::new(&format!("/proc/{pid}")).exists()
-    });
-    run(&format!("{REPO}/scripts/start-dockerd.sh"), &[]);
-}
-
-fn compose(dir: &Path, project: &str, args: &[&str]) {
-    let out = Command::new("docker-compose")
-        .env("COMPOSE_HTTP_TIMEOUT", "300")
-        .args(["-p", project])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("docker-compose is required");
-    assert!(
-        out.status.success(),
-        "docker-compose {args:?}: {}",
-        stderr(&out)
-    );
-}
-
-fn read_volume(vol: &str) -> String {
-    let mount = format!("{vol}:/data");
-    docker(&["run", "--rm", "-v", &mount, "bv-busybox", "cat", "/data/f"])
-}
-
-/// Everything the plugin must keep: data, snapshot, schedule line, host key.
-fn assert_state_kept(vol: &str, snap: &str, key: &str) {
-    let ls = docker(&[
-        "volume",
-        "ls",
-        "-f",
-        &format!("driver={NAME}"),
-        "--format",
-        "{{.Name}}",
-    ]);
-    assert!(ls.lines().any(|l| l == vol), "volume gone: {ls}");
-    let local = docker(&[
-        "volume",
-        "ls",
-        "-f",
-        "driver=local",
-        "--format",
-        "{{.Name}}",
-    ]);
-    assert!(
-        !local.lines().any(|l| l == vol),
-        "a local duplicate appeared"
-    );
-    assert_eq!(read_volume(vol), "v1");
-    assert!(
-        cli_ok(&["snapshots", vol]).lines().any(|l| l == snap),
-        "snapshot gone"
-    );
-    assert!(
-        cli_ok(&["scheduled"]).contains(&format!("snapshot 60 {vol}")),
-        "schedule gone"
-    );
-    assert_eq!(host_key(), key, "sshd host key changed");
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- private dockerd log ---\n{}", self.dockerd.log_tail(60));
+        }
+        let _ = self.docker_output(&["plugin", "rm", "-f", &self.name]);
+    }
 }
 
 #[test]
 fn managed_plugin_lifecycle() {
-    let ok = sh("docker", &["image", "inspect", "bv-busybox:latest"])
-        .status
-        .success();
-    assert!(
-        ok,
-        "dockerd with bv-busybox is required: run scripts/start-dockerd.sh"
-    );
-    let _ = sh("docker", &["plugin", "rm", "-f", NAME]);
+    let h = Host {
+        dockerd: Dockerd::get(),
+        name: format!("bvtest{}/buttervolume:latest", run_tag()),
+    };
+    let name = h.name.clone();
     // Legacy plugins that earlier tests stopped stay registered in dockerd,
     // which then retries their dead sockets (~15 s per volume lookup): start
-    // from a fresh dockerd.
-    restart_dockerd();
+    // from a fresh (private) dockerd.
+    h.dockerd.restart();
 
-    let out = Command::new(format!("{REPO}/scripts/install-plugin.sh"))
-        .arg(NAME)
-        .env("BV_BINARY", BIN)
-        .output()
-        .unwrap();
+    // Build (or reuse) the base rootfs here, where the Debian mirror is
+    // reachable; the install inside then finds it in plugin/cache.
+    let build = tempfile::tempdir().unwrap();
+    let build_dir = build.path().join("plugin");
+    run(
+        &format!("{REPO}/plugin/build.sh"),
+        &["--output", build_dir.to_str().unwrap(), "--binary", BIN],
+    );
+    let bv_binary = format!("BV_BINARY={BIN}");
+    let install = format!("{REPO}/scripts/install-plugin.sh");
+    let out = h
+        .dockerd
+        .exec(&["env", &bv_binary, "LOOP_SIZE=1G", &install, &name]);
     assert!(
         out.status.success(),
         "install-plugin.sh: {}{}",
         stdout(&out),
         stderr(&out)
     );
-    assert!(docker(&["plugin", "inspect", "-f", "{{.Enabled}}", NAME]) == "true");
-    wait_until("the plugin's sshd on 1122", 20, || port_open(1122));
-    let key = host_key();
+    assert!(h.enabled());
+    wait_until("the plugin's sshd on 1122", 20, || {
+        h.dockerd.port_open(1122)
+    });
+    let key = h.host_key();
     assert!(key.starts_with("ssh-ed25519 "), "{key}");
 
     // A compose file using the plugin, with driver_opts and the label.
     let dir = tempfile::tempdir().unwrap();
-    let project = format!("bvmp{}", std::process::id());
+    let file = dir.path().join("docker-compose.yml");
+    let file = file.to_str().unwrap();
+    let project = format!("bvmp{}", run_tag());
     std::fs::write(
-        dir.path().join("docker-compose.yml"),
+        file,
         format!(
             r#"version: "2.4"
 services:
@@ -182,7 +204,7 @@ services:
     volumes: ["data:/data"]
 volumes:
   data:
-    driver: {NAME}
+    driver: {name}
     driver_opts:
       copyonwrite: "false"
     labels:
@@ -191,22 +213,22 @@ volumes:
         ),
     )
     .unwrap();
-    compose(dir.path(), &project, &["up", "--abort-on-container-exit"]);
+    h.compose(file, &project, &["up", "--abort-on-container-exit"]);
     let vol = format!("{project}_data");
     assert_eq!(
-        std::fs::read_to_string(format!("{DATA}/volumes/{vol}/f")).unwrap(),
+        std::fs::read_to_string(h.data(&format!("volumes/{vol}/f"))).unwrap(),
         "v1\n",
-        "data not on the host's btrfs"
+        "data not on the private dockerd's /var/lib/buttervolume"
     );
     wait_until("the label to be recorded", 20, || {
-        cli_ok(&["inspect", &vol]).contains("NonMigrable: true")
+        h.cli_ok(&["inspect", &vol]).contains("NonMigrable: true")
     });
 
-    // The host CLI snapshots and restores through the plugin.
-    let snap = cli_ok(&["snapshot", &vol]).trim().to_string();
+    // The CLI snapshots and restores through the plugin.
+    let snap = h.cli_ok(&["snapshot", &vol]).trim().to_string();
     assert!(snap.starts_with(&format!("{vol}@")));
     let mount = format!("{vol}:/data");
-    docker(&[
+    h.docker(&[
         "run",
         "--rm",
         "-v",
@@ -216,54 +238,53 @@ volumes:
         "-c",
         "echo v2 > /data/f",
     ]);
-    assert_eq!(read_volume(&vol), "v2");
-    cli_ok(&["restore", &snap]);
-    assert_eq!(read_volume(&vol), "v1");
-    cli_ok(&["schedule", "snapshot", "60", &vol]);
+    assert_eq!(h.read_volume(&vol), "v2");
+    h.cli_ok(&["restore", &snap]);
+    assert_eq!(h.read_volume(&vol), "v1");
+    h.cli_ok(&["schedule", "snapshot", "60", &vol]);
 
     // disable/enable.
-    docker(&["plugin", "disable", "-f", NAME]);
-    docker(&["plugin", "enable", NAME]);
-    assert_state_kept(&vol, &snap, &key);
+    h.docker(&["plugin", "disable", "-f", &name]);
+    h.docker(&["plugin", "enable", &name]);
+    h.assert_state_kept(&vol, &snap, &key);
 
-    // dockerd restart: the plugin comes back before volumes are restored.
-    restart_dockerd();
+    // dockerd restart (the private one): the plugin comes back before
+    // volumes are restored.
+    h.dockerd.restart();
     wait_until("the plugin after the restart", 30, || {
-        sh("docker", &["plugin", "inspect", "-f", "{{.Enabled}}", NAME])
-            .status
-            .success()
-            && cli(&["snapshots", &vol]).status.success()
+        h.enabled() && h.cli(&["snapshots", &vol]).status.success()
     });
-    assert_state_kept(&vol, &snap, &key);
+    h.assert_state_kept(&vol, &snap, &key);
 
     // SSH_PORT is settable and honoured.
-    docker(&["plugin", "disable", "-f", NAME]);
-    docker(&["plugin", "set", NAME, "SSH_PORT=2222"]);
-    docker(&["plugin", "enable", NAME]);
-    wait_until("sshd on 2222", 20, || port_open(2222));
-    assert!(!port_open(1122), "sshd still on 1122");
+    h.docker(&["plugin", "disable", "-f", &name]);
+    h.docker(&["plugin", "set", &name, "SSH_PORT=2222"]);
+    h.docker(&["plugin", "enable", &name]);
+    wait_until("sshd on 2222", 20, || h.dockerd.port_open(2222));
+    assert!(!h.dockerd.port_open(1122), "sshd still on 1122");
 
     // Upgrade in place keeps everything (and the setting).
-    let out = Command::new(format!("{REPO}/scripts/upgrade-plugin.sh"))
-        .args(["--force", NAME])
-        .env("BV_BINARY", BIN)
-        .output()
-        .unwrap();
+    let upgrade = format!("{REPO}/scripts/upgrade-plugin.sh");
+    let out = h
+        .dockerd
+        .exec(&["env", &bv_binary, &upgrade, "--force", &name]);
     assert!(
         out.status.success(),
         "upgrade-plugin.sh: {}{}",
         stdout(&out),
         stderr(&out)
     );
-    wait_until("sshd on 2222 after the upgrade", 20, || port_open(2222));
-    assert_state_kept(&vol, &snap, &key);
+    wait_until("sshd on 2222 after the upgrade", 20, || {
+        h.dockerd.port_open(2222)
+    });
+    h.assert_state_kept(&vol, &snap, &key);
 
     // Clean up.
-    cli_ok(&["schedule", "snapshot", "0", &vol]);
-    for s in cli_ok(&["snapshots", &vol]).lines() {
-        cli_ok(&["rm", s]);
+    h.cli_ok(&["schedule", "snapshot", "0", &vol]);
+    for s in h.cli_ok(&["snapshots", &vol]).lines() {
+        h.cli_ok(&["rm", s]);
     }
-    compose(dir.path(), &project, &["down", "-v"]);
-    assert!(!Path::new(&format!("{DATA}/volumes/{vol}")).exists());
-    docker(&["plugin", "rm", "-f", NAME]);
+    h.compose(file, &project, &["down", "-v"]);
+    assert!(!h.data(&format!("volumes/{vol}")).exists());
+    h.docker(&["plugin", "rm", "-f", &name]);
 }

@@ -4,8 +4,14 @@
 //! The btrfs filesystem comes from `scripts/test-btrfs.sh` (CI runs it); its
 //! mountpoint is `BUTTERVOLUME_TEST_BTRFS` or `/mnt/buttervolume-test`. A
 //! test that cannot get root or btrfs fails, saying what is missing.
+//!
+//! Nothing here touches the host's Docker or a production buttervolume:
+//! daemons get private paths for everything (socket, data, state, RUNPATH,
+//! schedule) and a Docker socket that does not exist, unless a test gives
+//! them the private test dockerd's ([`dockerd::Dockerd`]).
 #![allow(dead_code)]
 
+pub mod dockerd;
 pub mod nodes;
 
 use std::io::{Read, Write};
@@ -78,6 +84,15 @@ impl Daemon {
             (
                 "BUTTERVOLUME_SOCKET".to_string(),
                 socket.display().to_string(),
+            ),
+            // Never the host's Docker nor its plugin dir.
+            (
+                "BUTTERVOLUME_DOCKER_SOCKET".to_string(),
+                format!("{}/no-docker.sock", root.display()),
+            ),
+            (
+                "BUTTERVOLUME_RUNPATH".to_string(),
+                format!("{}/run", root.display()),
             ),
             ("RUST_LOG".to_string(), "debug".to_string()),
         ];
@@ -301,6 +316,24 @@ pub fn cleanup_dir(dir: &Path) {
     }
     walk(dir);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Polls `check` every 200 ms until it holds; panics after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+/// A suffix unique to this test process, for Docker driver, plugin, volume
+/// and project names: two runs never share one.
+pub fn run_tag() -> String {
+    std::process::id().to_string()
 }
 
 /// Runs a program, asserting success; returns stdout.

@@ -1,6 +1,7 @@
 //! Several nodes on this machine for replication tests: each its own network
 //! and mount namespace, loop btrfs at /var/lib/buttervolume, sshd on 1122
-//! with our forced command, and its own daemon (`tests/nodes/nodes.sh`).
+//! with our forced command, its own daemon and, on demand, its own dockerd
+//! (`tests/nodes/nodes.sh`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -81,6 +82,39 @@ impl Nodes {
 
     pub fn kill(&self, node: &str) {
         nodes_ok(&["daemon-kill", node]);
+    }
+
+    /// Starts the node's own dockerd (its `btrfs` driver is the node's
+    /// daemon; image `bv-busybox`).
+    pub fn docker_start(&self, node: &str) {
+        nodes_ok(&["docker-start", node]);
+    }
+
+    pub fn docker_stop(&self, node: &str) {
+        nodes_ok(&["docker-stop", node]);
+    }
+
+    /// The docker CLI against the node's dockerd.
+    pub fn docker_output(&self, node: &str, args: &[&str]) -> Output {
+        let mut all = vec!["docker", node];
+        all.extend_from_slice(args);
+        nodes_sh(&all)
+    }
+
+    /// [`Nodes::docker_output`], asserting success; trimmed stdout.
+    pub fn docker(&self, node: &str, args: &[&str]) -> String {
+        let out = self.docker_output(node, args);
+        assert!(
+            out.status.success(),
+            "{node}: docker {args:?}: {}{}\n--- {node} dockerd log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            super::dockerd::tail(
+                std::path::Path::new(&format!("/run/bvnodes/{node}/docker/dockerd.log")),
+                30
+            )
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn socket(&self, node: &str) -> PathBuf {

@@ -17,7 +17,14 @@
 #   /root/.ssh              bind of /var/lib/buttervolume/ssh (node's own key)
 # exactly like the managed Docker plugin sees its data mount. Everything else
 # (/, /run/bvnodes, /tmp, /work, ...) is the host's, so a daemon socket at
-# /run/bvnodes/<node>/btrfs.sock is reachable from the root namespace.
+# /run/bvnodes/<node>/btrfs.sock is reachable from the root namespace. When
+# the host lacks one of those three mount points, the node gets it from an
+# overlay of its parent (upper dir in /run/bvnodes/<node>/ovl*): nothing is
+# created on the host.
+# Optionally (`docker-start`), a node runs its own dockerd
+# (tests/dockerd/dockerd.sh) in its network namespace and a child of its mount
+# namespace, with /run/bvnodes/<node>/ as plugin dir (so the node's daemon is
+# its `btrfs` driver), state in /run/bvnodes/<node>/docker/.
 # Per-node state (sshd config, host key, logs, pids): /run/bvnodes/<node>/.
 # shellcheck disable=SC2016  # single-quoted sh -c scripts expand in the child
 set -Eeuo pipefail
@@ -30,6 +37,7 @@ PORT=1122
 SSHD_MALLOC_TUNABLES=glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=134217728
 DATA=/var/lib/buttervolume
 MAX_NODES=9
+DOCKERD_SH=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../dockerd/dockerd.sh")
 
 usage() {
     cat <<EOF
@@ -47,6 +55,10 @@ usage: nodes.sh <command> [args]
                                   $RUN/<node>/btrfs.sock, log $RUN/<node>/daemon.log
   daemon-stop <node>              SIGTERM the daemon and wait for it
   daemon-kill <node>              SIGKILL the daemon (and its children)
+  docker-start <node>             start the node's own dockerd (driver `btrfs` = the
+                                  node's daemon; image bv-busybox imported)
+  docker <node> <args...>         the docker CLI against the node's dockerd
+  docker-stop <node>              stop the node's dockerd (its containers stop too)
   ip <node>                       print the node's IP
   link <node> down|up             cut or restore the node's network link
 tags: [a-z][a-z0-9]{0,5}; nodes are <tag>1..<tag>N, hub namespace <tag>hub.
@@ -170,9 +182,6 @@ cmd_up() {
     x=$(subnet_octet "$tag")
     for ((k = 1; k <= count; k++)); do nodes+=("$tag$k"); done
     ensure_run_dir "${nodes[@]}"
-    # Host-side mount points for the node bind mounts (empty on the host).
-    mkdir -p /etc/buttervolume "$(dirname "$DATA")"
-    [[ -d /root/.ssh ]] || install -d -m 700 /root/.ssh
 
     netns_exists "$hub" || ip netns add "$hub"
     ip -n "$hub" link set lo up
@@ -190,6 +199,9 @@ node_up() {
     mkdir -p "$dir"
     echo "$ip" >"$dir/ip"
     echo "$tag" >"$dir/tag"
+    # Who made it (scripts/test.sh sets BVNODES_OWNER to its run id): a
+    # run that is killed has its nodes removed by its cleanup or the next run.
+    echo "${BVNODES_OWNER:-}" >"$dir/owner"
     node_net "$node" "$hub" "$ip"
     if ! [[ -f $dir/ready ]] || ! mntns_mounted "$node"; then
         node_mounts "$node" "$size"
@@ -239,15 +251,23 @@ node_mounts() {
             umount -l "$(printf "%b" "$target")" 2>/dev/null || true
         done'
     in_mnt "$node" sh -ec '
-        img=$1 data=$2 node=$3 opts=$4
-        mkdir -p "$data"
+        img=$1 data=$2 node=$3 opts=$4 dir=$5
+        # Mount points missing on the host: from an overlay of the parent.
+        for m in "$data" /etc/buttervolume /root/.ssh; do
+            [ -d "$m" ] && continue
+            parent=$(dirname "$m")
+            ovl=$dir/ovl$(echo "$parent" | tr / _)
+            mkdir -p "$ovl/upper" "$ovl/work"
+            mount -t overlay overlay -o "lowerdir=$parent,upperdir=$ovl/upper,workdir=$ovl/work" "$parent"
+            mkdir -p "$m"
+        done
         mount -o "$opts" "$img" "$data"
         mkdir -p "$data/volumes" "$data/snapshots" "$data/received" "$data/config"
         install -d -m 700 "$data/ssh"
         mount --bind "$data/config" /etc/buttervolume
         mount --bind "$data/ssh" /root/.ssh
         ssh-keygen -q -t ed25519 -N "" -C "root@$node" -f /root/.ssh/id_ed25519
-    ' sh "$img" "$DATA" "$node" "$mount_opts"
+    ' sh "$img" "$DATA" "$node" "$mount_opts" "$dir"
     touch "$dir/ready"
 }
 
@@ -315,6 +335,9 @@ cmd_down() {
 
 node_down() {
     local node=$1 dir=$RUN/$1
+    # dockerd first: it stops its containers, which live in namespaces of
+    # their own (not found by node_pids).
+    if [[ -d $dir/docker ]]; then "$DOCKERD_SH" stop "$dir/docker" || warn "$node: dockerd stop failed"; fi
     stop_pidfile "$dir/daemon.pid" 5
     stop_pidfile "$dir/sshd.pid" 2
     node_release_mounts "$node"
@@ -446,7 +469,8 @@ cmd_daemon_start() {
     # env sets the variables and execs the shell, which writes its own pid
     # and execs the daemon: the pid file holds the daemon's pid.
     setsid nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
-        env BUTTERVOLUME_SOCKET="$sock" SSH_PORT="$PORT" "$@" \
+        env BUTTERVOLUME_SOCKET="$sock" SSH_PORT="$PORT" \
+        BUTTERVOLUME_DOCKER_SOCKET="$dir/docker/run/docker.sock" "$@" \
         /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$dir/daemon.pid" "$binary" run \
         </dev/null >>"$dir/daemon.log" 2>&1 &
     for ((i = 0; i < 100; i++)); do
@@ -502,6 +526,32 @@ cmd_daemon_kill() {
     rm -f "$file"
 }
 
+# ---------------------------------------------------------------- docker
+
+cmd_docker_start() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh docker-start <node>"
+    local node=$1 dir=$RUN/$1
+    require_node "$node"
+    nsenter --net="/run/netns/$node" --mount="$dir/mntns" -- \
+        "$DOCKERD_SH" start "$dir/docker" --plugins "$dir" --data "$DATA" >/dev/null ||
+        die "$node: dockerd did not start (log: $dir/docker/dockerd.log)"
+}
+
+cmd_docker() {
+    [[ $# -ge 1 ]] || die "usage: nodes.sh docker <node> <args...>"
+    local node=$1
+    shift
+    require_node "$node"
+    [[ -S $RUN/$node/docker/run/docker.sock ]] || die "$node: no dockerd (see: nodes.sh docker-start)"
+    DOCKER_HOST=unix://$RUN/$node/docker/run/docker.sock exec docker "$@"
+}
+
+cmd_docker_stop() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh docker-stop <node>"
+    require_node "$1"
+    "$DOCKERD_SH" stop "$RUN/$1/docker"
+}
+
 # ---------------------------------------------------------------- main
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
@@ -517,6 +567,9 @@ case $cmd in
     daemon-start) cmd_daemon_start "$@" ;;
     daemon-stop) cmd_daemon_stop "$@" ;;
     daemon-kill) cmd_daemon_kill "$@" ;;
+    docker-start) cmd_docker_start "$@" ;;
+    docker) cmd_docker "$@" ;;
+    docker-stop) cmd_docker_stop "$@" ;;
     -h|--help|help) usage ;;
     *) usage >&2; die "unknown command '$cmd'" ;;
 esac

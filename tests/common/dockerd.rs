@@ -1,0 +1,243 @@
+//! The tests' private Docker daemon (`tests/dockerd/dockerd.sh`), never the
+//! host's: `scripts/test.sh` starts one per run and exports its state dir as
+//! `BUTTERVOLUME_TEST_DOCKERD` (and `DOCKER_HOST`). It runs in its own mount
+//! and network namespaces: its `/run/docker/plugins` is `<dir>/run/docker/plugins`
+//! here, its `/var/lib/buttervolume` is a directory of the run's test btrfs.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use super::run;
+
+pub const DOCKERD_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dockerd/dockerd.sh");
+
+/// A handle on the run's private dockerd.
+pub struct Dockerd {
+    pub dir: PathBuf,
+}
+
+impl Dockerd {
+    /// The run's private dockerd; fails (never skips) when there is none.
+    pub fn get() -> Dockerd {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the Docker tests need root (namespaces, btrfs, dockerd)"
+        );
+        let dir = std::env::var_os("BUTTERVOLUME_TEST_DOCKERD").unwrap_or_else(|| {
+            panic!(
+                "no private test dockerd: run the Docker tests through scripts/test.sh \
+                 (e.g. scripts/test.sh --test docker_e2e), which starts one \
+                 (tests/dockerd/dockerd.sh) and sets BUTTERVOLUME_TEST_DOCKERD; \
+                 the tests never use the host's dockerd"
+            )
+        });
+        let dockerd = Dockerd { dir: dir.into() };
+        let out = dockerd.docker_output(&["image", "inspect", "bv-busybox:latest"]);
+        assert!(
+            out.status.success(),
+            "the private dockerd at {} does not answer or lacks bv-busybox: {}",
+            dockerd.socket().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dockerd
+    }
+
+    /// Its API socket, seen from here.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("run/docker.sock")
+    }
+
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Its legacy plugin discovery dir (`/run/docker/plugins` inside).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("run/docker/plugins")
+    }
+
+    /// The daemon's pid (changes at each restart).
+    pub fn pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.dir.join("run/docker.pid"))
+            .unwrap_or_else(|e| panic!("private dockerd pid file in {}: {e}", self.dir.display()));
+        text.trim().parse().expect("a pid")
+    }
+
+    /// A path of the daemon's mount namespace (e.g. its
+    /// /var/lib/buttervolume), seen from here.
+    pub fn path(&self, inside: &str) -> PathBuf {
+        let inside = inside.trim_start_matches('/');
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(inside)
+    }
+
+    /// `docker` against this daemon (DOCKER_HOST set explicitly).
+    pub fn docker_output(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .stdin(Stdio::null())
+            .output()
+            .expect("the docker CLI is required (apt-get install docker.io)")
+    }
+
+    /// `docker`, asserting success; trimmed stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_output(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs a command inside the daemon's mount and network namespaces, where
+    /// this Docker is the machine's (/var/run/docker.sock, /var/lib/buttervolume,
+    /// /run/docker/plugins).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new(DOCKERD_SH)
+            .arg("exec")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running dockerd.sh exec")
+    }
+
+    /// [`Dockerd::exec`], asserting success; stdout.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "in the private dockerd's namespaces: {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops and starts the daemon again (same data-root and options); the
+    /// host's dockerd is not involved.
+    ///
+    /// Legacy plugin sockets nobody listens on any more (the tombstones of a
+    /// finished test process) are removed first: a fresh dockerd would find
+    /// them in its plugin dir and retry each for ~15 s.
+    pub fn restart(&self) {
+        if let Ok(entries) = std::fs::read_dir(self.plugins_dir()) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "sock")
+                    && std::os::unix::net::UnixStream::connect(&path).is_err()
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let dir = self.dir.display().to_string();
+        run(DOCKERD_SH, &["restart", &dir]);
+    }
+
+    /// Whether something listens on 127.0.0.1:`port` in the daemon's
+    /// network namespace (where its managed plugins run).
+    pub fn port_open(&self, port: u16) -> bool {
+        let netns = PathBuf::from(format!("/proc/{}/ns/net", self.pid()));
+        std::thread::spawn(move || {
+            // setns only changes this thread's network namespace.
+            let Ok(file) = std::fs::File::open(&netns) else {
+                return false;
+            };
+            if nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                return false;
+            }
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+                .is_ok()
+        })
+        .join()
+        .unwrap_or(false)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.join("dockerd.log"), lines)
+    }
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Keeps a stopped legacy plugin's socket answering until this test process
+/// exits. Docker never forgets a legacy plugin it used: with its socket
+/// dead, every lookup of an unknown volume name and every unfiltered
+/// `docker volume ls` retries it for ~15 s, which would slow down (and
+/// could time out) the other tests sharing the private dockerd. The
+/// stand-in says it is a volume driver with no volumes.
+pub fn tombstone(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+    let Ok(listener) = std::os::unix::net::UnixListener::bind(socket) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || tombstone_answer(stream));
+        }
+    });
+}
+
+fn tombstone_answer(mut stream: std::os::unix::net::UnixStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(clone) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(clone);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = match path.as_str() {
+            "/Plugin.Activate" => r#"{"Implements":["VolumeDriver"]}"#,
+            "/VolumeDriver.List" => r#"{"Volumes":[],"Err":""}"#,
+            "/VolumeDriver.Capabilities" => r#"{"Capabilities":{"Scope":"local"}}"#,
+            _ => r#"{"Err":"this test's plugin has stopped"}"#,
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
