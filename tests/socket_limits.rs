@@ -205,6 +205,12 @@ fn nofile_limits(pid: u32) -> (String, String) {
 
 #[test]
 fn docker_is_served_while_a_thousand_idle_connections_are_open() {
+    // This process holds the 1,000 client ends.
+    let nofile = buttervolume::server::raise_fd_limit();
+    assert!(
+        nofile >= 2048,
+        "this test needs 2048 open files (it has {nofile}): raise the hard RLIMIT_NOFILE"
+    );
     let d = LimitedDaemon::start("idle-conns", "512:1024");
     // The soft limit was raised to the hard one at start.
     assert_eq!(
