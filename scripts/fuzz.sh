@@ -11,7 +11,11 @@
 #   FUZZ_PROFILE   cargo profile (default dev: overflow checks on)
 #   CARGO_LOCK     if set, cargo runs under `flock $CARGO_LOCK`
 # Targets: forced-command schedule-csv purge names stream-rename (all by
-# default).
+# default). scripts/fuzz-stream-confine.patch adds `stream-confine` (every
+# command after the first through stream::copy_checked and the receive
+# confinement, checked against an independent model of the tree); it needs
+# the stream validator of the main branch: `patch -p1 <
+# scripts/fuzz-stream-confine.patch` once that is merged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-20}

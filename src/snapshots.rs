@@ -72,6 +72,12 @@ fn timestamped_snapshot(store: &VolumeStore, volume: &str, source: &Path) -> Res
             "{volume}@{}",
             names::format_timestamp(stamp, &store.config.dtformat)
         );
+        // Only a volume name longer than the length rule allows (made
+        // before it, or elsewhere) or a DTFORMAT longer than the reserved
+        // MAX_TIMESTAMP_BYTES gets here.
+        if name.len() > names::MAX_NAME_BYTES {
+            return Err(NameError::TooLong(name).into());
+        }
         let dest = store.config.snapshots_path.join(&name);
         if dest.exists() {
             stamp += Duration::microseconds(1);

@@ -184,6 +184,23 @@ fn a_volume_name_at_the_maximum_length_goes_through_every_operation() {
         assert!(err.contains("at most 160 bytes"), "{err}");
         assert!(!d.volumes().join(&over).exists());
     }
+    // A longer volume made before the rule (or by another tool) is still
+    // listed and removable; snapshotting it says why it cannot be done.
+    let legacy = long_name("f", 240);
+    buttervolume::btrfs::create_subvolume(&d.volumes().join(&legacy)).unwrap();
+    let list = d.ok("/VolumeDriver.List", json!({}));
+    assert!(
+        list["Volumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": legacy})),
+        "{list}"
+    );
+    let err = d.err("/VolumeDriver.Snapshot", json!({"Name": legacy}));
+    assert!(err.contains("names are at most 255 bytes"), "{err}");
+    d.ok("/VolumeDriver.Create", json!({"Name": legacy}));
+    d.ok("/VolumeDriver.Remove", json!({"Name": legacy}));
+
     // A host too long for a marker is refused before anything is sent (the
     // address is loopback: on a build without the check, nothing answers).
     let host = format!("{}@127.0.0.1", "u".repeat(MAX_MARKER_HOST_BYTES - 9));

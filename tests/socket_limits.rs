@@ -10,9 +10,11 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -34,6 +36,11 @@ struct LimitedDaemon {
 
 impl LimitedDaemon {
     fn start(test: &str, nofile: &str) -> LimitedDaemon {
+        Self::start_with(test, nofile, &[])
+    }
+
+    /// `extra`: more environment variables.
+    fn start_with(test: &str, nofile: &str, extra: &[(&str, String)]) -> LimitedDaemon {
         let base = common::test_btrfs();
         let root = base.join(format!("{test}-{}", std::process::id()));
         if root.exists() {
@@ -62,6 +69,7 @@ impl LimitedDaemon {
             .env("BUTTERVOLUME_SSH_DIR", root.join("ssh"))
             .env("BUTTERVOLUME_READ_TIMEOUT", READ_TIMEOUT_SECS.to_string())
             .env("RUST_LOG", "info")
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .stdout(logfile.try_clone().unwrap())
             .stderr(logfile)
             .spawn()
@@ -197,6 +205,12 @@ fn nofile_limits(pid: u32) -> (String, String) {
 
 #[test]
 fn docker_is_served_while_a_thousand_idle_connections_are_open() {
+    // This process holds the 1,000 client ends.
+    let nofile = buttervolume::server::raise_fd_limit();
+    assert!(
+        nofile >= 2048,
+        "this test needs 2048 open files (it has {nofile}): raise the hard RLIMIT_NOFILE"
+    );
     let d = LimitedDaemon::start("idle-conns", "512:1024");
     // The soft limit was raised to the hard one at start.
     assert_eq!(
@@ -294,4 +308,112 @@ fn an_idle_keep_alive_connection_is_closed_after_the_read_timeout() {
         after >= Duration::from_millis(READ_TIMEOUT_SECS * 1000 - 200),
         "closed after {after:?}, before the {READ_TIMEOUT_SECS} s timeout"
     );
+}
+
+#[test]
+fn at_the_cap_busy_connections_are_never_evicted_and_the_next_one_waits() {
+    // A "peer" on loopback that accepts and never says a word: each send
+    // stays in its SSH handshake, its handler busy, until we hang up.
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = peer.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = mpsc::channel::<TcpStream>();
+    std::thread::spawn(move || {
+        for stream in peer.incoming().flatten() {
+            if accepted_tx.send(stream).is_err() {
+                return;
+            }
+        }
+    });
+    const CAP: usize = 16;
+    let d = LimitedDaemon::start_with(
+        "busy-cap",
+        "4096:4096",
+        &[
+            ("SSH_PORT", port.to_string()),
+            ("BUTTERVOLUME_MAX_CONNECTIONS", CAP.to_string()),
+        ],
+    );
+    let snapshots: Vec<String> = (0..CAP)
+        .map(|i| {
+            let v = format!("v{i}");
+            call(
+                &d.socket,
+                "/VolumeDriver.Create",
+                &json!({"Name": v}),
+                PROMPT,
+            )
+            .unwrap();
+            let reply = call(
+                &d.socket,
+                "/VolumeDriver.Snapshot",
+                &json!({"Name": v}),
+                PROMPT,
+            )
+            .unwrap();
+            reply["Snapshot"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // CAP sends in flight: every connection slot busy.
+    let sends: Vec<_> = snapshots
+        .into_iter()
+        .map(|snap| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                call(
+                    &socket,
+                    "/VolumeDriver.Snapshot.Send",
+                    &json!({"Name": snap, "Host": "127.0.0.1", "Test": true}),
+                    Duration::from_secs(60),
+                )
+            })
+        })
+        .collect();
+    let mut peers: Vec<TcpStream> = (0..CAP)
+        .map(|i| {
+            accepted
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("only {i} of {CAP} sends reached the peer"))
+        })
+        .collect();
+
+    // One more connection waits: nothing idle can be evicted.
+    let waiting = {
+        let socket = d.socket.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let reply = call(
+                &socket,
+                "/Plugin.Activate",
+                &json!({}),
+                Duration::from_secs(30),
+            );
+            (reply, started.elapsed())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        assert!(!waiting.is_finished(), "answered while every slot was busy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One send ends (its peer hangs up): its slot goes to the waiting call.
+    let released = Instant::now();
+    drop(peers.remove(0));
+    let (reply, _) = waiting.join().unwrap();
+    let reply = reply.expect("the waiting call is answered once a slot frees");
+    assert_eq!(reply["Implements"], json!(["VolumeDriver"]));
+    let after = released.elapsed();
+    assert!(after < PROMPT * 5, "answered {after:?} after a slot freed");
+    // The busy ones were never evicted: each send gets its own JSON answer.
+    drop(peers);
+    for send in sends {
+        let reply = send
+            .join()
+            .unwrap()
+            .expect("every busy connection gets its answer");
+        let err = reply["Err"].as_str().unwrap_or_default();
+        assert!(
+            !err.is_empty(),
+            "a send to a silent peer cannot succeed: {reply}"
+        );
+    }
 }
