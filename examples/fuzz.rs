@@ -992,6 +992,331 @@ impl Target for StreamRename {
     }
 }
 
+// ------------------------------------------------ stream confinement
+
+/// Every command after the first, through `stream::copy_checked` with the
+/// receive side's `confine::Confinement`; the oracle is an independent
+/// model of the tree the forwarded commands build.
+struct Confine;
+
+mod send {
+    pub const SUBVOL: u16 = 1;
+    pub const MKFILE: u16 = 3;
+    pub const MKDIR: u16 = 4;
+    pub const SYMLINK: u16 = 8;
+    pub const RENAME: u16 = 9;
+    pub const LINK: u16 = 10;
+    pub const UNLINK: u16 = 11;
+    pub const RMDIR: u16 = 12;
+    pub const SET_XATTR: u16 = 13;
+    pub const WRITE: u16 = 15;
+    pub const CLONE: u16 = 16;
+    pub const TRUNCATE: u16 = 17;
+    pub const CHMOD: u16 = 18;
+    pub const CHOWN: u16 = 19;
+    pub const UTIMES: u16 = 20;
+    pub const END: u16 = 21;
+    pub const FALLOCATE: u16 = 23;
+    pub const FILEATTR: u16 = 24;
+    pub const ENCODED_WRITE: u16 = 25;
+    pub const ENABLE_VERITY: u16 = 26;
+    pub const A_SIZE: u16 = 4;
+    pub const A_MODE: u16 = 5;
+    pub const A_UID: u16 = 6;
+    pub const A_GID: u16 = 7;
+    pub const A_XATTR_NAME: u16 = 13;
+    pub const A_XATTR_DATA: u16 = 14;
+    pub const A_PATH: u16 = 15;
+    pub const A_PATH_TO: u16 = 16;
+    pub const A_PATH_LINK: u16 = 17;
+    pub const A_FILE_OFFSET: u16 = 18;
+    pub const A_DATA: u16 = 19;
+    pub const A_CLONE_UUID: u16 = 20;
+    pub const A_CLONE_CTRANSID: u16 = 21;
+    pub const A_CLONE_PATH: u16 = 22;
+    pub const A_CLONE_OFFSET: u16 = 23;
+    pub const A_CLONE_LEN: u16 = 24;
+}
+
+const CONFINE_PATHS: &[&str] = &[
+    "a",
+    "b",
+    "d",
+    "d/x",
+    "d/y",
+    "l",
+    "l/x",
+    "l/d/x",
+    "a/b",
+    "a/b/c",
+    "e/f",
+    "",
+    ".",
+    "..",
+    "../x",
+    "../../tmp/x",
+    "/etc/x",
+    "/",
+    "d/../x",
+    "l/../x",
+    "d//x",
+    "./d/x",
+    "x\0y",
+    "d/./x",
+    "\u{ff}",
+    "d/..",
+    "d/x/",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ModelKind {
+    Dir,
+    Symlink,
+    Other,
+}
+
+fn model_path(raw: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| format!("forwarded non-UTF-8 path {raw:?}"))?;
+    if text.starts_with('/') || text.contains('\0') || text.split('/').any(|c| c == "..") {
+        return Err(format!("forwarded path {text:?}"));
+    }
+    Ok(text
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/"))
+}
+
+fn prefixes(path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    (1..parts.len()).map(|n| parts[..n].join("/")).collect()
+}
+
+/// Applies the forwarded commands to a model tree, failing on any that
+/// could act outside the new subvolume.
+fn check_forwarded(out: &[u8]) -> Result<(), String> {
+    use send::*;
+    let mut tree: HashMap<String, ModelKind> = HashMap::new();
+    tree.insert(String::new(), ModelKind::Dir);
+    let mut pos = 0;
+    while pos + 10 <= out.len() {
+        let len = u32::from_le_bytes(out[pos..pos + 4].try_into().unwrap()) as usize;
+        let command = u16::from_le_bytes(out[pos + 4..pos + 6].try_into().unwrap());
+        let data = &out[pos + 10..pos + 10 + len];
+        pos += 10 + len;
+        let mut attrs: HashMap<u16, &[u8]> = HashMap::new();
+        let mut at = 0;
+        while at + 4 <= data.len() {
+            let kind = u16::from_le_bytes(data[at..at + 2].try_into().unwrap());
+            let size = u16::from_le_bytes(data[at + 2..at + 4].try_into().unwrap()) as usize;
+            let Some(value) = data.get(at + 4..at + 4 + size) else {
+                break;
+            };
+            attrs.entry(kind).or_insert(value);
+            at += 4 + size;
+        }
+        if command == SUBVOL || command == 2 {
+            return Err("forwarded a second subvolume command".into());
+        }
+        if command == END {
+            continue;
+        }
+        let mut paths = vec![A_PATH];
+        match command {
+            RENAME => paths.push(A_PATH_TO),
+            LINK => paths.push(A_PATH_LINK),
+            _ => {}
+        }
+        let mut resolved = Vec::new();
+        for kind in paths {
+            let Some(raw) = attrs.get(&kind) else {
+                continue;
+            };
+            let path = model_path(raw)?;
+            for dir in prefixes(&path) {
+                if tree.get(&dir) == Some(&ModelKind::Symlink) {
+                    return Err(format!(
+                        "command {command} goes through the symlink {dir:?} ({path:?})"
+                    ));
+                }
+            }
+            resolved.push(path);
+        }
+        // A clone's source path is resolved in the clone source subvolume.
+        if command == CLONE {
+            if let Some(raw) = attrs.get(&A_CLONE_PATH) {
+                model_path(raw)?;
+            }
+        }
+        let target = resolved.first().cloned().unwrap_or_default();
+        let follows = matches!(
+            command,
+            WRITE | TRUNCATE | CHMOD | CLONE | FALLOCATE | FILEATTR | ENCODED_WRITE | ENABLE_VERITY
+        );
+        if follows && tree.get(&target) == Some(&ModelKind::Symlink) {
+            return Err(format!(
+                "command {command} writes through the symlink {target:?}"
+            ));
+        }
+        let remove_below = |tree: &mut HashMap<String, ModelKind>, p: &str| {
+            let below = format!("{p}/");
+            tree.retain(|k, _| k != p && !k.starts_with(&below));
+        };
+        match command {
+            MKDIR => {
+                remove_below(&mut tree, &target);
+                tree.insert(target, ModelKind::Dir);
+            }
+            SYMLINK => {
+                remove_below(&mut tree, &target);
+                tree.insert(target, ModelKind::Symlink);
+            }
+            MKFILE | 5 | 6 | 7 | LINK => {
+                remove_below(&mut tree, &target);
+                tree.insert(target, ModelKind::Other);
+            }
+            UNLINK | RMDIR => remove_below(&mut tree, &target),
+            RENAME => {
+                let to = resolved.get(1).cloned().unwrap_or_default();
+                let moved: Vec<(String, ModelKind)> = tree
+                    .iter()
+                    .filter(|(k, _)| **k == target || k.starts_with(&format!("{target}/")))
+                    .map(|(k, v)| (format!("{to}{}", &k[target.len()..]), *v))
+                    .collect();
+                remove_below(&mut tree, &target);
+                remove_below(&mut tree, &to);
+                tree.extend(moved);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Target for Confine {
+    fn name(&self) -> &'static str {
+        "stream-confine"
+    }
+
+    fn seeds(&self) -> Vec<Vec<u8>> {
+        use send::*;
+        let c = stream::build::command;
+        let mut legit = Vec::new();
+        legit.extend(c(MKDIR, &[(A_PATH, b"d")]));
+        legit.extend(c(MKFILE, &[(A_PATH, b"d/f")]));
+        legit.extend(c(
+            WRITE,
+            &[
+                (A_PATH, b"d/f"),
+                (A_FILE_OFFSET, &0u64.to_le_bytes()),
+                (A_DATA, b"hello"),
+            ],
+        ));
+        legit.extend(c(SYMLINK, &[(A_PATH, b"l"), (A_PATH_LINK, b"/root/.ssh")]));
+        legit.extend(c(RENAME, &[(A_PATH, b"d/f"), (A_PATH_TO, b"g")]));
+        legit.extend(c(
+            CHMOD,
+            &[(A_PATH, b"g"), (A_MODE, &0o644u64.to_le_bytes())],
+        ));
+        legit.extend(c(END, &[]));
+        let mut hostile = Vec::new();
+        hostile.extend(c(SYMLINK, &[(A_PATH, b"l"), (A_PATH_LINK, b"/root/.ssh")]));
+        hostile.extend(c(MKFILE, &[(A_PATH, b"l/authorized_keys")]));
+        hostile.extend(c(END, &[]));
+        vec![legit, hostile]
+    }
+
+    fn generate(&mut self, rng: &mut Rng) -> Vec<u8> {
+        use send::*;
+        let mut out = Vec::new();
+        for _ in 0..1 + rng.below(12) {
+            let path = rng.pick(CONFINE_PATHS).as_bytes().to_vec();
+            let other = rng.pick(CONFINE_PATHS).as_bytes().to_vec();
+            let u64le = (rng.next() % 4096).to_le_bytes().to_vec();
+            let (command, attrs): (u16, Vec<(u16, Vec<u8>)>) = match rng.below(17) {
+                0 => (MKDIR, vec![(A_PATH, path)]),
+                1 => (MKFILE, vec![(A_PATH, path)]),
+                2 => (
+                    SYMLINK,
+                    vec![
+                        (A_PATH, path),
+                        (
+                            A_PATH_LINK,
+                            rng.pick(&[&b"/root/.ssh"[..], b"..", b"d", b"/", b"../../etc"])
+                                .to_vec(),
+                        ),
+                    ],
+                ),
+                3 => (RENAME, vec![(A_PATH, path), (A_PATH_TO, other)]),
+                4 => (LINK, vec![(A_PATH, path), (A_PATH_LINK, other)]),
+                5 => (UNLINK, vec![(A_PATH, path)]),
+                6 => (RMDIR, vec![(A_PATH, path)]),
+                7 => (
+                    WRITE,
+                    vec![
+                        (A_PATH, path),
+                        (A_FILE_OFFSET, u64le),
+                        (A_DATA, b"data".to_vec()),
+                    ],
+                ),
+                8 => (TRUNCATE, vec![(A_PATH, path), (A_SIZE, u64le)]),
+                9 => (CHMOD, vec![(A_PATH, path), (A_MODE, u64le)]),
+                10 => (
+                    CHOWN,
+                    vec![(A_PATH, path), (A_UID, u64le.clone()), (A_GID, u64le)],
+                ),
+                11 => (
+                    SET_XATTR,
+                    vec![
+                        (A_PATH, path),
+                        (A_XATTR_NAME, b"user.x".to_vec()),
+                        (A_XATTR_DATA, b"v".to_vec()),
+                    ],
+                ),
+                12 => (
+                    CLONE,
+                    vec![
+                        (A_PATH, path),
+                        (A_FILE_OFFSET, u64le.clone()),
+                        (A_CLONE_LEN, u64le.clone()),
+                        (A_CLONE_UUID, vec![1; 16]),
+                        (A_CLONE_CTRANSID, u64le.clone()),
+                        (A_CLONE_PATH, other),
+                        (A_CLONE_OFFSET, u64le),
+                    ],
+                ),
+                13 => (UTIMES, vec![(A_PATH, path)]),
+                14 => (
+                    *rng.pick(&[FALLOCATE, FILEATTR, ENABLE_VERITY, SUBVOL, 2, 0, 99]),
+                    vec![(A_PATH, path)],
+                ),
+                15 => (END, vec![]),
+                _ => (
+                    rng.below(30) as u16,
+                    vec![(rng.below(40) as u16, rng.bytes(8))],
+                ),
+            };
+            let attrs: Vec<(u16, &[u8])> = attrs.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            out.extend(stream::build::command(command, &attrs));
+        }
+        if rng.chance(80) {
+            out.extend(stream::build::command(END, &[]));
+        }
+        out
+    }
+
+    fn run(&mut self, input: &[u8]) -> Outcome {
+        use buttervolume::replication::confine::{Confinement, NoParent};
+        let mut confinement = Confinement::new(NoParent, false);
+        let mut out = Vec::new();
+        let result =
+            stream::copy_checked(&mut &input[..], &mut out, 1, |c, a| confinement.check(c, a));
+        // What was forwarded reached `btrfs receive`, accepted or not.
+        check_forwarded(&out)?;
+        Ok(result.is_ok())
+    }
+}
+
 // ----------------------------------------------------------------- main
 
 fn main() {
@@ -1023,6 +1348,7 @@ fn main() {
         Box::new(Purge { now }),
         Box::new(Names),
         Box::new(StreamRename),
+        Box::new(Confine),
     ];
     let known: Vec<&str> = targets.iter().map(|t| t.name()).collect();
     if let Some(unknown) = wanted.iter().find(|w| !known.contains(&w.as_str())) {

@@ -10,12 +10,10 @@
 #   FUZZ_SEED      PRNG seed (default: the harness's fixed seed)
 #   FUZZ_PROFILE   cargo profile (default dev: overflow checks on)
 #   CARGO_LOCK     if set, cargo runs under `flock $CARGO_LOCK`
-# Targets: forced-command schedule-csv purge names stream-rename (all by
-# default). scripts/fuzz-stream-confine.patch adds `stream-confine` (every
-# command after the first through stream::copy_checked and the receive
-# confinement, checked against an independent model of the tree); it needs
-# the stream validator of the main branch: `patch -p1 <
-# scripts/fuzz-stream-confine.patch` once that is merged.
+# Targets: forced-command schedule-csv purge names stream-rename
+# stream-confine (all by default); stream-confine feeds every command after
+# the first through stream::copy_checked and the receive confinement,
+# checked against an independent model of the tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-20}

@@ -73,6 +73,8 @@ pub enum NameError {
         "invalid snapshot name {0:?}: expected <volume>@<timestamp> made of letters, digits and '_.:@-'"
     )]
     Snapshot(String),
+    #[error("invalid host {0:?}: expected a host name or IP address (letters, digits and '.-_:', not starting with '-'; an IPv6 address without brackets), optionally user@host")]
+    Host(String),
 }
 
 /// Checks a volume name against Docker's own rule `[A-Za-z0-9][A-Za-z0-9_.-]*`.
@@ -120,6 +122,35 @@ pub fn check_marker_host(host: &str) -> Result<(), NameError> {
         });
     }
     Ok(())
+}
+
+/// Checks a peer host as `send`, `sync` and the `replicate:`/`synchronize:`
+/// actions take it: a host name, IPv4 or IPv6 address (no brackets: it ends
+/// up in marker names), optionally preceded by `user@`; at most 253 bytes,
+/// never starting with `-` (ssh and rsync would read an option). The one
+/// host rule: scheduling and connecting agree.
+pub fn check_host(host: &str) -> Result<(), NameError> {
+    let (user, name) = match host.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, host),
+    };
+    let ok_name = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    let ok_user = user.is_none_or(|u| {
+        !u.is_empty()
+            && !u.starts_with('-')
+            && u.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    if ok_name && ok_user {
+        Ok(())
+    } else {
+        Err(NameError::Host(host.into()))
+    }
 }
 
 /// Checks a snapshot name: `<volume>@<rest>` where `<rest>` (timestamp, and

@@ -223,6 +223,20 @@ fn forced_command_refuses_anything_else() {
     assert!(!Path::new("/tmp/owned").exists());
     let log = std::fs::read_to_string(n.data(&b).join("state/ssh-command.log")).unwrap();
     assert!(log.contains("refused"), "{log}");
+    // Each refusal names the key that asked (sshd's ExposeAuthInfo), with
+    // the fingerprint ssh-keygen gives it.
+    let listed = n.exec(&a, &["ssh-keygen", "-lf", "/root/.ssh/id_ed25519.pub"]);
+    let fingerprint = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -l prints a fingerprint")
+        .to_string();
+    for line in log.lines().filter(|l| l.contains("refused")) {
+        assert!(
+            line.contains(&format!(" key={fingerprint} ")),
+            "not {fingerprint}: {line}"
+        );
+    }
 }
 
 #[test]

@@ -49,8 +49,9 @@ pub enum ReplicationError {
     NoSuchSnapshot(String),
     #[error("{0} is a sent marker, not a snapshot: send the snapshot itself")]
     Marker(String),
-    #[error("a send of volume {0} is already in progress")]
-    Busy(String),
+    /// The volume is being sent, restored or removed right now.
+    #[error(transparent)]
+    Busy(crate::volumes::VolumeError),
     #[error("{host} already has a different snapshot named {name}: refusing to overwrite it")]
     Conflict { host: String, name: String },
     #[error("sending {snapshot} to {host} failed: {message}")]
@@ -175,8 +176,10 @@ pub fn send_with(
     let volume = names::volume_of(snapshot).to_string();
     let _guard = store
         .sending
-        .try_lock(&volume)
-        .ok_or_else(|| ReplicationError::Busy(volume.clone()))?;
+        .try_hold(&volume, crate::volumes::Activity::Send)
+        .map_err(|holder| {
+            ReplicationError::Busy(crate::volumes::VolumeError::busy(&volume, holder))
+        })?;
     let started = Instant::now();
     let fail = |message: String| ReplicationError::Send {
         snapshot: snapshot.into(),

@@ -71,27 +71,9 @@ pub struct Peer {
     host: String,
 }
 
-/// Checks a host argument: a hostname, IPv4 or IPv6 address, optionally
-/// preceded by `user@`. It ends up in no shell, but it does end up in logs
-/// and marker names, so keep it boring.
+/// Checks a host argument ([`crate::names::check_host`], the one rule).
 pub fn check_host(host: &str) -> Result<(), TransportError> {
-    let (user, name) = split_user(host);
-    let ok_name = !name.is_empty()
-        && name.len() <= 253
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
-    let ok_user = user.is_none_or(|u| {
-        !u.is_empty()
-            && u.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    });
-    if ok_name && ok_user {
-        Ok(())
-    } else {
-        Err(TransportError::Host(host.into()))
-    }
+    crate::names::check_host(host).map_err(|_| TransportError::Host(host.into()))
 }
 
 fn split_user(host: &str) -> (Option<&str>, &str) {
