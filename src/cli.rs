@@ -241,7 +241,11 @@ pub async fn discover_socket(config: &Config) -> PathBuf {
     );
     for name in names {
         if let Ok(Some(id)) = crate::docker::plugin_id(&config.docker_socket, name).await {
-            let socket = config.runpath.join("plugins").join(id).join("btrfs.sock");
+            let socket = config
+                .runpath
+                .join("plugins")
+                .join(id)
+                .join(crate::config::SOCKET_FILE);
             if socket.exists() {
                 return socket;
             }

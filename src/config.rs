@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The socket's file name, in the legacy plugin dir and in a managed
+/// plugin's own dir alike.
+pub const SOCKET_FILE: &str = "btrfs.sock";
+
 /// The default config file, as in the reference.
 pub const CONFIG_INI: &str = "/etc/buttervolume/config.ini";
 
@@ -39,6 +43,8 @@ pub struct Config {
     pub send_bwlimit: u64,
     /// Where the Docker engine API answers (labels, plugin discovery).
     pub docker_socket: PathBuf,
+    /// Jobs the scheduler runs at once per pool (`SCHEDULE_WORKERS`, 4).
+    pub schedule_workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +97,7 @@ impl Config {
                 .unwrap_or_else(|| default.to_string())
         };
         let runpath = get("RUNPATH", "/run/docker");
-        let default_socket = Path::new(&runpath).join("plugins").join("btrfs.sock");
+        let default_socket = Path::new(&runpath).join("plugins").join(SOCKET_FILE);
         let timer_raw = get("TIMER", "60");
         let timer = timer_raw
             .trim()
@@ -146,9 +152,21 @@ impl Config {
                 value: bwlimit_raw.clone(),
                 reason: "expected MiB/s as a whole number (0: no limit)",
             })?;
+        let workers_raw = get("SCHEDULE_WORKERS", "4");
+        let schedule_workers = workers_raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "SCHEDULE_WORKERS",
+                value: workers_raw.clone(),
+                reason: "expected a number of jobs at once, at least 1",
+            })?;
         Ok(Config {
             send_compression,
             send_bwlimit,
+            schedule_workers,
             snapshots_path: get("SNAPSHOTS_PATH", "/var/lib/buttervolume/snapshots/").into(),
             test_remote_path: get("TEST_REMOTE_PATH", "/var/lib/buttervolume/received/").into(),
             state_path: get("STATE_PATH", &default_state.to_string_lossy()).into(),

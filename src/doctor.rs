@@ -93,7 +93,7 @@ fn stale_sockets(config: &Config) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                candidates.push(path.join("btrfs.sock"));
+                candidates.push(path.join(crate::config::SOCKET_FILE));
             } else {
                 candidates.push(path);
             }

@@ -206,7 +206,7 @@ pub fn run(config: &Config) -> i32 {
                     }
                 }
             } else {
-                Box::new(std::io::BufReader::with_capacity(1 << 20, stdin))
+                Box::new(std::io::BufReader::with_capacity(super::PIPE_SIZE, stdin))
             };
             match receive::receive(&dir, &mut input, parent_uuid.as_deref()) {
                 Ok(received) => {

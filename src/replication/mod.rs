@@ -64,6 +64,13 @@ pub enum ReplicationError {
     Sync(String),
 }
 
+/// Size of the pipes a stream goes through (the send ioctl's, receive's)
+/// and of the buffers around them: big enough that a fast disk and a fast
+/// network rarely wait on each other.
+pub const PIPE_SIZE: usize = 1 << 20;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
 /// How to send, beyond what and where.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendOptions {
@@ -102,17 +109,14 @@ impl SendReport {
         if self.already_present {
             return format!("{host} already has {snapshot}");
         }
-        let mib = self.bytes as f64 / (1 << 20) as f64;
+        let mib = self.bytes as f64 / MIB;
         let rate = if self.seconds > 0.0 {
             mib / self.seconds
         } else {
             0.0
         };
         let wire = if self.wire_bytes != self.bytes && self.wire_bytes > 0 {
-            format!(
-                ", {:.1} MiB on the wire",
-                self.wire_bytes as f64 / (1 << 20) as f64
-            )
+            format!(", {:.1} MiB on the wire", self.wire_bytes as f64 / MIB)
         } else {
             String::new()
         };
@@ -338,7 +342,7 @@ fn stream_snapshot(
     // A bigger pipe lets the kernel's send run ahead of the network.
     let _ = nix::fcntl::fcntl(
         std::os::fd::AsRawFd::as_raw_fd(&write_end),
-        nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32),
     );
     let send_path = path.to_path_buf();
     let sender = std::thread::spawn(move || {
@@ -429,7 +433,7 @@ pub fn sync(
             .map_err(|e| ReplicationError::Sync(e.to_string()))?;
         for host in hosts {
             transport::check_host(host)?;
-            let key = ["id_ed25519", "id_ecdsa", "id_rsa"]
+            let key = transport::KEY_FILES
                 .iter()
                 .map(|k| config.ssh_dir.join(k))
                 .find(|k| k.exists());

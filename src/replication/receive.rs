@@ -25,6 +25,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 
 use super::confine::{Confinement, Inherited, NoParent, ParentSnapshot};
 use super::stream::{self, StreamError};
+use super::PIPE_SIZE;
 use crate::btrfs::{self, BtrfsError};
 use crate::fsutil;
 use crate::names;
@@ -119,8 +120,6 @@ impl Drop for Staged {
         }
     }
 }
-
-const PIPE_SIZE: i32 = 1 << 20;
 
 fn ignore_broken_pipe(e: std::io::Error) -> Result<(), ReceiveError> {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -222,8 +221,11 @@ pub fn receive(
     });
     let child_in = child.stdin.take().expect("stdin is piped");
     // Bigger pipe, fewer wake-ups of btrfs receive; best effort.
-    let _ = fcntl(child_in.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    let mut child_in = std::io::BufWriter::with_capacity(PIPE_SIZE as usize, child_in);
+    let _ = fcntl(
+        child_in.as_raw_fd(),
+        FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32),
+    );
+    let mut child_in = std::io::BufWriter::with_capacity(PIPE_SIZE, child_in);
 
     let copied = (|| -> Result<(String, bool, u64), ReceiveError> {
         let first = stream::rename_subvolume(input, &mut child_in, &staging_name)?;

@@ -57,6 +57,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CIPHER_PREFERENCE: &str = "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,\
 aes128-ctr,aes256-gcm@openssh.com,aes256-ctr";
 
+/// The private keys tried, in this order, in the plugin's ssh directory
+/// (also by `sync`'s rsync).
+pub const KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
+
 /// Result of a command run on the peer.
 #[derive(Debug)]
 pub struct Output {
@@ -145,7 +149,7 @@ impl Peer {
             }
         }
 
-        for key_name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+        for key_name in KEY_FILES {
             let private = ssh_dir.join(key_name);
             if private.exists()
                 && session

@@ -43,7 +43,8 @@ pub type JobKey = (String, String);
 /// The message the reference returns while the schedule is globally paused.
 pub const GLOBALLY_PAUSED: &str = "Schedule is globally paused";
 
-/// Worker-pool size when `BUTTERVOLUME_SCHEDULE_WORKERS` is not set.
+/// Worker-pool size of a scheduler built without a configuration (the
+/// configuration's `SCHEDULE_WORKERS` has the same default).
 pub const DEFAULT_WORKERS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -158,19 +159,13 @@ impl SchedulerOptions {
         }
     }
 
-    /// The daemon's options: SCHEDULE and TIMER from the configuration, and
-    /// the pool size from `BUTTERVOLUME_SCHEDULE_WORKERS` (default 4; the
-    /// reference has no such setting, hence not in config.ini).
+    /// The daemon's options: SCHEDULE, TIMER and SCHEDULE_WORKERS from the
+    /// configuration.
     pub fn from_config(config: &Config) -> SchedulerOptions {
-        let workers = std::env::var("BUTTERVOLUME_SCHEDULE_WORKERS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(DEFAULT_WORKERS);
         SchedulerOptions {
             tick: std::time::Duration::from_secs(config.timer),
             disabled: config.schedule_disabled(),
-            workers,
+            workers: config.schedule_workers,
             ..SchedulerOptions::for_schedule(config.schedule.clone())
         }
     }
