@@ -120,6 +120,8 @@ const DICTIONARY: &[&[u8]] = &[
     b"--server",
     b"receive",
     b"delete",
+    b"send",
+    b"--parent",
     b"list",
     b"--test",
     b"--parent-uuid",
@@ -369,6 +371,8 @@ impl Target for ForcedCommand {
             "receive",
             "list",
             "delete",
+            "send",
+            "--parent",
             "--test",
             "--zstd",
             "--parent-uuid",
@@ -458,6 +462,21 @@ impl Target for ForcedCommand {
                 }
                 if names::check_snapshot(&name).is_err() || !single_component(&name) {
                     return Err(format!("delete of illegal snapshot name {name:?}"));
+                }
+            }
+            Request::Send { path, parent } => {
+                for p in std::iter::once(path).chain(parent) {
+                    let dir = p.parent().unwrap_or(Path::new(""));
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if !data_dirs.iter().any(|d| same_dir(dir, d)) {
+                        return Err(format!("send of {p:?}, outside the snapshot dirs"));
+                    }
+                    if names::check_snapshot(&name).is_err() || names::is_marker(&name) {
+                        return Err(format!("send of {name:?}, not a snapshot name"));
+                    }
                 }
             }
             Request::Rsync { args } => {

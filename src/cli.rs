@@ -97,6 +97,9 @@ pub enum Verb {
         #[arg(long)]
         bwlimit: Option<u64>,
     },
+    /// Receive the newest snapshot of a volume from another host (restores
+    /// nothing; prints the snapshot's name)
+    Receive { host: String, volume: String },
     /// Sync a volume from other host(s)
     Sync { volume: String, hosts: Vec<String> },
     /// Delete a snapshot
@@ -395,6 +398,17 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
             if let Some(summary) = reply.get("Summary").and_then(Value::as_str) {
                 eprintln!("{summary}");
             }
+        }
+        Verb::Receive { host, volume } => {
+            let reply = post(
+                "/VolumeDriver.Snapshot.Receive",
+                json!({ "Name": volume, "Host": host }),
+            )
+            .await?;
+            if let Some(summary) = reply.get("Summary").and_then(Value::as_str) {
+                eprintln!("{summary}");
+            }
+            print_field(&reply, "Snapshot");
         }
         Verb::Sync { volume, hosts } => {
             post(

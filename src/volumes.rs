@@ -49,6 +49,8 @@ pub enum VolumeError {
     Restoring(String),
     #[error("volume {0} is being removed")]
     Removing(String),
+    #[error("a receive of volume {0} is in progress: retry when it has finished")]
+    Receiving(String),
     #[error("{path} is not on a btrfs filesystem: run `buttervolume init` or mount btrfs there")]
     NotBtrfs { path: PathBuf },
     #[error(transparent)]
@@ -67,6 +69,7 @@ impl VolumeError {
             Activity::Send => VolumeError::Sending(name.into()),
             Activity::Restore => VolumeError::Restoring(name.into()),
             Activity::Remove => VolumeError::Removing(name.into()),
+            Activity::Receive => VolumeError::Receiving(name.into()),
         }
     }
 
@@ -221,6 +224,8 @@ impl Drop for NameGuard<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {
     Send,
+    /// A pull from a peer (`receive <host> <volume>`).
+    Receive,
     Restore,
     Remove,
 }

@@ -476,3 +476,118 @@ fn sync_sends_symlinks_as_links_and_refuses_following_them() {
         assert!(m.file_type().is_symlink(), "{link} arrived as a {m:?}");
     }
 }
+
+/// `receive <host> <volume>`: the pull. The peer's newest snapshot (in its
+/// creation order) lands here, incrementally on what both hold, through
+/// the peer's forced command; nothing is restored; an unreachable peer is
+/// an error, never "nothing there".
+#[test]
+fn receive_pulls_the_peers_newest_snapshot() {
+    let n = Nodes::up("rv", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    n.pair(&b, &a);
+    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
+    let vol = n.data(&a).join("volumes/db");
+    write_file(&vol.join("one"), 1 << 20, 1);
+    let s1 = n.snapshot(&a, "db");
+    n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Send",
+        json!({"Name": s1, "Host": b_ip}),
+    );
+    // The app writes on on a; b never got that state.
+    write_file(&vol.join("two"), 2 << 20, 2);
+    let s2 = n.snapshot(&a, "db");
+
+    let reply = n.ok(
+        &b,
+        "/VolumeDriver.Snapshot.Receive",
+        json!({"Name": "db", "Host": a_ip}),
+    );
+    assert_eq!(reply["Snapshot"], json!(s2), "{reply}");
+    let summary = reply["Summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("incrementally from {s1}")),
+        "{summary}"
+    );
+    let landed = n.data(&b).join("snapshots").join(&s2);
+    assert_eq!(digest(&landed.join("two")), digest(&vol.join("two")));
+    assert_eq!(
+        identity(&landed).received_uuid.as_deref(),
+        Some(
+            identity(&n.data(&a).join("snapshots").join(&s2))
+                .uuid
+                .as_str()
+        )
+    );
+    assert!(n
+        .data(&b)
+        .join("snapshots")
+        .join(format!("{s2}@{a_ip}"))
+        .exists());
+    // Nothing was restored: b has no volume db at all.
+    assert!(!n.data(&b).join("volumes/db").exists());
+
+    // Again: already here, through the CLI (which prints the name).
+    let out = std::process::Command::new(common::BIN)
+        .args(["receive", &a_ip, "db"])
+        .env("BUTTERVOLUME_SOCKET", n.socket(&b))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{s2}\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already here"));
+
+    // A volume never sent: in full.
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
+    write_file(&n.data(&a).join("volumes/web/index"), 4096, 3);
+    let w1 = n.snapshot(&a, "web");
+    let reply = n.ok(
+        &b,
+        "/VolumeDriver.Snapshot.Receive",
+        json!({"Name": "web", "Host": a_ip}),
+    );
+    assert!(
+        reply["Summary"].as_str().unwrap().contains("in full"),
+        "{reply}"
+    );
+    assert!(n
+        .data(&b)
+        .join("snapshots")
+        .join(&w1)
+        .join("index")
+        .exists());
+
+    // Errors: nothing there, bad names, and an unreachable peer.
+    let err = |body: serde_json::Value| {
+        n.post(&b, "/VolumeDriver.Snapshot.Receive", &body)["Err"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let e = err(json!({"Name": "nothing", "Host": a_ip}));
+    assert!(e.contains("has no snapshot of nothing"), "{e}");
+    let e = err(json!({"Name": "../x", "Host": a_ip}));
+    assert!(e.contains("invalid volume name"), "{e}");
+    let e = err(json!({"Name": "db", "Host": "-oProxyCommand=x"}));
+    assert!(e.contains("invalid host"), "{e}");
+    n.link(&a, "down");
+    let e = err(json!({"Name": "db", "Host": a_ip}));
+    n.link(&a, "up");
+    assert!(e.contains("cannot connect") || e.contains("ssh to"), "{e}");
+    assert!(!e.contains("no snapshot"), "{e}");
+    // No half-received leftover anywhere.
+    let leftovers: Vec<String> = std::fs::read_dir(n.data(&b).join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

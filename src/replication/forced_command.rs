@@ -45,6 +45,10 @@ pub enum Request {
     Delete {
         path: PathBuf,
     },
+    Send {
+        path: PathBuf,
+        parent: Option<PathBuf>,
+    },
     Rsync {
         args: Vec<String>,
     },
@@ -88,6 +92,14 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
         },
         PeerRequest::Delete { snapshot, test } => Request::Delete {
             path: data_dir(test).join(snapshot),
+        },
+        PeerRequest::Send {
+            snapshot,
+            parent,
+            test,
+        } => Request::Send {
+            path: data_dir(test).join(snapshot),
+            parent: parent.map(|p| data_dir(test).join(p)),
         },
         PeerRequest::BtrfsReceive { dir } => Request::Receive {
             dir: one_of(&dir, &receive_dirs)
@@ -225,25 +237,17 @@ pub fn run(config: &Config) -> i32 {
             }
         }
         Request::List { dir, volume } => {
-            let prefix = format!("{volume}@");
-            let mut names: Vec<String> = std::fs::read_dir(&dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .filter(|n| n.starts_with(&prefix))
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
+            // Oldest first in this node's creation order, which each line
+            // also carries.
             let mut out = std::io::stdout().lock();
-            for name in names {
-                if let Ok(id) = btrfs::identity(&dir.join(&name)) {
+            for placed in crate::snapshots::by_creation(&dir, &volume, true) {
+                if let Ok(id) = btrfs::identity(&dir.join(&placed.name)) {
                     let line = ListedSnapshot {
-                        name,
+                        name: placed.name,
                         uuid: id.uuid,
                         received_uuid: id.received_uuid,
                         read_only: id.read_only,
+                        created: Some(placed.order),
                     };
                     let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
                 }
@@ -267,6 +271,26 @@ pub fn run(config: &Config) -> i32 {
                 1
             }
         },
+        Request::Send { path, parent } => {
+            let snapshot_ok = |p: &Path| {
+                btrfs::is_subvolume(p) && btrfs::identity(p).is_ok_and(|id| id.read_only)
+            };
+            if let Some(bad) = std::iter::once(&path)
+                .chain(parent.as_ref())
+                .find(|p| !snapshot_ok(p))
+            {
+                log_line(config, "send refused (no such snapshot)", &original);
+                eprintln!("buttervolume: no such snapshot {}", bad.display());
+                return 1;
+            }
+            match btrfs::send(&path, parent.as_deref(), &std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("buttervolume: send failed: {e}");
+                    1
+                }
+            }
+        }
         Request::Rsync { args } => {
             let err = Command::new("rsync").args(&args).exec();
             eprintln!("buttervolume: cannot run rsync: {err}");

@@ -21,6 +21,7 @@
 pub mod confine;
 pub mod forced_command;
 pub mod protocol;
+pub mod pull;
 pub mod receive;
 pub mod stream;
 pub mod transport;
@@ -54,6 +55,12 @@ pub enum ReplicationError {
     Busy(crate::volumes::VolumeError),
     #[error("{host} already has a different snapshot named {name}: refusing to overwrite it")]
     Conflict { host: String, name: String },
+    #[error("receiving {volume} from {host} failed: {message}")]
+    Receive {
+        volume: String,
+        host: String,
+        message: String,
+    },
     #[error("sending {snapshot} to {host} failed: {message}")]
     Send {
         snapshot: String,

@@ -10,6 +10,9 @@
 //! - `buttervolume list <volume> [--test]`: that volume's snapshots, one
 //!   [`ListedSnapshot`] JSON object per line (for parent selection);
 //! - `buttervolume delete <snapshot> [--test]`: delete a received snapshot;
+//! - `buttervolume send <snapshot> [--parent <snapshot>] [--test]`: stream
+//!   one named snapshot of one volume to stdout, incrementally from a parent
+//!   of the same volume (for `receive`, the pull);
 //! - `btrfs receive <dir>` and `btrfs subvolume delete <dir>/<snapshot>`:
 //!   the literal commands a Python buttervolume 3.13 node sends (and we send
 //!   to one);
@@ -68,6 +71,13 @@ pub enum PeerRequest {
         snapshot: String,
         test: bool,
     },
+    /// Send one snapshot (not a marker, not a volume) back on stdout.
+    Send {
+        snapshot: String,
+        /// A snapshot of the same volume the requester holds too.
+        parent: Option<String>,
+        test: bool,
+    },
     /// The reference's `btrfs receive <dir>`.
     BtrfsReceive {
         dir: String,
@@ -92,6 +102,10 @@ pub struct ListedSnapshot {
     pub uuid: String,
     pub received_uuid: Option<String>,
     pub read_only: bool,
+    /// Its place in the peer's btrfs creation order (absent from older
+    /// peers): what "the peer's newest" means.
+    #[serde(default)]
+    pub created: Option<(u64, u64)>,
 }
 
 /// Characters a legitimate request can contain.
@@ -143,6 +157,17 @@ impl PeerRequest {
             }
             PeerRequest::Delete { snapshot, test } => {
                 format!("buttervolume delete {snapshot}{}", test_flag(*test))
+            }
+            PeerRequest::Send {
+                snapshot,
+                parent,
+                test,
+            } => {
+                let mut command = format!("buttervolume send {snapshot}");
+                if let Some(parent) = parent {
+                    command.push_str(&format!(" --parent {parent}"));
+                }
+                command + test_flag(*test)
             }
             PeerRequest::BtrfsReceive { dir } => format!("btrfs receive {dir}"),
             PeerRequest::BtrfsDelete { dir, snapshot } => {
@@ -206,6 +231,27 @@ impl PeerRequest {
                 names::check_snapshot(snapshot)?;
                 Ok(PeerRequest::Delete {
                     snapshot: snapshot.to_string(),
+                    test,
+                })
+            }
+            ["buttervolume", "send", snapshot, rest @ ..] => {
+                let (parent, rest) = match rest {
+                    ["--parent", parent, rest @ ..] => (Some(*parent), rest),
+                    rest => (None, rest),
+                };
+                let test = only_test(rest).ok_or(ProtocolError::NotAllowed)?;
+                for name in std::iter::once(*snapshot).chain(parent) {
+                    names::check_snapshot(name)?;
+                    if names::is_marker(name) {
+                        return Err(ProtocolError::NotAllowed);
+                    }
+                }
+                if parent.is_some_and(|p| names::volume_of(p) != names::volume_of(snapshot)) {
+                    return Err(ProtocolError::NotAllowed);
+                }
+                Ok(PeerRequest::Send {
+                    snapshot: snapshot.to_string(),
+                    parent: parent.map(String::from),
                     test,
                 })
             }
@@ -311,6 +357,16 @@ mod tests {
                 snapshot: "db@2026-01-01T00:00:00.000000".into(),
                 test: false,
             },
+            PeerRequest::Send {
+                snapshot: "db@2026-01-01T00:00:00.000002".into(),
+                parent: Some("db@2026-01-01T00:00:00.000001".into()),
+                test: true,
+            },
+            PeerRequest::Send {
+                snapshot: "db@2026-01-01T00:00:00.000002".into(),
+                parent: None,
+                test: false,
+            },
             PeerRequest::BtrfsReceive {
                 dir: "/var/lib/buttervolume/snapshots".into(),
             },
@@ -379,13 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn send_names_one_snapshot_and_a_parent_of_the_same_volume() {
+        for bad in [
+            "buttervolume send db",
+            "buttervolume send db@1@10.0.0.2",
+            "buttervolume send db@1 --parent other@1",
+            "buttervolume send db@1 --parent db@0@host",
+            "buttervolume send ../volumes/db",
+            "buttervolume send db@1 --parent",
+            "buttervolume send db@1 --test --parent db@0",
+            "buttervolume send db@1 extra",
+        ] {
+            assert!(PeerRequest::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn listing_lines_round_trip() {
         let line = ListedSnapshot {
             name: "db@2026-01-01T00:00:00.000000".into(),
             uuid: "0b7c8a34-5a2e-7b4b-9c55-0123456789ab".into(),
             received_uuid: None,
             read_only: true,
+            created: Some((7, 258)),
         };
+        // A line from a peer without the creation order still reads.
+        let old = r#"{"name":"db@x","uuid":"u","received_uuid":null,"read_only":true}"#;
+        assert_eq!(
+            serde_json::from_str::<ListedSnapshot>(old).unwrap().created,
+            None
+        );
         let text = serde_json::to_string(&line).unwrap();
         assert_eq!(serde_json::from_str::<ListedSnapshot>(&text).unwrap(), line);
     }

@@ -173,6 +173,38 @@ impl Peer {
         }
     }
 
+    /// Runs `command` on the peer and hands its standard output, as a
+    /// stream, to `sink`; then collects its exit status and stderr (stdout
+    /// left unread by `sink` is discarded). For the pull: the peer sends a
+    /// snapshot, `sink` receives it.
+    pub fn pull<T>(
+        &self,
+        command: &str,
+        sink: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<(T, Output), TransportError> {
+        let mut channel = self
+            .session
+            .channel_session()
+            .map_err(|e| self.ssh_err(e))?;
+        channel.exec(command).map_err(|e| self.ssh_err(e))?;
+        channel.send_eof().map_err(|e| self.ssh_err(e))?;
+        let result = sink(&mut channel);
+        // What the sink left unread is not wanted: stop the peer's sender.
+        let _ = channel.close();
+        let mut stderr = String::new();
+        let _ = channel.stderr().read_to_string(&mut stderr);
+        channel.wait_close().map_err(|e| self.ssh_err(e))?;
+        let status = channel.exit_status().map_err(|e| self.ssh_err(e))?;
+        Ok((
+            result,
+            Output {
+                status,
+                stdout: Vec::new(),
+                stderr,
+            },
+        ))
+    }
+
     /// Runs `command` on the peer and collects its output.
     pub fn run(&self, command: &str) -> Result<Output, TransportError> {
         self.stream(command, &mut std::io::empty(), None, |_| {})

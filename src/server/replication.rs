@@ -1,5 +1,7 @@
 //! Replication endpoints: `Snapshot.Send` (btrfs send to a peer over SSH)
-//! and `Volume.Sync` (rsync pull), as in buttervolume 3.13.
+//! and `Volume.Sync` (rsync pull), as in buttervolume 3.13, and
+//! `Snapshot.Receive` (pull a volume's newest snapshot from a peer), as in
+//! upstream's post-3.13 master.
 
 use std::sync::Arc;
 
@@ -23,6 +25,15 @@ struct SendRequest {
     /// MiB/s (default: SEND_BWLIMIT; 0: none).
     #[serde(rename = "BwLimit", default)]
     bwlimit: Option<u64>,
+}
+
+/// `Snapshot.Receive`: upstream's request shape (`Name` is the volume).
+#[derive(Deserialize)]
+struct ReceiveRequest {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Host")]
+    host: String,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +67,19 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
             .map(|summary| {
                 tracing::info!("{summary}");
                 json!({ "Summary": summary })
+            }),
+            Err(e) => Err(e),
+        },
+        "/VolumeDriver.Snapshot.Receive" => match decode::<ReceiveRequest>(body) {
+            Ok(req) => blocking(move || {
+                replication::pull::receive(&store, &req.host, &req.name)
+                    .map(|report| (report.summary(&req.host), report.snapshot))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map(|(summary, snapshot)| {
+                tracing::info!("{summary}");
+                json!({ "Snapshot": snapshot, "Summary": summary })
             }),
             Err(e) => Err(e),
         },
