@@ -97,6 +97,9 @@ pub enum Verb {
         #[arg(long)]
         bwlimit: Option<u64>,
     },
+    /// Snapshot a volume now and send it to another host (prints the
+    /// snapshot's name)
+    Replicate { host: String, volume: String },
     /// Receive the newest snapshot of a volume from another host (restores
     /// nothing; prints the snapshot's name)
     Receive { host: String, volume: String },
@@ -399,12 +402,20 @@ async fn client_verb(config: &Config, verb: Verb) -> Result<(), Failure> {
                 eprintln!("{summary}");
             }
         }
-        Verb::Receive { host, volume } => {
-            let reply = post(
-                "/VolumeDriver.Snapshot.Receive",
-                json!({ "Name": volume, "Host": host }),
-            )
-            .await?;
+        Verb::Receive {
+            ref host,
+            ref volume,
+        }
+        | Verb::Replicate {
+            ref host,
+            ref volume,
+        } => {
+            let path = if matches!(verb, Verb::Receive { .. }) {
+                "/VolumeDriver.Snapshot.Receive"
+            } else {
+                "/VolumeDriver.Replicate"
+            };
+            let reply = post(path, json!({ "Name": volume, "Host": host })).await?;
             if let Some(summary) = reply.get("Summary").and_then(Value::as_str) {
                 eprintln!("{summary}");
             }

@@ -591,3 +591,54 @@ fn receive_pulls_the_peers_newest_snapshot() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `replicate <host> <volume>`: snapshot now and send; a failed send
+/// leaves no fresh snapshot behind.
+#[test]
+fn replicate_snapshots_and_sends_or_leaves_nothing() {
+    let n = Nodes::up("rr", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "app"}));
+    write_file(&n.data(&a).join("volumes/app/data"), 1 << 20, 5);
+    let out = std::process::Command::new(common::BIN)
+        .args(["replicate", &b_ip, "app"])
+        .env("BUTTERVOLUME_SOCKET", n.socket(&a))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(snapshot.starts_with("app@"), "{snapshot}");
+    let landed = n.data(&b).join("snapshots").join(&snapshot);
+    assert_eq!(
+        digest(&landed.join("data")),
+        digest(&n.data(&a).join("volumes/app/data"))
+    );
+
+    let count = || {
+        std::fs::read_dir(n.data(&a).join("snapshots"))
+            .unwrap()
+            .count()
+    };
+    let before = count();
+    n.link(&b, "down");
+    let reply = n.post(
+        &a,
+        "/VolumeDriver.Replicate",
+        &json!({"Name": "app", "Host": b_ip}),
+    );
+    n.link(&b, "up");
+    assert_ne!(reply["Err"], "", "{reply}");
+    assert_eq!(count(), before, "a failed replication left a snapshot");
+    let e = n.post(
+        &a,
+        "/VolumeDriver.Replicate",
+        &json!({"Name": "nope", "Host": b_ip}),
+    );
+    assert!(e["Err"].as_str().unwrap().contains("no such volume"), "{e}");
+}

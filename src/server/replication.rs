@@ -27,7 +27,8 @@ struct SendRequest {
     bwlimit: Option<u64>,
 }
 
-/// `Snapshot.Receive`: upstream's request shape (`Name` is the volume).
+/// `Snapshot.Receive` and `Replicate`: upstream's request shape (`Name` is
+/// the volume).
 #[derive(Deserialize)]
 struct ReceiveRequest {
     #[serde(rename = "Name")]
@@ -75,6 +76,29 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
                 replication::pull::receive(&store, &req.host, &req.name)
                     .map(|report| (report.summary(&req.host), report.snapshot))
                     .map_err(|e| e.to_string())
+            })
+            .await
+            .map(|(summary, snapshot)| {
+                tracing::info!("{summary}");
+                json!({ "Snapshot": snapshot, "Summary": summary })
+            }),
+            Err(e) => Err(e),
+        },
+        // Snapshot now and send it (upstream's `replicate <host> <volume>`).
+        "/VolumeDriver.Replicate" => match decode::<ReceiveRequest>(body) {
+            Ok(req) => blocking(move || {
+                crate::names::check_marker_host(&req.host).map_err(|e| e.to_string())?;
+                let snapshot =
+                    crate::snapshots::snapshot(&store, &req.name).map_err(|e| e.to_string())?;
+                match replication::send(&store, &snapshot, &req.host, false) {
+                    Ok(report) => Ok((report.summary(&snapshot, &req.host), snapshot)),
+                    Err(e) => {
+                        // A failed replication leaves no fresh snapshot
+                        // behind (upstream #95): the next one starts over.
+                        let _ = crate::snapshots::remove(&store, &snapshot);
+                        Err(e.to_string())
+                    }
+                }
             })
             .await
             .map(|(summary, snapshot)| {
