@@ -845,18 +845,8 @@ const MAGIC: &[u8] = b"btrfs-stream\0";
 const ATTR_PATH: u16 = 15;
 
 fn command(cmd: u16, tlvs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut data = Vec::new();
-    for (kind, value) in tlvs {
-        data.extend_from_slice(&kind.to_le_bytes());
-        data.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        data.extend_from_slice(value);
-    }
-    let mut header = [0u8; 10];
-    header[0..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
-    header[4..6].copy_from_slice(&cmd.to_le_bytes());
-    let crc = stream::crc32c(stream::crc32c(0, &header), &data);
-    header[6..10].copy_from_slice(&crc.to_le_bytes());
-    [header.to_vec(), data].concat()
+    let borrowed: Vec<(u16, &[u8])> = tlvs.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    stream::build::command(cmd, &borrowed)
 }
 
 /// (type, value) attributes of a command.

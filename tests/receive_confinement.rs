@@ -9,13 +9,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use buttervolume::replication::stream::{attr, build, cmd};
-use common::{cleanup_dir, test_btrfs, BIN};
+use common::{cleanup_dir, output_with_stdin, test_btrfs, BIN};
 
 const NAME: &str = "db@2026-01-01T00:00:00.000000";
 
@@ -41,25 +40,16 @@ impl Node {
     /// Runs the forced command with `request`, the stream on stdin.
     fn ssh_command(&self, request: &str, stream: &[u8]) -> (bool, String) {
         let d = |sub: &str| format!("{}/{sub}/", self.root.display());
-        let mut child = Command::new(BIN)
-            .arg("ssh-command")
-            .env("SSH_ORIGINAL_COMMAND", request)
-            .env("BUTTERVOLUME_VOLUMES_PATH", d("volumes"))
-            .env("BUTTERVOLUME_SNAPSHOTS_PATH", d("snapshots"))
-            .env("BUTTERVOLUME_TEST_REMOTE_PATH", d("received"))
-            .env("BUTTERVOLUME_STATE_PATH", d("state"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = stream.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
+        let out = output_with_stdin(
+            Command::new(BIN)
+                .arg("ssh-command")
+                .env("SSH_ORIGINAL_COMMAND", request)
+                .env("BUTTERVOLUME_VOLUMES_PATH", d("volumes"))
+                .env("BUTTERVOLUME_SNAPSHOTS_PATH", d("snapshots"))
+                .env("BUTTERVOLUME_TEST_REMOTE_PATH", d("received"))
+                .env("BUTTERVOLUME_STATE_PATH", d("state")),
+            stream,
+        );
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

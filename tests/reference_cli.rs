@@ -11,23 +11,26 @@ use std::process::{Command, Output};
 use common::{stderr, stdout, Daemon};
 use serde_json::json;
 
-fn reference_bin() -> PathBuf {
-    let venv = std::env::var("BUTTERVOLUME_REFERENCE_VENV").unwrap_or("/opt/bv-ref".into());
+/// A Python buttervolume CLI from a venv of scripts/reference-venv.sh
+/// (`venv_var` overrides the default location), run against `d`.
+fn python_cli(venv_var: &str, default: &str, d: &Daemon, args: &[&str]) -> Output {
+    let venv = std::env::var(venv_var).unwrap_or(default.into());
     let bin = PathBuf::from(venv).join("bin/buttervolume");
     assert!(
         bin.exists(),
-        "reference CLI missing at {}: run scripts/reference-venv.sh",
+        "Python buttervolume CLI missing at {}: run scripts/reference-venv.sh",
         bin.display()
     );
-    bin
-}
-
-fn reference(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(reference_bin())
+    Command::new(bin)
         .args(args)
         .env("BUTTERVOLUME_SOCKET", &d.socket)
         .output()
         .unwrap()
+}
+
+/// The reference, 3.13.
+fn reference(d: &Daemon, args: &[&str]) -> Output {
+    python_cli("BUTTERVOLUME_REFERENCE_VENV", "/opt/bv-ref", d, args)
 }
 
 #[test]
@@ -109,18 +112,7 @@ fn reference_cli_drives_our_daemon() {
 /// The 3.4 CLI (what the cluster's consul image builds) talks to this
 /// daemon too: every verb it has, with its own request shapes.
 fn reference34(d: &Daemon, args: &[&str]) -> Output {
-    let venv = std::env::var("BUTTERVOLUME_REFERENCE34_VENV").unwrap_or("/opt/bv-ref34".into());
-    let bin = PathBuf::from(venv).join("bin/buttervolume");
-    assert!(
-        bin.exists(),
-        "buttervolume 3.4 CLI missing at {}: run scripts/reference-venv.sh",
-        bin.display()
-    );
-    Command::new(bin)
-        .args(args)
-        .env("BUTTERVOLUME_SOCKET", &d.socket)
-        .output()
-        .unwrap()
+    python_cli("BUTTERVOLUME_REFERENCE34_VENV", "/opt/bv-ref34", d, args)
 }
 
 #[test]

@@ -397,12 +397,13 @@ fn a_future_dated_received_snapshot_cannot_hijack_restore() {
         .output()
         .unwrap();
     assert!(stream.status.success());
-    let receive = std::process::Command::new(common::BIN)
-        .arg("ssh-command")
-        .env("SSH_ORIGINAL_COMMAND", "buttervolume receive")
-        .envs(d.env.iter().cloned())
-        .stdin(std::process::Stdio::piped())
-        .output_with_stdin(&stream.stdout);
+    let receive = common::output_with_stdin(
+        std::process::Command::new(common::BIN)
+            .arg("ssh-command")
+            .env("SSH_ORIGINAL_COMMAND", "buttervolume receive")
+            .envs(d.env.iter().cloned()),
+        &stream.stdout,
+    );
     assert!(receive.status.success(), "{}", stderr(&receive));
     buttervolume::btrfs::delete_subvolume(&staging.join(future)).unwrap();
     assert!(d.snapshots().join(future).exists());
@@ -428,27 +429,4 @@ fn a_future_dated_received_snapshot_cannot_hijack_restore() {
         json!({"Name": "db", "Pattern": "1m:2m", "Dryrun": true}),
     );
     assert_eq!(reply["Purged"], json!([]), "{reply}");
-}
-
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
-}
-
-impl OutputWithStdin for std::process::Command {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
-        use std::io::Write;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        out
-    }
 }
