@@ -114,14 +114,19 @@ pub fn list(store: &VolumeStore, volume: Option<&str>) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// A snapshot and its place in btrfs creation order.
+/// A snapshot with its identity, as [`by_creation`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed {
     pub name: String,
-    /// See [`btrfs::SubvolumeIdentity::creation_order`].
-    pub order: (u64, u64),
-    /// Creation time on this node's clock, seconds since the epoch.
-    pub otime: i64,
+    pub identity: btrfs::SubvolumeIdentity,
+}
+
+impl Placed {
+    /// Its place in btrfs creation order
+    /// ([`btrfs::SubvolumeIdentity::creation_order`]).
+    pub fn order(&self) -> (u64, u64) {
+        self.identity.creation_order()
+    }
 }
 
 /// The snapshots of `volume` in `dir` (with its sent markers when
@@ -129,7 +134,8 @@ pub struct Placed {
 /// definition of "newest" for restore, parent choice, purge protection and
 /// inspect: a name dated in the future, or a peer with a skewed clock,
 /// cannot make a snapshot newer than one created after it here. Entries
-/// that are not subvolumes are skipped.
+/// that are not subvolumes are skipped. Each entry's identity is read once,
+/// here, and handed to the caller.
 pub fn by_creation(dir: &Path, volume: &str, markers: bool) -> Vec<Placed> {
     let prefix = format!("{volume}@");
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -140,15 +146,11 @@ pub fn by_creation(dir: &Path, volume: &str, markers: bool) -> Vec<Placed> {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with(&prefix) && (markers || !names::is_marker(n)))
         .filter_map(|name| {
-            let id = btrfs::identity(&dir.join(&name)).ok()?;
-            Some(Placed {
-                name,
-                order: id.creation_order(),
-                otime: id.otime,
-            })
+            let identity = btrfs::identity(&dir.join(&name)).ok()?;
+            Some(Placed { name, identity })
         })
         .collect();
-    out.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.name.cmp(&b.name)));
+    out.sort_by(|a, b| a.order().cmp(&b.order()).then_with(|| a.name.cmp(&b.name)));
     out
 }
 
@@ -171,9 +173,9 @@ pub fn remove(store: &VolumeStore, name: &str) -> Result<()> {
 }
 
 /// `VolumeDriver.Snapshot.Restore`. `name` is a snapshot, or a volume
-/// meaning its newest snapshot in creation order ([`by_creation`]). Returns the backup snapshot's name when the
-/// target existed (`None` also when a volume has no snapshot at all, which
-/// the reference treats as success).
+/// meaning its newest snapshot in creation order ([`by_creation`]). Returns
+/// the backup snapshot's name when the target existed (`None` also when a
+/// volume has no snapshot at all, which the reference treats as success).
 pub fn restore(
     store: &VolumeStore,
     name: &str,
@@ -209,10 +211,7 @@ pub fn restore(
         // A new volume: held to the length rule like Create.
         names::check_new_volume(&target)?;
     }
-    let _busy = store
-        .sending
-        .try_hold(&target, Activity::Restore)
-        .map_err(|holder| VolumeError::busy(&target, holder))?;
+    let _busy = store.activities.hold(&target, Activity::Restore)?;
     let _guard = store.locks.lock(&target);
     let target_exists = btrfs::is_subvolume(&target_path);
     let source_meta = VolumeMetadata::read(&source).unwrap_or_default();
@@ -309,7 +308,7 @@ fn taken_for_purge(placed: &Placed, now: NaiveDateTime, dtformat: &str) -> Optio
     if named <= now {
         return Some(named);
     }
-    let created = chrono::DateTime::from_timestamp(placed.otime, 0)?
+    let created = chrono::DateTime::from_timestamp(placed.identity.otime, 0)?
         .with_timezone(&chrono::Local)
         .naive_local();
     Some(created.min(now))
@@ -330,8 +329,8 @@ pub fn purge(
         .into_iter()
         .map(|placed| purge::Candidate {
             taken: taken_for_purge(&placed, now, &store.config.dtformat),
+            order: placed.order(),
             name: placed.name,
-            order: placed.order,
         })
         .collect();
     let doomed = purge::plan(&candidates, &pattern, now);
@@ -357,8 +356,15 @@ mod tests {
             .unwrap();
         Placed {
             name: name.into(),
-            order: (1, 256),
-            otime: local.timestamp(),
+            identity: btrfs::SubvolumeIdentity {
+                uuid: "0b7c8a34-5a2e-7b4b-9c55-0123456789ab".into(),
+                parent_uuid: None,
+                received_uuid: None,
+                read_only: true,
+                otime: local.timestamp(),
+                id: 256,
+                otransid: 1,
+            },
         }
     }
 
@@ -387,7 +393,7 @@ mod tests {
         let candidates = [purge::Candidate {
             name: future.name.clone(),
             taken: Some(taken),
-            order: future.order,
+            order: future.order(),
         }];
         let pattern = Pattern::parse("1h:1d").unwrap();
         assert_eq!(purge::plan(&candidates, &pattern, now), vec![future.name]);

@@ -262,9 +262,11 @@ impl ActivityLocks {
         })
     }
 
-    /// Holds `name` for a send (see [`ActivityLocks::try_hold`]).
-    pub fn try_lock(&self, name: &str) -> Option<ActivityGuard<'_>> {
-        self.try_hold(name, Activity::Send).ok()
+    /// [`ActivityLocks::try_hold`], refusing with the error that names
+    /// the activity holding `name` ([`VolumeError::busy`]).
+    pub fn hold(&self, name: &str, activity: Activity) -> Result<ActivityGuard<'_>> {
+        self.try_hold(name, activity)
+            .map_err(|holder| VolumeError::busy(name, holder))
     }
 
     /// The activity holding `name` right now, if any.
@@ -286,9 +288,9 @@ pub struct VolumeStore {
     pub config: Arc<Config>,
     pub mounts: MountTable,
     pub locks: NameLocks,
-    /// Held by a send, a restore or a remove of the volume (see
+    /// Held by a send, a receive, a restore or a remove of the volume (see
     /// [`Activity`]); each refuses while another holds it, saying which.
-    pub sending: ActivityLocks,
+    pub activities: ActivityLocks,
 }
 
 impl VolumeStore {
@@ -306,7 +308,7 @@ impl VolumeStore {
         let store = VolumeStore {
             mounts: MountTable::load(&config.state_path.join("mounts.json")),
             locks: NameLocks::default(),
-            sending: ActivityLocks::default(),
+            activities: ActivityLocks::default(),
             config,
         };
         store.sweep_staging()?;
@@ -429,10 +431,7 @@ impl VolumeStore {
     /// Deletes a volume (its snapshots are kept). Refused while mounted.
     pub fn remove(&self, name: &str) -> Result<()> {
         let path = self.existing(name)?;
-        let _busy = self
-            .sending
-            .try_hold(name, Activity::Remove)
-            .map_err(|holder| VolumeError::busy(name, holder))?;
+        let _busy = self.activities.hold(name, Activity::Remove)?;
         let _guard = self.locks.lock(name);
         let mounts = self.mounts.count(name);
         if mounts > 0 {
@@ -557,12 +556,12 @@ mod tests {
             locks.try_hold("db", Activity::Remove).err(),
             Some(Activity::Restore)
         );
-        assert!(locks.try_lock("db").is_none());
+        assert!(locks.try_hold("db", Activity::Send).is_err());
         assert!(locks.try_hold("web", Activity::Remove).is_ok());
         drop(restore);
         assert_eq!(locks.holder("db"), None);
-        let _send = locks.try_lock("db").unwrap();
-        let err = VolumeError::busy("db", locks.try_hold("db", Activity::Restore).err().unwrap());
+        let _send = locks.hold("db", Activity::Send).ok().unwrap();
+        let err = locks.hold("db", Activity::Restore).err().unwrap();
         assert_eq!(
             err.to_string(),
             "a send of volume db is in progress: retry when it has finished"

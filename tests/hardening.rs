@@ -250,7 +250,7 @@ fn store(test: &str) -> (Arc<VolumeStore>, std::path::PathBuf) {
 /// Waits (bounded) until `activity` holds `name`.
 fn wait_for_holder(store: &VolumeStore, name: &str, activity: Activity) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.sending.holder(name) != Some(activity) {
+    while store.activities.holder(name) != Some(activity) {
         assert!(
             Instant::now() < deadline,
             "{activity:?} never started on {name}"
@@ -308,7 +308,7 @@ fn remove_and_restore_racing_report_what_is_really_running() {
     assert!(!store.config.volumes_path.join("db").exists());
 
     // A send in progress is still reported as a send.
-    let send = store.sending.try_lock("db").unwrap();
+    let send = store.activities.hold("db", Activity::Send).ok().unwrap();
     let err = snapshots::restore(&store, &snap, None, false).unwrap_err();
     assert!(err.to_string().contains("a send of volume db"), "{err}");
     drop(send);

@@ -487,3 +487,48 @@ fn a_peer_deletes_only_snapshots_it_received() {
     assert!(ok, "{stderr}");
     assert!(!snapshots.join(received).exists());
 }
+
+/// A received UUID is whatever the sender wrote: two snapshots here can
+/// claim the same one. An incremental stream on such a UUID is refused,
+/// since confinement could otherwise check its paths against another
+/// parent than the one `btrfs receive` picks.
+#[test]
+fn an_ambiguous_parent_is_refused() {
+    let node = Node::new("confine-ambiguous");
+    let full = |name: &str| {
+        let mut s = build::header(1);
+        s.extend(first_command(name));
+        s.extend(build::command(cmd::END, &[]));
+        s
+    };
+    // Same UUID attribute (first_command's), two names.
+    for name in [
+        "db@2026-01-01T00:00:00.000001",
+        "other@2026-01-01T00:00:00.000001",
+    ] {
+        let (ok, stderr) = node.ssh_command("buttervolume receive", &full(name));
+        assert!(ok, "{name}: {stderr}");
+    }
+    let mut incremental = build::header(1);
+    incremental.extend(build::command(
+        cmd::SNAPSHOT,
+        &[
+            (attr::PATH, b"db@2026-01-01T00:00:00.000002"),
+            (attr::UUID, &[0x6b; 16]),
+            (2, &2u64.to_le_bytes()),
+            (attr::CLONE_UUID, &[0x5a; 16]),
+            (21, &1u64.to_le_bytes()),
+        ],
+    ));
+    incremental.extend(build::command(cmd::END, &[]));
+    let (ok, stderr) = node.ssh_command("buttervolume receive", &incremental);
+    assert!(!ok, "accepted: {stderr}");
+    assert!(
+        stderr.contains("claim to be the stream's parent"),
+        "{stderr}"
+    );
+    assert!(!node
+        .root
+        .join("snapshots/db@2026-01-01T00:00:00.000002")
+        .exists());
+}

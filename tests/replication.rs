@@ -319,9 +319,9 @@ fn three_nodes_markers_per_host_survive_purge() {
         buttervolume::snapshots::by_creation(&snapshots, "app", true)
             .into_iter()
             .map(|p| buttervolume::purge::Candidate {
+                order: p.order(),
                 name: p.name,
                 taken: None,
-                order: p.order,
             })
             .collect();
     let keep = buttervolume::purge::protected(&candidates);

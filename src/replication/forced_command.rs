@@ -241,16 +241,14 @@ pub fn run(config: &Config) -> i32 {
             // also carries.
             let mut out = std::io::stdout().lock();
             for placed in crate::snapshots::by_creation(&dir, &volume, true) {
-                if let Ok(id) = btrfs::identity(&dir.join(&placed.name)) {
-                    let line = ListedSnapshot {
-                        name: placed.name,
-                        uuid: id.uuid,
-                        received_uuid: id.received_uuid,
-                        read_only: id.read_only,
-                        created: Some(placed.order),
-                    };
-                    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
-                }
+                let line = ListedSnapshot {
+                    created: Some(placed.order()),
+                    name: placed.name,
+                    uuid: placed.identity.uuid,
+                    received_uuid: placed.identity.received_uuid,
+                    read_only: placed.identity.read_only,
+                };
+                let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
             }
             0
         }

@@ -26,7 +26,6 @@ pub mod receive;
 pub mod stream;
 pub mod transport;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -186,11 +185,9 @@ pub fn send_with(
     }
     let volume = names::volume_of(snapshot).to_string();
     let _guard = store
-        .sending
-        .try_hold(&volume, crate::volumes::Activity::Send)
-        .map_err(|holder| {
-            ReplicationError::Busy(crate::volumes::VolumeError::busy(&volume, holder))
-        })?;
+        .activities
+        .hold(&volume, crate::volumes::Activity::Send)
+        .map_err(ReplicationError::Busy)?;
     let started = Instant::now();
     let fail = |message: String| ReplicationError::Send {
         snapshot: snapshot.into(),
@@ -221,7 +218,7 @@ pub fn send_with(
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         if let Some(same) = remote.iter().find(|r| r.name == snapshot) {
-            if same.received_uuid.as_deref() == Some(receive::parent_key(&local_id).as_str()) {
+            if same.same_as(&local_id) {
                 record_marker(store, snapshot, &volume, host)?;
                 return Ok(SendReport {
                     already_present: true,
@@ -234,22 +231,17 @@ pub fn send_with(
                 name: snapshot.into(),
             });
         }
-        let known: HashSet<&str> = remote
-            .iter()
-            .flat_map(|r| [Some(r.uuid.as_str()), r.received_uuid.as_deref()])
-            .flatten()
-            .collect();
-        // The newest snapshot created before the one sent whose identity
-        // the peer holds (creation order, never names).
+        // The newest snapshot created before the one sent that the peer
+        // holds too (creation order and identity, never names).
         let sent_order = local_id.creation_order();
         let parent = crate::snapshots::by_creation(&config.snapshots_path, &volume, false)
             .into_iter()
-            .filter(|p| p.order < sent_order)
+            .filter(|p| p.order() < sent_order)
             .rev()
-            .find_map(|p| {
-                let id = btrfs::identity(&config.snapshots_path.join(&p.name)).ok()?;
-                let key = receive::parent_key(&id);
-                known.contains(key.as_str()).then_some((p.name, key))
+            .find(|p| remote.iter().any(|r| r.same_as(&p.identity)))
+            .map(|p| {
+                let key = receive::parent_key(&p.identity);
+                (p.name, key)
             });
         let receive = PeerRequest::Receive {
             test,

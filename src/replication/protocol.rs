@@ -108,6 +108,18 @@ pub struct ListedSnapshot {
     pub created: Option<(u64, u64)>,
 }
 
+impl ListedSnapshot {
+    /// True when the peer's snapshot and the local subvolume `local` are
+    /// the same snapshot: one was received from the other, or both from a
+    /// third. The one identity rule of parent choice, "already there" and
+    /// the pull.
+    pub fn same_as(&self, local: &crate::btrfs::SubvolumeIdentity) -> bool {
+        self.received_uuid.as_deref() == Some(local.uuid.as_str())
+            || local.received_uuid.as_deref() == Some(self.uuid.as_str())
+            || (local.received_uuid.is_some() && local.received_uuid == self.received_uuid)
+    }
+}
+
 /// Characters a legitimate request can contain.
 fn allowed_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || " _.:@/,=+-".contains(c)

@@ -23,7 +23,7 @@ use super::transport::{self, Peer};
 use super::ReplicationError;
 use crate::btrfs;
 use crate::names;
-use crate::volumes::{Activity, VolumeError, VolumeStore};
+use crate::volumes::{Activity, VolumeStore};
 
 /// What a pull did.
 #[derive(Debug, Clone)]
@@ -56,14 +56,6 @@ impl PullReport {
     }
 }
 
-/// True when the local subvolume `local` and the peer's `remote` are the
-/// same snapshot: one was received from the other, or both from a third.
-fn same_snapshot(local: &btrfs::SubvolumeIdentity, remote: &ListedSnapshot) -> bool {
-    remote.received_uuid.as_deref() == Some(local.uuid.as_str())
-        || local.received_uuid.as_deref() == Some(remote.uuid.as_str())
-        || (local.received_uuid.is_some() && local.received_uuid == remote.received_uuid)
-}
-
 /// Pulls the newest snapshot of `volume` from `host`. Blocking.
 pub fn receive(
     store: &VolumeStore,
@@ -75,9 +67,9 @@ pub fn receive(
     names::check_marker_host(host)?;
     let config = &store.config;
     let _guard = store
-        .sending
-        .try_hold(volume, Activity::Receive)
-        .map_err(|holder| ReplicationError::Busy(VolumeError::busy(volume, holder)))?;
+        .activities
+        .hold(volume, Activity::Receive)
+        .map_err(ReplicationError::Busy)?;
     let started = Instant::now();
     let fail = |message: String| ReplicationError::Receive {
         volume: volume.into(),
@@ -116,14 +108,7 @@ pub fn receive(
         return Err(fail(format!("it has no snapshot of {volume}")));
     };
 
-    let local: Vec<(String, btrfs::SubvolumeIdentity)> =
-        crate::snapshots::by_creation(&config.snapshots_path, volume, false)
-            .into_iter()
-            .filter_map(|p| {
-                let id = btrfs::identity(&config.snapshots_path.join(&p.name)).ok()?;
-                Some((p.name, id))
-            })
-            .collect();
+    let local = crate::snapshots::by_creation(&config.snapshots_path, volume, false);
     let report = |parent, bytes, already_present| PullReport {
         snapshot: newest.name.clone(),
         parent,
@@ -131,11 +116,11 @@ pub fn receive(
         seconds: started.elapsed().as_secs_f64(),
         already_present,
     };
-    if let Some((name, _)) = local.iter().find(|(_, id)| same_snapshot(id, newest)) {
-        if *name != newest.name {
+    if let Some(here) = local.iter().find(|p| newest.same_as(&p.identity)) {
+        if here.name != newest.name {
             return Err(fail(format!(
-                "its newest snapshot {} is {name} here under another name",
-                newest.name
+                "its newest snapshot {} is {} here under another name",
+                newest.name, here.name
             )));
         }
         return Ok(report(None, 0, true));
@@ -150,8 +135,8 @@ pub fn receive(
     let parent = snapshots.iter().rev().find_map(|r| {
         local
             .iter()
-            .find(|(_, id)| same_snapshot(id, r))
-            .map(|(_, id)| (r.name.clone(), receive::parent_key(id)))
+            .find(|p| r.same_as(&p.identity))
+            .map(|p| (r.name.clone(), receive::parent_key(&p.identity)))
     });
     let request = PeerRequest::Send {
         snapshot: newest.name.clone(),

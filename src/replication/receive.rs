@@ -150,9 +150,11 @@ fn copy_confined<I: Inherited>(
 }
 
 /// The local snapshot an incremental stream builds on, found the way
-/// `btrfs receive` looks it up (received UUID first, then UUID), among the
-/// volume's snapshots in `dest` (the only ones reachable from its chroot).
-/// Two candidates with one received UUID are refused: confinement must
+/// `btrfs receive` looks it up (received UUID first, then UUID) among the
+/// subvolumes of `dest` (the only ones reachable from its chroot), and it
+/// must be a snapshot of the stream's own volume. A received UUID is what
+/// the sender wrote, so a hostile peer can give two snapshots the same one:
+/// two candidates anywhere in `dest` are refused, because confinement must
 /// check paths against the very parent receive will use.
 fn find_parent(dest: &Path, name: &str, key: &str) -> Result<PathBuf, ReceiveError> {
     let prefix = format!("{}@", names::volume_of(name));
@@ -160,26 +162,31 @@ fn find_parent(dest: &Path, name: &str, key: &str) -> Result<PathBuf, ReceiveErr
         context: "listing snapshots",
         source,
     })?;
-    let (mut by_received, mut by_uuid) = (Vec::new(), Vec::new());
+    let (mut by_received, mut by_uuid) = (Vec::new(), None);
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+        let path = entry.path();
+        if !btrfs::is_subvolume(&path) {
             continue;
         }
-        let Ok(id) = btrfs::identity(&entry.path()) else {
+        let Ok(id) = btrfs::identity(&path) else {
             continue;
         };
         if id.received_uuid.as_deref() == Some(key) {
-            by_received.push(entry.path());
+            by_received.push(entry.file_name());
         } else if id.uuid == key {
-            by_uuid.push(entry.path());
+            by_uuid = Some(entry.file_name());
         }
     }
-    match (by_received.len(), by_uuid.pop()) {
-        (1, _) => Ok(by_received.pop().expect("one candidate")),
-        (0, Some(path)) => Ok(path),
-        (0, None) => Err(ReceiveError::ParentMissing(key.into())),
-        _ => Err(ReceiveError::AmbiguousParent(key.into())),
+    let found = match (by_received.len(), by_uuid) {
+        (1, _) => by_received.pop().expect("one candidate"),
+        (0, Some(found)) => found,
+        (0, None) => return Err(ReceiveError::ParentMissing(key.into())),
+        _ => return Err(ReceiveError::AmbiguousParent(key.into())),
+    };
+    if !found.to_string_lossy().starts_with(&prefix) {
+        return Err(ReceiveError::ParentMissing(key.into()));
     }
+    Ok(dest.join(found))
 }
 
 /// Receives one send stream from `input` into `dest`. `expected_parent` is

@@ -159,6 +159,11 @@ impl Slot {
         BusyGuard(self.clone())
     }
 
+    /// True while a handler runs on this connection.
+    pub fn is_busy(&self) -> bool {
+        self.idle_since.load(Ordering::SeqCst) == BUSY
+    }
+
     /// Resolves when the connection was chosen to make room.
     pub async fn evicted(&self) {
         self.evict.notified().await;

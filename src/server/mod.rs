@@ -170,13 +170,24 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let slot = registration.slot.clone();
-                    tokio::select! {
-                        ended = conn => if let Err(e) = ended {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        },
-                        () = slot.evicted() => {
+                    tokio::pin!(conn);
+                    let ended = tokio::select! {
+                        ended = &mut conn => Some(ended),
+                        () = slot.evicted() => None,
+                    };
+                    let ended = match ended {
+                        Some(ended) => Some(ended),
+                        // Chosen while idle, but a request started since:
+                        // it is answered (the read timeout closes the
+                        // connection after it); a handler is never cut.
+                        None if slot.is_busy() => Some(conn.await),
+                        None => {
                             tracing::debug!("closed an idle connection to make room");
+                            None
                         }
+                    };
+                    if let Some(Err(e)) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(registration);
                 });
