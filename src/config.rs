@@ -43,9 +43,22 @@ pub struct Config {
     pub send_bwlimit: u64,
     /// Where the Docker engine API answers (labels, plugin discovery).
     pub docker_socket: PathBuf,
-    /// Jobs the scheduler runs at once per pool (`SCHEDULE_WORKERS`, 4).
+    /// Jobs the scheduler runs at once per pool (`SCHEDULE_WORKERS`).
     pub schedule_workers: usize,
+    /// How long a socket connection may take to send a request header or
+    /// body, or stay idle between requests (`READ_TIMEOUT`, seconds).
+    pub read_timeout_secs: u64,
+    /// Open socket connections wanted at most (`MAX_CONNECTIONS`; the
+    /// server lowers it to fit the descriptor limit).
+    pub max_connections: usize,
 }
+
+/// Default of `SCHEDULE_WORKERS`.
+pub const DEFAULT_SCHEDULE_WORKERS: usize = 4;
+/// Default of `READ_TIMEOUT`.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 10;
+/// Default of `MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -98,17 +111,20 @@ impl Config {
         };
         let runpath = get("RUNPATH", "/run/docker");
         let default_socket = Path::new(&runpath).join("plugins").join(SOCKET_FILE);
-        let timer_raw = get("TIMER", "60");
-        let timer = timer_raw
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|t| *t > 0)
-            .ok_or(ConfigError::Invalid {
-                key: "TIMER",
-                value: timer_raw.clone(),
-                reason: "expected a positive number of seconds",
-            })?;
+        // A whole number greater than 0.
+        let positive = |key: &'static str, default: u64, reason: &'static str| {
+            let raw = get(key, &default.to_string());
+            raw.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Invalid {
+                    key,
+                    value: raw.clone(),
+                    reason,
+                })
+        };
+        let timer = positive("TIMER", 60, "expected a positive number of seconds")?;
         let port_raw = env
             .get("SSH_PORT")
             .filter(|v| !v.is_empty())
@@ -152,21 +168,27 @@ impl Config {
                 value: bwlimit_raw.clone(),
                 reason: "expected MiB/s as a whole number (0: no limit)",
             })?;
-        let workers_raw = get("SCHEDULE_WORKERS", "4");
-        let schedule_workers = workers_raw
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "SCHEDULE_WORKERS",
-                value: workers_raw.clone(),
-                reason: "expected a number of jobs at once, at least 1",
-            })?;
+        let schedule_workers = positive(
+            "SCHEDULE_WORKERS",
+            DEFAULT_SCHEDULE_WORKERS as u64,
+            "expected a number of jobs at once, at least 1",
+        )? as usize;
+        let read_timeout_secs = positive(
+            "READ_TIMEOUT",
+            DEFAULT_READ_TIMEOUT_SECS,
+            "expected a positive number of seconds",
+        )?;
+        let max_connections = positive(
+            "MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS as u64,
+            "expected a number of connections, at least 1",
+        )? as usize;
         Ok(Config {
             send_compression,
             send_bwlimit,
             schedule_workers,
+            read_timeout_secs,
+            max_connections,
             snapshots_path: get("SNAPSHOTS_PATH", "/var/lib/buttervolume/snapshots/").into(),
             test_remote_path: get("TEST_REMOTE_PATH", "/var/lib/buttervolume/received/").into(),
             state_path: get("STATE_PATH", &default_state.to_string_lossy()).into(),
@@ -281,5 +303,12 @@ mod tests {
         assert!(err.to_string().contains("TIMER"), "{err}");
         let env = map(&[("SSH_PORT", "99999")]);
         assert!(Config::resolve(&env, &HashMap::new()).is_err());
+        for key in ["SCHEDULE_WORKERS", "READ_TIMEOUT", "MAX_CONNECTIONS"] {
+            for bad in ["0", "-1", "ten", "1.5"] {
+                let env = map(&[(&format!("BUTTERVOLUME_{key}"), bad)]);
+                let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
+                assert!(err.to_string().contains(key), "{key}={bad}: {err}");
+            }
+        }
     }
 }

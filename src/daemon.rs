@@ -48,7 +48,7 @@ async fn shutdown_signal() {
 pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let nofile = server::raise_fd_limit();
-    let limits = server::ServerLimits::from_env(nofile)?;
+    let limits = server::ServerLimits::new(&config, nofile);
     let listener = server::bind(&config.socket).await?;
     tracing::info!(socket = %config.socket.display(), "listening");
     let opened = {

@@ -43,9 +43,8 @@ pub type JobKey = (String, String);
 /// The message the reference returns while the schedule is globally paused.
 pub const GLOBALLY_PAUSED: &str = "Schedule is globally paused";
 
-/// Worker-pool size of a scheduler built without a configuration (the
-/// configuration's `SCHEDULE_WORKERS` has the same default).
-pub const DEFAULT_WORKERS: usize = 4;
+/// Worker-pool size of a scheduler built without a configuration.
+pub const DEFAULT_WORKERS: usize = crate::config::DEFAULT_SCHEDULE_WORKERS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {

@@ -6,12 +6,14 @@
 //! send nothing (or half a request line, or a header whose body never
 //! comes). Three defences keep Docker's own calls served:
 //!
-//! - a read timeout ([`ServerLimits::read_timeout`]): hyper's header-read
-//!   timeout, which also bounds an idle keep-alive connection between two
-//!   requests, and the same bound on reading a request body;
-//! - a cap on open connections ([`ServerLimits::max_connections`]), derived
-//!   from the descriptor limit so accepting never runs the process out of
-//!   descriptors (which would also break btrfs calls and subprocesses);
+//! - a read timeout ([`ServerLimits::read_timeout`], setting READ_TIMEOUT):
+//!   hyper's header-read timeout, which also bounds an idle keep-alive
+//!   connection between two requests, and the same bound on reading a
+//!   request body;
+//! - a cap on open connections ([`ServerLimits::max_connections`], setting
+//!   MAX_CONNECTIONS), lowered to fit the descriptor limit so accepting
+//!   never runs the process out of descriptors (which would also break
+//!   btrfs calls and subprocesses);
 //! - eviction: when a connection arrives at the cap, the connection that
 //!   has been idle the longest (no handler running: waiting for a header,
 //!   for a body, or between keep-alive requests) is closed to make room.
@@ -29,10 +31,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// Default read timeout (header, body, idle keep-alive), in seconds.
-pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 10;
-/// Default cap on open connections, before the descriptor limit applies.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Descriptors kept free for everything but connections (btrfs ioctls on
 /// opened dirs, state files, `btrfs send`/`receive` and ssh pipes, logs).
 pub const FD_RESERVE: u64 = 256;
@@ -49,65 +47,21 @@ pub struct ServerLimits {
     pub max_connections: usize,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LimitsError {
-    #[error("invalid {key}={value:?}: {reason}")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        reason: &'static str,
-    },
-}
-
 impl ServerLimits {
-    /// `BUTTERVOLUME_READ_TIMEOUT` (seconds, default 10) and
-    /// `BUTTERVOLUME_MAX_CONNECTIONS` (default 1024), the latter lowered to
-    /// fit `nofile` (the soft descriptor limit) minus [`FD_RESERVE`].
-    pub fn from_env(nofile: u64) -> Result<ServerLimits, LimitsError> {
-        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
-        Self::resolve(
-            var("BUTTERVOLUME_READ_TIMEOUT").as_deref(),
-            var("BUTTERVOLUME_MAX_CONNECTIONS").as_deref(),
-            nofile,
-        )
+    /// READ_TIMEOUT and MAX_CONNECTIONS from the configuration, the latter
+    /// lowered to fit `nofile` (the soft descriptor limit) minus
+    /// [`FD_RESERVE`], and never below [`MIN_CONNECTIONS`].
+    pub fn new(config: &crate::config::Config, nofile: u64) -> ServerLimits {
+        Self::fitted(config.read_timeout_secs, config.max_connections, nofile)
     }
 
-    /// [`ServerLimits::from_env`] without the environment.
-    pub fn resolve(
-        read_timeout: Option<&str>,
-        max_connections: Option<&str>,
-        nofile: u64,
-    ) -> Result<ServerLimits, LimitsError> {
-        let positive = |key: &'static str, raw: Option<&str>, default: u64| match raw {
-            None => Ok(default),
-            Some(text) => {
-                text.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(LimitsError::Invalid {
-                        key,
-                        value: text.into(),
-                        reason: "expected a whole number greater than 0",
-                    })
-            }
-        };
-        let secs = positive(
-            "BUTTERVOLUME_READ_TIMEOUT",
-            read_timeout,
-            DEFAULT_READ_TIMEOUT_SECS,
-        )?;
-        let wanted = positive(
-            "BUTTERVOLUME_MAX_CONNECTIONS",
-            max_connections,
-            DEFAULT_MAX_CONNECTIONS as u64,
-        )?;
+    fn fitted(read_timeout_secs: u64, wanted: usize, nofile: u64) -> ServerLimits {
         let fits = nofile.saturating_sub(FD_RESERVE);
-        let max_connections = wanted.min(fits).max(MIN_CONNECTIONS as u64) as usize;
-        Ok(ServerLimits {
-            read_timeout: Duration::from_secs(secs),
+        let max_connections = (wanted as u64).min(fits).max(MIN_CONNECTIONS as u64) as usize;
+        ServerLimits {
+            read_timeout: Duration::from_secs(read_timeout_secs),
             max_connections,
-        })
+        }
     }
 }
 
@@ -272,25 +226,16 @@ mod tests {
 
     #[test]
     fn limits_fit_the_descriptor_budget() {
-        let l = ServerLimits::resolve(None, None, 1_048_576).unwrap();
-        assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let l = ServerLimits::fitted(10, 1024, 1_048_576);
+        assert_eq!(l.max_connections, 1024);
         assert_eq!(l.read_timeout, Duration::from_secs(10));
-        let l = ServerLimits::resolve(Some("3"), Some("5000"), 1024).unwrap();
+        let l = ServerLimits::fitted(3, 5000, 1024);
         assert_eq!(l.max_connections, 1024 - FD_RESERVE as usize);
         assert_eq!(l.read_timeout, Duration::from_secs(3));
-        let l = ServerLimits::resolve(None, None, 100).unwrap();
-        assert_eq!(l.max_connections, MIN_CONNECTIONS);
-        for bad in ["0", "-1", "ten", "1.5"] {
-            let err = ServerLimits::resolve(Some(bad), None, 1024).unwrap_err();
-            assert!(
-                err.to_string().contains("BUTTERVOLUME_READ_TIMEOUT"),
-                "{err}"
-            );
-            assert!(
-                ServerLimits::resolve(None, Some(bad), 1024).is_err(),
-                "{bad}"
-            );
-        }
+        assert_eq!(
+            ServerLimits::fitted(10, 1024, 100).max_connections,
+            MIN_CONNECTIONS
+        );
     }
 
     #[tokio::test]

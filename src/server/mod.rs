@@ -39,7 +39,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
 use connections::Connections;
-pub use connections::{raise_fd_limit, LimitsError, ServerLimits};
+pub use connections::{raise_fd_limit, ServerLimits};
 
 use crate::config::Config;
 use crate::volumes::VolumeStore;
@@ -61,8 +61,6 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
-    #[error(transparent)]
-    Limits(#[from] LimitsError),
 }
 
 /// What every handler can reach.
