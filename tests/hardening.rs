@@ -16,21 +16,10 @@ use buttervolume::volumes::{Activity, VolumeError, VolumeStore};
 use common::Daemon;
 use serde_json::json;
 
-/// A daemon that can reach no Docker and no peer: replication attempts go
-/// to 127.0.0.1 port 1, where nothing listens.
+/// A daemon that can reach no Docker and no peer (the harness's defaults)
+/// and whose replication attempts go to port 1, where nothing listens.
 fn isolated(test: &str) -> Daemon {
-    let root = std::env::temp_dir().join(format!("bv-{test}-{}", std::process::id()));
-    let no_docker = root.join("no-docker.sock");
-    let ssh = root.join("ssh");
-    Daemon::start_with(
-        test,
-        None,
-        &[
-            ("BUTTERVOLUME_DOCKER_SOCKET", no_docker.to_str().unwrap()),
-            ("BUTTERVOLUME_SSH_DIR", ssh.to_str().unwrap()),
-            ("SSH_PORT", "1"),
-        ],
-    )
+    Daemon::start_with(test, None, &[("SSH_PORT", "1")])
 }
 
 #[test]

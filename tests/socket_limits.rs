@@ -12,11 +12,11 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Daemon;
 use serde_json::{json, Value};
 
 /// Header/body read timeout the daemon is started with, in seconds.
@@ -26,98 +26,25 @@ const READ_TIMEOUT_SECS: u64 = 2;
 /// got through because idle connections timed out fails.
 const PROMPT: Duration = Duration::from_secs(1);
 
-/// A daemon started through `prlimit`, with the harness's layout.
-struct LimitedDaemon {
-    root: PathBuf,
-    socket: PathBuf,
-    child: Child,
-    log: PathBuf,
+/// A daemon with the harness's layout, run under `prlimit --nofile=<nofile>`
+/// with the test's read timeout; `extra`: more environment variables.
+fn limited_daemon(test: &str, nofile: &str, extra: &[(&str, &str)]) -> Daemon {
+    let timeout = READ_TIMEOUT_SECS.to_string();
+    let mut env = vec![
+        ("BUTTERVOLUME_READ_TIMEOUT", timeout.as_str()),
+        // A thousand connections: keep the log readable.
+        ("RUST_LOG", "info"),
+    ];
+    env.extend_from_slice(extra);
+    let limit = format!("--nofile={nofile}");
+    Daemon::start_wrapped(test, None, &env, &["prlimit", &limit, "--"])
 }
 
-impl LimitedDaemon {
-    fn start(test: &str, nofile: &str) -> LimitedDaemon {
-        Self::start_with(test, nofile, &[])
-    }
-
-    /// `extra`: more environment variables.
-    fn start_with(test: &str, nofile: &str, extra: &[(&str, String)]) -> LimitedDaemon {
-        let base = common::test_btrfs();
-        let root = base.join(format!("{test}-{}", std::process::id()));
-        if root.exists() {
-            common::cleanup_dir(&root);
-        }
-        std::fs::create_dir_all(&root).unwrap();
-        let socket = root.join("bv.sock");
-        let log = root.join("daemon.log");
-        let d = |sub: &str| format!("{}/{sub}/", root.display());
-        let logfile = std::fs::File::create(&log).unwrap();
-        let child = Command::new("prlimit")
-            .arg(format!("--nofile={nofile}"))
-            .arg("--")
-            .arg(common::BIN)
-            .arg("run")
-            .env("BUTTERVOLUME_VOLUMES_PATH", d("volumes"))
-            .env("BUTTERVOLUME_SNAPSHOTS_PATH", d("snapshots"))
-            .env("BUTTERVOLUME_TEST_REMOTE_PATH", d("received"))
-            .env("BUTTERVOLUME_STATE_PATH", d("state"))
-            .env(
-                "BUTTERVOLUME_SCHEDULE",
-                format!("{}/config/schedule.csv", root.display()),
-            )
-            .env("BUTTERVOLUME_SOCKET", &socket)
-            .env("BUTTERVOLUME_DOCKER_SOCKET", root.join("no-docker.sock"))
-            .env("BUTTERVOLUME_SSH_DIR", root.join("ssh"))
-            .env("BUTTERVOLUME_READ_TIMEOUT", READ_TIMEOUT_SECS.to_string())
-            .env("RUST_LOG", "info")
-            .envs(extra.iter().map(|(k, v)| (k, v)))
-            .stdout(logfile.try_clone().unwrap())
-            .stderr(logfile)
-            .spawn()
-            .expect("spawning prlimit (util-linux) with the daemon");
-        let daemon = LimitedDaemon {
-            root,
-            socket,
-            child,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&daemon.socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not open its socket; log:\n{}",
-                daemon.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Descriptors the daemon has open right now.
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for LimitedDaemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- daemon log ---\n{}", self.log_text());
-        }
-        common::cleanup_dir(&self.root);
-    }
+/// Descriptors the daemon has open right now.
+fn open_fds(d: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid().expect("a running daemon")))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
 }
 
 /// One request with `Connection: close`, bounded in time: the reply's JSON,
@@ -146,7 +73,7 @@ fn call(socket: &Path, path: &str, body: &Value, timeout: Duration) -> Result<Va
 }
 
 /// Docker's calls, each answered within [`PROMPT`].
-fn docker_calls_answer_promptly(d: &LimitedDaemon, volume: &str) {
+fn docker_calls_answer_promptly(d: &Daemon, volume: &str) {
     for (path, body) in [
         ("/Plugin.Activate", json!({})),
         ("/VolumeDriver.Create", json!({"Name": volume, "Opts": {}})),
@@ -211,14 +138,14 @@ fn docker_is_served_while_a_thousand_idle_connections_are_open() {
         nofile >= 2048,
         "this test needs 2048 open files (it has {nofile}): raise the hard RLIMIT_NOFILE"
     );
-    let d = LimitedDaemon::start("idle-conns", "512:1024");
+    let d = limited_daemon("idle-conns", "512:1024", &[]);
     // The soft limit was raised to the hard one at start.
     assert_eq!(
-        nofile_limits(d.pid()),
+        nofile_limits(d.pid().unwrap()),
         ("1024".to_string(), "1024".to_string()),
         "RLIMIT_NOFILE of the daemon"
     );
-    let baseline = d.open_fds();
+    let baseline = open_fds(&d);
 
     // 1,000 idle connections: silent ones, half a request line, and a full
     // header whose body never comes (a lying Content-Length).
@@ -270,11 +197,11 @@ fn docker_is_served_while_a_thousand_idle_connections_are_open() {
     // Their descriptors were released: back near the baseline, waiting on
     // the daemon's observable fd count.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.open_fds() > baseline + 8 {
+    while open_fds(&d) > baseline + 8 {
         assert!(
             Instant::now() < deadline,
             "daemon still holds {} descriptors (baseline {baseline})",
-            d.open_fds()
+            open_fds(&d)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -283,7 +210,7 @@ fn docker_is_served_while_a_thousand_idle_connections_are_open() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_read_timeout() {
-    let d = LimitedDaemon::start("keepalive-timeout", "4096:4096");
+    let d = limited_daemon("keepalive-timeout", "4096:4096", &[]);
     let mut s = UnixStream::connect(&d.socket).unwrap();
     s.write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         .unwrap();
@@ -325,12 +252,13 @@ fn at_the_cap_busy_connections_are_never_evicted_and_the_next_one_waits() {
         }
     });
     const CAP: usize = 16;
-    let d = LimitedDaemon::start_with(
+    let (port, cap) = (port.to_string(), CAP.to_string());
+    let d = limited_daemon(
         "busy-cap",
         "4096:4096",
         &[
-            ("SSH_PORT", port.to_string()),
-            ("BUTTERVOLUME_MAX_CONNECTIONS", CAP.to_string()),
+            ("SSH_PORT", port.as_str()),
+            ("BUTTERVOLUME_MAX_CONNECTIONS", cap.as_str()),
         ],
     );
     let snapshots: Vec<String> = (0..CAP)

@@ -51,6 +51,8 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     child: Option<Child>,
     pub log: PathBuf,
+    /// A program (and its arguments) the daemon runs under, e.g. prlimit.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -63,6 +65,17 @@ impl Daemon {
     /// `socket`: put the socket elsewhere (Docker's legacy plugin dir).
     /// `extra`: more environment variables.
     pub fn start_with(test: &str, socket: Option<PathBuf>, extra: &[(&str, &str)]) -> Daemon {
+        Self::start_wrapped(test, socket, extra, &[])
+    }
+
+    /// [`Daemon::start_with`], the daemon run as `<wrapper...> buttervolume
+    /// run` (a wrapper that execs it, like `prlimit --nofile=... --`).
+    pub fn start_wrapped(
+        test: &str,
+        socket: Option<PathBuf>,
+        extra: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Daemon {
         let base = test_btrfs();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let root = base.join(format!("{test}-{}-{n}", std::process::id()));
@@ -94,6 +107,11 @@ impl Daemon {
                 "BUTTERVOLUME_RUNPATH".to_string(),
                 format!("{}/run", root.display()),
             ),
+            // Never the host's SSH keys either.
+            (
+                "BUTTERVOLUME_SSH_DIR".to_string(),
+                format!("{}/ssh", root.display()),
+            ),
             ("RUST_LOG".to_string(), "debug".to_string()),
         ];
         for (k, v) in extra {
@@ -105,6 +123,7 @@ impl Daemon {
             socket,
             env,
             child: None,
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
         };
         daemon.spawn();
         daemon
@@ -117,7 +136,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .arg("run")
             .envs(self.env.iter().cloned())
             .stdout(log.try_clone().unwrap())
