@@ -25,15 +25,4 @@ if ! docker version >/dev/null 2>&1; then
 fi
 echo "dockerd is up ($(docker version --format '{{.Server.Version}}'))"
 
-# A registry-free test image: busybox-static in an otherwise empty rootfs.
-if ! docker image inspect bv-busybox:latest >/dev/null 2>&1; then
-    rootfs=$(mktemp -d)
-    mkdir -p "$rootfs/bin" "$rootfs/data" "$rootfs/tmp"
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for tool in sh cat echo ls sleep md5sum sync test dd; do
-        ln -s busybox "$rootfs/bin/$tool"
-    done
-    tar -C "$rootfs" -c . | docker import - bv-busybox:latest >/dev/null
-    rm -rf "$rootfs"
-    echo "imported bv-busybox:latest"
-fi
+"$(dirname "$0")/import-test-image.sh"

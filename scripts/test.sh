@@ -104,5 +104,7 @@ else
     run cargo fmt --all -- --check
     run cargo clippy --all-targets -- -D warnings
     run cargo test --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
+    # The bounded fuzz harness, briefly (BENCHMARKS.md has the long runs).
+    run env FUZZ_SECONDS="${FUZZ_SECONDS:-2}" scripts/fuzz.sh
 fi
 status=0

@@ -830,6 +830,8 @@ async fn the_reference_and_we_share_schedule_csv() {
 /// prints.
 #[test]
 fn the_reference_cli_schedules_on_our_daemon() {
+    // Loopback hosts only, and no volume "db" here: a job that ran could
+    // not reach anything.
     let d = common::Daemon::start("sched-refcli");
     let reference = |args: &[&str]| {
         std::process::Command::new(reference_venv().join("bin/buttervolume"))
@@ -840,11 +842,11 @@ fn the_reference_cli_schedules_on_our_daemon() {
     };
     for args in [
         ["schedule", "snapshot", "60", "db"],
-        ["schedule", "replicate:10.0.0.2", "60", "db"],
+        ["schedule", "replicate:127.0.0.2", "60", "db"],
         ["schedule", "purge:1h:1d:1w:4w:1y", "1440", "db"],
-        ["schedule", "synchronize:h1,h2", "30", "web"],
-        ["schedule", "replicate:10.0.0.2", "pause", "db"],
-        ["schedule", "synchronize:h1,h2", "0", "web"],
+        ["schedule", "synchronize:127.0.0.3,127.0.0.4", "30", "web"],
+        ["schedule", "replicate:127.0.0.2", "pause", "db"],
+        ["schedule", "synchronize:127.0.0.3,127.0.0.4", "0", "web"],
     ] {
         let out = reference(&args);
         assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
@@ -854,7 +856,7 @@ fn the_reference_cli_schedules_on_our_daemon() {
     assert_eq!(common::stdout(&ours), common::stdout(&theirs));
     assert_eq!(
         common::stdout(&ours),
-        "snapshot 60 db \nreplicate:10.0.0.2 60 db (paused)\npurge:1h:1d:1w:4w:1y 1440 db \n"
+        "snapshot 60 db \nreplicate:127.0.0.2 60 db (paused)\npurge:1h:1d:1w:4w:1y 1440 db \n"
     );
     // Errors reach the reference CLI as failures.
     let out = reference(&["schedule", "snapshot", "soon", "db"]);

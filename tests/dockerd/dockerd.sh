@@ -160,19 +160,9 @@ detach_host_mounts() {
     done
 }
 
-import_image() { # <dir>: a registry-free test image: busybox-static alone
-    local dir=$1 rootfs tool
-    if DOCKER_HOST=unix://$dir/run/docker.sock docker image inspect bv-busybox:latest >/dev/null 2>&1; then
-        return 0
-    fi
-    rootfs=$(mktemp -d)
-    mkdir -p "$rootfs/bin" "$rootfs/data" "$rootfs/tmp"
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for tool in sh cat echo ls sleep md5sum sync test dd; do
-        ln -s busybox "$rootfs/bin/$tool"
-    done
-    tar -C "$rootfs" -c . | DOCKER_HOST=unix://$dir/run/docker.sock docker import - bv-busybox:latest >/dev/null
-    rm -rf "$rootfs"
+import_image() { # <dir>: the registry-free test image, into this dockerd
+    DOCKER_HOST=unix://$1/run/docker.sock \
+        "$(dirname "${BASH_SOURCE[0]}")/../../scripts/import-test-image.sh" >/dev/null
 }
 
 cmd_stop() {
