@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$mnt"
 truncate -s $((DATA_MIB * 3 + 1024))M "$work/img"
-mkfs.btrfs -q "$work/img"
+mkfs.btrfs -q "$work/img" >/dev/null 2>&1
 mount -o loop "$work/img" "$mnt"
 mkdir -p "$mnt"/{volumes,snapshots,received,state,raw}
 btrfs subvolume create "$mnt/volumes/v" >/dev/null

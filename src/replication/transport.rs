@@ -193,8 +193,12 @@ impl Peer {
         let _ = channel.close();
         let mut stderr = String::new();
         let _ = channel.stderr().read_to_string(&mut stderr);
-        channel.wait_close().map_err(|e| self.ssh_err(e))?;
-        let status = channel.exit_status().map_err(|e| self.ssh_err(e))?;
+        // A channel cut short has no exit status: -1, and the sink's own
+        // result (say, a refused stream) still says what happened.
+        let status = channel
+            .wait_close()
+            .and_then(|()| channel.exit_status())
+            .unwrap_or(-1);
         Ok((
             result,
             Output {
