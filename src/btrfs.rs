@@ -33,6 +33,9 @@ pub enum BtrfsError {
         op: &'static str,
         path: PathBuf,
         message: String,
+        /// The errno libbtrfsutil left behind (it reports failed syscalls
+        /// through errno), so callers match kinds, never message text.
+        errno: Option<i32>,
     },
     #[error("{op} {path}: {source}")]
     Io {
@@ -43,11 +46,17 @@ pub enum BtrfsError {
 }
 
 impl BtrfsError {
+    /// Must be called right after the failed libbtrfsutil call, before
+    /// anything else can overwrite errno.
     fn util(op: &'static str, path: &Path, err: btrfsutil::BtrfsUtilError) -> Self {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .filter(|&n| n != 0);
         BtrfsError::Util {
             op,
             path: path.into(),
             message: err.to_string(),
+            errno,
         }
     }
 
@@ -56,14 +65,6 @@ impl BtrfsError {
             op,
             path: path.into(),
             source,
-        }
-    }
-
-    /// True when the error means "the path does not exist".
-    pub fn is_not_found(&self) -> bool {
-        match self {
-            BtrfsError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-            BtrfsError::Util { message, .. } => message.contains("No such file"),
         }
     }
 }

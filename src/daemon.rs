@@ -53,9 +53,16 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     tracing::info!(socket = %config.socket.display(), "listening");
     let opened = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || VolumeStore::open(config))
-            .await
-            .expect("store opening does not panic")
+        tokio::task::spawn_blocking(move || {
+            let store = VolumeStore::open(config.clone())?;
+            // Half-received snapshots of transfers a crash interrupted.
+            for dir in [&config.snapshots_path, &config.test_remote_path] {
+                crate::replication::receive::sweep_stale(dir);
+            }
+            Ok::<_, crate::volumes::VolumeError>(store)
+        })
+        .await
+        .expect("store opening does not panic")
     };
     let store = match opened {
         Ok(store) => store,

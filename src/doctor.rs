@@ -17,6 +17,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::client::ClientError;
 use crate::config::Config;
 use crate::docker;
 
@@ -111,8 +112,29 @@ fn stale_sockets(config: &Config) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Why the doctor stopped (what it found so far is not lost: nothing is
+/// removed before its copy is verified).
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error("cannot list Docker volumes: {0}")]
+    ListVolumes(ClientError),
+    #[error("cp: {0}")]
+    Spawn(std::io::Error),
+    #[error("copying {name} failed, nothing removed: {stderr}")]
+    Copy { name: String, stderr: String },
+    #[error("the copy of {0} differs from its source; nothing removed")]
+    CopyDiffers(String),
+    #[error("removing the local {name}: {source}")]
+    Remove { name: String, source: ClientError },
+    #[error("removing the local {name} failed: {body}")]
+    Refused {
+        name: String,
+        body: serde_json::Value,
+    },
+}
+
 /// Examines the node; repairs when `fix`. Returns what was found.
-pub async fn run(config: &Config, fix: bool) -> Result<Vec<Finding>, String> {
+pub async fn run(config: &Config, fix: bool) -> Result<Vec<Finding>, DoctorError> {
     let mut findings = Vec::new();
     for socket in stale_sockets(config) {
         let action = if fix {
@@ -133,7 +155,7 @@ pub async fn run(config: &Config, fix: bool) -> Result<Vec<Finding>, String> {
 
     let volumes = docker::local_volumes(&config.docker_socket)
         .await
-        .map_err(|e| format!("cannot list Docker volumes: {e}"))?;
+        .map_err(DoctorError::ListVolumes)?;
     // Docker shows a name once: a `local` record shadows the btrfs volume of
     // the same name (older Dockers listed both). Either way the duplicate
     // is a local volume whose name is also one of our subvolumes.
@@ -160,7 +182,7 @@ async fn repair(
     local: &Path,
     ours: &Path,
     fix: bool,
-) -> Result<String, String> {
+) -> Result<String, DoctorError> {
     let local_empty = !local.exists() || is_empty_dir(local);
     let identical = !local_empty && same_tree(local, ours).unwrap_or(false);
     let ours_empty = is_empty_dir(ours);
@@ -188,17 +210,15 @@ async fn repair(
             .arg(&source)
             .arg(ours)
             .output()
-            .map_err(|e| format!("cp: {e}"))?;
+            .map_err(DoctorError::Spawn)?;
         if !out.status.success() {
-            return Err(format!(
-                "copying {name} failed, nothing removed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(DoctorError::Copy {
+                name: name.into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
+            });
         }
         if !same_tree(local, ours).unwrap_or(false) {
-            return Err(format!(
-                "the copy of {name} differs from its source; nothing removed"
-            ));
+            return Err(DoctorError::CopyDiffers(name.into()));
         }
     }
     let (status, body) = crate::client::request(
@@ -209,9 +229,15 @@ async fn repair(
         std::time::Duration::from_secs(30),
     )
     .await
-    .map_err(|e| format!("removing the local {name}: {e}"))?;
+    .map_err(|source| DoctorError::Remove {
+        name: name.into(),
+        source,
+    })?;
     if !status.is_success() {
-        return Err(format!("removing the local {name} failed: {body}"));
+        return Err(DoctorError::Refused {
+            name: name.into(),
+            body,
+        });
     }
     Ok(format!("fixed: {plan}"))
 }

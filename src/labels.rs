@@ -11,12 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metadata::VolumeMetadata;
-use crate::server::AppState;
+use crate::volumes::VolumeStore;
 
 /// Asks Docker for `name`'s labels and stores them if they changed.
-pub async fn refresh(state: &Arc<AppState>, name: &str) {
-    let docker = state.config.docker_socket.clone();
+pub async fn refresh(store: &Arc<VolumeStore>, name: &str) {
+    let docker = store.config().docker_socket.clone();
     if !docker.exists() {
         return;
     }
@@ -28,31 +27,23 @@ pub async fn refresh(state: &Arc<AppState>, name: &str) {
             return;
         }
     };
-    let store = state.store.clone();
+    let store = store.clone();
     let name = name.to_string();
-    let _ = tokio::task::spawn_blocking(move || {
-        let Ok(path) = store.existing(&name) else { return };
-        let _guard = store.locks.lock(&name);
-        let mut metadata = VolumeMetadata::read(&path).unwrap_or_default();
-        if metadata.labels == labels {
-            return;
-        }
-        metadata.set_labels(labels);
-        match metadata.write(&path) {
-            Ok(()) => tracing::info!(volume = %name, nonmigrable = metadata.nonmigrable, "labels recorded"),
-            Err(e) => tracing::warn!(volume = %name, error = %e, "cannot record labels"),
-        }
+    let _ = tokio::task::spawn_blocking(move || match store.record_labels(&name, labels) {
+        Ok(true) => tracing::info!(volume = %name, "labels recorded"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(volume = %name, error = %e, "cannot record labels"),
     })
     .await;
 }
 
 /// Refreshes labels in the background after `delay` (Docker stores them
 /// only once our Create has returned).
-pub fn refresh_later(state: &Arc<AppState>, name: &str, delay: Duration) {
-    let state = state.clone();
+pub fn refresh_later(store: &Arc<VolumeStore>, name: &str, delay: Duration) {
+    let store = store.clone();
     let name = name.to_string();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        refresh(&state, &name).await;
+        refresh(&store, &name).await;
     });
 }

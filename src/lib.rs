@@ -6,6 +6,10 @@
 //!   of endpoints;
 //! - [`volumes`]: one btrfs subvolume per volume, options, mount counts;
 //! - [`metadata`]: per-volume metadata that travels with the subvolume;
+//! - [`api`]: endpoint paths and request/reply bodies, shared by server and
+//!   CLI;
+//! - [`subvolumes`]: the btrfs operations as a trait (real, and a recording
+//!   fake for unit tests);
 //! - [`btrfs`]: the thin safe layer over libbtrfsutil and the few ioctls;
 //! - [`names`]: which names are acceptable, snapshot timestamps;
 //! - [`config`]: settings from env / config.ini / defaults;
@@ -15,6 +19,7 @@
 //! - [`daemon`]: the `run` verb that wires everything together;
 //! - [`init`]: `buttervolume init`, preparing a btrfs data directory.
 
+pub mod api;
 pub mod btrfs;
 pub mod cli;
 pub mod client;
@@ -34,4 +39,5 @@ pub mod schedule;
 pub mod server;
 pub mod snapshots;
 pub mod sshd;
+pub mod subvolumes;
 pub mod volumes;

@@ -14,8 +14,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::btrfs::{self, BtrfsError};
-
 /// Name of the extended attribute holding the JSON metadata.
 pub const XATTR: &str = "user.buttervolume";
 
@@ -44,23 +42,24 @@ pub fn label_is_true(value: &str) -> bool {
 }
 
 impl VolumeMetadata {
-    /// Reads the metadata of a volume or snapshot; a subvolume without the
-    /// attribute (made by the reference, or by hand) has default metadata.
-    /// Malformed JSON is logged and treated the same way, because `Get` must
-    /// never fail for an existing volume.
-    pub fn read(path: &Path) -> Result<VolumeMetadata, BtrfsError> {
-        let Some(bytes) = btrfs::get_xattr(path, XATTR)? else {
-            return Ok(VolumeMetadata::default());
+    /// Decodes the attribute's value; a subvolume without the attribute
+    /// (made by the reference, or by hand) has default metadata. Malformed
+    /// JSON is logged and treated the same way, because `Get` must never
+    /// fail for an existing volume. ([`crate::volumes::VolumeStore`] reads
+    /// and writes the attribute.)
+    pub fn decode(path: &Path, value: Option<Vec<u8>>) -> VolumeMetadata {
+        let Some(bytes) = value else {
+            return VolumeMetadata::default();
         };
-        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             tracing::warn!(path = %path.display(), error = %e, "ignoring malformed volume metadata");
             VolumeMetadata::default()
-        }))
+        })
     }
 
-    pub fn write(&self, path: &Path) -> Result<(), BtrfsError> {
-        let bytes = serde_json::to_vec(self).expect("metadata serializes");
-        btrfs::set_xattr(path, XATTR, &bytes)
+    /// The attribute's value.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("metadata serializes")
     }
 
     /// Records Docker's labels; the non-migrable label turns the flag on

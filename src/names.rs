@@ -185,6 +185,28 @@ pub fn volume_of(snapshot: &str) -> &str {
     snapshot.split('@').next().unwrap_or(snapshot)
 }
 
+/// The timestamp part of a snapshot or marker name (`None` without one).
+pub fn timestamp_of(name: &str) -> Option<&str> {
+    name.split('@').nth(1)
+}
+
+/// The host of a sent marker `<volume>@<timestamp>@<host>`, `None` for
+/// anything else.
+pub fn marker_host(name: &str) -> Option<&str> {
+    is_marker(name)
+        .then(|| name.rsplit_once('@').map(|(_, host)| host))
+        .flatten()
+}
+
+/// The snapshot a sent marker marks (`<volume>@<timestamp>`); a snapshot
+/// name is returned as is.
+pub fn marker_source(name: &str) -> &str {
+    match (is_marker(name), name.rsplit_once('@')) {
+        (true, Some((source, _))) => source,
+        _ => name,
+    }
+}
+
 /// Converts a Python strftime format to chrono's: Python's `%f` is six digits
 /// of microseconds, chrono's `%f` is nanoseconds.
 fn chrono_format(python_format: &str) -> String {

@@ -91,7 +91,7 @@ pub fn compute_purges(
     let aged: Vec<(&String, NaiveDateTime)> = sorted
         .into_iter()
         .filter_map(|name| {
-            let stamp = name.split('@').nth(1)?;
+            let stamp = crate::names::timestamp_of(name)?;
             Some((name, parse_timestamp(stamp, dtformat)?))
         })
         .collect();
@@ -170,9 +170,8 @@ fn python_floordiv(a: f64, b: f64) -> f64 {
 pub fn protected(candidates: &[Candidate]) -> BTreeSet<String> {
     let mut newest: HashMap<&str, &Candidate> = HashMap::new();
     for candidate in candidates {
-        let parts: Vec<&str> = candidate.name.split('@').collect();
-        if parts.len() == 3 {
-            let entry = newest.entry(parts[2]).or_insert(candidate);
+        if let Some(host) = crate::names::marker_host(&candidate.name) {
+            let entry = newest.entry(host).or_insert(candidate);
             if candidate.order > entry.order {
                 *entry = candidate;
             }
@@ -181,9 +180,7 @@ pub fn protected(candidates: &[Candidate]) -> BTreeSet<String> {
     let mut keep = BTreeSet::new();
     for marker in newest.values() {
         keep.insert(marker.name.clone());
-        if let Some((source, _host)) = marker.name.rsplit_once('@') {
-            keep.insert(source.to_string());
-        }
+        keep.insert(crate::names::marker_source(&marker.name).to_string());
     }
     keep
 }
@@ -271,7 +268,7 @@ mod tests {
             .enumerate()
             .map(|(i, name)| Candidate {
                 name: name.clone(),
-                taken: parse_timestamp(name.split('@').nth(1).unwrap(), DTFORMAT),
+                taken: parse_timestamp(crate::names::timestamp_of(name).unwrap(), DTFORMAT),
                 order: (i as u64, 0),
             })
             .collect();

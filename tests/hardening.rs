@@ -239,7 +239,7 @@ fn store(test: &str) -> (Arc<VolumeStore>, std::path::PathBuf) {
 /// Waits (bounded) until `activity` holds `name`.
 fn wait_for_holder(store: &VolumeStore, name: &str, activity: Activity) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.activities.holder(name) != Some(activity) {
+    while store.activity(name) != Some(activity) {
         assert!(
             Instant::now() < deadline,
             "{activity:?} never started on {name}"
@@ -262,7 +262,7 @@ fn remove_and_restore_racing_report_what_is_really_running() {
     let snap = snapshots::snapshot(&store, "db").unwrap();
 
     // A restore in progress (held at the per-volume lock): Remove says so.
-    let held = store.locks.lock("db");
+    let held = store.lock("db");
     std::thread::scope(|s| {
         let restore = s.spawn(|| snapshots::restore(&store, &snap, None, false));
         wait_for_holder(&store, "db", Activity::Restore);
@@ -281,11 +281,11 @@ fn remove_and_restore_racing_report_what_is_really_running() {
         assert!(backup.is_some());
     });
     assert!(buttervolume::btrfs::is_subvolume(
-        &store.config.volumes_path.join("db")
+        &store.config().volumes_path.join("db")
     ));
 
     // A remove in progress: Restore says so, and the volume is then gone.
-    let held = store.locks.lock("db");
+    let held = store.lock("db");
     std::thread::scope(|s| {
         let remove = s.spawn(|| store.remove("db"));
         wait_for_holder(&store, "db", Activity::Remove);
@@ -294,17 +294,17 @@ fn remove_and_restore_racing_report_what_is_really_running() {
         drop(held);
         remove.join().unwrap().expect("the remove itself succeeds");
     });
-    assert!(!store.config.volumes_path.join("db").exists());
+    assert!(!store.config().volumes_path.join("db").exists());
 
     // A send in progress is still reported as a send.
-    let send = store.activities.hold("db", Activity::Send).ok().unwrap();
+    let send = store.hold("db", Activity::Send).ok().unwrap();
     let err = snapshots::restore(&store, &snap, None, false).unwrap_err();
     assert!(err.to_string().contains("a send of volume db"), "{err}");
     drop(send);
     // Nothing held any more: the restore recreates the volume.
     snapshots::restore(&store, &snap, None, false).unwrap();
     assert!(buttervolume::btrfs::is_subvolume(
-        &store.config.volumes_path.join("db")
+        &store.config().volumes_path.join("db")
     ));
 }
 

@@ -315,15 +315,19 @@ fn three_nodes_markers_per_host_survive_purge() {
     let snapshots = n.data(&a).join("snapshots");
     // Age everything by renaming is impossible (read-only), so check the
     // protection rule on the real names directly.
-    let candidates: Vec<buttervolume::purge::Candidate> =
-        buttervolume::snapshots::by_creation(&snapshots, "app", true)
-            .into_iter()
-            .map(|p| buttervolume::purge::Candidate {
-                order: p.order(),
-                name: p.name,
-                taken: None,
-            })
-            .collect();
+    let candidates: Vec<buttervolume::purge::Candidate> = buttervolume::snapshots::by_creation(
+        &buttervolume::subvolumes::Btrfs,
+        &snapshots,
+        "app",
+        true,
+    )
+    .into_iter()
+    .map(|p| buttervolume::purge::Candidate {
+        order: p.order(),
+        name: p.name,
+        taken: None,
+    })
+    .collect();
     let keep = buttervolume::purge::protected(&candidates);
     for must in [
         s1.clone(),

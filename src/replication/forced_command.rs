@@ -22,10 +22,26 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::protocol::{ListedSnapshot, PeerRequest};
+use super::protocol::{ListedSnapshot, PeerRequest, ProtocolError};
 use super::receive;
 use crate::btrfs;
 use crate::config::Config;
+use crate::subvolumes::{Btrfs, Subvolumes};
+
+/// Why a peer's request is refused (logged, and printed to the peer).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("{what} {dir} is not allowed")]
+    Dir { what: &'static str, dir: String },
+    #[error("no such snapshot {0}")]
+    NoSuchSnapshot(PathBuf),
+    #[error("{0} was not received from a peer")]
+    NotReceived(PathBuf),
+    #[error(transparent)]
+    Btrfs(#[from] btrfs::BtrfsError),
+}
 
 /// A validated request.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,8 +81,8 @@ fn one_of<'a>(dir: &str, allowed: &[&'a PathBuf]) -> Option<&'a PathBuf> {
 
 /// Parses `SSH_ORIGINAL_COMMAND` ([`PeerRequest::parse`]) and maps it onto
 /// this node's directories; `Err` says why it is refused.
-pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
-    let request = PeerRequest::parse(original).map_err(|e| e.to_string())?;
+pub fn parse(config: &Config, original: &str) -> Result<Request, Refusal> {
+    let request = PeerRequest::parse(original)?;
     let data_dir = |test: bool| {
         if test {
             config.test_remote_path.clone()
@@ -103,7 +119,10 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
         },
         PeerRequest::BtrfsReceive { dir } => Request::Receive {
             dir: one_of(&dir, &receive_dirs)
-                .ok_or_else(|| format!("receiving into {dir} is not allowed"))?
+                .ok_or_else(|| Refusal::Dir {
+                    what: "receiving into",
+                    dir: dir.clone(),
+                })?
                 .clone(),
             parent_uuid: None,
             zstd: false,
@@ -111,12 +130,18 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, String> {
         },
         PeerRequest::BtrfsDelete { dir, snapshot } => Request::Delete {
             path: one_of(&dir, &receive_dirs)
-                .ok_or_else(|| format!("deleting in {dir} is not allowed"))?
+                .ok_or_else(|| Refusal::Dir {
+                    what: "deleting in",
+                    dir: dir.clone(),
+                })?
                 .join(snapshot),
         },
         PeerRequest::Rsync { dir, volume, .. } => {
             if one_of(&dir, &[&config.volumes_path, &config.test_remote_path]).is_none() {
-                return Err(format!("rsync of {dir}/{volume} is not allowed"));
+                return Err(Refusal::Dir {
+                    what: "rsync of",
+                    dir: format!("{dir}/{volume}"),
+                });
             }
             Request::Rsync {
                 args: original
@@ -178,15 +203,41 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
 /// A peer deletes only what a peer sent: a read-only snapshot with a
 /// received UUID. Never a local snapshot, a restore backup or a sent marker
 /// (all made here, none received), never anything else.
-fn deletable(path: &Path) -> Result<(), String> {
-    if !btrfs::is_subvolume(path) {
-        return Err("no such snapshot".into());
+pub fn delete(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
+    if !fs.is_subvolume(path) {
+        return Err(Refusal::NoSuchSnapshot(path.into()));
     }
-    let id = btrfs::identity(path).map_err(|e| e.to_string())?;
+    let id = fs.identity(path)?;
     if id.received_uuid.is_none() || !id.read_only {
-        return Err("it was not received from a peer".into());
+        return Err(Refusal::NotReceived(path.into()));
     }
+    fs.delete(path)?;
     Ok(())
+}
+
+/// The `list` reply: volume's snapshots and markers in `dir`, oldest first
+/// in this node's creation order, which each line also carries.
+pub fn list(fs: &dyn Subvolumes, dir: &Path, volume: &str, out: &mut dyn Write) {
+    for placed in crate::snapshots::by_creation(fs, dir, volume, true) {
+        let line = ListedSnapshot {
+            created: Some(placed.order()),
+            name: placed.name,
+            uuid: placed.identity.uuid,
+            received_uuid: placed.identity.received_uuid,
+            read_only: placed.identity.read_only,
+        };
+        let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
+    }
+}
+
+/// A peer may pull only existing read-only snapshots (and parents).
+pub fn sendable(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
+    let read_only = fs.is_subvolume(path) && fs.identity(path).is_ok_and(|id| id.read_only);
+    if read_only {
+        Ok(())
+    } else {
+        Err(Refusal::NoSuchSnapshot(path.into()))
+    }
 }
 
 /// Entry point of the `ssh-command` verb; returns the exit status.
@@ -201,97 +252,76 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     log_line(config, "accepted", &original);
-    match request {
+    let fs = Btrfs;
+    let outcome = match request {
         Request::Receive {
             dir,
             parent_uuid,
             zstd,
             json,
-        } => {
-            let stdin = std::io::stdin().lock();
-            let mut input: Box<dyn std::io::Read> = if zstd {
-                match zstd::stream::read::Decoder::new(stdin) {
-                    Ok(d) => Box::new(d),
-                    Err(e) => {
-                        eprintln!("buttervolume: cannot start zstd: {e}");
-                        return 1;
-                    }
-                }
-            } else {
-                Box::new(std::io::BufReader::with_capacity(super::PIPE_SIZE, stdin))
-            };
-            match receive::receive(&dir, &mut input, parent_uuid.as_deref()) {
-                Ok(received) => {
-                    if json {
-                        println!("{}", serde_json::to_string(&received).unwrap_or_default());
-                    } else {
-                        eprintln!("At subvol {}", received.name);
-                    }
-                    0
-                }
-                Err(e) => {
-                    log_line(config, &format!("receive failed ({e})"), &original);
-                    eprintln!("buttervolume: receive failed: {e}");
-                    1
-                }
-            }
-        }
+        } => return serve_receive(config, &original, &dir, parent_uuid.as_deref(), zstd, json),
         Request::List { dir, volume } => {
-            // Oldest first in this node's creation order, which each line
-            // also carries.
-            let mut out = std::io::stdout().lock();
-            for placed in crate::snapshots::by_creation(&dir, &volume, true) {
-                let line = ListedSnapshot {
-                    created: Some(placed.order()),
-                    name: placed.name,
-                    uuid: placed.identity.uuid,
-                    received_uuid: placed.identity.received_uuid,
-                    read_only: placed.identity.read_only,
-                };
-                let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
-            }
-            0
+            list(&fs, &dir, &volume, &mut std::io::stdout().lock());
+            return 0;
         }
-        Request::Delete { path } => match deletable(&path) {
-            Ok(()) => match btrfs::delete_subvolume(&path) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("buttervolume: {e}");
-                    1
-                }
-            },
-            Err(reason) => {
-                log_line(config, &format!("delete refused ({reason})"), &original);
-                eprintln!(
-                    "buttervolume: refused to delete {}: {reason}",
-                    path.display()
-                );
-                1
-            }
-        },
-        Request::Send { path, parent } => {
-            let snapshot_ok = |p: &Path| {
-                btrfs::is_subvolume(p) && btrfs::identity(p).is_ok_and(|id| id.read_only)
-            };
-            if let Some(bad) = std::iter::once(&path)
-                .chain(parent.as_ref())
-                .find(|p| !snapshot_ok(p))
-            {
-                log_line(config, "send refused (no such snapshot)", &original);
-                eprintln!("buttervolume: no such snapshot {}", bad.display());
-                return 1;
-            }
-            match btrfs::send(&path, parent.as_deref(), &std::io::stdout()) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("buttervolume: send failed: {e}");
-                    1
-                }
-            }
-        }
+        Request::Delete { path } => delete(&fs, &path).map_err(|e| ("delete refused", e)),
+        Request::Send { path, parent } => std::iter::once(&path)
+            .chain(parent.as_ref())
+            .try_for_each(|p| sendable(&fs, p))
+            .map_err(|e| ("send refused", e))
+            .and_then(|()| {
+                btrfs::send(&path, parent.as_deref(), &std::io::stdout())
+                    .map_err(|e| ("send failed", e.into()))
+            }),
         Request::Rsync { args } => {
             let err = Command::new("rsync").args(&args).exec();
             eprintln!("buttervolume: cannot run rsync: {err}");
+            return 1;
+        }
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err((what, reason)) => {
+            log_line(config, &format!("{what} ({reason})"), &original);
+            eprintln!("buttervolume: {what}: {reason}");
+            1
+        }
+    }
+}
+
+/// Receives a stream from stdin into `dir` ([`receive::receive`]).
+fn serve_receive(
+    config: &Config,
+    original: &str,
+    dir: &Path,
+    parent_uuid: Option<&str>,
+    zstd: bool,
+    json: bool,
+) -> i32 {
+    let stdin = std::io::stdin().lock();
+    let mut input: Box<dyn std::io::Read> = if zstd {
+        match zstd::stream::read::Decoder::new(stdin) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                eprintln!("buttervolume: cannot start zstd: {e}");
+                return 1;
+            }
+        }
+    } else {
+        Box::new(std::io::BufReader::with_capacity(super::PIPE_SIZE, stdin))
+    };
+    match receive::receive(dir, &mut input, parent_uuid) {
+        Ok(received) => {
+            if json {
+                println!("{}", serde_json::to_string(&received).unwrap_or_default());
+            } else {
+                eprintln!("At subvol {}", received.name);
+            }
+            0
+        }
+        Err(e) => {
+            log_line(config, &format!("receive failed ({e})"), original);
+            eprintln!("buttervolume: receive failed: {e}");
             1
         }
     }
@@ -349,6 +379,68 @@ mod tests {
             .unwrap(),
             Request::Rsync { .. }
         ));
+    }
+
+    #[test]
+    fn a_peer_deletes_only_what_a_peer_sent() {
+        use crate::subvolumes::fake::FakeSubvolumes;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeSubvolumes::default();
+        let volume = dir.path().join("db");
+        fs.create(&volume).unwrap();
+        let local = dir.path().join("db@2026-01-01T00:00:00.000000");
+        fs.snapshot(&volume, &local, true).unwrap();
+        let marker = dir.path().join("db@2026-01-01T00:00:00.000000@peer");
+        fs.snapshot(&local, &marker, true).unwrap();
+        let received = dir.path().join("db@2026-01-02T00:00:00.000000");
+        fs.receive(&volume, &received, "0b7c8a34-5a2e-7b4b-9c55-0123456789ab");
+        let writable = dir.path().join("db@2026-01-03T00:00:00.000000");
+        fs.receive(&volume, &writable, "1b7c8a34-5a2e-7b4b-9c55-0123456789ab");
+        fs.set_read_only(&writable, false).unwrap();
+
+        for refused in [&volume, &local, &marker, &writable] {
+            let err = delete(&fs, refused).unwrap_err();
+            assert!(matches!(err, Refusal::NotReceived(_)), "{err}");
+            assert!(refused.exists());
+        }
+        let err = delete(&fs, &dir.path().join("db@nothing")).unwrap_err();
+        assert!(matches!(err, Refusal::NoSuchSnapshot(_)), "{err}");
+        delete(&fs, &received).unwrap();
+        assert!(!received.exists());
+    }
+
+    #[test]
+    fn the_listing_is_in_creation_order_with_identities() {
+        use crate::subvolumes::fake::FakeSubvolumes;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeSubvolumes::default();
+        let volume = dir.path().join("db");
+        fs.create(&volume).unwrap();
+        for name in [
+            "db@2099-01-01T00:00:00.000000",
+            "db@2000-01-01T00:00:00.000000",
+        ] {
+            fs.snapshot(&volume, &dir.path().join(name), true).unwrap();
+        }
+        let mut out = Vec::new();
+        list(&fs, dir.path(), "db", &mut out);
+        let listed = ListedSnapshot::parse_listing(&out).unwrap();
+        let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "db@2099-01-01T00:00:00.000000",
+                "db@2000-01-01T00:00:00.000000"
+            ]
+        );
+        assert!(listed[0].created < listed[1].created);
+        let first = fs.identity(&dir.path().join(names[0])).unwrap();
+        assert_eq!(listed[0].uuid, first.uuid);
+        assert!(sendable(&fs, &dir.path().join(names[1])).is_ok());
+        assert!(
+            sendable(&fs, &volume).is_err(),
+            "a writable volume is not sent"
+        );
     }
 
     #[test]

@@ -109,6 +109,15 @@ pub struct ListedSnapshot {
 }
 
 impl ListedSnapshot {
+    /// Reads a `list` reply: one JSON object a line. Any unreadable line
+    /// refuses the whole listing (the peer is not trusted to be sane).
+    pub fn parse_listing(stdout: &[u8]) -> Result<Vec<ListedSnapshot>, serde_json::Error> {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .map(serde_json::from_str)
+            .collect()
+    }
+
     /// True when the peer's snapshot and the local subvolume `local` are
     /// the same snapshot: one was received from the other, or both from a
     /// third. The one identity rule of parent choice, "already there" and

@@ -21,7 +21,6 @@ use super::protocol::{ListedSnapshot, PeerRequest};
 use super::receive;
 use super::transport::{self, Peer};
 use super::ReplicationError;
-use crate::btrfs;
 use crate::names;
 use crate::volumes::{Activity, VolumeStore};
 
@@ -65,9 +64,8 @@ pub fn receive(
     names::check_volume(volume)?;
     transport::check_host(host)?;
     names::check_marker_host(host)?;
-    let config = &store.config;
-    let _guard = store
-        .activities
+    let config = store.config();
+    let _held = store
         .hold(volume, Activity::Receive)
         .map_err(ReplicationError::Busy)?;
     let started = Instant::now();
@@ -89,10 +87,7 @@ pub fn receive(
             listing.stderr.trim()
         )));
     }
-    let remote: Vec<ListedSnapshot> = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
+    let remote = ListedSnapshot::parse_listing(&listing.stdout)
         .map_err(|e| fail(format!("unreadable listing: {e}")))?;
     // Snapshots only (not markers), complete, in the peer's creation order.
     let mut snapshots: Vec<&ListedSnapshot> = remote
@@ -108,7 +103,7 @@ pub fn receive(
         return Err(fail(format!("it has no snapshot of {volume}")));
     };
 
-    let local = crate::snapshots::by_creation(&config.snapshots_path, volume, false);
+    let local = crate::snapshots::by_creation(store.fs(), &config.snapshots_path, volume, false);
     let report = |parent, bytes, already_present| PullReport {
         snapshot: newest.name.clone(),
         parent,
@@ -157,14 +152,14 @@ pub fn receive(
     if landed.name != newest.name {
         // The stream named another snapshot than the one asked for.
         if !landed.already_present {
-            let _ = btrfs::delete_subvolume(&config.snapshots_path.join(&landed.name));
+            let _ = store.fs().delete(&config.snapshots_path.join(&landed.name));
         }
         return Err(fail(format!(
             "it sent {} instead of {}",
             landed.name, newest.name
         )));
     }
-    super::record_marker(store, &landed.name, volume, host)?;
+    super::send::record_marker(store, &landed.name, volume, host)?;
     Ok(report(
         parent.map(|(name, _)| name),
         landed.bytes,

@@ -210,6 +210,11 @@ impl Peer {
     }
 
     /// Runs `command` on the peer and collects its output.
+    /// The host this session is connected to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub fn run(&self, command: &str) -> Result<Output, TransportError> {
         self.stream(command, &mut std::io::empty(), None, |_| {})
     }

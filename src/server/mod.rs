@@ -71,9 +71,41 @@ pub struct AppState {
     pub scheduler: crate::schedule::Scheduler,
 }
 
-/// The outcome of one handler: a JSON reply, or an error message that ends
+/// Why a request failed: the failed operation's own error, carried intact
+/// up to here and turned into the reply's `Err` text in one place
+/// ([`handle`]), its `Display` (byte-identical to the reference's message
+/// where the contract says so).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body does not decode as this endpoint's request.
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    /// A request that decodes but lacks what the operation needs.
+    #[error("{0}")]
+    Incomplete(&'static str),
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshots::SnapshotError),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+    /// A handler thread panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The outcome of one handler: a JSON reply, or the error whose text ends
 /// up in `Err`.
-pub type Reply = Result<Value, String>;
+pub type Reply = Result<Value, ApiError>;
+
+/// A typed reply as JSON (every reply type serializes).
+pub fn to_json(reply: impl serde::Serialize) -> Value {
+    serde_json::to_value(reply).expect("reply types serialize")
+}
 
 /// Binds the socket, replacing a stale file left by a crashed run but never
 /// stealing the socket of a live daemon.
@@ -272,7 +304,7 @@ async fn handle(
                 Some(outcome) => {
                     let reply = match outcome {
                         Ok(value) => with_empty_err(value),
-                        Err(message) => json!({ "Err": message }),
+                        Err(error) => json!({ "Err": error.to_string() }),
                     };
                     log_request(&path, volume.as_deref(), &reply, started);
                     return json_response(StatusCode::OK, &reply);
@@ -320,17 +352,19 @@ async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Reply> 
 }
 
 /// Runs blocking filesystem work off the async threads.
-pub async fn blocking<T, F>(f: F) -> Result<T, String>
+pub async fn blocking<T, E, F>(f: F) -> Result<T, ApiError>
 where
-    F: FnOnce() -> Result<T, String> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
     T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("internal error: {e}"))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(Into::into)
 }
 
 /// Decodes a typed request, turning type errors into a clear message.
-pub fn decode<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, String> {
-    T::deserialize(body).map_err(|e| format!("invalid request: {e}"))
+pub fn decode<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+    T::deserialize(body).map_err(|e| ApiError::BadRequest(e.to_string()))
 }

@@ -10,67 +10,31 @@ use std::sync::Arc;
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::{blocking, AppState, Reply};
+use super::{blocking, decode, AppState, Reply};
+use crate::api::{path, ScheduleRequest};
 use crate::schedule::{JobView, Listing};
 
-pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Reply> {
+pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Option<Reply> {
     let scheduler = state.scheduler.clone();
-    let reply = match path {
-        "/VolumeDriver.Schedule" => match schedule_request(body) {
-            Ok((name, action, timer)) => {
-                blocking(move || {
-                    scheduler
-                        .schedule(&name, &action, &timer)
-                        .map(|_| json!({}))
-                        .map_err(|e| e.to_string())
-                })
+    let reply = match endpoint {
+        path::SCHEDULE => match decode::<ScheduleRequest>(body) {
+            Ok(req) => blocking(move || scheduler.schedule(&req.name, &req.action, &req.timer))
                 .await
-            }
+                .map(|_| json!({})),
             Err(e) => Err(e),
         },
-        "/VolumeDriver.Schedule.List" => {
-            blocking(move || scheduler.list().map_err(|e| e.to_string()))
-                .await
-                .map(|listing| listing_json(&listing))
-        }
-        "/VolumeDriver.Schedule.Pause" => {
-            blocking(move || {
-                scheduler
-                    .pause_all()
-                    .map(|()| json!({}))
-                    .map_err(|e| e.to_string())
-            })
+        path::SCHEDULE_LIST => blocking(move || scheduler.list())
             .await
-        }
-        "/VolumeDriver.Schedule.Resume" => {
-            blocking(move || {
-                scheduler
-                    .resume_all()
-                    .map(|()| json!({}))
-                    .map_err(|e| e.to_string())
-            })
+            .map(|listing| listing_json(&listing)),
+        path::SCHEDULE_PAUSE => blocking(move || scheduler.pause_all())
             .await
-        }
+            .map(|()| json!({})),
+        path::SCHEDULE_RESUME => blocking(move || scheduler.resume_all())
+            .await
+            .map(|()| json!({})),
         _ => return None,
     };
     Some(reply)
-}
-
-/// `{Name, Action, Timer}`. The reference does `str(req["Timer"])`, so
-/// Timer may be a JSON number as well as a string.
-fn schedule_request(body: &Value) -> Result<(String, String, String), String> {
-    let text = |key: &str| -> Result<String, String> {
-        match body.get(key) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) if key == "Timer" => Ok(n.to_string()),
-            Some(_) if key == "Timer" => {
-                Err("invalid request: Timer must be a string or a number".into())
-            }
-            Some(_) => Err(format!("invalid request: {key} must be a string")),
-            None => Err(format!("invalid request: missing field `{key}`")),
-        }
-    };
-    Ok((text("Name")?, text("Action")?, text("Timer")?))
 }
 
 fn listing_json(listing: &Listing) -> Value {

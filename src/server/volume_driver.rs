@@ -2,122 +2,103 @@
 //! calls the Docker daemon makes (Create, Remove, Mount, Unmount, Path, Get,
 //! List, Capabilities). Shapes and error texts follow buttervolume 3.13.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, decode, AppState, Reply};
+use crate::api::{CreateRequest, MountRequest, NameRequest};
 use crate::labels;
+use crate::volumes::VolumeInfo;
 
 /// Docker records a new volume's labels only after our Create returns.
 const LABEL_DELAY: Duration = Duration::from_secs(1);
 
-#[derive(Deserialize)]
-struct NameRequest {
-    #[serde(rename = "Name")]
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct CreateRequest {
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Opts", default)]
-    opts: Option<HashMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-struct MountRequest {
-    #[serde(rename = "Name")]
-    name: String,
-    /// Docker's mount ID; older daemons may omit it.
-    #[serde(rename = "ID", default)]
-    id: Option<String>,
-}
-
 pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Reply> {
-    let store = state.store.clone();
     let reply = match path {
         "/Plugin.Activate" => Ok(json!({ "Implements": ["VolumeDriver"] })),
         "/VolumeDriver.Capabilities" => Ok(json!({ "Capabilities": { "Scope": "local" } })),
-        "/VolumeDriver.Create" => {
-            let req: CreateRequest = match decode(body) {
-                Ok(r) => r,
-                Err(e) => return Some(Err(e)),
-            };
-            let name = req.name.clone();
-            let created = blocking(move || {
-                store
-                    .create(&req.name, &req.opts.unwrap_or_default())
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-            if created.is_ok() {
-                labels::refresh_later(state, &name, LABEL_DELAY);
-            }
-            created.map(|()| json!({}))
-        }
-        "/VolumeDriver.Remove" => match decode::<NameRequest>(body) {
-            Ok(req) => blocking(move || store.remove(&req.name).map_err(|e| e.to_string()))
-                .await
-                .map(|()| json!({})),
-            Err(e) => Err(e),
-        },
-        "/VolumeDriver.Mount" => match decode::<MountRequest>(body) {
-            Ok(req) => blocking({
-                labels::refresh_later(state, &req.name, Duration::ZERO);
-                move || {
-                    let id = req.id.unwrap_or_default();
-                    store.mount(&req.name, &id).map_err(|e| e.to_string())
-                }
-            })
-            .await
-            .map(|path| json!({ "Mountpoint": path })),
-            Err(e) => Err(e),
-        },
-        "/VolumeDriver.Unmount" => match decode::<MountRequest>(body) {
-            Ok(req) => blocking(move || {
-                let id = req.id.unwrap_or_default();
-                store.unmount(&req.name, &id).map_err(|e| e.to_string())
-            })
-            .await
-            .map(|()| json!({})),
-            Err(e) => Err(e),
-        },
-        "/VolumeDriver.Path" => match decode::<NameRequest>(body) {
-            Ok(req) => store
-                .existing(&req.name)
-                .map(|path| json!({ "Mountpoint": path }))
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        },
-        "/VolumeDriver.Get" => match decode::<NameRequest>(body) {
-            Ok(req) => store
-                .get(&req.name)
-                .map(|info| {
-                    let mut volume = json!({
-                        "Name": info.name,
-                        "Mountpoint": info.mountpoint,
-                        "Status": info.status,
-                    });
-                    if let Some(created) = info.created_at {
-                        volume["CreatedAt"] = json!(created);
-                    }
-                    json!({ "Volume": volume })
-                })
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        },
-        "/VolumeDriver.List" => blocking(move || store.list().map_err(|e| e.to_string()))
-            .await
-            .map(|names| {
-                let volumes: Vec<Value> = names.into_iter().map(|n| json!({ "Name": n })).collect();
-                json!({ "Volumes": volumes })
-            }),
+        "/VolumeDriver.Create" => create(state, body).await,
+        "/VolumeDriver.Remove" => remove(state, body).await,
+        "/VolumeDriver.Mount" => mount(state, body).await,
+        "/VolumeDriver.Unmount" => unmount(state, body).await,
+        "/VolumeDriver.Path" => volume_path(state, body).await,
+        "/VolumeDriver.Get" => get(state, body).await,
+        "/VolumeDriver.List" => list(state).await,
         _ => return None,
     };
     Some(reply)
+}
+
+async fn create(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: CreateRequest = decode(body)?;
+    let store = state.store.clone();
+    let name = req.name.clone();
+    blocking(move || store.create(&req.name, &req.opts.unwrap_or_default())).await?;
+    labels::refresh_later(&state.store, &name, LABEL_DELAY);
+    Ok(json!({}))
+}
+
+async fn remove(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: NameRequest = decode(body)?;
+    let store = state.store.clone();
+    blocking(move || store.remove(&req.name)).await?;
+    Ok(json!({}))
+}
+
+async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: MountRequest = decode(body)?;
+    labels::refresh_later(&state.store, &req.name, Duration::ZERO);
+    let store = state.store.clone();
+    let path =
+        blocking(move || store.mount(&req.name, req.id.as_deref().unwrap_or_default())).await?;
+    Ok(json!({ "Mountpoint": path }))
+}
+
+async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: MountRequest = decode(body)?;
+    let store = state.store.clone();
+    blocking(move || store.unmount(&req.name, req.id.as_deref().unwrap_or_default())).await?;
+    Ok(json!({}))
+}
+
+async fn volume_path(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: NameRequest = decode(body)?;
+    let store = state.store.clone();
+    let path = blocking(move || store.existing(&req.name)).await?;
+    Ok(json!({ "Mountpoint": path }))
+}
+
+async fn get(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: NameRequest = decode(body)?;
+    let store = state.store.clone();
+    let info = blocking(move || store.get(&req.name)).await?;
+    Ok(json!({ "Volume": docker_volume(info) }))
+}
+
+/// A volume as Docker's `Get` shows it (`Status` is what `docker volume
+/// inspect` prints).
+fn docker_volume(info: VolumeInfo) -> Value {
+    let mut volume = json!({
+        "Name": info.name,
+        "Mountpoint": info.mountpoint,
+        "Status": {
+            "Options": info.options,
+            "Labels": info.labels,
+            "NonMigrable": info.nonmigrable,
+            "Mounts": info.mounts,
+        },
+    });
+    if let Some(created) = info.created_at {
+        volume["CreatedAt"] = json!(created);
+    }
+    volume
+}
+
+async fn list(state: &Arc<AppState>) -> Reply {
+    let store = state.store.clone();
+    let names = blocking(move || store.list()).await?;
+    let volumes: Vec<Value> = names.into_iter().map(|n| json!({ "Name": n })).collect();
+    Ok(json!({ "Volumes": volumes }))
 }

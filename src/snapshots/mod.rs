@@ -1,0 +1,229 @@
+//! Snapshots, restore, clone and purge of local volumes.
+//!
+//! Snapshots are read-only subvolumes `SNAPSHOTS_PATH/<volume>@<timestamp>`
+//! (one ioctl each). Restore and clone build the new volume in the staging
+//! dir and move it into place atomically:
+//!
+//! - restore first saves the current target as a read-only snapshot (the
+//!   `VolumeBackup`), then swaps the new subvolume with the target in one
+//!   `renameat2(RENAME_EXCHANGE)`. At every instant the target name holds a
+//!   complete volume; after a crash the swapped-out old content is a staging
+//!   leftover, deleted at the next start (the backup snapshot keeps it).
+//! - clone moves the new subvolume in with `RENAME_NOREPLACE`, so an existing
+//!   volume is never overwritten, even by a racing create.
+
+mod restore;
+#[cfg(test)]
+mod tests;
+
+pub use restore::{clone, restore};
+
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, NaiveDateTime};
+
+use crate::btrfs::{self, BtrfsError};
+use crate::names::{self, NameError};
+use crate::purge::{self, Pattern, PurgeError};
+use crate::subvolumes::Subvolumes;
+use crate::volumes::{VolumeError, VolumeStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Btrfs(#[from] BtrfsError),
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+    #[error("No such snapshot: {0}")]
+    NoSuchSnapshot(String),
+    #[error("volume {0} already exists")]
+    TargetExists(String),
+    #[error("volume {target} is non-migrable: refusing to restore {snapshot}, a snapshot of another volume, into it (use --force to override)")]
+    NonMigrable { target: String, snapshot: String },
+    #[error("volume {target} is mounted by {mounts} container mount(s): stop them before restoring, or use --force")]
+    Mounted { target: String, mounts: u32 },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, SnapshotError>;
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    let context = context.into();
+    move |source| SnapshotError::Io { context, source }
+}
+
+/// Path of a snapshot, after checking its name.
+pub fn snapshot_path(store: &VolumeStore, name: &str) -> Result<PathBuf> {
+    names::check_snapshot(name)?;
+    Ok(store.config().snapshots_path.join(name))
+}
+
+/// Takes a read-only snapshot of `source` named `<volume>@<now>`. Two
+/// snapshots in the same microsecond get distinct names: the timestamp is
+/// moved forward by 1 µs until the name is free (creation fails atomically
+/// with EEXIST, so concurrent callers cannot overwrite each other).
+pub(crate) fn timestamped_snapshot(
+    store: &VolumeStore,
+    volume: &str,
+    source: &Path,
+) -> Result<String> {
+    let mut stamp = names::local_now();
+    loop {
+        let name = format!(
+            "{volume}@{}",
+            names::format_timestamp(stamp, &store.config().dtformat)
+        );
+        // Only a volume name longer than the length rule allows (made
+        // before it, or elsewhere) or a DTFORMAT longer than the reserved
+        // MAX_TIMESTAMP_BYTES gets here.
+        if name.len() > names::MAX_NAME_BYTES {
+            return Err(NameError::TooLong(name).into());
+        }
+        let dest = store.config().snapshots_path.join(&name);
+        if dest.exists() {
+            stamp += Duration::microseconds(1);
+            continue;
+        }
+        match store.fs().snapshot(source, &dest, true) {
+            Ok(()) => return Ok(name),
+            Err(_) if dest.exists() => stamp += Duration::microseconds(1),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `VolumeDriver.Snapshot`: snapshot a volume, return the snapshot name.
+pub fn snapshot(store: &VolumeStore, volume: &str) -> Result<String> {
+    let path = store.existing(volume)?;
+    let _guard = store.lock(volume);
+    timestamped_snapshot(store, volume, &path)
+}
+
+/// Every entry of SNAPSHOTS_PATH (markers included), or those of one volume,
+/// sorted (= chronological per volume). One directory scan.
+pub fn list(store: &VolumeStore, volume: Option<&str>) -> Result<Vec<String>> {
+    let entries =
+        std::fs::read_dir(&store.config().snapshots_path).map_err(io("listing snapshots"))?;
+    let prefix = volume.map(|v| format!("{v}@"));
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .filter(|n| prefix.as_ref().is_none_or(|p| n.starts_with(p.as_str())))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A snapshot with its identity, as [`by_creation`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub name: String,
+    pub identity: btrfs::SubvolumeIdentity,
+}
+
+impl Placed {
+    /// Its place in btrfs creation order
+    /// ([`btrfs::SubvolumeIdentity::creation_order`]).
+    pub fn order(&self) -> (u64, u64) {
+        self.identity.creation_order()
+    }
+}
+
+/// The snapshots of `volume` in `dir` (with its sent markers when
+/// `markers`), oldest first in btrfs creation order. This is the one
+/// definition of "newest" for restore, parent choice, purge protection and
+/// inspect: a name dated in the future, or a peer with a skewed clock,
+/// cannot make a snapshot newer than one created after it here. Entries
+/// that are not subvolumes are skipped. Each entry's identity is read once,
+/// here, and handed to the caller.
+pub fn by_creation(fs: &dyn Subvolumes, dir: &Path, volume: &str, markers: bool) -> Vec<Placed> {
+    let prefix = format!("{volume}@");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Placed> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix) && (markers || !names::is_marker(n)))
+        .filter_map(|name| {
+            let identity = fs.identity(&dir.join(&name)).ok()?;
+            Some(Placed { name, identity })
+        })
+        .collect();
+    out.sort_by(|a, b| a.order().cmp(&b.order()).then_with(|| a.name.cmp(&b.name)));
+    out
+}
+
+/// The newest snapshot of `volume` (markers excluded), by creation order.
+pub fn newest(store: &VolumeStore, volume: &str) -> Option<String> {
+    by_creation(store.fs(), &store.config().snapshots_path, volume, false)
+        .pop()
+        .map(|p| p.name)
+}
+
+/// `VolumeDriver.Snapshot.Remove`.
+pub fn remove(store: &VolumeStore, name: &str) -> Result<()> {
+    let path = snapshot_path(store, name)?;
+    if !store.fs().is_subvolume(&path) {
+        return Err(SnapshotError::NoSuchSnapshot(name.into()));
+    }
+    let _guard = store.lock_snapshot(name);
+    store.fs().delete(&path)?;
+    Ok(())
+}
+
+/// When a snapshot was taken, for its age: the timestamp in its name, or,
+/// when that is after `now` (a peer's clock ahead of ours, or a hostile
+/// name), its creation time on this node. A future name can therefore
+/// neither live forever nor count as young for longer than it has existed.
+fn taken_for_purge(placed: &Placed, now: NaiveDateTime, dtformat: &str) -> Option<NaiveDateTime> {
+    let named = names::parse_timestamp(names::timestamp_of(&placed.name)?, dtformat)?;
+    if named <= now {
+        return Some(named);
+    }
+    let created = chrono::DateTime::from_timestamp(placed.identity.otime, 0)?
+        .with_timezone(&chrono::Local)
+        .naive_local();
+    Some(created.min(now))
+}
+
+/// `VolumeDriver.Snapshots.Purge`: deletes (or with `dry_run` only lists)
+/// the snapshots of `volume` that `pattern` does not keep.
+pub fn purge(
+    store: &VolumeStore,
+    volume: &str,
+    pattern: &str,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    names::check_volume(volume)?;
+    let pattern = Pattern::parse(pattern)?;
+    let now = names::local_now();
+    let candidates: Vec<purge::Candidate> =
+        by_creation(store.fs(), &store.config().snapshots_path, volume, true)
+            .into_iter()
+            .map(|placed| purge::Candidate {
+                taken: taken_for_purge(&placed, now, &store.config().dtformat),
+                order: placed.order(),
+                name: placed.name,
+            })
+            .collect();
+    let doomed = purge::plan(&candidates, &pattern, now);
+    if !dry_run {
+        for name in &doomed {
+            let path = store.config().snapshots_path.join(name);
+            let _guard = store.lock_snapshot(name);
+            store.fs().delete(&path)?;
+            tracing::info!(snapshot = %name, "purged");
+        }
+    }
+    Ok(doomed)
+}

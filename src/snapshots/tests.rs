@@ -1,0 +1,265 @@
+//! Unit tests of snapshots, restore, clone and purge against the
+//! recording fake ([`crate::subvolumes::fake`]): no root, no btrfs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Config;
+use crate::names::DTFORMAT;
+use crate::subvolumes::fake::{Call, FakeSubvolumes, Op};
+
+/// A store on the fake in a fresh temporary directory.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    fs: Arc<FakeSubvolumes>,
+    store: VolumeStore,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let env: HashMap<String, String> = [
+        ("VOLUMES_PATH", root.join("volumes")),
+        ("SNAPSHOTS_PATH", root.join("snapshots")),
+        ("TEST_REMOTE_PATH", root.join("received")),
+        ("STATE_PATH", root.join("state")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("BUTTERVOLUME_{k}"), v.display().to_string()))
+    .collect();
+    let config = Arc::new(Config::resolve(&env, &HashMap::new()).unwrap());
+    let fs = Arc::new(FakeSubvolumes::default());
+    let store = VolumeStore::open_with(config, fs.clone()).unwrap();
+    Fixture {
+        _dir: dir,
+        fs,
+        store,
+    }
+}
+
+impl Fixture {
+    fn volume(&self, name: &str, content: &str) -> std::path::PathBuf {
+        self.store.create(name, &HashMap::new()).unwrap();
+        let path = self.store.existing(name).unwrap();
+        std::fs::write(path.join("data"), content).unwrap();
+        path
+    }
+
+    fn snapshots_dir(&self) -> &Path {
+        &self.store.config().snapshots_path
+    }
+
+    /// A read-only snapshot of `volume` under a name of the test's choice.
+    fn named_snapshot(&self, volume: &str, name: &str) {
+        let source = self.store.existing(volume).unwrap();
+        self.fs
+            .snapshot(&source, &self.snapshots_dir().join(name), true)
+            .unwrap();
+    }
+
+    fn staging_is_empty(&self) -> bool {
+        let staging = self.store.staging().unwrap();
+        std::fs::read_dir(staging).unwrap().next().is_none()
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path.join("data")).unwrap()
+}
+
+#[test]
+fn newest_is_the_last_created_whatever_the_names_say() {
+    let f = fixture();
+    f.volume("db", "v1");
+    f.named_snapshot("db", "db@2099-01-01T00:00:00.000000");
+    let taken = snapshot(&f.store, "db").unwrap();
+    assert_eq!(newest(&f.store, "db"), Some(taken.clone()));
+    let order: Vec<String> = by_creation(f.store.fs(), f.snapshots_dir(), "db", false)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        order,
+        vec!["db@2099-01-01T00:00:00.000000".to_string(), taken]
+    );
+}
+
+#[test]
+fn restore_saves_the_current_content_then_swaps() {
+    let f = fixture();
+    let volume = f.volume("db", "good");
+    let good = snapshot(&f.store, "db").unwrap();
+    std::fs::write(volume.join("data"), "broken").unwrap();
+    let before = f.fs.calls().len();
+
+    let backup = restore(&f.store, "db", None, false).unwrap().unwrap();
+
+    assert_eq!(read(&volume), "good");
+    assert_eq!(read(&f.snapshots_dir().join(&backup)), "broken");
+    assert_eq!(newest(&f.store, "db"), Some(backup.clone()));
+    assert!(f.staging_is_empty());
+    let calls = &f.fs.calls()[before..];
+    let snapshot_sources: Vec<_> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Snapshot { source, dest, .. } => Some((source.clone(), dest.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(snapshot_sources.len(), 2, "{calls:?}");
+    assert_eq!(snapshot_sources[0].0, f.snapshots_dir().join(&good));
+    assert_eq!(
+        snapshot_sources[1],
+        (volume.clone(), f.snapshots_dir().join(&backup))
+    );
+    assert!(matches!(calls.last(), Some(Call::Delete(_))), "{calls:?}");
+}
+
+#[test]
+fn a_failed_restore_leaves_the_volume_as_it_was() {
+    let f = fixture();
+    let volume = f.volume("db", "good");
+    snapshot(&f.store, "db").unwrap();
+    std::fs::write(volume.join("data"), "current").unwrap();
+    let snapshots_before = list(&f.store, Some("db")).unwrap();
+
+    // The staged copy fails.
+    f.fs.fail_next_at(Op::Snapshot, crate::volumes::STAGING_DIR);
+    assert!(restore(&f.store, "db", None, false).is_err());
+    assert_eq!(read(&volume), "current");
+    assert_eq!(list(&f.store, Some("db")).unwrap(), snapshots_before);
+    assert!(f.staging_is_empty());
+
+    // The backup of the current content fails: nothing is swapped in.
+    f.fs.fail_next_at(Op::Snapshot, "snapshots");
+    assert!(restore(&f.store, "db", None, false).is_err());
+    assert_eq!(read(&volume), "current");
+    assert_eq!(list(&f.store, Some("db")).unwrap(), snapshots_before);
+    assert!(f.staging_is_empty());
+}
+
+#[test]
+fn restore_refuses_a_mounted_or_non_migrable_target() {
+    let f = fixture();
+    let volume = f.volume("db", "db");
+    f.volume("web", "web");
+    let of_web = snapshot(&f.store, "web").unwrap();
+    snapshot(&f.store, "db").unwrap();
+
+    f.store.mount("db", "container-1").unwrap();
+    let err = restore(&f.store, "db", None, false).unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::Mounted { mounts: 1, .. }),
+        "{err}"
+    );
+    f.store.unmount("db", "container-1").unwrap();
+
+    let mut metadata = f.store.read_metadata(&volume).unwrap();
+    metadata.nonmigrable = true;
+    f.store.write_metadata(&volume, &metadata).unwrap();
+    let err = restore(&f.store, &of_web, Some("db"), false).unwrap_err();
+    assert!(matches!(err, SnapshotError::NonMigrable { .. }), "{err}");
+    assert_eq!(read(&volume), "db");
+    // Its own past is fine, and keeps the flag.
+    restore(&f.store, "db", None, false).unwrap();
+    assert!(f.store.read_metadata(&volume).unwrap().nonmigrable);
+}
+
+#[test]
+fn clone_never_overwrites() {
+    let f = fixture();
+    f.volume("db", "db");
+    f.volume("copy", "mine");
+    let err = clone(&f.store, "db", "copy").unwrap_err();
+    assert!(matches!(err, SnapshotError::TargetExists(_)), "{err}");
+    assert_eq!(read(&f.store.existing("copy").unwrap()), "mine");
+    assert_eq!(clone(&f.store, "db", "fresh").unwrap(), "fresh");
+    assert_eq!(read(&f.store.existing("fresh").unwrap()), "db");
+    assert!(f.staging_is_empty());
+}
+
+#[test]
+fn purge_keeps_the_newest_sent_parent_of_each_host() {
+    let f = fixture();
+    f.volume("db", "db");
+    let (sent, older, newer) = (
+        "db@2020-01-02T00:00:00.000000",
+        "db@2020-01-01T00:00:00.000000",
+        "db@2020-01-03T00:00:00.000000",
+    );
+    for name in [older, sent, newer] {
+        f.named_snapshot("db", name);
+    }
+    let marker = format!("{sent}@10.0.0.2");
+    f.fs.snapshot(
+        &f.snapshots_dir().join(sent),
+        &f.snapshots_dir().join(&marker),
+        true,
+    )
+    .unwrap();
+    // Everything is years old: the pattern alone would delete all of it.
+    let doomed = purge(&f.store, "db", "1h:1d", false).unwrap();
+    assert_eq!(doomed, vec![older.to_string(), newer.to_string()]);
+    let left = list(&f.store, Some("db")).unwrap();
+    assert_eq!(left, vec![sent.to_string(), marker]);
+}
+
+fn placed(name: &str, otime: &str) -> Placed {
+    let local = names::parse_timestamp(otime, DTFORMAT)
+        .unwrap()
+        .and_local_timezone(chrono::Local)
+        .unwrap();
+    Placed {
+        name: name.into(),
+        identity: btrfs::SubvolumeIdentity {
+            uuid: "0b7c8a34-5a2e-7b4b-9c55-0123456789ab".into(),
+            parent_uuid: None,
+            received_uuid: None,
+            read_only: true,
+            otime: local.timestamp(),
+            id: 256,
+            otransid: 1,
+        },
+    }
+}
+
+#[test]
+fn a_future_name_is_aged_from_its_creation_here() {
+    let now = names::parse_timestamp("2026-06-01T12:00:00.000000", DTFORMAT).unwrap();
+    let past = placed(
+        "db@2026-05-01T00:00:00.000000",
+        "2026-05-01T00:00:05.000000",
+    );
+    assert_eq!(
+        taken_for_purge(&past, now, DTFORMAT),
+        names::parse_timestamp("2026-05-01T00:00:00.000000", DTFORMAT),
+        "a past name keeps the reference's rule"
+    );
+    // Dated 2099, received a month ago: a month old, so purgeable.
+    let future = placed(
+        "db@2099-01-01T00:00:00.000000",
+        "2026-05-01T00:00:00.000000",
+    );
+    let taken = taken_for_purge(&future, now, DTFORMAT).unwrap();
+    assert_eq!(
+        taken,
+        names::parse_timestamp("2026-05-01T00:00:00.000000", DTFORMAT).unwrap()
+    );
+    let candidates = [purge::Candidate {
+        name: future.name.clone(),
+        taken: Some(taken),
+        order: future.order(),
+    }];
+    let pattern = Pattern::parse("1h:1d").unwrap();
+    assert_eq!(purge::plan(&candidates, &pattern, now), vec![future.name]);
+    assert_eq!(
+        taken_for_purge(
+            &placed("db@garbage", "2026-05-01T00:00:00.000000"),
+            now,
+            DTFORMAT
+        ),
+        None
+    );
+}
