@@ -37,6 +37,16 @@ pub struct NameRequest {
     pub name: String,
 }
 
+/// `Snapshot`: `IfChanged` skips a volume unchanged since its newest
+/// snapshot (the reply's `Created` says which happened).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "IfChanged", default, skip_serializing_if = "is_false")]
+    pub if_changed: bool,
+}
+
 /// Docker's `VolumeDriver.Create`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateRequest {
@@ -141,6 +151,10 @@ pub struct SnapshotReply {
     pub snapshot: String,
     #[serde(rename = "Summary", default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// `Snapshot` only: false when `IfChanged` found nothing new and
+    /// `Snapshot` names the newest existing one.
+    #[serde(rename = "Created", default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

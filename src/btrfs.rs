@@ -85,6 +85,8 @@ pub struct SubvolumeIdentity {
     pub id: u64,
     /// The transaction that created the subvolume.
     pub otransid: u64,
+    /// The last transaction that changed the subvolume's tree.
+    pub generation: u64,
 }
 
 impl SubvolumeIdentity {
@@ -213,6 +215,7 @@ pub fn identity(path: &Path) -> Result<SubvolumeIdentity> {
         otime: info.otime.timestamp(),
         id: info.id,
         otransid: info.otransid,
+        generation: info.generation,
     })
 }
 

@@ -28,7 +28,13 @@ const KNOWN_PLUGIN_NAMES: [&str; 2] = ["anybox/buttervolume:latest", "ccomb/butt
 #[derive(Subcommand, Debug)]
 pub enum ClientVerb {
     /// Snapshot a volume
-    Snapshot { name: String },
+    Snapshot {
+        name: String,
+        /// Only if the volume changed since its newest snapshot (else print
+        /// that one)
+        #[arg(long)]
+        if_changed: bool,
+    },
     /// List snapshots
     Snapshots {
         name: Option<String>,
@@ -192,8 +198,9 @@ pub async fn run(config: &Config, verb: ClientVerb) -> Result<(), Failure> {
         socket: discover_socket(config).await,
     };
     match verb {
-        ClientVerb::Snapshot { name: volume } => {
-            let reply: api::SnapshotReply = daemon.post(path::SNAPSHOT, name(volume)).await?;
+        ClientVerb::Snapshot { name, if_changed } => {
+            let request = api::SnapshotRequest { name, if_changed };
+            let reply: api::SnapshotReply = daemon.post(path::SNAPSHOT, request).await?;
             print::line(&reply.snapshot);
         }
         ClientVerb::Snapshots { name, json } => {

@@ -359,6 +359,7 @@ mod tests {
                 otime: 0,
                 id: 255 + n,
                 otransid: n,
+                generation: n,
             },
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{blocking, decode, to_json, ApiError, AppState, Reply};
 use crate::api::{
     path, CloneReply, CloneRequest, NameRequest, PurgeReply, PurgeRequest, RestoreReply,
-    RestoreRequest, SnapshotReply, SnapshotsReply,
+    RestoreRequest, SnapshotReply, SnapshotRequest, SnapshotsReply,
 };
 use crate::labels;
 use crate::names;
@@ -47,12 +47,23 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: Value) -> Option
 }
 
 async fn snapshot(state: &Arc<AppState>, body: &Value) -> Reply {
-    let req: NameRequest = decode(body)?;
+    let req: SnapshotRequest = decode(body)?;
     let store = state.store.clone();
-    let snapshot = blocking(move || snapshots::snapshot(&store, &req.name)).await?;
+    let taken = blocking(move || {
+        if req.if_changed {
+            snapshots::snapshot_if_changed(&store, &req.name)
+        } else {
+            snapshots::snapshot(&store, &req.name).map(|name| snapshots::Taken {
+                name,
+                created: true,
+            })
+        }
+    })
+    .await?;
     Ok(to_json(SnapshotReply {
-        snapshot,
+        snapshot: taken.name,
         summary: None,
+        created: Some(taken.created),
     }))
 }
 

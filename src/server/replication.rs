@@ -56,6 +56,7 @@ async fn receive(state: &Arc<AppState>, body: &Value) -> Reply {
     Ok(to_json(SnapshotReply {
         snapshot: report.snapshot,
         summary: Some(summary),
+        created: None,
     }))
 }
 
@@ -83,6 +84,7 @@ async fn replicate(state: &Arc<AppState>, body: &Value) -> Reply {
     Ok(to_json(SnapshotReply {
         snapshot,
         summary: Some(summary),
+        created: None,
     }))
 }
 

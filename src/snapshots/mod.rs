@@ -107,6 +107,43 @@ pub fn snapshot(store: &VolumeStore, volume: &str) -> Result<String> {
     timestamped_snapshot(store, volume, &path)
 }
 
+/// What [`snapshot_if_changed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The new snapshot, or the newest one when nothing changed.
+    pub name: String,
+    pub created: bool,
+}
+
+/// Snapshots `volume` unless it is unchanged since its newest snapshot, in
+/// which case that snapshot already holds its state. Unchanged means: the
+/// newest snapshot (creation order) was taken of this very subvolume (its
+/// parent UUID is the volume's UUID: not a restore's backup of the content
+/// swapped out, not a received snapshot) and the volume's generation, once
+/// dirty data is flushed, is not past the transaction that created it.
+/// Two ioctls and a flush, no stream.
+pub fn snapshot_if_changed(store: &VolumeStore, volume: &str) -> Result<Taken> {
+    let path = store.existing(volume)?;
+    let _guard = store.lock(volume);
+    if let Some(newest) =
+        by_creation(store.fs(), &store.config().snapshots_path, volume, false).pop()
+    {
+        store.fs().flush(&path)?;
+        let current = store.fs().identity(&path)?;
+        let of_this_volume = newest.identity.parent_uuid.as_deref() == Some(current.uuid.as_str());
+        if of_this_volume && current.generation <= newest.identity.otransid {
+            return Ok(Taken {
+                name: newest.name,
+                created: false,
+            });
+        }
+    }
+    Ok(Taken {
+        name: timestamped_snapshot(store, volume, &path)?,
+        created: true,
+    })
+}
+
 /// Every entry of SNAPSHOTS_PATH (markers included), or those of one volume,
 /// sorted (= chronological per volume). One directory scan.
 pub fn list(store: &VolumeStore, volume: Option<&str>) -> Result<Vec<String>> {

@@ -87,6 +87,30 @@ fn newest_is_the_last_created_whatever_the_names_say() {
 }
 
 #[test]
+fn an_unchanged_volume_is_not_snapshotted_again() {
+    let f = fixture();
+    let volume = f.volume("db", "v1");
+    let first = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(first.created);
+    let again = snapshot_if_changed(&f.store, "db").unwrap();
+    assert_eq!(
+        again,
+        Taken {
+            name: first.name.clone(),
+            created: false
+        }
+    );
+    f.fs.touch(&volume);
+    let changed = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(changed.created && changed.name != first.name, "{changed:?}");
+    // After a restore the newest snapshot is the backup of the content
+    // swapped out: the restored volume is not "unchanged since" it.
+    restore(&f.store, &first.name, None, true).unwrap();
+    let after_restore = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(after_restore.created, "{after_restore:?}");
+}
+
+#[test]
 fn restore_saves_the_current_content_then_swaps() {
     let f = fixture();
     let volume = f.volume("db", "good");
@@ -221,6 +245,7 @@ fn placed(name: &str, otime: &str) -> Placed {
             otime: local.timestamp(),
             id: 256,
             otransid: 1,
+            generation: 1,
         },
     }
 }

@@ -145,6 +145,19 @@ impl FakeSubvolumes {
         state.insert(dest, identity, HashMap::new());
     }
 
+    /// Records a change of the subvolume's content (what a write does to a
+    /// real subvolume's generation): it moves to the next transaction.
+    pub fn touch(&self, path: &Path) {
+        let mut state = self.lock();
+        state.counter += 1;
+        let transaction = state.counter;
+        state
+            .get_mut("touch", path)
+            .expect("a fake subvolume")
+            .identity
+            .generation = transaction;
+    }
+
     /// Sets a subvolume's creation time (seconds since the epoch).
     pub fn set_otime(&self, path: &Path, otime: i64) {
         let mut state = self.lock();
@@ -185,6 +198,7 @@ impl State {
             otime: chrono::Utc::now().timestamp(),
             id: 255 + self.counter,
             otransid: self.counter,
+            generation: self.counter,
         }
     }
 
@@ -291,6 +305,10 @@ impl Subvolumes for FakeSubvolumes {
             path,
             Call::AddInodeFlags(path.into(), flags),
         )
+    }
+
+    fn flush(&self, _path: &Path) -> Result<()> {
+        Ok(())
     }
 
     fn get_xattr(&self, path: &Path, name: &str) -> Result<Option<Vec<u8>>> {

@@ -39,6 +39,9 @@ pub trait Subvolumes: Send + Sync + 'static {
     fn identity(&self, path: &Path) -> Result<SubvolumeIdentity>;
     /// Adds `chattr` flags ([`btrfs::FS_NOCOW_FL`], [`btrfs::FS_COMPR_FL`]).
     fn add_inode_flags(&self, path: &Path, flags: libc::c_int) -> Result<()>;
+    /// Writes the filesystem's dirty data out and commits, so that
+    /// [`SubvolumeIdentity::generation`] accounts for every write made so far.
+    fn flush(&self, path: &Path) -> Result<()>;
     /// Reads an extended attribute (`None` when absent).
     fn get_xattr(&self, path: &Path, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes an extended attribute.
@@ -73,6 +76,9 @@ impl Subvolumes for Btrfs {
     }
     fn add_inode_flags(&self, path: &Path, flags: libc::c_int) -> Result<()> {
         btrfs::add_inode_flags(path, flags)
+    }
+    fn flush(&self, path: &Path) -> Result<()> {
+        btrfs::sync(path)
     }
     fn get_xattr(&self, path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
         btrfs::get_xattr(path, name)
