@@ -4,8 +4,8 @@
 //! The scheduler only decides *when*; what a job does goes through this
 //! trait, so tests drive the scheduler with a fake that records calls, fails
 //! on demand or blocks, and the daemon plugs in [`StoreActions`], which calls
-//! the same functions as the HTTP endpoints. Every method blocks; the
-//! scheduler calls them on tokio's blocking pool.
+//! the same functions as the HTTP endpoints. Every method blocks for as
+//! long as its work takes; which threads call them is said in `pool.rs`.
 
 use std::sync::Arc;
 
