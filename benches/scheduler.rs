@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use buttervolume::schedule::history::{self, RunRecord};
-use buttervolume::schedule::{JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock};
+use buttervolume::schedule::{
+    ActionFailure, JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// Simulated duration of each action.
@@ -76,22 +78,22 @@ fn pause(d: Duration) {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<String, String> {
+    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
         self.start();
         pause(self.work.snapshot);
         Ok(format!("{volume}@now"))
     }
-    fn send(&self, _snapshot: &str, _host: &str) -> Result<(), String> {
+    fn send(&self, _snapshot: &str, _host: &str) -> Result<(), ActionFailure> {
         pause(self.work.send);
         Ok(())
     }
-    fn purge(&self, _volume: &str, _pattern: &str) -> Result<Vec<String>, String> {
+    fn purge(&self, _volume: &str, _pattern: &str) -> Result<Vec<String>, ActionFailure> {
         self.start();
         pause(self.work.purge);
         self.done.fetch_add(1, Ordering::SeqCst);
         Ok(vec![])
     }
-    fn sync(&self, _volume: &str, _hosts: &[String]) -> Result<(), String> {
+    fn sync(&self, _volume: &str, _hosts: &[String]) -> Result<(), ActionFailure> {
         Ok(())
     }
 }

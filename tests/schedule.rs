@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use buttervolume::schedule::jobs;
 use buttervolume::schedule::{
-    Change, JobActions, ManualClock, Scheduler, SchedulerOptions, GLOBALLY_PAUSED,
+    Action, ActionFailure, Change, JobActions, JobError, ManualClock, Scheduler, SchedulerOptions,
+    GLOBALLY_PAUSED,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
 /// Job actions that record calls, fail for "removed" volumes and can hold
-/// chosen volumes until released.
+/// chosen volumes until released; a send is known to them as
+/// `<volume>><host>`, a sync as `<volume><<hosts>`. The one fake of
+/// [`JobActions`] the tests use.
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<String>>,
@@ -45,7 +49,7 @@ impl Fake {
     }
 
     /// Records the call, tracks concurrency, blocks while held.
-    fn enter(&self, call: String, volume: &str) -> Result<(), String> {
+    fn enter(&self, call: String, volume: &str) -> Result<(), ActionFailure> {
         self.calls.lock().unwrap().push(call);
         {
             let mut r = self.running.lock().unwrap();
@@ -60,7 +64,7 @@ impl Fake {
         std::thread::sleep(Duration::from_millis(2));
         self.running.lock().unwrap().0 -= 1;
         if self.removed.lock().unwrap().contains(volume) {
-            return Err(format!("{volume}: no such volume"));
+            return Err(format!("{volume}: no such volume").into());
         }
         Ok(())
     }
@@ -71,23 +75,27 @@ impl Fake {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<String, String> {
+    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
         self.enter(format!("snapshot {volume}"), volume)?;
         Ok(format!("{volume}@snap"))
     }
-    fn send(&self, snapshot: &str, host: &str) -> Result<(), String> {
+    fn send(&self, snapshot: &str, host: &str) -> Result<(), ActionFailure> {
         let volume = snapshot.split('@').next().unwrap_or_default();
         self.enter(
             format!("send {snapshot} {host}"),
             &format!("{volume}>{host}"),
         )
     }
-    fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, String> {
+    fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, ActionFailure> {
         self.enter(format!("purge {volume} {pattern}"), volume)?;
-        Ok(vec![])
+        Ok(vec![format!("{volume}@old")])
     }
-    fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), String> {
-        self.enter(format!("sync {volume} {}", hosts.join(",")), volume)
+    fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), ActionFailure> {
+        let hosts = hosts.join(",");
+        self.enter(
+            format!("sync {volume} {hosts}"),
+            &format!("{volume}<{hosts}"),
+        )
     }
 }
 
@@ -219,6 +227,66 @@ async fn every_action_runs_what_it_says() {
         h.job("b", "replicate:peer").last_result.as_deref(),
         Some("ok: sent b@snap to peer")
     );
+}
+
+/// `jobs::run` alone: what each action calls, in order.
+#[test]
+fn each_action_calls_what_the_reference_calls() {
+    let fake = Fake::default();
+    let run = |action: &str| jobs::run(&fake, "db", &Action::parse(action).unwrap()).unwrap();
+    assert_eq!(run("snapshot"), "snapshot db@snap");
+    assert_eq!(run("replicate:h"), "sent db@snap to h");
+    assert_eq!(run("purge:1h:1d"), "purged 1 snapshot(s)");
+    assert_eq!(
+        run("synchronize:a,b"),
+        "snapshot db@snap, synchronized from a,b"
+    );
+    assert_eq!(
+        fake.calls(),
+        [
+            "snapshot db",
+            "snapshot db",
+            "send db@snap h",
+            "purge db 1h:1d",
+            "snapshot db",
+            "sync db a,b"
+        ]
+    );
+}
+
+/// `jobs::run` alone: a failure says which step failed and why, in the
+/// words the history and the listing show after `error: `, and keeps the
+/// action's own error as its source.
+#[test]
+fn a_failed_job_says_what_happened() {
+    let fake = Fake::default();
+    fake.removed
+        .lock()
+        .unwrap()
+        .extend(["gone", "db>h", "db<a,b"].map(String::from));
+    let run = |volume: &str, action: &str| {
+        jobs::run(&fake, volume, &Action::parse(action).unwrap()).unwrap_err()
+    };
+    let err = run("db", "replicate:h");
+    assert_eq!(
+        err.to_string(),
+        "snapshot db@snap taken, but sending it to h failed: db>h: no such volume"
+    );
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("db>h: no such volume"));
+    assert_eq!(
+        run("db", "synchronize:a,b").to_string(),
+        "snapshot db@snap taken, but synchronizing from a,b failed: db<a,b: no such volume"
+    );
+    assert_eq!(
+        run("gone", "purge:1h:1d").to_string(),
+        "purge failed: gone: no such volume"
+    );
+    // No pull into a volume that could not be snapshotted.
+    let err = run("gone", "synchronize:h");
+    assert!(matches!(err, JobError::Snapshot(_)), "{err:?}");
+    assert_eq!(err.to_string(), "snapshot failed: gone: no such volume");
+    assert!(!fake.calls().iter().any(|c| c.starts_with("sync gone")));
 }
 
 #[tokio::test]

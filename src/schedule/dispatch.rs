@@ -13,14 +13,14 @@ use chrono::{DateTime, Utc};
 use super::pool::Task;
 use super::scheduler::Inner;
 use super::table::DueJob;
-use super::{jobs, Job};
+use super::{jobs, Job, JobError};
 
 /// How a dispatched job ended.
 pub(super) enum Outcome {
     /// Never started (the scheduler stopped first).
     NotStarted,
     Done {
-        result: Result<String, String>,
+        result: Result<String, JobError>,
         elapsed: Duration,
     },
 }
@@ -49,9 +49,9 @@ impl Task for RunGuard {
         let started = Instant::now();
         let actions = self.inner.actions.as_ref();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            jobs::run(actions, job.name(), &job.action).map_err(|e| e.to_string())
+            jobs::run(actions, job.name(), &job.action)
         }))
-        .unwrap_or_else(|_| Err("internal error: the job panicked".into()));
+        .unwrap_or_else(|_| Err(JobError::Internal("the job panicked")));
         self.outcome = Outcome::Done {
             result,
             elapsed: started.elapsed(),
@@ -60,7 +60,9 @@ impl Task for RunGuard {
 
     fn refuse(&mut self) {
         self.outcome = Outcome::Done {
-            result: Err("internal error: no scheduler worker thread could be started".into()),
+            result: Err(JobError::Internal(
+                "no scheduler worker thread could be started",
+            )),
             elapsed: Duration::ZERO,
         };
     }
