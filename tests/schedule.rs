@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use buttervolume::schedule::jobs;
 use buttervolume::schedule::{
@@ -107,6 +107,42 @@ fn t0() -> DateTime<Utc> {
 
 fn minutes(m: i64) -> TimeDelta {
     TimeDelta::minutes(m)
+}
+
+/// How long a test waits for something that takes milliseconds.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (yielding to the runtime) until `done`; after [`WAIT`], fails
+/// saying what it waited for.
+async fn eventually(mut done: impl FnMut() -> bool, what: impl FnOnce() -> String) {
+    let polling = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if tokio::time::timeout(WAIT, polling).await.is_err() {
+        panic!("waited {WAIT:?} in vain for {}", what());
+    }
+}
+
+/// Polls `probe` until it gives a value; after `timeout`, fails saying
+/// what it waited for. For tests without an async runtime.
+#[track_caller]
+fn poll_until<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("waited {timeout:?} in vain for {}", what());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A scheduler over a private schedule file, with a fake and a hand clock.
@@ -587,15 +623,11 @@ async fn slow_replications_do_not_delay_snapshots_and_pools_are_bounded() {
     h.clock.set(t0());
     assert_eq!(h.sched.tick_at(t0()).dispatched, 13);
     // Every snapshot completes while the transfer is stuck.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (0..12).any(|i| h.fake.count(&format!("snapshot v{i}")) == 0) || h.sched.in_flight() > 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "snapshots held up: {:?}",
-            h.fake.calls()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        || (0..12).all(|i| h.fake.count(&format!("snapshot v{i}")) > 0) && h.sched.in_flight() <= 1,
+        || format!("the snapshots, held up: {:?}", h.fake.calls()),
+    )
+    .await;
     assert!(h.job("big", "replicate:far").running);
     // Two pools of 2: at most 2 local jobs + the remote one at once.
     assert!(
@@ -618,24 +650,35 @@ async fn the_daemon_loop_dispatches_and_saves_history_on_stop() {
     opts.tick = Duration::from_millis(50);
     let sched = Scheduler::new(opts, h.fake.clone(), h.clock.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(sched.clone().run(stop_rx));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.fake.count("snapshot db") == 0 || h.fake.count("send big@snap far") == 0 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", h.fake.calls());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Release the stuck transfer during the stop grace period.
-    let fake = h.fake.clone();
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        fake.release("big>far");
-    });
+    let mut task = tokio::spawn(sched.clone().run(stop_rx));
+    eventually(
+        || {
+            h.fake.count("send big@snap far") > 0
+                && h.fake.count("snapshot db") > 0
+                && sched.in_flight() == 1
+        },
+        || {
+            format!(
+                "the snapshot to end, the transfer to start: {:?}",
+                h.fake.calls()
+            )
+        },
+    )
+    .await;
+    // Stopped, the loop waits for the stuck transfer (up to STOP_GRACE,
+    // 25 s); released during that wait, the transfer's result is saved.
     stop.send(true).unwrap();
+    let waits = tokio::time::timeout(Duration::from_millis(300), &mut task).await;
+    assert!(
+        waits.is_err(),
+        "the loop ended without waiting for the transfer"
+    );
+    assert_eq!(sched.in_flight(), 1);
+    h.fake.release("big>far");
     tokio::time::timeout(Duration::from_secs(20), task)
         .await
         .expect("the loop stops")
         .unwrap();
-    releaser.join().unwrap();
     assert_eq!(sched.in_flight(), 0);
     let history: serde_json::Value = serde_json::from_slice(
         &std::fs::read(h.dir.path().join("config/schedule.csv.state.json")).unwrap(),
@@ -663,15 +706,20 @@ async fn stopping_drops_queued_jobs_which_stay_owed() {
     let sched = Scheduler::new(opts.clone(), h.fake.clone(), h.clock.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(sched.clone().run(stop_rx));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.fake.count("snapshot a") == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // b waits behind a in the single worker; stop while it waits.
+    eventually(
+        || h.fake.count("snapshot a") == 1,
+        || format!("the loop to start a: {:?}", h.fake.calls()),
+    )
+    .await;
+    // b waits behind a in the single worker; stop while it waits: the
+    // closed queue drops b (one job fewer in flight) while a still runs.
     assert_eq!(sched.in_flight(), 2);
     stop.send(true).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(
+        || sched.in_flight() == 1,
+        || "the stop to drop b from the queue".into(),
+    )
+    .await;
     h.fake.release("a");
     task.await.unwrap();
     assert_eq!(h.fake.count("snapshot b"), 0);
@@ -689,11 +737,11 @@ fn ticking_needs_no_async_runtime() {
     let h = Harness::new();
     h.schedule("snapshot", "60", "db");
     assert_eq!(h.sched.tick_at(t0()).dispatched, 1);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.sched.in_flight() > 0 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(
+        WAIT,
+        || (h.sched.in_flight() == 0).then_some(()),
+        || "the job to end".into(),
+    );
     assert_eq!(h.fake.count("snapshot db"), 1);
 }
 
@@ -724,30 +772,44 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
         std::fs::read_to_string(&csv).unwrap(),
         "db,snapshot,60,True\r\ndb,purge:1h:1d,60,True\r\n"
     );
+    poll_until(
+        Duration::from_secs(20),
+        || {
+            let done = schedule_list(&d)["Schedule"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|j| {
+                    j["LastResult"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("ok"))
+                });
+            (done && !old.exists() && snapshots_of_db(&d).len() == 1).then_some(())
+        },
+        || {
+            format!(
+                "the jobs to run: {}\n{:?}",
+                schedule_list(&d),
+                snapshots_of_db(&d)
+            )
+        },
+    );
+    the_cli_lists_and_pauses(&d);
+    a_restart_runs_nothing_again(&mut d, &csv);
+    a_bad_line_is_kept_and_the_cli_pauses_all(&d, &csv);
+}
 
-    let snaps = |d: &common::Daemon| -> Vec<String> {
-        let (_, reply) = d.get("/VolumeDriver.Snapshot.List/db");
-        serde_json::from_value(reply["Snapshots"].clone()).unwrap()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, list) = d.get("/VolumeDriver.Schedule.List");
-        let done = list["Schedule"].as_array().unwrap().iter().all(|j| {
-            j["LastResult"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("ok"))
-        });
-        if done && !old.exists() && snaps(&d).len() == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs did not run: {list}\n{:?}",
-            snaps(&d)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn snapshots_of_db(d: &common::Daemon) -> Vec<String> {
+    let (_, reply) = d.get("/VolumeDriver.Snapshot.List/db");
+    serde_json::from_value(reply["Snapshots"].clone()).unwrap()
+}
 
+fn schedule_list(d: &common::Daemon) -> serde_json::Value {
+    d.get("/VolumeDriver.Schedule.List").1
+}
+
+/// The e2e's jobs through our CLI, then one paused: the reference's suffix.
+fn the_cli_lists_and_pauses(d: &common::Daemon) {
     let out = d.cli(&["scheduled"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(
@@ -761,25 +823,61 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
     let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(jobs[0]["Active"], "True");
     assert!(jobs[0]["NextRun"].is_string() && jobs[0]["LastRun"].is_string());
-    // Pause one job: the reference's suffix.
     d.cli(&["schedule", "purge:1h:1d", "pause", "db"]);
     assert_eq!(
         common::stdout(&d.cli(&["scheduled"])),
         "snapshot 60 db \npurge:1h:1d 60 db (paused)\n"
     );
+}
 
-    // Restart: history says both ran moments ago, so nothing runs again.
-    let before = snaps(&d);
+/// Restart: history says both jobs ran moments ago, so neither runs again.
+/// A job added by hand while the daemon is down is due at once (it fails:
+/// there is no such volume): once it has ended, the tick that ran it has
+/// looked at every job.
+fn a_restart_runs_nothing_again(d: &mut common::Daemon, csv: &Path) {
+    let last_runs = |list: &serde_json::Value| -> Vec<serde_json::Value> {
+        let jobs = list["Schedule"].as_array().unwrap();
+        jobs.iter().map(|j| j["LastRun"].clone()).collect()
+    };
+    let before = (snapshots_of_db(d), last_runs(&schedule_list(d)));
     d.stop();
     assert!(d.root.join("config/schedule.csv.state.json").exists());
+    let mut text = std::fs::read_to_string(csv).unwrap();
+    text.push_str("witness,snapshot,60,True\r\n");
+    std::fs::write(csv, &text).unwrap();
     d.spawn();
-    std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(snaps(&d), before, "jobs ran again after a restart");
+    let after = poll_until(
+        Duration::from_secs(20),
+        || {
+            let after = schedule_list(d);
+            let jobs = after["Schedule"].as_array().unwrap();
+            let ended = jobs.iter().all(|j| j["Running"] == false);
+            (ended && jobs[2]["LastResult"].is_string()).then_some(after)
+        },
+        || {
+            format!(
+                "the hand-added job to run after the restart: {}",
+                schedule_list(d)
+            )
+        },
+    );
+    let witness = after["Schedule"][2]["LastResult"].as_str().unwrap();
+    assert!(witness.starts_with("error: "), "{witness}");
+    let again = "jobs ran again after a restart";
+    assert_eq!(last_runs(&after)[..2], before.1, "{again}");
+    assert_eq!(snapshots_of_db(d), before.0, "{again}");
+    d.ok(
+        "/VolumeDriver.Schedule",
+        json!({"Name": "witness", "Action": "snapshot", "Timer": "delete"}),
+    );
+}
 
-    // A hand-edited bad line: listed on stderr, stdout unchanged, kept.
-    let mut text = std::fs::read_to_string(&csv).unwrap();
+/// A hand-edited bad line: listed on stderr, stdout unchanged, kept; then
+/// the global pause through the CLI.
+fn a_bad_line_is_kept_and_the_cli_pauses_all(d: &common::Daemon, csv: &Path) {
+    let mut text = std::fs::read_to_string(csv).unwrap();
     text.push_str("db,snapshot every hour,60,True\r\n");
-    std::fs::write(&csv, &text).unwrap();
+    std::fs::write(csv, &text).unwrap();
     let out = d.cli(&["scheduled"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(
@@ -791,17 +889,16 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
         warning.contains("schedule line 3 skipped") && warning.contains("unknown action"),
         "{warning}"
     );
-    let (_, list) = d.get("/VolumeDriver.Schedule.List");
+    let list = schedule_list(d);
     assert_eq!(list["Invalid"][0]["Line"], 3, "{list}");
     d.ok(
         "/VolumeDriver.Schedule",
         json!({"Name": "db", "Action": "purge:1h:1d", "Timer": "resume"}),
     );
-    assert!(std::fs::read_to_string(&csv)
+    assert!(std::fs::read_to_string(csv)
         .unwrap()
         .ends_with("db,snapshot every hour,60,True\r\n"));
 
-    // Global pause through the CLI.
     assert!(d.cli(&["scheduled", "pause"]).status.success());
     assert!(d.root.join("config/schedule.csv.disabled").exists());
     let out = d.cli(&["scheduled"]);
@@ -883,7 +980,7 @@ async fn the_reference_and_we_share_schedule_csv() {
     h.schedule("snapshot", "resume", "db");
     h.schedule("snapshot", "pause", "db");
     assert_eq!(std::fs::read(h.csv()).unwrap(), written_by_reference);
-    h.schedule("replicate:10.0.0.2", "60", "web");
+    h.schedule("replicate:127.0.0.2", "60", "web");
     h.schedule("synchronize:h1,h2", "delete", "db");
     // The reference reads what we wrote, and keeps changing it.
     let theirs = reference_schedule(
