@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use buttervolume::schedule::history::{self, RunRecord};
-use buttervolume::schedule::{JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock};
+use buttervolume::schedule::{
+    ActionFailure, JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// Simulated duration of each action.
@@ -76,22 +78,22 @@ fn pause(d: Duration) {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<String, String> {
+    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
         self.start();
         pause(self.work.snapshot);
         Ok(format!("{volume}@now"))
     }
-    fn send(&self, _snapshot: &str, _host: &str) -> Result<(), String> {
+    fn send(&self, _snapshot: &str, _host: &str) -> Result<(), ActionFailure> {
         pause(self.work.send);
         Ok(())
     }
-    fn purge(&self, _volume: &str, _pattern: &str) -> Result<Vec<String>, String> {
+    fn purge(&self, _volume: &str, _pattern: &str) -> Result<Vec<String>, ActionFailure> {
         self.start();
         pause(self.work.purge);
         self.done.fetch_add(1, Ordering::SeqCst);
         Ok(vec![])
     }
-    fn sync(&self, _volume: &str, _hosts: &[String]) -> Result<(), String> {
+    fn sync(&self, _volume: &str, _hosts: &[String]) -> Result<(), ActionFailure> {
         Ok(())
     }
 }
@@ -220,31 +222,13 @@ async fn tick_costs(volumes: usize, workers: usize) {
         ms(parse)
     );
 
-    let mut due_ticks = Vec::new();
-    for round in 1..=20 {
-        let at = t0 + TimeDelta::minutes(1440 * round);
-        clock.set(at);
-        let started = Instant::now();
-        let report = sched.tick_at(at);
-        due_ticks.push(started.elapsed());
-        assert_eq!(report.dispatched, jobs);
-        sched.idle().await;
-    }
-    let due = stats(due_ticks);
+    let due = due_again_ticks(&sched, &clock, t0, jobs).await;
     println!(
         "| all {jobs} due again (CSV cached), 20 rounds | median {}, max {} |",
         ms(due.median),
         ms(due.max)
     );
-    let mut idle_ticks = Vec::new();
-    let quiet = t0 + TimeDelta::minutes(1440 * 20 + 1);
-    for _ in 0..200 {
-        let started = Instant::now();
-        let report = sched.tick_at(quiet);
-        idle_ticks.push(started.elapsed());
-        assert_eq!(report.dispatched, 0);
-    }
-    let idle = stats(idle_ticks);
+    let idle = nothing_due_ticks(&sched, t0 + TimeDelta::minutes(1440 * 20 + 1));
     println!(
         "| nothing due (earliest due time cached), 200 rounds | median {}, max {} |",
         ms(idle.median),
@@ -262,6 +246,38 @@ async fn tick_costs(volumes: usize, workers: usize) {
         ms(start_lag.median),
         ms(all_ran)
     );
+}
+
+/// 20 ticks, a day apart from `t0`, in which all `jobs` are due again.
+async fn due_again_ticks(
+    sched: &Scheduler,
+    clock: &ManualClock,
+    t0: DateTime<Utc>,
+    jobs: usize,
+) -> Stats {
+    let mut ticks = Vec::new();
+    for round in 1..=20 {
+        let at = t0 + TimeDelta::minutes(1440 * round);
+        clock.set(at);
+        let started = Instant::now();
+        let report = sched.tick_at(at);
+        ticks.push(started.elapsed());
+        assert_eq!(report.dispatched, jobs);
+        sched.idle().await;
+    }
+    stats(ticks)
+}
+
+/// 200 ticks at `quiet`, when nothing is due.
+fn nothing_due_ticks(sched: &Scheduler, quiet: DateTime<Utc>) -> Stats {
+    let mut ticks = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let report = sched.tick_at(quiet);
+        ticks.push(started.elapsed());
+        assert_eq!(report.dispatched, 0);
+    }
+    stats(ticks)
 }
 
 async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
@@ -309,42 +325,43 @@ async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
         ms((finished - due).to_std().unwrap_or(Duration::ZERO)),
     );
 
-    if work.snapshot.is_zero() {
+    let idle = work.snapshot.is_zero();
+    if idle {
         // Idle: everything ran, the next job is due in an hour. First let
         // the coalesced history write happen and the burst's idle blocking
         // threads expire (tokio keeps them 10 s): their exit is not the
         // loop's idle cost.
         tokio::time::sleep(Duration::from_secs(11)).await;
-        let window = Duration::from_secs(10);
-        let before = cpu_time();
-        tokio::time::sleep(window).await;
-        let used = cpu_time().saturating_sub(before);
-        IDLE.lock()
-            .map(|mut v| v.push(("TIMER=60", used, window)))
-            .ok();
-        let _ = stop.send(true);
-        let _ = task.await;
-
-        // The same with TIMER=1: the loop wakes every second to look for
-        // hand edits and re-evaluates all jobs.
-        let mut opts = sched.options().clone();
-        opts.tick = Duration::from_secs(1);
-        let sched = Scheduler::new(opts, fake.clone(), Arc::new(SystemClock));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(sched.clone().run(stop_rx));
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let before = cpu_time();
-        tokio::time::sleep(window).await;
-        let used = cpu_time().saturating_sub(before);
-        IDLE.lock()
-            .map(|mut v| v.push(("TIMER=1", used, window)))
-            .ok();
-        let _ = stop.send(true);
-        let _ = task.await;
-    } else {
-        let _ = stop.send(true);
-        let _ = task.await;
+        measure_idle("TIMER=60").await;
     }
+    let _ = stop.send(true);
+    let _ = task.await;
+    if idle {
+        idle_with_timer_1(sched.options(), &fake).await;
+    }
+}
+
+/// The idle CPU with TIMER=1: the loop wakes every second to look for hand
+/// edits and re-evaluates all jobs.
+async fn idle_with_timer_1(opts: &SchedulerOptions, fake: &Arc<Fake>) {
+    let mut opts = opts.clone();
+    opts.tick = Duration::from_secs(1);
+    let sched = Scheduler::new(opts, fake.clone(), Arc::new(SystemClock));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sched.run(stop_rx));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measure_idle("TIMER=1").await;
+    let _ = stop.send(true);
+    let _ = task.await;
+}
+
+/// The CPU this process uses over a 10 s window, recorded as `label`.
+async fn measure_idle(label: &'static str) {
+    let window = Duration::from_secs(10);
+    let before = cpu_time();
+    tokio::time::sleep(window).await;
+    let used = cpu_time().saturating_sub(before);
+    IDLE.lock().map(|mut v| v.push((label, used, window))).ok();
 }
 
 static IDLE: Mutex<Vec<(&str, Duration, Duration)>> = Mutex::new(Vec::new());

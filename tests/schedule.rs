@@ -7,16 +7,20 @@ mod common;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use buttervolume::schedule::jobs;
 use buttervolume::schedule::{
-    Change, JobActions, ManualClock, Scheduler, SchedulerOptions, GLOBALLY_PAUSED,
+    Action, ActionFailure, Change, JobActions, JobError, ManualClock, Scheduler, SchedulerOptions,
+    GLOBALLY_PAUSED,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
 /// Job actions that record calls, fail for "removed" volumes and can hold
-/// chosen volumes until released.
+/// chosen volumes until released; a send is known to them as
+/// `<volume>><host>`, a sync as `<volume><<hosts>`. The one fake of
+/// [`JobActions`] the tests use.
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<String>>,
@@ -45,7 +49,7 @@ impl Fake {
     }
 
     /// Records the call, tracks concurrency, blocks while held.
-    fn enter(&self, call: String, volume: &str) -> Result<(), String> {
+    fn enter(&self, call: String, volume: &str) -> Result<(), ActionFailure> {
         self.calls.lock().unwrap().push(call);
         {
             let mut r = self.running.lock().unwrap();
@@ -60,7 +64,7 @@ impl Fake {
         std::thread::sleep(Duration::from_millis(2));
         self.running.lock().unwrap().0 -= 1;
         if self.removed.lock().unwrap().contains(volume) {
-            return Err(format!("{volume}: no such volume"));
+            return Err(format!("{volume}: no such volume").into());
         }
         Ok(())
     }
@@ -71,23 +75,27 @@ impl Fake {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<String, String> {
+    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
         self.enter(format!("snapshot {volume}"), volume)?;
         Ok(format!("{volume}@snap"))
     }
-    fn send(&self, snapshot: &str, host: &str) -> Result<(), String> {
+    fn send(&self, snapshot: &str, host: &str) -> Result<(), ActionFailure> {
         let volume = snapshot.split('@').next().unwrap_or_default();
         self.enter(
             format!("send {snapshot} {host}"),
             &format!("{volume}>{host}"),
         )
     }
-    fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, String> {
+    fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, ActionFailure> {
         self.enter(format!("purge {volume} {pattern}"), volume)?;
-        Ok(vec![])
+        Ok(vec![format!("{volume}@old")])
     }
-    fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), String> {
-        self.enter(format!("sync {volume} {}", hosts.join(",")), volume)
+    fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), ActionFailure> {
+        let hosts = hosts.join(",");
+        self.enter(
+            format!("sync {volume} {hosts}"),
+            &format!("{volume}<{hosts}"),
+        )
     }
 }
 
@@ -99,6 +107,42 @@ fn t0() -> DateTime<Utc> {
 
 fn minutes(m: i64) -> TimeDelta {
     TimeDelta::minutes(m)
+}
+
+/// How long a test waits for something that takes milliseconds.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (yielding to the runtime) until `done`; after [`WAIT`], fails
+/// saying what it waited for.
+async fn eventually(mut done: impl FnMut() -> bool, what: impl FnOnce() -> String) {
+    let polling = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if tokio::time::timeout(WAIT, polling).await.is_err() {
+        panic!("waited {WAIT:?} in vain for {}", what());
+    }
+}
+
+/// Polls `probe` until it gives a value; after `timeout`, fails saying
+/// what it waited for. For tests without an async runtime.
+#[track_caller]
+fn poll_until<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("waited {timeout:?} in vain for {}", what());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A scheduler over a private schedule file, with a fake and a hand clock.
@@ -219,6 +263,66 @@ async fn every_action_runs_what_it_says() {
         h.job("b", "replicate:peer").last_result.as_deref(),
         Some("ok: sent b@snap to peer")
     );
+}
+
+/// `jobs::run` alone: what each action calls, in order.
+#[test]
+fn each_action_calls_what_the_reference_calls() {
+    let fake = Fake::default();
+    let run = |action: &str| jobs::run(&fake, "db", &Action::parse(action).unwrap()).unwrap();
+    assert_eq!(run("snapshot"), "snapshot db@snap");
+    assert_eq!(run("replicate:h"), "sent db@snap to h");
+    assert_eq!(run("purge:1h:1d"), "purged 1 snapshot(s)");
+    assert_eq!(
+        run("synchronize:a,b"),
+        "snapshot db@snap, synchronized from a,b"
+    );
+    assert_eq!(
+        fake.calls(),
+        [
+            "snapshot db",
+            "snapshot db",
+            "send db@snap h",
+            "purge db 1h:1d",
+            "snapshot db",
+            "sync db a,b"
+        ]
+    );
+}
+
+/// `jobs::run` alone: a failure says which step failed and why, in the
+/// words the history and the listing show after `error: `, and keeps the
+/// action's own error as its source.
+#[test]
+fn a_failed_job_says_what_happened() {
+    let fake = Fake::default();
+    fake.removed
+        .lock()
+        .unwrap()
+        .extend(["gone", "db>h", "db<a,b"].map(String::from));
+    let run = |volume: &str, action: &str| {
+        jobs::run(&fake, volume, &Action::parse(action).unwrap()).unwrap_err()
+    };
+    let err = run("db", "replicate:h");
+    assert_eq!(
+        err.to_string(),
+        "snapshot db@snap taken, but sending it to h failed: db>h: no such volume"
+    );
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("db>h: no such volume"));
+    assert_eq!(
+        run("db", "synchronize:a,b").to_string(),
+        "snapshot db@snap taken, but synchronizing from a,b failed: db<a,b: no such volume"
+    );
+    assert_eq!(
+        run("gone", "purge:1h:1d").to_string(),
+        "purge failed: gone: no such volume"
+    );
+    // No pull into a volume that could not be snapshotted.
+    let err = run("gone", "synchronize:h");
+    assert!(matches!(err, JobError::Snapshot(_)), "{err:?}");
+    assert_eq!(err.to_string(), "snapshot failed: gone: no such volume");
+    assert!(!fake.calls().iter().any(|c| c.starts_with("sync gone")));
 }
 
 #[tokio::test]
@@ -519,15 +623,11 @@ async fn slow_replications_do_not_delay_snapshots_and_pools_are_bounded() {
     h.clock.set(t0());
     assert_eq!(h.sched.tick_at(t0()).dispatched, 13);
     // Every snapshot completes while the transfer is stuck.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (0..12).any(|i| h.fake.count(&format!("snapshot v{i}")) == 0) || h.sched.in_flight() > 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "snapshots held up: {:?}",
-            h.fake.calls()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        || (0..12).all(|i| h.fake.count(&format!("snapshot v{i}")) > 0) && h.sched.in_flight() <= 1,
+        || format!("the snapshots, held up: {:?}", h.fake.calls()),
+    )
+    .await;
     assert!(h.job("big", "replicate:far").running);
     // Two pools of 2: at most 2 local jobs + the remote one at once.
     assert!(
@@ -550,24 +650,35 @@ async fn the_daemon_loop_dispatches_and_saves_history_on_stop() {
     opts.tick = Duration::from_millis(50);
     let sched = Scheduler::new(opts, h.fake.clone(), h.clock.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(sched.clone().run(stop_rx));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.fake.count("snapshot db") == 0 || h.fake.count("send big@snap far") == 0 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", h.fake.calls());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Release the stuck transfer during the stop grace period.
-    let fake = h.fake.clone();
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        fake.release("big>far");
-    });
+    let mut task = tokio::spawn(sched.clone().run(stop_rx));
+    eventually(
+        || {
+            h.fake.count("send big@snap far") > 0
+                && h.fake.count("snapshot db") > 0
+                && sched.in_flight() == 1
+        },
+        || {
+            format!(
+                "the snapshot to end, the transfer to start: {:?}",
+                h.fake.calls()
+            )
+        },
+    )
+    .await;
+    // Stopped, the loop waits for the stuck transfer (up to STOP_GRACE,
+    // 25 s); released during that wait, the transfer's result is saved.
     stop.send(true).unwrap();
+    let waits = tokio::time::timeout(Duration::from_millis(300), &mut task).await;
+    assert!(
+        waits.is_err(),
+        "the loop ended without waiting for the transfer"
+    );
+    assert_eq!(sched.in_flight(), 1);
+    h.fake.release("big>far");
     tokio::time::timeout(Duration::from_secs(20), task)
         .await
         .expect("the loop stops")
         .unwrap();
-    releaser.join().unwrap();
     assert_eq!(sched.in_flight(), 0);
     let history: serde_json::Value = serde_json::from_slice(
         &std::fs::read(h.dir.path().join("config/schedule.csv.state.json")).unwrap(),
@@ -595,15 +706,20 @@ async fn stopping_drops_queued_jobs_which_stay_owed() {
     let sched = Scheduler::new(opts.clone(), h.fake.clone(), h.clock.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(sched.clone().run(stop_rx));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.fake.count("snapshot a") == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // b waits behind a in the single worker; stop while it waits.
+    eventually(
+        || h.fake.count("snapshot a") == 1,
+        || format!("the loop to start a: {:?}", h.fake.calls()),
+    )
+    .await;
+    // b waits behind a in the single worker; stop while it waits: the
+    // closed queue drops b (one job fewer in flight) while a still runs.
     assert_eq!(sched.in_flight(), 2);
     stop.send(true).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(
+        || sched.in_flight() == 1,
+        || "the stop to drop b from the queue".into(),
+    )
+    .await;
     h.fake.release("a");
     task.await.unwrap();
     assert_eq!(h.fake.count("snapshot b"), 0);
@@ -621,11 +737,11 @@ fn ticking_needs_no_async_runtime() {
     let h = Harness::new();
     h.schedule("snapshot", "60", "db");
     assert_eq!(h.sched.tick_at(t0()).dispatched, 1);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.sched.in_flight() > 0 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(
+        WAIT,
+        || (h.sched.in_flight() == 0).then_some(()),
+        || "the job to end".into(),
+    );
     assert_eq!(h.fake.count("snapshot db"), 1);
 }
 
@@ -656,30 +772,44 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
         std::fs::read_to_string(&csv).unwrap(),
         "db,snapshot,60,True\r\ndb,purge:1h:1d,60,True\r\n"
     );
+    poll_until(
+        Duration::from_secs(20),
+        || {
+            let done = schedule_list(&d)["Schedule"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|j| {
+                    j["LastResult"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("ok"))
+                });
+            (done && !old.exists() && snapshots_of_db(&d).len() == 1).then_some(())
+        },
+        || {
+            format!(
+                "the jobs to run: {}\n{:?}",
+                schedule_list(&d),
+                snapshots_of_db(&d)
+            )
+        },
+    );
+    the_cli_lists_and_pauses(&d);
+    a_restart_runs_nothing_again(&mut d, &csv);
+    a_bad_line_is_kept_and_the_cli_pauses_all(&d, &csv);
+}
 
-    let snaps = |d: &common::Daemon| -> Vec<String> {
-        let (_, reply) = d.get("/VolumeDriver.Snapshot.List/db");
-        serde_json::from_value(reply["Snapshots"].clone()).unwrap()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, list) = d.get("/VolumeDriver.Schedule.List");
-        let done = list["Schedule"].as_array().unwrap().iter().all(|j| {
-            j["LastResult"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("ok"))
-        });
-        if done && !old.exists() && snaps(&d).len() == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs did not run: {list}\n{:?}",
-            snaps(&d)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn snapshots_of_db(d: &common::Daemon) -> Vec<String> {
+    let (_, reply) = d.get("/VolumeDriver.Snapshot.List/db");
+    serde_json::from_value(reply["Snapshots"].clone()).unwrap()
+}
 
+fn schedule_list(d: &common::Daemon) -> serde_json::Value {
+    d.get("/VolumeDriver.Schedule.List").1
+}
+
+/// The e2e's jobs through our CLI, then one paused: the reference's suffix.
+fn the_cli_lists_and_pauses(d: &common::Daemon) {
     let out = d.cli(&["scheduled"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(
@@ -693,25 +823,61 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
     let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(jobs[0]["Active"], "True");
     assert!(jobs[0]["NextRun"].is_string() && jobs[0]["LastRun"].is_string());
-    // Pause one job: the reference's suffix.
     d.cli(&["schedule", "purge:1h:1d", "pause", "db"]);
     assert_eq!(
         common::stdout(&d.cli(&["scheduled"])),
         "snapshot 60 db \npurge:1h:1d 60 db (paused)\n"
     );
+}
 
-    // Restart: history says both ran moments ago, so nothing runs again.
-    let before = snaps(&d);
+/// Restart: history says both jobs ran moments ago, so neither runs again.
+/// A job added by hand while the daemon is down is due at once (it fails:
+/// there is no such volume): once it has ended, the tick that ran it has
+/// looked at every job.
+fn a_restart_runs_nothing_again(d: &mut common::Daemon, csv: &Path) {
+    let last_runs = |list: &serde_json::Value| -> Vec<serde_json::Value> {
+        let jobs = list["Schedule"].as_array().unwrap();
+        jobs.iter().map(|j| j["LastRun"].clone()).collect()
+    };
+    let before = (snapshots_of_db(d), last_runs(&schedule_list(d)));
     d.stop();
     assert!(d.root.join("config/schedule.csv.state.json").exists());
+    let mut text = std::fs::read_to_string(csv).unwrap();
+    text.push_str("witness,snapshot,60,True\r\n");
+    std::fs::write(csv, &text).unwrap();
     d.spawn();
-    std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(snaps(&d), before, "jobs ran again after a restart");
+    let after = poll_until(
+        Duration::from_secs(20),
+        || {
+            let after = schedule_list(d);
+            let jobs = after["Schedule"].as_array().unwrap();
+            let ended = jobs.iter().all(|j| j["Running"] == false);
+            (ended && jobs[2]["LastResult"].is_string()).then_some(after)
+        },
+        || {
+            format!(
+                "the hand-added job to run after the restart: {}",
+                schedule_list(d)
+            )
+        },
+    );
+    let witness = after["Schedule"][2]["LastResult"].as_str().unwrap();
+    assert!(witness.starts_with("error: "), "{witness}");
+    let again = "jobs ran again after a restart";
+    assert_eq!(last_runs(&after)[..2], before.1, "{again}");
+    assert_eq!(snapshots_of_db(d), before.0, "{again}");
+    d.ok(
+        "/VolumeDriver.Schedule",
+        json!({"Name": "witness", "Action": "snapshot", "Timer": "delete"}),
+    );
+}
 
-    // A hand-edited bad line: listed on stderr, stdout unchanged, kept.
-    let mut text = std::fs::read_to_string(&csv).unwrap();
+/// A hand-edited bad line: listed on stderr, stdout unchanged, kept; then
+/// the global pause through the CLI.
+fn a_bad_line_is_kept_and_the_cli_pauses_all(d: &common::Daemon, csv: &Path) {
+    let mut text = std::fs::read_to_string(csv).unwrap();
     text.push_str("db,snapshot every hour,60,True\r\n");
-    std::fs::write(&csv, &text).unwrap();
+    std::fs::write(csv, &text).unwrap();
     let out = d.cli(&["scheduled"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(
@@ -723,17 +889,16 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
         warning.contains("schedule line 3 skipped") && warning.contains("unknown action"),
         "{warning}"
     );
-    let (_, list) = d.get("/VolumeDriver.Schedule.List");
+    let list = schedule_list(d);
     assert_eq!(list["Invalid"][0]["Line"], 3, "{list}");
     d.ok(
         "/VolumeDriver.Schedule",
         json!({"Name": "db", "Action": "purge:1h:1d", "Timer": "resume"}),
     );
-    assert!(std::fs::read_to_string(&csv)
+    assert!(std::fs::read_to_string(csv)
         .unwrap()
         .ends_with("db,snapshot every hour,60,True\r\n"));
 
-    // Global pause through the CLI.
     assert!(d.cli(&["scheduled", "pause"]).status.success());
     assert!(d.root.join("config/schedule.csv.disabled").exists());
     let out = d.cli(&["scheduled"]);
@@ -815,7 +980,7 @@ async fn the_reference_and_we_share_schedule_csv() {
     h.schedule("snapshot", "resume", "db");
     h.schedule("snapshot", "pause", "db");
     assert_eq!(std::fs::read(h.csv()).unwrap(), written_by_reference);
-    h.schedule("replicate:10.0.0.2", "60", "web");
+    h.schedule("replicate:127.0.0.2", "60", "web");
     h.schedule("synchronize:h1,h2", "delete", "db");
     // The reference reads what we wrote, and keeps changing it.
     let theirs = reference_schedule(

@@ -14,24 +14,42 @@
 //! - [`history`]: last run, last result and duration of every job, so a
 //!   restart neither fires every job at once nor waits a full period;
 //! - [`jobs`]: the [`JobActions`] seam between the scheduler and the
-//!   volume/replication code (faked in tests);
-//! - [`scheduler`]: the in-memory table, `tick`, the worker pools, the
-//!   API operations and the loop the daemon runs.
+//!   volume/replication code (faked in tests), and running one job;
+//! - `clock`: where "now" comes from ([`SystemClock`], [`ManualClock`]);
+//! - `table`: the job table: schedule.csv re-read when it changed, the
+//!   history of every job, which jobs are due and which are skipped;
+//! - `scheduler`: the [`Scheduler`] handle, `tick` and the API operations;
+//! - `edit`: what one `Schedule` request does to schedule.csv's lines;
+//! - `listing`: what `Schedule.List` shows ([`Listing`]);
+//! - `dispatch`: one due job's way through a pool and back into the
+//!   history, however it ends;
+//! - `pool`: the worker threads that run jobs, and why those;
+//! - `daemon_loop`: the loop the daemon runs ([`Scheduler::run`]), its
+//!   stop, and the coalesced history writes.
 
 pub mod action;
+mod clock;
 pub mod csv;
+mod daemon_loop;
+mod dispatch;
+mod edit;
 pub mod history;
 pub mod jobs;
-pub mod scheduler;
+mod listing;
+mod pool;
+mod scheduler;
+mod table;
 pub mod timer;
 
 use std::path::PathBuf;
 
 pub use action::{Action, ActionError};
-pub use jobs::{JobActions, JobError, StoreActions};
-pub use scheduler::{
-    Change, Clock, InvalidView, JobView, Listing, ManualClock, Scheduler, SystemClock, TickReport,
-};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use daemon_loop::{PERSIST_COALESCE, STOP_GRACE};
+pub use edit::Change;
+pub use jobs::{ActionFailure, JobActions, JobError, StoreActions};
+pub use listing::{InvalidView, JobView, Listing};
+pub use scheduler::{Scheduler, TickReport};
 pub use timer::{Timer, TimerCommand, TimerError};
 
 use crate::config::Config;
