@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use buttervolume::schedule::history::{self, RunRecord};
 use buttervolume::schedule::{
-    ActionFailure, JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock,
+    ActionFailure, JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock, Taken,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -78,10 +78,16 @@ fn pause(d: Duration) {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
+    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure> {
         self.start();
         pause(self.work.snapshot);
-        Ok(format!("{volume}@now"))
+        Ok(Taken {
+            name: format!("{volume}@now"),
+            created: true,
+        })
+    }
+    fn remove_snapshot(&self, _snapshot: &str) -> Result<(), ActionFailure> {
+        Ok(())
     }
     fn send(&self, _snapshot: &str, _host: &str) -> Result<(), ActionFailure> {
         pause(self.work.send);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use buttervolume::schedule::jobs;
 use buttervolume::schedule::{
     Action, ActionFailure, Change, JobActions, JobError, ManualClock, Scheduler, SchedulerOptions,
-    GLOBALLY_PAUSED,
+    Taken, GLOBALLY_PAUSED,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
@@ -25,6 +25,8 @@ use serde_json::json;
 struct Fake {
     calls: Mutex<Vec<String>>,
     removed: Mutex<HashSet<String>>,
+    /// Volumes unchanged since their newest snapshot.
+    unchanged: Mutex<HashSet<String>>,
     held: Mutex<HashSet<String>>,
     released: Condvar,
     running: Mutex<(usize, usize)>,
@@ -75,9 +77,19 @@ impl Fake {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
+    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure> {
         self.enter(format!("snapshot {volume}"), volume)?;
-        Ok(format!("{volume}@snap"))
+        Ok(Taken {
+            name: format!("{volume}@snap"),
+            created: !self.unchanged.lock().unwrap().contains(volume),
+        })
+    }
+    fn remove_snapshot(&self, snapshot: &str) -> Result<(), ActionFailure> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("remove {snapshot}"));
+        Ok(())
     }
     fn send(&self, snapshot: &str, host: &str) -> Result<(), ActionFailure> {
         let volume = snapshot.split('@').next().unwrap_or_default();
@@ -310,6 +322,8 @@ fn a_failed_job_says_what_happened() {
     );
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert_eq!(source.as_deref(), Some("db>h: no such volume"));
+    // The snapshot the failed replication took is removed (upstream #95).
+    assert!(fake.calls().contains(&"remove db@snap".to_string()));
     assert_eq!(
         run("db", "synchronize:a,b").to_string(),
         "snapshot db@snap taken, but synchronizing from a,b failed: db<a,b: no such volume"
@@ -323,6 +337,25 @@ fn a_failed_job_says_what_happened() {
     assert!(matches!(err, JobError::Snapshot(_)), "{err:?}");
     assert_eq!(err.to_string(), "snapshot failed: gone: no such volume");
     assert!(!fake.calls().iter().any(|c| c.starts_with("sync gone")));
+}
+
+/// An unchanged volume: the snapshot job says so, a replication sends the
+/// snapshot that holds its state, and a failed one removes nothing it did
+/// not take.
+#[test]
+fn unchanged_volumes_cost_no_snapshot() {
+    let fake = Fake::default();
+    fake.unchanged.lock().unwrap().insert("db".into());
+    let run = |action: &str| jobs::run(&fake, "db", &Action::parse(action).unwrap());
+    assert_eq!(run("snapshot").unwrap(), "unchanged since db@snap");
+    assert_eq!(run("replicate:h").unwrap(), "sent db@snap to h");
+    fake.removed.lock().unwrap().insert("db>h".into());
+    assert!(run("replicate:h").is_err());
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("remove")),
+        "{:?}",
+        fake.calls()
+    );
 }
 
 #[tokio::test]
@@ -755,6 +788,9 @@ fn end_to_end_snapshot_and_purge_run_by_themselves() {
     // An old snapshot the purge must delete.
     let old = d.snapshots().join("db@2001-01-01T00:00:00.000000");
     buttervolume::btrfs::snapshot(&d.volumes().join("db"), &old, true).unwrap();
+    // Written since: the snapshot job has a change to keep (an unchanged
+    // volume would get none, see `unchanged_volumes_cost_no_snapshot`).
+    std::fs::write(d.volumes().join("db").join("f"), "new").unwrap();
 
     let out = d.cli(&["schedule", "snapshot", "60", "db"]);
     assert!(out.status.success(), "{}", common::stderr(&out));

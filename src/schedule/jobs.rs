@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::Action;
+pub use crate::snapshots::Taken;
 use crate::volumes::VolumeStore;
 
 /// Why one action failed: the error of the code it called, kept whole (its
@@ -44,8 +45,11 @@ pub enum JobError {
 
 /// What jobs can do. Blocking.
 pub trait JobActions: Send + Sync + 'static {
-    /// Snapshots a volume, returns the snapshot's name.
-    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure>;
+    /// Snapshots a volume unless it is unchanged since its newest snapshot;
+    /// returns the snapshot that holds its state and whether it is new.
+    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure>;
+    /// Deletes a snapshot a failed replication took.
+    fn remove_snapshot(&self, snapshot: &str) -> Result<(), ActionFailure>;
     /// Sends a snapshot to a host.
     fn send(&self, snapshot: &str, host: &str) -> Result<(), ActionFailure>;
     /// Purges a volume's snapshots, returns the deleted names.
@@ -56,24 +60,39 @@ pub trait JobActions: Send + Sync + 'static {
 
 /// Runs one job to completion; returns a one-line summary.
 ///
-/// `replicate` and `synchronize` snapshot first, as the reference does.
-/// Unlike the reference, `synchronize` does not pull into a volume it could
-/// not snapshot: the snapshot is the only way back if the pull goes wrong.
+/// `replicate` and `synchronize` snapshot first, as the reference does,
+/// except that a volume unchanged since its newest snapshot is not
+/// snapshotted again (that snapshot holds its state; sending it again to a
+/// peer that has it is a no-op). A failed send removes the snapshot it
+/// took (upstream #95), so the next round starts from a state the peer
+/// may hold. Unlike the reference, `synchronize` does not pull into a
+/// volume it could not snapshot: the snapshot is the only way back if the
+/// pull goes wrong.
 pub fn run(actions: &dyn JobActions, volume: &str, action: &Action) -> Result<String, JobError> {
     match action {
-        Action::Snapshot => actions
-            .snapshot(volume)
-            .map(|s| format!("snapshot {s}"))
-            .map_err(JobError::Snapshot),
+        Action::Snapshot => {
+            let taken = actions.snapshot(volume).map_err(JobError::Snapshot)?;
+            Ok(if taken.created {
+                format!("snapshot {}", taken.name)
+            } else {
+                format!("unchanged since {}", taken.name)
+            })
+        }
         Action::Replicate { host } => {
-            let snapshot = actions.snapshot(volume).map_err(JobError::Snapshot)?;
-            actions
-                .send(&snapshot, host)
-                .map_err(|source| JobError::Send {
-                    snapshot: snapshot.clone(),
+            let taken = actions.snapshot(volume).map_err(JobError::Snapshot)?;
+            let snapshot = taken.name;
+            if let Err(source) = actions.send(&snapshot, host) {
+                if taken.created {
+                    if let Err(e) = actions.remove_snapshot(&snapshot) {
+                        tracing::warn!(snapshot, error = %e, "cannot remove the snapshot of a failed replication");
+                    }
+                }
+                return Err(JobError::Send {
+                    snapshot,
                     host: host.clone(),
                     source,
-                })?;
+                });
+            }
             Ok(format!("sent {snapshot} to {host}"))
         }
         Action::Purge { pattern } => {
@@ -81,7 +100,7 @@ pub fn run(actions: &dyn JobActions, volume: &str, action: &Action) -> Result<St
             Ok(format!("purged {} snapshot(s)", purged.len()))
         }
         Action::Synchronize { hosts } => {
-            let snapshot = actions.snapshot(volume).map_err(JobError::Snapshot)?;
+            let snapshot = actions.snapshot(volume).map_err(JobError::Snapshot)?.name;
             actions
                 .sync(volume, hosts)
                 .map_err(|source| JobError::Sync {
@@ -109,8 +128,12 @@ impl StoreActions {
 }
 
 impl JobActions for StoreActions {
-    fn snapshot(&self, volume: &str) -> Result<String, ActionFailure> {
-        Ok(crate::snapshots::snapshot(&self.store, volume)?)
+    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure> {
+        Ok(crate::snapshots::snapshot_if_changed(&self.store, volume)?)
+    }
+
+    fn remove_snapshot(&self, snapshot: &str) -> Result<(), ActionFailure> {
+        Ok(crate::snapshots::remove(&self.store, snapshot)?)
     }
 
     fn send(&self, snapshot: &str, host: &str) -> Result<(), ActionFailure> {

@@ -47,7 +47,7 @@ pub use action::{Action, ActionError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use daemon_loop::{PERSIST_COALESCE, STOP_GRACE};
 pub use edit::Change;
-pub use jobs::{ActionFailure, JobActions, JobError, StoreActions};
+pub use jobs::{ActionFailure, JobActions, JobError, StoreActions, Taken};
 pub use listing::{InvalidView, JobView, Listing};
 pub use scheduler::{Scheduler, TickReport};
 pub use timer::{Timer, TimerCommand, TimerError};
