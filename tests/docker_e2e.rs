@@ -69,17 +69,8 @@ fn docker_volume_lifecycle_with_containers() {
     assert!(buttervolume::btrfs::is_subvolume(&subvolume));
 
     let mount = format!("{vol}:/data");
-    docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &mount,
-        "bv-busybox",
-        "sh",
-        "-c",
-        "echo hello > /data/f",
-    ]);
-    let read = docker(&["run", "--rm", "-v", &mount, "bv-busybox", "cat", "/data/f"]);
+    dk.in_container(&vol, "echo hello > /data/f");
+    let read = dk.in_container(&vol, "cat /data/f");
     assert_eq!(read, "hello");
     assert_eq!(
         std::fs::read_to_string(subvolume.join("f")).unwrap(),
@@ -110,19 +101,10 @@ fn docker_volume_lifecycle_with_containers() {
     // Snapshot, change, restore from the CLI: the next container sees the old data.
     let snap = d.cli(&["snapshot", &vol]);
     assert!(snap.status.success());
-    docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &mount,
-        "bv-busybox",
-        "sh",
-        "-c",
-        "echo changed > /data/f",
-    ]);
+    dk.in_container(&vol, "echo changed > /data/f");
     let restore = d.cli(&["restore", String::from_utf8_lossy(&snap.stdout).trim()]);
     assert!(restore.status.success(), "{}", common::stderr(&restore));
-    let read = docker(&["run", "--rm", "-v", &mount, "bv-busybox", "cat", "/data/f"]);
+    let read = dk.in_container(&vol, "cat /data/f");
     assert_eq!(read, "hello");
 
     // A running container pins the volume: restore refused, remove refused.
@@ -264,17 +246,7 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
     // with the app's data, beside the (empty) btrfs one.
     for name in [&dup, &clash] {
         docker(&["volume", "create", name]);
-        let mount = format!("{name}:/data");
-        docker(&[
-            "run",
-            "--rm",
-            "-v",
-            &mount,
-            "bv-busybox",
-            "sh",
-            "-c",
-            "echo local > /data/f",
-        ]);
+        dk.in_container(name, "echo local > /data/f");
         d.ok("/VolumeDriver.Create", json!({"Name": name}));
     }
     std::fs::write(d.volumes().join(&clash).join("f"), "btrfs\n").unwrap();

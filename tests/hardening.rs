@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use buttervolume::config::Config;
 use buttervolume::names::{MAX_MARKER_HOST_BYTES, MAX_VOLUME_BYTES};
@@ -238,14 +237,9 @@ fn store(test: &str) -> (Arc<VolumeStore>, std::path::PathBuf) {
 
 /// Waits (bounded) until `activity` holds `name`.
 fn wait_for_holder(store: &VolumeStore, name: &str, activity: Activity) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.activity(name) != Some(activity) {
-        assert!(
-            Instant::now() < deadline,
-            "{activity:?} never started on {name}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until(&format!("{activity:?} to start on {name}"), 10, || {
+        store.activity(name) == Some(activity)
+    });
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //! snapshots, schedule and the sshd host key survive every step, and no
 //! `local` duplicate appears.
 //!
-//! Everything "on the host" (install and upgrade scripts, docker, compose,
-//! our CLI, port probes) runs inside the private dockerd's mount and network
+//! Everything "on the host" (install and upgrade scripts, compose, our CLI,
+//! port probes) runs inside the private dockerd's mount and network
 //! namespaces, where its /var/lib/buttervolume is a directory of the run's
-//! test btrfs and its plugins' sshd ports are its own.
+//! test btrfs and its plugins' sshd ports are its own; the docker CLI, a
+//! plain API client, talks to that dockerd's socket from here
+//! ([`Dockerd::docker`]).
 
 mod common;
 
@@ -29,18 +31,6 @@ struct Host {
 }
 
 impl Host {
-    fn docker(&self, args: &[&str]) -> String {
-        let mut all = vec!["docker"];
-        all.extend_from_slice(args);
-        self.dockerd.exec_ok(&all).trim().to_string()
-    }
-
-    fn docker_output(&self, args: &[&str]) -> Output {
-        let mut all = vec!["docker"];
-        all.extend_from_slice(args);
-        self.dockerd.exec(&all)
-    }
-
     /// Our CLI, finding the plugin through the Docker API.
     fn cli(&self, args: &[&str]) -> Output {
         let driver = format!("BUTTERVOLUME_DRIVERNAME={}", self.name);
@@ -95,13 +85,12 @@ impl Host {
     }
 
     fn read_volume(&self, vol: &str) -> String {
-        let mount = format!("{vol}:/data");
-        self.docker(&["run", "--rm", "-v", &mount, "bv-busybox", "cat", "/data/f"])
+        self.dockerd.in_container(vol, "cat /data/f")
     }
 
     /// Everything the plugin must keep: data, snapshot, schedule line, host key.
     fn assert_state_kept(&self, vol: &str, snap: &str, key: &str) {
-        let ls = self.docker(&[
+        let ls = self.dockerd.docker(&[
             "volume",
             "ls",
             "-f",
@@ -110,7 +99,7 @@ impl Host {
             "{{.Name}}",
         ]);
         assert!(ls.lines().any(|l| l == vol), "volume gone: {ls}");
-        let local = self.docker(&[
+        let local = self.dockerd.docker(&[
             "volume",
             "ls",
             "-f",
@@ -136,7 +125,9 @@ impl Host {
     }
 
     fn enabled(&self) -> bool {
-        let out = self.docker_output(&["plugin", "inspect", "-f", "{{.Enabled}}", &self.name]);
+        let out =
+            self.dockerd
+                .docker_output(&["plugin", "inspect", "-f", "{{.Enabled}}", &self.name]);
         out.status.success() && stdout(&out).trim() == "true"
     }
 }
@@ -146,7 +137,9 @@ impl Drop for Host {
         if std::thread::panicking() {
             eprintln!("--- private dockerd log ---\n{}", self.dockerd.log_tail(60));
         }
-        let _ = self.docker_output(&["plugin", "rm", "-f", &self.name]);
+        let _ = self
+            .dockerd
+            .docker_output(&["plugin", "rm", "-f", &self.name]);
     }
 }
 
@@ -227,25 +220,15 @@ volumes:
     // The CLI snapshots and restores through the plugin.
     let snap = h.cli_ok(&["snapshot", &vol]).trim().to_string();
     assert!(snap.starts_with(&format!("{vol}@")));
-    let mount = format!("{vol}:/data");
-    h.docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &mount,
-        "bv-busybox",
-        "sh",
-        "-c",
-        "echo v2 > /data/f",
-    ]);
+    h.dockerd.in_container(&vol, "echo v2 > /data/f");
     assert_eq!(h.read_volume(&vol), "v2");
     h.cli_ok(&["restore", &snap]);
     assert_eq!(h.read_volume(&vol), "v1");
     h.cli_ok(&["schedule", "snapshot", "60", &vol]);
 
     // disable/enable.
-    h.docker(&["plugin", "disable", "-f", &name]);
-    h.docker(&["plugin", "enable", &name]);
+    h.dockerd.docker(&["plugin", "disable", "-f", &name]);
+    h.dockerd.docker(&["plugin", "enable", &name]);
     h.assert_state_kept(&vol, &snap, &key);
 
     // dockerd restart (the private one): the plugin comes back before
@@ -257,9 +240,9 @@ volumes:
     h.assert_state_kept(&vol, &snap, &key);
 
     // SSH_PORT is settable and honoured.
-    h.docker(&["plugin", "disable", "-f", &name]);
-    h.docker(&["plugin", "set", &name, "SSH_PORT=2222"]);
-    h.docker(&["plugin", "enable", &name]);
+    h.dockerd.docker(&["plugin", "disable", "-f", &name]);
+    h.dockerd.docker(&["plugin", "set", &name, "SSH_PORT=2222"]);
+    h.dockerd.docker(&["plugin", "enable", &name]);
     wait_until("sshd on 2222", 20, || h.dockerd.port_open(2222));
     assert!(!h.dockerd.port_open(1122), "sshd still on 1122");
 
@@ -286,5 +269,5 @@ volumes:
     }
     h.compose(file, &project, &["down", "-v"]);
     assert!(!h.data(&format!("volumes/{vol}")).exists());
-    h.docker(&["plugin", "rm", "-f", &name]);
+    h.dockerd.docker(&["plugin", "rm", "-f", &name]);
 }

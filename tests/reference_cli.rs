@@ -11,16 +11,8 @@ use std::process::{Command, Output};
 use common::{stderr, stdout, Daemon};
 use serde_json::json;
 
-/// A Python buttervolume CLI from a venv of scripts/reference-venv.sh
-/// (`venv_var` overrides the default location), run against `d`.
-fn python_cli(venv_var: &str, default: &str, d: &Daemon, args: &[&str]) -> Output {
-    let venv = std::env::var(venv_var).unwrap_or(default.into());
-    let bin = PathBuf::from(venv).join("bin/buttervolume");
-    assert!(
-        bin.exists(),
-        "Python buttervolume CLI missing at {}: run scripts/reference-venv.sh",
-        bin.display()
-    );
+/// A Python buttervolume CLI (`bin`), run against `d`.
+fn python_cli(bin: PathBuf, d: &Daemon, args: &[&str]) -> Output {
     Command::new(bin)
         .args(args)
         .env("BUTTERVOLUME_SOCKET", &d.socket)
@@ -30,7 +22,7 @@ fn python_cli(venv_var: &str, default: &str, d: &Daemon, args: &[&str]) -> Outpu
 
 /// The reference, 3.13.
 fn reference(d: &Daemon, args: &[&str]) -> Output {
-    python_cli("BUTTERVOLUME_REFERENCE_VENV", "/opt/bv-ref", d, args)
+    python_cli(common::reference_bin(), d, args)
 }
 
 #[test]
@@ -112,7 +104,7 @@ fn reference_cli_drives_our_daemon() {
 /// The 3.4 CLI (what the cluster's consul image builds) talks to this
 /// daemon too: every verb it has, with its own request shapes.
 fn reference34(d: &Daemon, args: &[&str]) -> Output {
-    python_cli("BUTTERVOLUME_REFERENCE34_VENV", "/opt/bv-ref34", d, args)
+    python_cli(common::reference34_bin(), d, args)
 }
 
 #[test]

@@ -32,21 +32,13 @@ fn identity(path: &Path) -> buttervolume::btrfs::SubvolumeIdentity {
 
 #[test]
 fn full_then_incremental_sends_with_identity_checks() {
-    let n = Nodes::up("rp", 2, "3G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rp", "3G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
     let vol = n.data(&a).join("volumes/db");
     write_file(&vol.join("big"), 8 << 20, 1);
 
     let s1 = n.snapshot(&a, "db");
-    let reply = n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s1, "Host": b_ip}),
-    );
-    let summary = reply["Summary"].as_str().unwrap();
+    let summary = n.send(&a, &s1, &b_ip);
     assert!(summary.contains("in full"), "{summary}");
     let remote = n.data(&b).join("snapshots").join(&s1);
     assert_eq!(digest(&remote.join("big")), digest(&vol.join("big")));
@@ -72,12 +64,7 @@ fn full_then_incremental_sends_with_identity_checks() {
     for i in 0..20u8 {
         write_file(&vol.join(format!("f{i}")), 64 << 10, i);
         let s = n.snapshot(&a, "db");
-        let reply = n.ok(
-            &a,
-            "/VolumeDriver.Snapshot.Send",
-            json!({"Name": s, "Host": b_ip}),
-        );
-        let summary = reply["Summary"].as_str().unwrap();
+        let summary = n.send(&a, &s, &b_ip);
         assert!(
             summary.contains(&format!("incrementally from {previous}")),
             "{summary}"
@@ -96,24 +83,11 @@ fn full_then_incremental_sends_with_identity_checks() {
         previous = s;
     }
     // Exactly one marker for b, the newest.
-    let markers: Vec<String> = std::fs::read_dir(n.data(&a).join("snapshots"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().into_string().unwrap())
-        .filter(|f| f.ends_with(&format!("@{b_ip}")))
-        .collect();
-    assert_eq!(markers, vec![format!("{previous}@{b_ip}")]);
+    assert_eq!(n.markers(&a, &b_ip), vec![format!("{previous}@{b_ip}")]);
 
     // Sending again the same snapshot: already there, nothing streamed.
-    let reply = n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": previous, "Host": b_ip}),
-    );
-    assert!(
-        reply["Summary"].as_str().unwrap().contains("already has"),
-        "{reply}"
-    );
+    let summary = n.send(&a, &previous, &b_ip);
+    assert!(summary.contains("already has"), "{summary}");
 
     // Failover: restore on b from the received snapshot, send back to a
     // incrementally (a's copies are parents by received UUID).
@@ -126,15 +100,8 @@ fn full_then_incremental_sends_with_identity_checks() {
     );
     write_file(&n.data(&b).join("volumes/db/back"), 4096, 9);
     let sb = n.snapshot(&b, "db");
-    let reply = n.ok(
-        &b,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": sb, "Host": a_ip}),
-    );
-    assert!(
-        reply["Summary"].as_str().unwrap().contains("incrementally"),
-        "{reply}"
-    );
+    let summary = n.send(&b, &sb, &a_ip);
+    assert!(summary.contains("incrementally"), "{summary}");
     let back = n.data(&a).join("snapshots").join(&sb);
     assert_eq!(
         digest(&back.join("back")),
@@ -149,19 +116,25 @@ fn test_mode_lands_in_the_received_dir_and_errors_are_clear() {
     let b_ip = n.ip(&b);
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "t"}));
     let s = n.snapshot(&a, "t");
-    // Not paired yet: a clear error, and no marker.
-    let reply = n.post(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        &json!({"Name": s, "Host": b_ip}),
+    let marker = n.data(&a).join("snapshots").join(format!("{s}@{b_ip}"));
+    // Not paired yet: b's host key is unknown here. That error, and no marker.
+    assert_eq!(
+        n.send_err(&a, &s, &b_ip),
+        format!(
+            "host key of [{b_ip}]:1122 is not in /root/.ssh/known_hosts: \
+             pair the nodes first (scripts/pair-nodes.sh)"
+        )
     );
-    let err = reply["Err"].as_str().unwrap();
-    assert!(err.contains("key") || err.contains("accepted"), "{err}");
-    assert!(!n
-        .data(&a)
-        .join("snapshots")
-        .join(format!("{s}@{b_ip}"))
-        .exists());
+    assert!(!marker.exists());
+    // b's host key is known but b does not accept a's key: the other error.
+    n.pair(&a, &b);
+    let out = n.exec(&b, &["sh", "-c", ": > /root/.ssh/authorized_keys"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        n.send_err(&a, &s, &b_ip),
+        "no usable key in /root/.ssh was accepted by the peer"
+    );
+    assert!(!marker.exists());
 
     n.pair(&a, &b);
     n.ok(
@@ -195,10 +168,7 @@ fn test_mode_lands_in_the_received_dir_and_errors_are_clear() {
 
 #[test]
 fn forced_command_refuses_anything_else() {
-    let n = Nodes::up("rf", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rf", "2G");
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "precious"}));
     let target = format!("root@{b_ip}");
     for command in [
@@ -241,10 +211,7 @@ fn forced_command_refuses_anything_else() {
 
 #[test]
 fn sync_pulls_a_volume_with_rsync() {
-    let n = Nodes::up("rs", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rs", "2G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "web"}));
     write_file(&n.data(&b).join("volumes/web/remote"), 10000, 3);
@@ -281,88 +248,54 @@ fn three_nodes_markers_per_host_survive_purge() {
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "app"}));
     let vol = n.data(&a).join("volumes/app");
     write_file(&vol.join("x"), 1 << 20, 1);
-    let s1 = n.snapshot(&a, "app");
-    n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s1, "Host": b_ip}),
-    );
-    n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s1, "Host": c_ip}),
-    );
+    // Two snapshots dated long ago, made beside the daemon under its naming
+    // rule: by age alone, the purge below deletes both (and any marker of
+    // them). s0 was never sent; s1 goes to b and c.
+    let snapshots = n.data(&a).join("snapshots");
+    let dated = |stamp: &str| {
+        let name = format!("app@{stamp}");
+        buttervolume::btrfs::snapshot(&vol, &snapshots.join(&name), true).unwrap();
+        name
+    };
+    let s0 = dated("2020-01-01T00:00:00.000000");
+    write_file(&vol.join("x1"), 1 << 20, 4);
+    let s1 = dated("2020-01-02T00:00:00.000000");
+    n.send(&a, &s1, &b_ip);
+    n.send(&a, &s1, &c_ip);
     write_file(&vol.join("y"), 1 << 20, 2);
     let s2 = n.snapshot(&a, "app");
-    // Only b gets s2: c's newest marker stays on s1.
-    n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s2, "Host": b_ip}),
-    );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    // A purge keeping nothing older than one second... except send parents.
-    let reply = n.ok(
-        &a,
-        "/VolumeDriver.Snapshots.Purge",
-        json!({"Name": "app", "Pattern": "1m:2m", "Dryrun": true}),
-    );
-    assert_eq!(
-        reply["Purged"],
-        json!([]),
-        "the 1-minute window keeps everything"
-    );
-    let snapshots = n.data(&a).join("snapshots");
-    // Age everything by renaming is impossible (read-only), so check the
-    // protection rule on the real names directly.
-    let candidates: Vec<buttervolume::purge::Candidate> = buttervolume::snapshots::by_creation(
-        &buttervolume::subvolumes::Btrfs,
-        &snapshots,
-        "app",
-        true,
-    )
-    .into_iter()
-    .map(|p| buttervolume::purge::Candidate {
-        order: p.order(),
-        name: p.name,
-        taken: None,
-    })
-    .collect();
-    let keep = buttervolume::purge::protected(&candidates);
-    for must in [
-        s1.clone(),
-        format!("{s1}@{c_ip}"),
-        s2.clone(),
-        format!("{s2}@{b_ip}"),
-    ] {
-        assert!(keep.contains(&must), "{must} not protected: {keep:?}");
+    // Only b gets s2: b's marker moves to s2, c's newest stays on s1.
+    n.send(&a, &s2, &b_ip);
+    assert_eq!(n.markers(&a, &b_ip), vec![format!("{s2}@{b_ip}")]);
+    assert_eq!(n.markers(&a, &c_ip), vec![format!("{s1}@{c_ip}")]);
+
+    // Pattern 1h:1d: anything older than a day goes, which by the
+    // reference's rule is s0, s1 and s1's marker for c. But s1 and that
+    // marker are c's parent for its next send: only s0 is purged.
+    for dry_run in [true, false] {
+        let reply = n.ok(
+            &a,
+            "/VolumeDriver.Snapshots.Purge",
+            json!({"Name": "app", "Pattern": "1h:1d", "Dryrun": dry_run}),
+        );
+        assert_eq!(reply["Purged"], json!([s0]), "dry run: {dry_run}");
+    }
+    assert!(!snapshots.join(&s0).exists(), "s0 was not purged");
+    for kept in [&s1, &format!("{s1}@{c_ip}"), &s2, &format!("{s2}@{b_ip}")] {
+        assert!(snapshots.join(kept).exists(), "{kept} was purged");
     }
     // Both peers then get incremental sends from their own parents.
     write_file(&vol.join("z"), 1 << 20, 3);
     let s3 = n.snapshot(&a, "app");
-    let rb = n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s3, "Host": b_ip}),
-    );
+    let summary = n.send(&a, &s3, &b_ip);
     assert!(
-        rb["Summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("incrementally from {s2}")),
-        "{rb}"
+        summary.contains(&format!("incrementally from {s2}")),
+        "{summary}"
     );
-    let rc = n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s3, "Host": c_ip}),
-    );
+    let summary = n.send(&a, &s3, &c_ip);
     assert!(
-        rc["Summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("incrementally from {s1}")),
-        "{rc}"
+        summary.contains(&format!("incrementally from {s1}")),
+        "{summary}"
     );
     for node in [&b, &c] {
         let landed = n.data(node).join("snapshots").join(&s3);
@@ -372,10 +305,7 @@ fn three_nodes_markers_per_host_survive_purge() {
 
 #[test]
 fn zstd_on_the_wire_and_bandwidth_limit() {
-    let n = Nodes::up("rz", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rz", "2G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "z"}));
     let vol = n.data(&a).join("volumes/z");
     // Compressible data: 16 MiB of a repeated pattern.
@@ -414,10 +344,7 @@ fn zstd_on_the_wire_and_bandwidth_limit() {
 /// options are refused by the forced command.
 #[test]
 fn sync_sends_symlinks_as_links_and_refuses_following_them() {
-    let n = Nodes::up("rl", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rl", "2G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "web"}));
     // What a container on b could plant: links to b's host files.
@@ -496,11 +423,7 @@ fn receive_pulls_the_peers_newest_snapshot() {
     let vol = n.data(&a).join("volumes/db");
     write_file(&vol.join("one"), 1 << 20, 1);
     let s1 = n.snapshot(&a, "db");
-    n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s1, "Host": b_ip}),
-    );
+    n.send(&a, &s1, &b_ip);
     // The app writes on on a; b never got that state.
     write_file(&vol.join("two"), 2 << 20, 2);
     let s2 = n.snapshot(&a, "db");
@@ -535,16 +458,8 @@ fn receive_pulls_the_peers_newest_snapshot() {
     assert!(!n.data(&b).join("volumes/db").exists());
 
     // Again: already here, through the CLI (which prints the name).
-    let out = std::process::Command::new(common::BIN)
-        .args(["receive", &a_ip, "db"])
-        .env("BUTTERVOLUME_SOCKET", n.socket(&b))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = n.cli(&b, &["receive", &a_ip, "db"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{s2}\n"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already here"));
 
@@ -584,13 +499,13 @@ fn receive_pulls_the_peers_newest_snapshot() {
     n.link(&a, "down");
     let e = err(json!({"Name": "db", "Host": a_ip}));
     n.link(&a, "up");
-    assert!(e.contains("cannot connect") || e.contains("ssh to"), "{e}");
-    assert!(!e.contains("no snapshot"), "{e}");
+    assert!(
+        e.starts_with(&format!("cannot connect to {a_ip}:1122: ")),
+        "{e}"
+    );
     // No half-received leftover anywhere.
-    let leftovers: Vec<String> = std::fs::read_dir(n.data(&b).join("snapshots"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let leftovers: Vec<String> = common::entries(&n.data(&b).join("snapshots"))
+        .into_iter()
         .filter(|name| name.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -600,22 +515,11 @@ fn receive_pulls_the_peers_newest_snapshot() {
 /// leaves no fresh snapshot behind.
 #[test]
 fn replicate_snapshots_and_sends_or_leaves_nothing() {
-    let n = Nodes::up("rr", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rr", "2G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "app"}));
     write_file(&n.data(&a).join("volumes/app/data"), 1 << 20, 5);
-    let out = std::process::Command::new(common::BIN)
-        .args(["replicate", &b_ip, "app"])
-        .env("BUTTERVOLUME_SOCKET", n.socket(&a))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = n.cli(&a, &["replicate", &b_ip, "app"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     let snapshot = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(snapshot.starts_with("app@"), "{snapshot}");
     let landed = n.data(&b).join("snapshots").join(&snapshot);
@@ -624,11 +528,7 @@ fn replicate_snapshots_and_sends_or_leaves_nothing() {
         digest(&n.data(&a).join("volumes/app/data"))
     );
 
-    let count = || {
-        std::fs::read_dir(n.data(&a).join("snapshots"))
-            .unwrap()
-            .count()
-    };
+    let count = || common::entries(&n.data(&a).join("snapshots")).len();
     let before = count();
     n.link(&b, "down");
     let reply = n.post(

@@ -8,9 +8,9 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::nodes::Nodes;
+use common::{entries, wait_until};
 use serde_json::{json, Value};
 
 const BIG: usize = 500 << 20;
@@ -30,38 +30,14 @@ fn fill(path: &Path, bytes: usize, seed: u8) {
     f.sync_all().unwrap();
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
-fn markers(n: &Nodes, node: &str, host: &str) -> Vec<String> {
-    entries(&n.data(node).join("snapshots"))
-        .into_iter()
-        .filter(|e| e.ends_with(&format!("@{host}")))
-        .collect()
-}
-
 /// A node pair with a baseline already replicated: (nodes, a, b, b_ip,
 /// baseline snapshot).
 fn setup(tag: &str) -> (Nodes, String, String, String, String) {
-    let n = Nodes::up(tag, 2, "3G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    let b_ip = n.ip(&b);
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver(tag, "3G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
     std::fs::write(n.data(&a).join("volumes/db/base"), "base").unwrap();
     let base = n.snapshot(&a, "db");
-    n.ok(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": base, "Host": b_ip}),
-    );
+    n.send(&a, &base, &b_ip);
     fill(&n.data(&a).join("volumes/db/big"), BIG, 1);
     (n, a, b, b_ip, base)
 }
@@ -83,21 +59,15 @@ fn send_in_background(
 /// Waits until the receiver is busy landing a stream with some data in it.
 fn wait_for_transfer(n: &Nodes, b: &str) {
     let snapshots = n.data(b).join("snapshots");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let staging = entries(&snapshots)
+    wait_until(&format!("a transfer with data in it on {b}"), 30, || {
+        entries(&snapshots)
             .into_iter()
-            .find(|e| e.starts_with(".recv."));
-        if let Some(s) = staging {
-            if let Ok(meta) = std::fs::metadata(snapshots.join(s).join("big")) {
-                if meta.len() > 20 << 20 {
-                    return;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no transfer started on {b}");
+            .filter(|e| e.starts_with(".recv."))
+            .any(|s| {
+                std::fs::metadata(snapshots.join(s).join("big"))
+                    .is_ok_and(|meta| meta.len() > 20 << 20)
+            })
+    });
 }
 
 /// The receiver shows only complete snapshots (except `stray`, planted there
@@ -129,16 +99,11 @@ fn assert_recovers(
         !visible.contains(&failed.to_string()),
         "{failed} visible: {visible:?}"
     );
-    assert_eq!(markers(n, a, b_ip), vec![format!("{base}@{b_ip}")]);
+    assert_eq!(n.markers(a, b_ip), vec![format!("{base}@{b_ip}")]);
 
     std::fs::write(n.data(a).join("volumes/db/after"), "after").unwrap();
     let next = n.snapshot(a, "db");
-    let reply = n.ok(
-        a,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": next, "Host": b_ip}),
-    );
-    let summary = reply["Summary"].as_str().unwrap();
+    let summary = n.send(a, &next, b_ip);
     assert!(summary.contains("incrementally from"), "{summary}");
     let landed = n.data(b).join("snapshots").join(&next);
     assert_eq!(
@@ -149,7 +114,7 @@ fn assert_recovers(
         std::fs::metadata(landed.join("big")).unwrap().len(),
         BIG as u64
     );
-    assert_eq!(markers(n, a, b_ip), vec![format!("{next}@{b_ip}")]);
+    assert_eq!(n.markers(a, b_ip), vec![format!("{next}@{b_ip}")]);
     // No leftover of a dead receive survives the next receive.
     let leftovers: Vec<String> = entries(&n.data(b).join("snapshots"))
         .into_iter()
@@ -174,17 +139,11 @@ fn sender_killed_mid_transfer() {
     let _ = pending.join();
     n.start(&a);
     // The receiver notices the dead connection and drops the partial copy.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while entries(&n.data(&b).join("snapshots"))
-        .iter()
-        .any(|e| e.starts_with(".recv."))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "partial receive never cleaned up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the partial receive to be cleaned up", 60, || {
+        !entries(&n.data(&b).join("snapshots"))
+            .iter()
+            .any(|e| e.starts_with(".recv."))
+    });
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
 }
 
@@ -252,12 +211,8 @@ fn receiver_disk_full() {
     .unwrap();
     drop(file);
     let snap = n.snapshot(&a, "db");
-    let reply = n.post(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        &json!({"Name": snap, "Host": b_ip}),
-    );
-    assert_ne!(reply["Err"], "", "send into a full disk succeeded");
+    // Refused: the disk is full.
+    n.send_err(&a, &snap, &b_ip);
     std::fs::remove_file(&filler).unwrap();
     buttervolume::btrfs::sync(&n.data(&b)).unwrap();
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
@@ -276,12 +231,7 @@ fn stray_snapshot_of_the_same_name_on_the_receiver() {
         true,
     )
     .unwrap();
-    let reply = n.post(
-        &a,
-        "/VolumeDriver.Snapshot.Send",
-        &json!({"Name": snap, "Host": b_ip}),
-    );
-    let err = reply["Err"].as_str().unwrap();
+    let err = n.send_err(&a, &snap, &b_ip);
     assert!(err.contains("different snapshot"), "{err}");
     // b's stray is untouched.
     let stray = n.data(&b).join("snapshots").join(&snap);
@@ -289,6 +239,6 @@ fn stray_snapshot_of_the_same_name_on_the_receiver() {
         std::fs::read_to_string(stray.join("mine")).unwrap(),
         "b's own"
     );
-    assert_eq!(markers(&n, &a, &b_ip), vec![format!("{base}@{b_ip}")]);
+    assert_eq!(n.markers(&a, &b_ip), vec![format!("{base}@{b_ip}")]);
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, Some(&snap));
 }

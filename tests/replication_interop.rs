@@ -11,16 +11,6 @@ use std::path::PathBuf;
 use common::nodes::Nodes;
 use serde_json::json;
 
-fn reference_bin() -> String {
-    let venv = std::env::var("BUTTERVOLUME_REFERENCE_VENV").unwrap_or("/opt/bv-ref".into());
-    let bin = PathBuf::from(venv).join("bin/buttervolume");
-    assert!(
-        bin.exists(),
-        "reference missing: run scripts/reference-venv.sh"
-    );
-    bin.display().to_string()
-}
-
 fn identity(path: PathBuf) -> buttervolume::btrfs::SubvolumeIdentity {
     buttervolume::btrfs::identity(&path).unwrap()
 }
@@ -31,7 +21,11 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     let (ours, theirs) = (n.name(1), n.name(2));
     // The second node runs the reference daemon instead of ours.
     n.stop(&theirs);
-    let out = common::nodes::nodes_sh(&["daemon-start", &theirs, &reference_bin()]);
+    let out = common::nodes::nodes_sh(&[
+        "daemon-start",
+        &theirs,
+        &common::reference_bin().display().to_string(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -45,15 +39,8 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     n.ok(&ours, "/VolumeDriver.Create", json!({"Name": "db"}));
     std::fs::write(n.data(&ours).join("volumes/db/one"), "1").unwrap();
     let s1 = n.snapshot(&ours, "db");
-    let reply = n.ok(
-        &ours,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s1, "Host": theirs_ip}),
-    );
-    assert!(
-        reply["Summary"].as_str().unwrap().contains("in full"),
-        "{reply}"
-    );
+    let summary = n.send(&ours, &s1, &theirs_ip);
+    assert!(summary.contains("in full"), "{summary}");
     let landed = n.data(&theirs).join("snapshots").join(&s1);
     assert_eq!(std::fs::read_to_string(landed.join("one")).unwrap(), "1");
     let local1 = identity(n.data(&ours).join("snapshots").join(&s1));
@@ -64,17 +51,10 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
 
     std::fs::write(n.data(&ours).join("volumes/db/two"), "2").unwrap();
     let s2 = n.snapshot(&ours, "db");
-    let reply = n.ok(
-        &ours,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s2, "Host": theirs_ip}),
-    );
+    let summary = n.send(&ours, &s2, &theirs_ip);
     assert!(
-        reply["Summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("incrementally from {s1}")),
-        "{reply}"
+        summary.contains(&format!("incrementally from {s1}")),
+        "{summary}"
     );
     let landed2 = n.data(&theirs).join("snapshots").join(&s2);
     assert_eq!(std::fs::read_to_string(landed2.join("two")).unwrap(), "2");
@@ -95,20 +75,12 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
     n.ok(&theirs, "/VolumeDriver.Create", json!({"Name": "rv"}));
     std::fs::write(n.data(&theirs).join("volumes/rv/a"), "a").unwrap();
     let r1 = n.snapshot(&theirs, "rv");
-    n.ok(
-        &theirs,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": r1, "Host": ours_ip}),
-    );
+    n.send(&theirs, &r1, &ours_ip);
     let got1 = n.data(&ours).join("snapshots").join(&r1);
     assert_eq!(std::fs::read_to_string(got1.join("a")).unwrap(), "a");
     std::fs::write(n.data(&theirs).join("volumes/rv/b"), "b").unwrap();
     let r2 = n.snapshot(&theirs, "rv");
-    n.ok(
-        &theirs,
-        "/VolumeDriver.Snapshot.Send",
-        json!({"Name": r2, "Host": ours_ip}),
-    );
+    n.send(&theirs, &r2, &ours_ip);
     let got2 = n.data(&ours).join("snapshots").join(&r2);
     assert_eq!(std::fs::read_to_string(got2.join("b")).unwrap(), "b");
     assert_eq!(
@@ -117,10 +89,9 @@ fn we_send_to_a_reference_node_and_it_sends_to_us() {
         "not incremental"
     );
     // Nothing hidden left behind on our side.
-    let hidden: Vec<_> = std::fs::read_dir(n.data(&ours).join("snapshots"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+    let hidden: Vec<String> = common::entries(&n.data(&ours).join("snapshots"))
+        .into_iter()
+        .filter(|name| name.starts_with('.'))
         .collect();
-    assert!(hidden.is_empty());
+    assert!(hidden.is_empty(), "{hidden:?}");
 }

@@ -50,8 +50,10 @@ fn snapshot_list_remove() {
     assert!(d.volumes().join("db").exists());
 }
 
+/// A burst of concurrent snapshot requests on one volume: every one gets
+/// its own name and its own subvolume.
 #[test]
-fn many_snapshots_in_one_microsecond_never_collide() {
+fn concurrent_snapshots_of_one_volume_get_distinct_names() {
     let d = Daemon::start("burst");
     d.ok("/VolumeDriver.Create", json!({"Name": "b"}));
     let socket = d.socket.clone();
@@ -83,6 +85,46 @@ fn many_snapshots_in_one_microsecond_never_collide() {
     names.dedup();
     assert_eq!(names.len(), 80);
     assert_eq!(std::fs::read_dir(d.snapshots()).unwrap().count(), 80);
+}
+
+/// The name a snapshot would get is already taken: the timestamp moves
+/// forward (1 µs at a time) to the first free name, and what held the name
+/// is untouched. Driven with a DTFORMAT in whole seconds, where the
+/// collision is certain: snapshots are first made under this second's and
+/// the next second's names, so a snapshot requested now lands on neither.
+#[test]
+fn a_snapshot_whose_name_is_taken_moves_to_the_next_free_timestamp() {
+    const SECONDS: &str = "%Y-%m-%dT%H:%M:%S";
+    let d = Daemon::start_with("collide", None, &[("BUTTERVOLUME_DTFORMAT", SECONDS)]);
+    d.ok("/VolumeDriver.Create", json!({"Name": "c"}));
+    let name = |t: chrono::NaiveDateTime| {
+        format!("c@{}", buttervolume::names::format_timestamp(t, SECONDS))
+    };
+    write(&d, "c", "f", "earlier");
+    let now = buttervolume::names::local_now();
+    let second = chrono::Duration::seconds(1);
+    let taken = [name(now), name(now + second)];
+    for t in &taken {
+        buttervolume::btrfs::snapshot(&d.volumes().join("c"), &d.snapshots().join(t), true)
+            .unwrap();
+    }
+    write(&d, "c", "f", "now");
+    let snap = d.ok("/VolumeDriver.Snapshot", json!({"Name": "c"}))["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        snap,
+        name(now + second * 2),
+        "not the first free name after {taken:?}"
+    );
+    let read = |s: &str| std::fs::read_to_string(d.snapshots().join(s).join("f")).unwrap();
+    assert_eq!(read(&snap), "now");
+    for t in &taken {
+        assert_eq!(read(t), "earlier", "{t} was overwritten");
+    }
+    let (_, listed) = d.get("/VolumeDriver.Snapshot.List/c");
+    assert_eq!(listed["Snapshots"], json!([taken[0], taken[1], snap]));
 }
 
 #[test]

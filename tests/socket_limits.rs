@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{wait_until, Daemon};
 use serde_json::{json, Value};
 
 /// Header/body read timeout the daemon is started with, in seconds.
@@ -196,15 +196,11 @@ fn docker_is_served_while_a_thousand_idle_connections_are_open() {
 
     // Their descriptors were released: back near the baseline, waiting on
     // the daemon's observable fd count.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_fds(&d) > baseline + 8 {
-        assert!(
-            Instant::now() < deadline,
-            "daemon still holds {} descriptors (baseline {baseline})",
-            open_fds(&d)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("the daemon's descriptors back near {baseline}"),
+        10,
+        || open_fds(&d) <= baseline + 8,
+    );
     docker_calls_answer_promptly(&d, "served-after");
 }
 

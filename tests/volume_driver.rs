@@ -3,9 +3,17 @@
 
 mod common;
 
+use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use common::{raw_request, send_raw, Daemon};
+use common::{
+    http_answer, raw_request, raw_request_tolerant, read_http_request, send_raw, wait_until,
+    Daemon, HttpRequest,
+};
 use serde_json::json;
 
 #[test]
@@ -204,8 +212,8 @@ fn malformed_requests_get_json_errors_and_server_survives() {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("Err"), "{body}");
     // Garbage that is not HTTP at all.
-    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-    std::io::Write::write_all(&mut s, b"\x00\x01\x02 garbage\r\n\r\n").unwrap();
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"\x00\x01\x02 garbage\r\n\r\n").unwrap();
     drop(s);
     // Still serving.
     d.ok("/VolumeDriver.Create", json!({"Name": "alive"}));
@@ -259,34 +267,88 @@ fn stale_socket_is_replaced_and_live_one_is_not_stolen() {
     assert_eq!(reply["Volumes"], json!([{"Name": "s"}]));
 }
 
+/// A stand-in for Docker's API socket that hands each request it receives
+/// to the test and answers only when the test says so: a daemon handler
+/// waiting on it is observably in flight.
+struct HeldDocker {
+    requests: mpsc::Receiver<(HttpRequest, UnixStream)>,
+}
+
+impl HeldDocker {
+    fn bind(path: &Path) -> HeldDocker {
+        let listener = UnixListener::bind(path).unwrap();
+        let (tx, requests) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if let Some(request) = read_http_request(&mut reader) {
+                    if tx.send((request, stream)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        HeldDocker { requests }
+    }
+
+    /// The next request, its connection still waiting for the answer.
+    fn next(&self) -> (HttpRequest, UnixStream) {
+        self.requests
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the daemon never asked Docker")
+    }
+}
+
+/// SIGTERM while a request is observably running: Inspect is waiting for
+/// Docker's answer (the volume's labels), held by the test. The daemon
+/// stops listening at once but keeps running; once Docker answers, the
+/// request completes with its full reply (carrying what Docker said after
+/// the signal), then the daemon exits cleanly. A server that dropped
+/// in-flight requests on SIGTERM gives no reply at all.
 #[test]
 fn sigterm_finishes_in_flight_requests_and_removes_socket() {
     let mut d = Daemon::start("shutdown");
-    // Start a request, then SIGTERM while it runs.
+    // Made outside the daemon: no Create, so no background label refresh
+    // asks Docker anything but the request under test.
+    buttervolume::btrfs::create_subvolume(&d.volumes().join("v")).unwrap();
+    let docker = HeldDocker::bind(Path::new(
+        d.env_value("BUTTERVOLUME_DOCKER_SOCKET").unwrap(),
+    ));
     let socket = d.socket.clone();
-    let worker = std::thread::spawn(move || {
-        let mut last = (0, String::new());
-        for i in 0..20 {
-            let body = format!(r#"{{"Name":"g{i}"}}"#);
-            last = raw_request(&socket, "POST", "/VolumeDriver.Create", body.as_bytes());
-            if last.0 != 200 {
-                break;
-            }
-        }
-        last
+    let inspect = std::thread::spawn(move || {
+        raw_request_tolerant(&socket, "/VolumeDriver.Inspect", br#"{"Name":"v"}"#)
     });
-    std::thread::sleep(std::time::Duration::from_millis(30));
-    let status = d.stop().unwrap();
+    let (request, mut held) = docker.next();
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("GET", "/volumes/v")
+    );
+
+    d.terminate();
+    wait_until("the daemon to remove its socket", 10, || !d.socket.exists());
+    assert!(
+        UnixStream::connect(&d.socket).is_err(),
+        "still accepting connections"
+    );
+    assert!(d.is_running(), "exited with a request in flight");
+    assert!(!inspect.is_finished(), "answered before Docker did");
+
+    let labels = r#"{"Name":"v","Labels":{"answered":"after-sigterm"}}"#;
+    held.write_all(&http_answer("application/json", labels))
+        .unwrap();
+    let (status, body) = inspect.join().unwrap();
+    assert_eq!(status, 200, "the in-flight request got no answer: {body:?}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["Err"], "", "{reply}");
+    assert_eq!(reply["Volume"]["Name"], "v", "{reply}");
+    assert_eq!(
+        reply["Volume"]["Labels"],
+        json!({"answered": "after-sigterm"}),
+        "{reply}"
+    );
+    let status = d.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(!d.socket.exists(), "socket left behind");
-    let _ = worker.join();
-    // Every volume that was reported created exists completely.
-    for entry in std::fs::read_dir(d.volumes()).unwrap().flatten() {
-        let name = entry.file_name().into_string().unwrap();
-        if name != ".staging" {
-            assert!(buttervolume::btrfs::is_subvolume(&entry.path()), "{name}");
-        }
-    }
 }
 
 #[test]

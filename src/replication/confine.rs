@@ -23,9 +23,22 @@
 //! The kernel never sends anything these rules refuse: a path it writes is
 //! built from the inode's parent directories, and it does not write data
 //! through symlinks.
+//!
+//! This file owns those rules: the state of one stream ([`Confinement`]),
+//! what each command may do. Beside it: the syntax of a path
+//! (`confine/paths.rs`), the walk of the parent snapshot on disk
+//! ([`ParentSnapshot`], `confine/parent.rs`) and the tests
+//! (`confine/tests.rs`).
+
+mod parent;
+mod paths;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+
+pub use parent::ParentSnapshot;
+use paths::{checked_path, join, normalize, parent_of, refused};
 
 use super::stream::{attr, cmd, Attributes, StreamError};
 
@@ -54,42 +67,6 @@ impl Inherited for NoParent {
     }
 }
 
-/// The parent snapshot on disk (read-only, so its answers never change).
-pub struct ParentSnapshot {
-    root: PathBuf,
-}
-
-impl ParentSnapshot {
-    pub fn new(root: &Path) -> ParentSnapshot {
-        ParentSnapshot { root: root.into() }
-    }
-}
-
-impl Inherited for ParentSnapshot {
-    fn kind(&mut self, path: &str) -> Kind {
-        // lstat each component in turn: a symlink anywhere before the last
-        // one means the path does not name anything inside the snapshot.
-        let mut current = self.root.clone();
-        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-        for (i, component) in components.iter().enumerate() {
-            current.push(component);
-            let kind = match std::fs::symlink_metadata(&current) {
-                Ok(m) if m.is_dir() => Kind::Dir,
-                Ok(m) if m.file_type().is_symlink() => Kind::Symlink,
-                Ok(_) => Kind::Other,
-                Err(_) => Kind::Missing,
-            };
-            if i + 1 < components.len() && kind != Kind::Dir {
-                return Kind::Missing;
-            }
-            if i + 1 == components.len() {
-                return kind;
-            }
-        }
-        Kind::Dir
-    }
-}
-
 /// What this stream has done at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
@@ -113,48 +90,6 @@ pub struct Confinement<I: Inherited> {
     inherited: I,
     nodes: BTreeMap<String, Node>,
     cache: HashMap<String, Kind>,
-}
-
-fn refused(why: impl Into<String>) -> StreamError {
-    StreamError::Refused(why.into())
-}
-
-/// A path attribute as text, after the syntactic checks.
-fn checked_path<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, StreamError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| refused(format!("{what} is not UTF-8")))?;
-    if text.starts_with('/') {
-        return Err(refused(format!("{what} {text:?} is absolute")));
-    }
-    if text.contains('\0') {
-        return Err(refused(format!("{what} {text:?} contains NUL")));
-    }
-    if text.split('/').any(|c| c == "..") {
-        return Err(refused(format!("{what} {text:?} contains \"..\"")));
-    }
-    Ok(text)
-}
-
-/// `a//b/./c/` → `a/b/c`: the same path `btrfs receive` reaches.
-fn normalize(path: &str) -> String {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn parent_of(path: &str) -> Option<(&str, &str)> {
-    if path.is_empty() {
-        return None;
-    }
-    Some(path.rsplit_once('/').unwrap_or(("", path)))
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
 }
 
 impl<I: Inherited> Confinement<I> {
@@ -367,230 +302,5 @@ impl<I: Inherited> Confinement<I> {
             other => return Err(refused(format!("unknown command {other}"))),
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A parent snapshot given as a list of (path, kind).
-    struct FakeParent(HashMap<String, Kind>, Vec<String>);
-
-    impl Inherited for FakeParent {
-        fn kind(&mut self, path: &str) -> Kind {
-            self.1.push(path.to_string());
-            if path.is_empty() {
-                return Kind::Dir;
-            }
-            *self.0.get(path).unwrap_or(&Kind::Missing)
-        }
-    }
-
-    fn parent(entries: &[(&str, Kind)]) -> FakeParent {
-        FakeParent(
-            entries.iter().map(|(p, k)| (p.to_string(), *k)).collect(),
-            Vec::new(),
-        )
-    }
-
-    fn attrs<'a>(items: &[(u16, &'a [u8])]) -> Attributes<'a> {
-        let mut data = Vec::new();
-        for (kind, value) in items {
-            data.extend_from_slice(&kind.to_le_bytes());
-            data.extend_from_slice(&(value.len() as u16).to_le_bytes());
-            data.extend_from_slice(value);
-        }
-        // Leak: the test data must outlive the parsed view.
-        let data: &'a [u8] = Box::leak(data.into_boxed_slice());
-        Attributes::parse(data, 1).unwrap()
-    }
-
-    fn run<I: Inherited>(c: &mut Confinement<I>, command: u16, items: &[(u16, &[u8])]) -> bool {
-        c.check(command, &attrs(items)).is_ok()
-    }
-
-    #[test]
-    fn a_legitimate_full_stream_passes() {
-        let mut c = Confinement::new(NoParent, false);
-        let p = attr::PATH;
-        assert!(run(&mut c, cmd::MKDIR, &[(p, b"o257-5-0")]));
-        assert!(run(
-            &mut c,
-            cmd::RENAME,
-            &[(p, b"o257-5-0"), (attr::PATH_TO, b"dir")]
-        ));
-        assert!(run(&mut c, cmd::MKFILE, &[(p, b"o258-5-0")]));
-        assert!(run(
-            &mut c,
-            cmd::RENAME,
-            &[(p, b"o258-5-0"), (attr::PATH_TO, b"dir/f")]
-        ));
-        assert!(run(
-            &mut c,
-            cmd::WRITE,
-            &[(p, b"dir/f"), (attr::DATA, b"x")]
-        ));
-        assert!(run(
-            &mut c,
-            cmd::SYMLINK,
-            &[(p, b"dir/l"), (attr::PATH_LINK, b"/etc/passwd")]
-        ));
-        assert!(run(&mut c, cmd::CHOWN, &[(p, b"dir/l")]));
-        assert!(run(
-            &mut c,
-            cmd::LINK,
-            &[(p, b"dir/g"), (attr::PATH_LINK, b"dir/f")]
-        ));
-        assert!(run(&mut c, cmd::UTIMES, &[(p, b"")]));
-        assert!(run(&mut c, cmd::CHMOD, &[(p, b"dir")]));
-        assert!(run(&mut c, cmd::END, &[]));
-    }
-
-    #[test]
-    fn traversal_absolute_and_nul_paths_are_refused() {
-        for bad in [
-            &b"../x"[..],
-            b"../../volumes/db/data.txt",
-            b"a/../../x",
-            b"/etc/passwd",
-            b"a\0b",
-            b"\xff",
-        ] {
-            for command in [cmd::MKFILE, cmd::MKDIR, cmd::UNLINK, cmd::WRITE, cmd::CHOWN] {
-                let mut c = Confinement::new(NoParent, false);
-                assert!(
-                    !run(&mut c, command, &[(attr::PATH, bad)]),
-                    "{bad:?} {command}"
-                );
-            }
-            let mut c = Confinement::new(NoParent, false);
-            run(&mut c, cmd::MKFILE, &[(attr::PATH, b"f")]);
-            assert!(!run(
-                &mut c,
-                cmd::RENAME,
-                &[(attr::PATH, b"f"), (attr::PATH_TO, bad)]
-            ));
-            assert!(!run(
-                &mut c,
-                cmd::LINK,
-                &[(attr::PATH, b"g"), (attr::PATH_LINK, bad)]
-            ));
-            assert!(!run(
-                &mut c,
-                cmd::CLONE,
-                &[(attr::PATH, b"f"), (attr::CLONE_PATH, bad)]
-            ));
-        }
-    }
-
-    #[test]
-    fn nothing_goes_through_or_writes_to_a_symlink_made_by_the_stream() {
-        let mut c = Confinement::new(NoParent, false);
-        let p = attr::PATH;
-        assert!(run(
-            &mut c,
-            cmd::SYMLINK,
-            &[(p, b"l"), (attr::PATH_LINK, b"/root/.ssh")]
-        ));
-        for command in [
-            cmd::MKFILE,
-            cmd::WRITE,
-            cmd::UNLINK,
-            cmd::CHOWN,
-            cmd::SET_XATTR,
-        ] {
-            assert!(
-                !run(&mut c, command, &[(p, b"l/authorized_keys")]),
-                "{command}"
-            );
-        }
-        for command in [cmd::WRITE, cmd::TRUNCATE, cmd::CHMOD, cmd::FALLOCATE] {
-            assert!(!run(&mut c, command, &[(p, b"l")]), "{command}");
-        }
-        // Renamed or hard-linked, it is still a symlink.
-        assert!(run(
-            &mut c,
-            cmd::RENAME,
-            &[(p, b"l"), (attr::PATH_TO, b"m")]
-        ));
-        assert!(!run(&mut c, cmd::WRITE, &[(p, b"m")]));
-        assert!(run(
-            &mut c,
-            cmd::LINK,
-            &[(p, b"n"), (attr::PATH_LINK, b"m")]
-        ));
-        assert!(!run(&mut c, cmd::MKFILE, &[(p, b"n/x")]));
-        // A file is not a directory either.
-        assert!(run(&mut c, cmd::MKFILE, &[(p, b"f")]));
-        assert!(!run(&mut c, cmd::MKFILE, &[(p, b"f/x")]));
-        // Removed and recreated as a directory: fine.
-        assert!(run(&mut c, cmd::UNLINK, &[(p, b"f")]));
-        assert!(run(&mut c, cmd::MKDIR, &[(p, b"f")]));
-        assert!(run(&mut c, cmd::MKFILE, &[(p, b"f/x")]));
-    }
-
-    #[test]
-    fn inherited_symlinks_and_directories_are_looked_up_in_the_parent() {
-        let p = attr::PATH;
-        let mut c = Confinement::new(
-            parent(&[
-                ("data", Kind::Dir),
-                ("data/f", Kind::Other),
-                ("link", Kind::Symlink),
-            ]),
-            true,
-        );
-        assert!(run(&mut c, cmd::WRITE, &[(p, b"data/f")]));
-        assert!(!run(&mut c, cmd::WRITE, &[(p, b"link")]));
-        assert!(!run(&mut c, cmd::MKFILE, &[(p, b"link/x")]));
-        assert!(!run(&mut c, cmd::MKFILE, &[(p, b"nowhere/x")]));
-        // A renamed inherited directory keeps its inherited content.
-        assert!(run(
-            &mut c,
-            cmd::RENAME,
-            &[(p, b"data"), (attr::PATH_TO, b"moved")]
-        ));
-        assert!(run(&mut c, cmd::WRITE, &[(p, b"moved/f")]));
-        assert!(!run(&mut c, cmd::WRITE, &[(p, b"data/f")]));
-        // An inherited symlink renamed is still one.
-        assert!(run(
-            &mut c,
-            cmd::RENAME,
-            &[(p, b"link"), (attr::PATH_TO, b"moved/l")]
-        ));
-        assert!(!run(&mut c, cmd::MKFILE, &[(p, b"moved/l/x")]));
-        // Each parent path is looked up once.
-        let asked = &c.inherited.1;
-        let mut unique = asked.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(asked.len(), unique.len(), "{asked:?}");
-    }
-
-    #[test]
-    fn one_subvolume_per_stream() {
-        let mut c = Confinement::new(NoParent, false);
-        assert!(!run(&mut c, cmd::SUBVOL, &[(attr::PATH, b"db@2099")]));
-        assert!(!run(&mut c, cmd::SNAPSHOT, &[(attr::PATH, b"db@2099")]));
-        assert!(!run(&mut c, 99, &[]));
-    }
-
-    #[test]
-    fn the_parent_snapshot_is_walked_without_following_symlinks() {
-        let dir =
-            std::env::temp_dir().join(format!("bv-confine-{}", crate::fsutil::unique_suffix()));
-        std::fs::create_dir_all(dir.join("d")).unwrap();
-        std::fs::write(dir.join("d/f"), b"x").unwrap();
-        std::os::unix::fs::symlink("/etc", dir.join("l")).unwrap();
-        let mut parent = ParentSnapshot::new(&dir);
-        assert_eq!(parent.kind(""), Kind::Dir);
-        assert_eq!(parent.kind("d"), Kind::Dir);
-        assert_eq!(parent.kind("d/f"), Kind::Other);
-        assert_eq!(parent.kind("l"), Kind::Symlink);
-        // /etc/passwd exists, but not inside the snapshot.
-        assert_eq!(parent.kind("l/passwd"), Kind::Missing);
-        assert_eq!(parent.kind("d/f/x"), Kind::Missing);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

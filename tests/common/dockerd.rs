@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use super::run;
+use super::{run, succeeded};
 
 pub const DOCKERD_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dockerd/dockerd.sh");
 
@@ -82,16 +82,34 @@ impl Dockerd {
             .expect("the docker CLI is required (apt-get install docker.io)")
     }
 
-    /// `docker`, asserting success; trimmed stdout.
+    /// `docker`, asserting success; trimmed stdout. A failure shows the
+    /// tail of the dockerd's log.
     pub fn docker(&self, args: &[&str]) -> String {
         let out = self.docker_output(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let what = match out.status.success() {
+            true => String::new(),
+            false => format!(
+                "docker {args:?} (dockerd log tail:\n{}\n)",
+                self.log_tail(30)
+            ),
+        };
+        succeeded(out, &what).trim().to_string()
+    }
+
+    /// `docker run --rm -v <volume>:/data bv-busybox sh -c <script>`;
+    /// trimmed stdout.
+    pub fn in_container(&self, volume: &str, script: &str) -> String {
+        let mount = format!("{volume}:/data");
+        self.docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &mount,
+            "bv-busybox",
+            "sh",
+            "-c",
+            script,
+        ])
     }
 
     /// Runs a command inside the daemon's mount and network namespaces, where
@@ -109,14 +127,10 @@ impl Dockerd {
 
     /// [`Dockerd::exec`], asserting success; stdout.
     pub fn exec_ok(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(
-            out.status.success(),
-            "in the private dockerd's namespaces: {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(
+            self.exec(args),
+            &format!("in the dockerd's namespaces: {args:?}"),
+        )
     }
 
     /// Stops and starts the daemon again (same data-root and options); the
@@ -190,53 +204,20 @@ pub fn tombstone(socket: &Path) {
 }
 
 fn tombstone_answer(mut stream: std::os::unix::net::UnixStream) {
-    use std::io::{BufRead, BufReader, Read, Write};
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(clone) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(clone);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .to_string();
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let reply = match path.as_str() {
+    let mut reader = std::io::BufReader::new(clone);
+    while let Some(request) = super::read_http_request(&mut reader) {
+        let reply = match request.path.as_str() {
             "/Plugin.Activate" => r#"{"Implements":["VolumeDriver"]}"#,
             "/VolumeDriver.List" => r#"{"Volumes":[],"Err":""}"#,
             "/VolumeDriver.Capabilities" => r#"{"Capabilities":{"Scope":"local"}}"#,
             _ => r#"{"Err":"this test's plugin has stopped"}"#,
         };
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\n\r\n{reply}",
-            reply.len()
-        );
-        if stream.write_all(answer.as_bytes()).is_err() {
+        let answer = super::http_answer("application/vnd.docker.plugins.v1+json", reply);
+        if std::io::Write::write_all(&mut stream, &answer).is_err() {
             return;
         }
     }

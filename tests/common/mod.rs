@@ -14,7 +14,7 @@
 pub mod dockerd;
 pub mod nodes;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -129,7 +129,9 @@ impl Daemon {
         daemon
     }
 
-    /// Starts (or restarts) the daemon process and waits for its socket.
+    /// Starts (or restarts) the daemon process and waits until it serves
+    /// (its socket is bound before its data directories are ready: an
+    /// answer means they are).
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -152,26 +154,53 @@ impl Daemon {
             .spawn()
             .expect("spawning the daemon");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "daemon did not open {}; log:\n{}",
-            self.socket.display(),
-            self.log_text()
+        let socket = self.socket.clone();
+        wait_until(
+            &format!(
+                "the daemon to open {} (log: {})",
+                socket.display(),
+                self.log.display()
+            ),
+            10,
+            || UnixStream::connect(&socket).is_ok(),
         );
+        let (status, body) = raw_request_tolerant(&socket, "/Plugin.Activate", b"");
+        assert_eq!(status, 200, "the daemon does not serve: {body:?}");
     }
 
     /// SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        Some(child.wait().unwrap())
+        self.terminate();
+        self.wait()
+    }
+
+    /// Sends SIGTERM without waiting for the daemon to exit.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Waits for the daemon to exit; its exit status (`None`: not running).
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        Some(self.child.take()?.wait().unwrap())
+    }
+
+    /// Whether the daemon process is still running (not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// The value the daemon was given for environment variable `key`.
+    pub fn env_value(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// SIGKILL: a crash.
@@ -320,6 +349,19 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The names in `dir`, sorted (none when it cannot be read).
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Deletes every subvolume under `dir` (deepest first), then the dir.
 pub fn cleanup_dir(dir: &Path) {
     fn walk(dir: &Path) {
@@ -345,16 +387,23 @@ pub fn cleanup_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Polls `check` every 200 ms until it holds; panics after `secs` seconds.
+/// Polls `check` until it holds; panics after `secs` seconds, naming
+/// `what`. The one wait of the tests: polls every 5 ms at first (a state
+/// that shows up quickly is seen quickly), backing off to every 100 ms.
 pub fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
+    let mut pause = Duration::from_millis(5);
+    loop {
         if check() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
-    panic!("timed out after {secs} s waiting for {what}");
 }
 
 /// A suffix unique to this test process, for Docker driver, plugin, volume
@@ -369,13 +418,43 @@ pub fn run(program: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
+    succeeded(out, &format!("{program} {args:?}"))
+}
+
+/// Asserts that a finished command (`what`, for the message) succeeded;
+/// returns its stdout.
+pub fn succeeded(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "{program} {args:?} failed: {}{}",
+        "{what} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The reference buttervolume 3.13 (`bin/buttervolume` of the venv
+/// scripts/reference-venv.sh makes; BUTTERVOLUME_REFERENCE_VENV overrides
+/// /opt/bv-ref).
+pub fn reference_bin() -> PathBuf {
+    python_bin("BUTTERVOLUME_REFERENCE_VENV", "/opt/bv-ref")
+}
+
+/// The buttervolume 3.4 client (BUTTERVOLUME_REFERENCE34_VENV overrides
+/// /opt/bv-ref34).
+pub fn reference34_bin() -> PathBuf {
+    python_bin("BUTTERVOLUME_REFERENCE34_VENV", "/opt/bv-ref34")
+}
+
+fn python_bin(venv_var: &str, default: &str) -> PathBuf {
+    let venv = std::env::var(venv_var).unwrap_or(default.into());
+    let bin = PathBuf::from(venv).join("bin/buttervolume");
+    assert!(
+        bin.exists(),
+        "Python buttervolume missing at {}: run scripts/reference-venv.sh",
+        bin.display()
+    );
+    bin
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -404,4 +483,53 @@ pub fn output_with_stdin(command: &mut Command, input: &[u8]) -> Output {
     let out = child.wait_with_output().expect("waiting for the command");
     writer.join().expect("the stdin writer does not panic");
     out
+}
+
+/// One HTTP/1.1 request, as a stand-in server (a fake Docker, a stopped
+/// plugin's socket) reads it.
+#[derive(Debug)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one request: request line, headers, a `Content-Length` body.
+/// `None` at the end of the connection or on a request cut short.
+pub fn read_http_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).ok()? == 0 {
+        return None;
+    }
+    let mut words = request_line.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let path = words.next().unwrap_or("").to_string();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(HttpRequest { method, path, body })
+}
+
+/// A `200 OK` answer carrying `body`.
+pub fn http_answer(content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

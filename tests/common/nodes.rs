@@ -3,11 +3,12 @@
 //! with our forced command, its own daemon and, on demand, its own dockerd
 //! (`tests/nodes/nodes.sh`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use super::dockerd::{tail, Dockerd};
 use super::{raw_request, BIN};
 
 pub const NODES_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nodes/nodes.sh");
@@ -26,14 +27,7 @@ pub fn nodes_sh(args: &[&str]) -> Output {
 }
 
 fn nodes_ok(args: &[&str]) -> String {
-    let out = nodes_sh(args);
-    assert!(
-        out.status.success(),
-        "nodes.sh {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    super::succeeded(nodes_sh(args), &format!("nodes.sh {args:?}"))
 }
 
 impl Nodes {
@@ -50,6 +44,16 @@ impl Nodes {
             nodes.start(&nodes.name(k));
         }
         nodes
+    }
+
+    /// Two nodes, the first paired to send to the second: (nodes, sender,
+    /// receiver, the receiver's IP).
+    pub fn sender_and_receiver(tag: &str, size: &str) -> (Nodes, String, String, String) {
+        let n = Nodes::up(tag, 2, size);
+        let (a, b) = (n.name(1), n.name(2));
+        n.pair(&a, &b);
+        let b_ip = n.ip(&b);
+        (n, a, b, b_ip)
     }
 
     pub fn name(&self, k: usize) -> String {
@@ -94,27 +98,11 @@ impl Nodes {
         nodes_ok(&["docker-stop", node]);
     }
 
-    /// The docker CLI against the node's dockerd.
-    pub fn docker_output(&self, node: &str, args: &[&str]) -> Output {
-        let mut all = vec!["docker", node];
-        all.extend_from_slice(args);
-        nodes_sh(&all)
-    }
-
-    /// [`Nodes::docker_output`], asserting success; trimmed stdout.
-    pub fn docker(&self, node: &str, args: &[&str]) -> String {
-        let out = self.docker_output(node, args);
-        assert!(
-            out.status.success(),
-            "{node}: docker {args:?}: {}{}\n--- {node} dockerd log ---\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            super::dockerd::tail(
-                std::path::Path::new(&format!("/run/bvnodes/{node}/docker/dockerd.log")),
-                30
-            )
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    /// The node's own dockerd (started by [`Nodes::docker_start`]).
+    pub fn dockerd(&self, node: &str) -> Dockerd {
+        Dockerd {
+            dir: PathBuf::from(format!("/run/bvnodes/{node}/docker")),
+        }
     }
 
     pub fn socket(&self, node: &str) -> PathBuf {
@@ -127,6 +115,15 @@ impl Nodes {
         let pid = std::fs::read_to_string(format!("/run/bvnodes/{node}/daemon.pid"))
             .expect("daemon pid file");
         PathBuf::from(format!("/proc/{}/root/var/lib/buttervolume", pid.trim()))
+    }
+
+    /// Our CLI (run here) against the node's daemon.
+    pub fn cli(&self, node: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("BUTTERVOLUME_SOCKET", self.socket(node))
+            .output()
+            .expect("running the CLI")
     }
 
     /// Runs a command inside the node.
@@ -162,6 +159,28 @@ impl Nodes {
         reply
     }
 
+    /// Sends `snapshot` from `node` to `host` (`Snapshot.Send`), asserting
+    /// success; returns the reply's summary ("... in full", "...
+    /// incrementally from ..."; empty from a reference daemon, which
+    /// gives none).
+    pub fn send(&self, node: &str, snapshot: &str, host: &str) -> String {
+        let body = serde_json::json!({ "Name": snapshot, "Host": host });
+        let reply = self.ok(node, "/VolumeDriver.Snapshot.Send", body);
+        reply["Summary"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// [`Nodes::send`] that must fail; returns the error.
+    pub fn send_err(&self, node: &str, snapshot: &str, host: &str) -> String {
+        let body = serde_json::json!({ "Name": snapshot, "Host": host });
+        let reply = self.post(node, "/VolumeDriver.Snapshot.Send", &body);
+        let err = reply["Err"].as_str().unwrap_or_default().to_string();
+        assert!(
+            !err.is_empty(),
+            "sending {snapshot} to {host} succeeded: {reply}"
+        );
+        err
+    }
+
     /// Snapshots `volume` on `node`; returns the snapshot's name.
     pub fn snapshot(&self, node: &str, volume: &str) -> String {
         self.ok(
@@ -174,11 +193,17 @@ impl Nodes {
             .to_string()
     }
 
+    /// The sent markers `<snapshot>@<host>` on `node`, sorted.
+    pub fn markers(&self, node: &str, host: &str) -> Vec<String> {
+        let suffix = format!("@{host}");
+        super::entries(&self.data(node).join("snapshots"))
+            .into_iter()
+            .filter(|e| e.ends_with(&suffix))
+            .collect()
+    }
+
     pub fn log(&self, node: &str) -> String {
-        let daemon =
-            std::fs::read_to_string(format!("/run/bvnodes/{node}/daemon.log")).unwrap_or_default();
-        let tail: Vec<&str> = daemon.lines().rev().take(40).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        tail(Path::new(&format!("/run/bvnodes/{node}/daemon.log")), 40)
     }
 }
 
@@ -188,13 +213,8 @@ impl Drop for Nodes {
             for k in 1..=self.count {
                 let node = self.name(k);
                 eprintln!("--- {node} daemon log ---\n{}", self.log(&node));
-                let ssh = std::fs::read_to_string(format!("/run/bvnodes/{node}/sshd.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = ssh.lines().rev().take(15).collect();
-                eprintln!(
-                    "--- {node} sshd log ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                let ssh = tail(Path::new(&format!("/run/bvnodes/{node}/sshd.log")), 15);
+                eprintln!("--- {node} sshd log ---\n{ssh}");
             }
         }
         let _ = nodes_sh(&["down", &self.tag]);
