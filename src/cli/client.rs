@@ -10,11 +10,13 @@ use clap::Subcommand;
 use hyper::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::print;
+use super::local::LocalVerb;
+use super::peer::PeerVerb;
+use super::schedule::ScheduleVerb;
 use super::Failure;
-use crate::api::{self, path};
+use crate::api;
 use crate::client::{self, ClientError};
 use crate::config::Config;
 
@@ -24,89 +26,15 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Plugin names tried after DRIVERNAME when looking for a managed plugin.
 const KNOWN_PLUGIN_NAMES: [&str; 2] = ["anybox/buttervolume:latest", "ccomb/buttervolume:latest"];
 
-/// Verbs that call the daemon.
+/// Verbs that call the daemon, by family (one file each).
 #[derive(Subcommand, Debug)]
 pub enum ClientVerb {
-    /// Snapshot a volume
-    Snapshot {
-        name: String,
-        /// Only if the volume changed since its newest snapshot (else print
-        /// that one)
-        #[arg(long)]
-        if_changed: bool,
-    },
-    /// List snapshots
-    Snapshots {
-        name: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Schedule, unschedule, pause or resume a periodic snapshot, replication, synchronization or purge
-    Schedule {
-        /// snapshot, replicate:<host>, purge:<pattern>, synchronize:<host[,host2]>
-        action: String,
-        /// Minutes between two runs, or cron:<expr>; 0/delete removes, pause, resume
-        timer: String,
-        name: String,
-    },
-    /// List, pause or resume all the scheduled actions
-    Scheduled {
-        #[arg(default_value = "list", value_parser = ["list", "pause", "resume"])]
-        action: String,
-        /// Show next run, last run and last result of each job
-        #[arg(long, short)]
-        verbose: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Restore a snapshot (a volume name restores its latest snapshot)
-    Restore {
-        name: String,
-        target: Option<String>,
-        /// Restore even into a mounted or non-migrable volume
-        #[arg(long)]
-        force: bool,
-    },
-    /// Clone a volume
-    Clone {
-        name: String,
-        target: Option<String>,
-    },
-    /// Send a snapshot to another host
-    Send {
-        host: String,
-        snapshot: String,
-        /// Compress the stream with zstd (peer must be this plugin)
-        #[arg(long)]
-        compress: bool,
-        /// Bandwidth limit in MiB/s
-        #[arg(long)]
-        bwlimit: Option<u64>,
-    },
-    /// Snapshot a volume now and send it to another host (prints the
-    /// snapshot's name)
-    Replicate { host: String, volume: String },
-    /// Receive the newest snapshot of a volume from another host (restores
-    /// nothing; prints the snapshot's name)
-    Receive { host: String, volume: String },
-    /// Sync a volume from other host(s)
-    Sync { volume: String, hosts: Vec<String> },
-    /// Delete a snapshot
-    Rm { name: String },
-    /// Purge old snapshots using a purge pattern (e.g. 4h:1d:1w)
-    Purge {
-        pattern: String,
-        name: String,
-        /// Don't really purge but tell what would be deleted
-        #[arg(long)]
-        dryrun: bool,
-    },
-    /// Show a volume's options, labels, non-migrable flag and snapshots
-    Inspect {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(flatten)]
+    Local(LocalVerb),
+    #[command(flatten)]
+    Peer(PeerVerb),
+    #[command(flatten)]
+    Schedule(ScheduleVerb),
 }
 
 /// Finds the daemon's socket like the reference: SOCKET when it exists,
@@ -137,7 +65,7 @@ pub async fn discover_socket(config: &Config) -> PathBuf {
 }
 
 /// The daemon's socket, and how to call it.
-struct Daemon {
+pub struct Daemon {
     socket: PathBuf,
 }
 
@@ -152,7 +80,7 @@ fn connect_failure(e: ClientError) -> Failure {
 
 impl Daemon {
     /// Calls the daemon; a non-empty `Err` becomes a failure.
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -168,7 +96,7 @@ impl Daemon {
     }
 
     /// POSTs a typed request and decodes the typed reply.
-    async fn post<R: DeserializeOwned>(
+    pub async fn post<R: DeserializeOwned>(
         &self,
         path: &str,
         body: impl Serialize,
@@ -178,7 +106,7 @@ impl Daemon {
         decode(path, reply)
     }
 
-    async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, Failure> {
+    pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, Failure> {
         let reply = self.call(Method::GET, path, None).await?;
         decode(path, reply)
     }
@@ -188,7 +116,7 @@ fn decode<R: DeserializeOwned>(path: &str, reply: Value) -> Result<R, Failure> {
     R::deserialize(reply).map_err(|e| Failure(format!("unexpected reply from {path}: {e}")))
 }
 
-fn name(name: String) -> api::NameRequest {
+pub fn name(name: String) -> api::NameRequest {
     api::NameRequest { name }
 }
 
@@ -198,169 +126,8 @@ pub async fn run(config: &Config, verb: ClientVerb) -> Result<(), Failure> {
         socket: discover_socket(config).await,
     };
     match verb {
-        ClientVerb::Snapshot { name, if_changed } => {
-            let request = api::SnapshotRequest { name, if_changed };
-            let reply: api::SnapshotReply = daemon.post(path::SNAPSHOT, request).await?;
-            print::line(&reply.snapshot);
-        }
-        ClientVerb::Snapshots { name, json } => {
-            let path = match &name {
-                Some(n) => format!("{}/{n}", path::SNAPSHOT_LIST),
-                None => path::SNAPSHOT_LIST.to_string(),
-            };
-            let reply: api::SnapshotsReply = daemon.get(&path).await?;
-            print::list(&reply.snapshots, json);
-        }
-        ClientVerb::Schedule {
-            action,
-            timer,
-            name,
-        } => {
-            let request = api::ScheduleRequest {
-                name,
-                action,
-                timer,
-            };
-            daemon.post::<Value>(path::SCHEDULE, request).await?;
-        }
-        ClientVerb::Scheduled {
-            action,
-            verbose,
-            json,
-        } => scheduled(&daemon, &action, verbose, json).await?,
-        ClientVerb::Restore {
-            name,
-            target,
-            force,
-        } => {
-            let request = api::RestoreRequest {
-                name,
-                target,
-                force,
-            };
-            let reply: api::RestoreReply = daemon.post(path::SNAPSHOT_RESTORE, request).await?;
-            print::line(reply.volume_backup.as_deref().unwrap_or_default());
-        }
-        ClientVerb::Clone { name, target } => {
-            let Some(target) = target else {
-                return Err(Failure("clone needs a target volume name".into()));
-            };
-            let request = api::CloneRequest {
-                name,
-                target: Some(target),
-            };
-            let reply: api::CloneReply = daemon.post(path::CLONE, request).await?;
-            print::line(&reply.volume_cloned);
-        }
-        ClientVerb::Send {
-            host,
-            snapshot,
-            compress,
-            bwlimit,
-        } => {
-            let request = api::SendRequest {
-                name: snapshot,
-                host,
-                test: false,
-                compress: compress.then_some(true),
-                bwlimit,
-            };
-            let reply: api::SummaryReply = daemon.post(path::SNAPSHOT_SEND, request).await?;
-            eprintln!("{}", reply.summary);
-        }
-        ClientVerb::Receive { host, volume } => {
-            peer_volume(&daemon, path::SNAPSHOT_RECEIVE, host, volume).await?;
-        }
-        ClientVerb::Replicate { host, volume } => {
-            peer_volume(&daemon, path::REPLICATE, host, volume).await?;
-        }
-        ClientVerb::Sync { volume, hosts } => {
-            let request = api::SyncRequest {
-                volumes: vec![volume],
-                hosts,
-                test: false,
-            };
-            daemon.post::<Value>(path::SYNC, request).await?;
-        }
-        ClientVerb::Rm { name: snapshot } => {
-            daemon
-                .post::<Value>(path::SNAPSHOT_REMOVE, name(snapshot))
-                .await?;
-        }
-        ClientVerb::Purge {
-            pattern,
-            name,
-            dryrun,
-        } => {
-            let request = api::PurgeRequest {
-                name,
-                pattern,
-                dry_run: dryrun,
-            };
-            let reply: api::PurgeReply = daemon.post(path::PURGE, request).await?;
-            if dryrun {
-                print::list(&reply.purged, false);
-            }
-        }
-        ClientVerb::Inspect { name: volume, json } => {
-            let reply: Value = daemon.post(path::INSPECT, name(volume)).await?;
-            let volume = reply.get("Volume").cloned().unwrap_or(json!({}));
-            if json {
-                print::json(&volume);
-            } else {
-                print::inspect(&volume);
-            }
-        }
+        ClientVerb::Local(verb) => super::local::run(&daemon, verb).await,
+        ClientVerb::Peer(verb) => super::peer::run(&daemon, verb).await,
+        ClientVerb::Schedule(verb) => super::schedule::run(&daemon, verb).await,
     }
-    Ok(())
-}
-
-/// `receive` and `replicate`: the summary on stderr, the snapshot on stdout.
-async fn peer_volume(
-    daemon: &Daemon,
-    path: &str,
-    host: String,
-    volume: String,
-) -> Result<(), Failure> {
-    let request = api::PeerVolumeRequest { name: volume, host };
-    let reply: api::SnapshotReply = daemon.post(path, request).await?;
-    if let Some(summary) = reply.summary {
-        eprintln!("{summary}");
-    }
-    print::line(&reply.snapshot);
-    Ok(())
-}
-
-/// `scheduled [list|pause|resume]`.
-async fn scheduled(
-    daemon: &Daemon,
-    action: &str,
-    verbose: bool,
-    json: bool,
-) -> Result<(), Failure> {
-    match action {
-        "pause" => {
-            daemon
-                .post::<Value>(path::SCHEDULE_PAUSE, json!({}))
-                .await?;
-        }
-        "resume" => {
-            daemon
-                .post::<Value>(path::SCHEDULE_RESUME, json!({}))
-                .await?;
-        }
-        _ => {
-            let reply: Value = daemon.get(path::SCHEDULE_LIST).await?;
-            let jobs = reply.get("Schedule").cloned().unwrap_or(json!([]));
-            if json {
-                print::json(&jobs);
-            } else {
-                print::schedule(&jobs, verbose);
-            }
-            // Lines of schedule.csv the scheduler skips: on stderr, so
-            // stdout stays the reference's.
-            print::invalid_lines(&reply);
-        }
-    }
-    Ok(())
 }

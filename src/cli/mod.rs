@@ -5,10 +5,14 @@
 //!
 //! Two kinds of verbs: [`DaemonVerb`]s run here (the daemon itself, init,
 //! doctor, the SSH forced command); [`client::ClientVerb`]s are one HTTP
-//! call each to the daemon's socket ([`client`]), printed by [`print`].
+//! call each to the daemon's socket ([`client`]), one file per family
+//! ([`local`], [`peer`], [`schedule`]), printed by [`print`].
 
 mod client;
+mod local;
+mod peer;
 mod print;
+mod schedule;
 
 use std::process::ExitCode;
 

@@ -22,6 +22,7 @@ use super::receive;
 use super::transport::{self, Peer};
 use super::ReplicationError;
 use crate::names;
+use crate::snapshots::{by_creation, Placed};
 use crate::volumes::{Activity, VolumeStore};
 
 /// What a pull did.
@@ -53,6 +54,94 @@ impl PullReport {
             self.seconds
         )
     }
+}
+
+/// What a pull must do, decided from the peer's listing and this node's
+/// snapshots alone ([`plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullPlan {
+    /// A local snapshot already is the peer's newest (same identity).
+    AlreadyHere { snapshot: String },
+    /// Fetch `snapshot`, incrementally from the peer's `parent` when set.
+    Fetch {
+        snapshot: String,
+        parent: Option<PullParent>,
+    },
+}
+
+/// The parent of an incremental pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullParent {
+    /// Its name on the peer (what the peer's send names).
+    pub name: String,
+    /// What the stream must name as its parent ([`receive::parent_key`]).
+    pub key: String,
+}
+
+/// Why a listing gives nothing to pull.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("its listing has no creation order")]
+    NoCreationOrder,
+    #[error("it has no snapshot of {0}")]
+    NoSnapshot(String),
+    #[error("its newest snapshot {newest} is {here} here under another name")]
+    RenamedHere { newest: String, here: String },
+    #[error("this node already has a different snapshot named {0}")]
+    NameTaken(String),
+}
+
+/// The pull rule: the peer's newest complete snapshot of `volume` in *its*
+/// creation order; already here when a local snapshot has its identity
+/// ([`ListedSnapshot::same_as`]); else fetched on the newest of the peer's
+/// older snapshots that this node holds too, or in full. `local` is this
+/// node's snapshots of the volume; `name_taken` says whether a name is
+/// used here.
+pub fn plan(
+    volume: &str,
+    remote: &[ListedSnapshot],
+    local: &[Placed],
+    name_taken: impl Fn(&str) -> bool,
+) -> Result<PullPlan, PlanError> {
+    let mut snapshots: Vec<&ListedSnapshot> = remote
+        .iter()
+        .filter(|r| r.read_only && !names::is_marker(&r.name))
+        .filter(|r| names::volume_of(&r.name) == volume)
+        .collect();
+    if snapshots.iter().any(|r| r.created.is_none()) {
+        return Err(PlanError::NoCreationOrder);
+    }
+    snapshots.sort_by_key(|r| r.created);
+    let newest = snapshots
+        .pop()
+        .ok_or_else(|| PlanError::NoSnapshot(volume.into()))?;
+    if let Some(here) = local.iter().find(|p| newest.same_as(&p.identity)) {
+        if here.name != newest.name {
+            return Err(PlanError::RenamedHere {
+                newest: newest.name.clone(),
+                here: here.name.clone(),
+            });
+        }
+        return Ok(PullPlan::AlreadyHere {
+            snapshot: newest.name.clone(),
+        });
+    }
+    if name_taken(&newest.name) {
+        return Err(PlanError::NameTaken(newest.name.clone()));
+    }
+    let parent = snapshots.iter().rev().find_map(|r| {
+        local
+            .iter()
+            .find(|p| r.same_as(&p.identity))
+            .map(|p| PullParent {
+                name: r.name.clone(),
+                key: receive::parent_key(&p.identity),
+            })
+    });
+    Ok(PullPlan::Fetch {
+        snapshot: newest.name.clone(),
+        parent,
+    })
 }
 
 /// Pulls the newest snapshot of `volume` from `host`. Blocking.
@@ -89,80 +178,166 @@ pub fn receive(
     }
     let remote = ListedSnapshot::parse_listing(&listing.stdout)
         .map_err(|e| fail(format!("unreadable listing: {e}")))?;
-    // Snapshots only (not markers), complete, in the peer's creation order.
-    let mut snapshots: Vec<&ListedSnapshot> = remote
-        .iter()
-        .filter(|r| r.read_only && !names::is_marker(&r.name))
-        .filter(|r| names::volume_of(&r.name) == volume)
-        .collect();
-    if snapshots.iter().any(|r| r.created.is_none()) {
-        return Err(fail("its listing has no creation order".into()));
-    }
-    snapshots.sort_by_key(|r| r.created);
-    let Some(newest) = snapshots.pop() else {
-        return Err(fail(format!("it has no snapshot of {volume}")));
-    };
-
-    let local = crate::snapshots::by_creation(store.fs(), &config.snapshots_path, volume, false);
-    let report = |parent, bytes, already_present| PullReport {
-        snapshot: newest.name.clone(),
-        parent,
-        bytes,
-        seconds: started.elapsed().as_secs_f64(),
-        already_present,
-    };
-    if let Some(here) = local.iter().find(|p| newest.same_as(&p.identity)) {
-        if here.name != newest.name {
-            return Err(fail(format!(
-                "its newest snapshot {} is {} here under another name",
-                newest.name, here.name
-            )));
+    let local = by_creation(store.fs(), &config.snapshots_path, volume, false);
+    let taken = |name: &str| config.snapshots_path.join(name).exists();
+    let (snapshot, parent) = match plan(volume, &remote, &local, taken) {
+        Ok(PullPlan::AlreadyHere { snapshot }) => {
+            return Ok(PullReport {
+                snapshot,
+                parent: None,
+                bytes: 0,
+                seconds: started.elapsed().as_secs_f64(),
+                already_present: true,
+            })
         }
-        return Ok(report(None, 0, true));
-    }
-    if config.snapshots_path.join(&newest.name).exists() {
-        return Err(ReplicationError::Conflict {
-            host: "this node".into(),
-            name: newest.name.clone(),
-        });
-    }
-    // The newest of its older snapshots that is here too.
-    let parent = snapshots.iter().rev().find_map(|r| {
-        local
-            .iter()
-            .find(|p| r.same_as(&p.identity))
-            .map(|p| (r.name.clone(), receive::parent_key(&p.identity)))
-    });
+        Ok(PullPlan::Fetch { snapshot, parent }) => (snapshot, parent),
+        Err(PlanError::NameTaken(name)) => {
+            return Err(ReplicationError::Conflict {
+                host: "this node".into(),
+                name,
+            })
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let bytes = fetch(store, &peer, &snapshot, parent.as_ref(), &fail)?;
+    super::send::record_marker(store, &snapshot, volume, host)?;
+    Ok(PullReport {
+        snapshot,
+        parent: parent.map(|p| p.name),
+        bytes: bytes.unwrap_or(0),
+        seconds: started.elapsed().as_secs_f64(),
+        already_present: bytes.is_none(),
+    })
+}
+
+/// Has the peer stream `snapshot` (from `parent`) into this node's
+/// snapshots; returns the bytes received, `None` when the stream named a
+/// snapshot already here.
+fn fetch(
+    store: &VolumeStore,
+    peer: &Peer,
+    snapshot: &str,
+    parent: Option<&PullParent>,
+    fail: &dyn Fn(String) -> ReplicationError,
+) -> Result<Option<u64>, ReplicationError> {
+    let snapshots_path = &store.config().snapshots_path;
     let request = PeerRequest::Send {
-        snapshot: newest.name.clone(),
-        parent: parent.as_ref().map(|(name, _)| name.clone()),
+        snapshot: snapshot.into(),
+        parent: parent.map(|p| p.name.clone()),
         test: false,
     };
-    let expected = parent.as_ref().map(|(_, key)| key.as_str());
+    let expected = parent.map(|p| p.key.as_str());
     let (landed, output) = peer.pull(&request.to_command(), |stream| {
-        receive::receive(&config.snapshots_path, stream, expected)
+        receive::receive(snapshots_path, stream, expected)
     })?;
     let landed = match landed {
         Ok(landed) if output.status == 0 => landed,
         Ok(_) => return Err(fail(format!("its send failed: {}", output.stderr.trim()))),
-        Err(e) => {
-            return Err(fail(format!("{e} ({})", output.stderr.trim())));
-        }
+        Err(e) => return Err(fail(format!("{e} ({})", output.stderr.trim()))),
     };
-    if landed.name != newest.name {
+    if landed.name != snapshot {
         // The stream named another snapshot than the one asked for.
         if !landed.already_present {
-            let _ = store.fs().delete(&config.snapshots_path.join(&landed.name));
+            let _ = store.fs().delete(&snapshots_path.join(&landed.name));
         }
         return Err(fail(format!(
-            "it sent {} instead of {}",
-            landed.name, newest.name
+            "it sent {} instead of {snapshot}",
+            landed.name
         )));
     }
-    super::send::record_marker(store, &landed.name, volume, host)?;
-    Ok(report(
-        parent.map(|(name, _)| name),
-        landed.bytes,
-        landed.already_present,
-    ))
+    Ok((!landed.already_present).then_some(landed.bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btrfs::SubvolumeIdentity;
+
+    fn listed(name: &str, uuid: &str, received: Option<&str>, created: u64) -> ListedSnapshot {
+        ListedSnapshot {
+            name: name.into(),
+            uuid: uuid.into(),
+            received_uuid: received.map(String::from),
+            read_only: true,
+            created: Some((created, 256 + created)),
+        }
+    }
+
+    fn here(name: &str, uuid: &str, received: Option<&str>) -> Placed {
+        Placed {
+            name: name.into(),
+            identity: SubvolumeIdentity {
+                uuid: uuid.into(),
+                parent_uuid: None,
+                received_uuid: received.map(String::from),
+                read_only: true,
+                otime: 0,
+                id: 300,
+                otransid: 9,
+                generation: 9,
+            },
+        }
+    }
+
+    #[test]
+    fn the_peers_newest_by_its_creation_order_on_a_shared_parent() {
+        // Names sort against the peer's creation order: order decides.
+        let remote = [
+            listed("db@9", "p1", None, 1),
+            listed("db@5", "p2", None, 2),
+            listed("db@1", "p3", None, 3),
+            listed("db@0@h", "p4", None, 4),
+            listed("other@7", "p5", None, 5),
+        ];
+        // db@9 came here earlier (received: its received UUID is p1).
+        let local = [here("db@9", "l1", Some("p1"))];
+        let plan = plan("db", &remote, &local, |_| false).unwrap();
+        assert_eq!(
+            plan,
+            PullPlan::Fetch {
+                snapshot: "db@1".into(),
+                parent: Some(PullParent {
+                    name: "db@9".into(),
+                    key: receive::parent_key(&local[0].identity),
+                }),
+            }
+        );
+        // Nothing shared: in full.
+        assert!(matches!(
+            super::plan("db", &remote, &[], |_| false).unwrap(),
+            PullPlan::Fetch { parent: None, .. }
+        ));
+        // Already here.
+        let local = [here("db@1", "l3", Some("p3"))];
+        assert_eq!(
+            super::plan("db", &remote, &local, |_| false).unwrap(),
+            PullPlan::AlreadyHere {
+                snapshot: "db@1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_to_pull_is_said_precisely() {
+        assert_eq!(
+            plan("db", &[], &[], |_| false).unwrap_err(),
+            PlanError::NoSnapshot("db".into())
+        );
+        let mut unordered = listed("db@1", "p1", None, 1);
+        unordered.created = None;
+        assert_eq!(
+            plan("db", &[unordered], &[], |_| false).unwrap_err(),
+            PlanError::NoCreationOrder
+        );
+        let remote = [listed("db@1", "p1", None, 1)];
+        assert_eq!(
+            plan("db", &remote, &[], |n| n == "db@1").unwrap_err(),
+            PlanError::NameTaken("db@1".into())
+        );
+        let local = [here("db@other", "l1", Some("p1"))];
+        assert!(matches!(
+            plan("db", &remote, &local, |_| false).unwrap_err(),
+            PlanError::RenamedHere { .. }
+        ));
+    }
 }

@@ -209,60 +209,104 @@ pub fn receive(
     let staging_name = format!("{STAGING_PREFIX}{}", fsutil::unique_suffix());
     let staged = Staged(dest.join(&staging_name));
 
-    let mut child = Command::new("btrfs")
-        .args(["receive", "-e", "--chroot"])
-        .arg(dest)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ReceiveError::Io {
-            context: "starting btrfs receive",
-            source,
-        })?;
-    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text);
-        text
-    });
-    let child_in = child.stdin.take().expect("stdin is piped");
-    // Bigger pipe, fewer wake-ups of btrfs receive; best effort.
-    let _ = fcntl(
-        child_in.as_raw_fd(),
-        FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32),
-    );
-    let mut child_in = std::io::BufWriter::with_capacity(PIPE_SIZE, child_in);
-
-    let copied = (|| -> Result<(String, bool, u64), ReceiveError> {
-        let first = stream::rename_subvolume(input, &mut child_in, &staging_name)?;
-        if names::check_snapshot(&first.name).is_err() {
-            return Err(ReceiveError::Name(first.name));
-        }
-        let bytes = match &first.parent_uuid {
-            None => copy_confined(input, &mut child_in, &first, NoParent),
-            Some(key) => {
-                let parent = find_parent(dest, &first.name, key)?;
-                copy_confined(input, &mut child_in, &first, ParentSnapshot::new(&parent))
-            }
-        }?;
-        child_in.flush().or_else(ignore_broken_pipe)?;
-        Ok((first.name, first.incremental, bytes))
-    })();
-    if copied.is_err() {
-        let _ = child.kill();
-    }
-    drop(child_in);
-    let status = child.wait().map_err(|source| ReceiveError::Io {
-        context: "waiting for btrfs receive",
-        source,
-    })?;
-    let receive_stderr = stderr_reader.join().unwrap_or_default();
-    let (name, incremental, bytes) = copied?;
+    let mut child = BtrfsReceive::spawn(dest)?;
+    let fed = feed(input, &mut child.stdin, dest, &staging_name);
+    let (status, receive_stderr) = child.finish(fed.is_err())?;
+    let (name, incremental, bytes) = fed?;
     if !status.success() {
         return Err(ReceiveError::Receive(receive_stderr.trim().to_string()));
     }
+    land(dest, &staged, name, incremental, bytes, expected_parent)
+}
 
+/// A running `btrfs receive -e --chroot <dest>` with its stdin and a
+/// thread collecting its stderr.
+struct BtrfsReceive {
+    child: std::process::Child,
+    stdin: std::io::BufWriter<std::process::ChildStdin>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl BtrfsReceive {
+    fn spawn(dest: &Path) -> Result<BtrfsReceive, ReceiveError> {
+        let mut child = Command::new("btrfs")
+            .args(["receive", "-e", "--chroot"])
+            .arg(dest)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| ReceiveError::Io {
+                context: "starting btrfs receive",
+                source,
+            })?;
+        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            text
+        });
+        let child_in = child.stdin.take().expect("stdin is piped");
+        // Bigger pipe, fewer wake-ups of btrfs receive; best effort.
+        let _ = fcntl(
+            child_in.as_raw_fd(),
+            FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32),
+        );
+        Ok(BtrfsReceive {
+            child,
+            stdin: std::io::BufWriter::with_capacity(PIPE_SIZE, child_in),
+            stderr,
+        })
+    }
+
+    /// Closes its input (killing it first when the stream was refused, so
+    /// the refused command never reaches it) and waits for it.
+    fn finish(mut self, refused: bool) -> Result<(std::process::ExitStatus, String), ReceiveError> {
+        if refused {
+            let _ = self.child.kill();
+        }
+        drop(self.stdin);
+        let status = self.child.wait().map_err(|source| ReceiveError::Io {
+            context: "waiting for btrfs receive",
+            source,
+        })?;
+        Ok((status, self.stderr.join().unwrap_or_default()))
+    }
+}
+
+/// Copies the stream into `btrfs receive` under the staging name, each
+/// command checked by the confinement rule; returns the snapshot's real
+/// name, whether the stream is incremental, and its size.
+fn feed(
+    input: &mut dyn Read,
+    child_in: &mut impl Write,
+    dest: &Path,
+    staging_name: &str,
+) -> Result<(String, bool, u64), ReceiveError> {
+    let first = stream::rename_subvolume(input, child_in, staging_name)?;
+    if names::check_snapshot(&first.name).is_err() {
+        return Err(ReceiveError::Name(first.name));
+    }
+    let bytes = match &first.parent_uuid {
+        None => copy_confined(input, child_in, &first, NoParent),
+        Some(key) => {
+            let parent = find_parent(dest, &first.name, key)?;
+            copy_confined(input, child_in, &first, ParentSnapshot::new(&parent))
+        }
+    }?;
+    child_in.flush().or_else(ignore_broken_pipe)?;
+    Ok((first.name, first.incremental, bytes))
+}
+
+/// Checks what `btrfs receive` built in staging and moves it to its name.
+fn land(
+    dest: &Path,
+    staged: &Staged,
+    name: String,
+    incremental: bool,
+    bytes: u64,
+    expected_parent: Option<&str>,
+) -> Result<Received, ReceiveError> {
     let identity = btrfs::identity(&staged.0)?;
     if !identity.read_only {
         return Err(ReceiveError::Incomplete("not read-only"));
@@ -273,7 +317,6 @@ pub fn receive(
     if let Some(expected) = expected_parent {
         check_parent(dest, &name, &identity, expected)?;
     }
-
     let final_path = dest.join(&name);
     if final_path.exists() {
         let existing = btrfs::identity(&final_path)?;

@@ -1,0 +1,84 @@
+//! Client verbs that move data between nodes: send, replicate, receive,
+//! sync.
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::client::Daemon;
+use super::{print, Failure};
+use crate::api::{self, path};
+
+#[derive(Subcommand, Debug)]
+pub enum PeerVerb {
+    /// Send a snapshot to another host
+    Send {
+        host: String,
+        snapshot: String,
+        /// Compress the stream with zstd (peer must be this plugin)
+        #[arg(long)]
+        compress: bool,
+        /// Bandwidth limit in MiB/s
+        #[arg(long)]
+        bwlimit: Option<u64>,
+    },
+    /// Snapshot a volume now and send it to another host (prints the
+    /// snapshot's name)
+    Replicate { host: String, volume: String },
+    /// Receive the newest snapshot of a volume from another host (restores
+    /// nothing; prints the snapshot's name)
+    Receive { host: String, volume: String },
+    /// Sync a volume from other host(s)
+    Sync { volume: String, hosts: Vec<String> },
+}
+
+pub async fn run(daemon: &Daemon, verb: PeerVerb) -> Result<(), Failure> {
+    match verb {
+        PeerVerb::Send {
+            host,
+            snapshot,
+            compress,
+            bwlimit,
+        } => {
+            let request = api::SendRequest {
+                name: snapshot,
+                host,
+                test: false,
+                compress: compress.then_some(true),
+                bwlimit,
+            };
+            let reply: api::SummaryReply = daemon.post(path::SNAPSHOT_SEND, request).await?;
+            eprintln!("{}", reply.summary);
+        }
+        PeerVerb::Replicate { host, volume } => {
+            peer_volume(daemon, path::REPLICATE, host, volume).await?;
+        }
+        PeerVerb::Receive { host, volume } => {
+            peer_volume(daemon, path::SNAPSHOT_RECEIVE, host, volume).await?;
+        }
+        PeerVerb::Sync { volume, hosts } => {
+            let request = api::SyncRequest {
+                volumes: vec![volume],
+                hosts,
+                test: false,
+            };
+            daemon.post::<Value>(path::SYNC, request).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `receive` and `replicate`: the summary on stderr, the snapshot on stdout.
+async fn peer_volume(
+    daemon: &Daemon,
+    path: &str,
+    host: String,
+    volume: String,
+) -> Result<(), Failure> {
+    let request = api::PeerVolumeRequest { name: volume, host };
+    let reply: api::SnapshotReply = daemon.post(path, request).await?;
+    if let Some(summary) = reply.summary {
+        eprintln!("{summary}");
+    }
+    print::line(&reply.snapshot);
+    Ok(())
+}
