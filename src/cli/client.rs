@@ -1,20 +1,16 @@
-//! Client verbs: each is one HTTP call to the daemon's socket, found like
-//! the reference finds it (SOCKET if it exists, else the managed plugin
-//! DRIVERNAME through the Docker API). Bodies and replies are the
-//! [`crate::api`] types the server uses.
+//! How client verbs reach the daemon: its socket, found like the reference
+//! finds it (SOCKET if it exists, else the managed plugin DRIVERNAME
+//! through the Docker API), and one typed HTTP call ([`Daemon::post`],
+//! [`Daemon::get`]) with the [`crate::api`] types the server uses.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Subcommand;
 use hyper::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::local::LocalVerb;
-use super::peer::PeerVerb;
-use super::schedule::ScheduleVerb;
 use super::Failure;
 use crate::api;
 use crate::client::{self, ClientError};
@@ -25,17 +21,6 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Plugin names tried after DRIVERNAME when looking for a managed plugin.
 const KNOWN_PLUGIN_NAMES: [&str; 2] = ["anybox/buttervolume:latest", "ccomb/buttervolume:latest"];
-
-/// Verbs that call the daemon, by family (one file each).
-#[derive(Subcommand, Debug)]
-pub enum ClientVerb {
-    #[command(flatten)]
-    Local(LocalVerb),
-    #[command(flatten)]
-    Peer(PeerVerb),
-    #[command(flatten)]
-    Schedule(ScheduleVerb),
-}
 
 /// Finds the daemon's socket like the reference: SOCKET when it exists,
 /// otherwise the managed plugin's socket found through the Docker API.
@@ -79,6 +64,13 @@ fn connect_failure(e: ClientError) -> Failure {
 }
 
 impl Daemon {
+    /// The daemon this node's configuration points at.
+    pub async fn find(config: &Config) -> Daemon {
+        Daemon {
+            socket: discover_socket(config).await,
+        }
+    }
+
     /// Calls the daemon; a non-empty `Err` becomes a failure.
     pub async fn call(
         &self,
@@ -118,16 +110,4 @@ fn decode<R: DeserializeOwned>(path: &str, reply: Value) -> Result<R, Failure> {
 
 pub fn name(name: String) -> api::NameRequest {
     api::NameRequest { name }
-}
-
-/// Runs one client verb.
-pub async fn run(config: &Config, verb: ClientVerb) -> Result<(), Failure> {
-    let daemon = Daemon {
-        socket: discover_socket(config).await,
-    };
-    match verb {
-        ClientVerb::Local(verb) => super::local::run(&daemon, verb).await,
-        ClientVerb::Peer(verb) => super::peer::run(&daemon, verb).await,
-        ClientVerb::Schedule(verb) => super::schedule::run(&daemon, verb).await,
-    }
 }

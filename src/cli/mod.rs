@@ -4,7 +4,7 @@
 //! and exit status 1 on failure.
 //!
 //! Two kinds of verbs: [`DaemonVerb`]s run here (the daemon itself, init,
-//! doctor, the SSH forced command); [`client::ClientVerb`]s are one HTTP
+//! doctor, the SSH forced command); [`ClientVerb`]s are one HTTP
 //! call each to the daemon's socket ([`client`]), one file per family
 //! ([`local`], [`peer`], [`schedule`]), printed by [`print`].
 
@@ -18,7 +18,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use client::{discover_socket, ClientVerb};
+pub use client::discover_socket;
+pub use local::LocalVerb;
+pub use peer::PeerVerb;
+pub use schedule::ScheduleVerb;
 
 use crate::config::Config;
 
@@ -39,6 +42,17 @@ pub enum Verb {
     Daemon(DaemonVerb),
     #[command(flatten)]
     Client(ClientVerb),
+}
+
+/// Verbs that call the daemon, by family (one file each).
+#[derive(Subcommand, Debug)]
+pub enum ClientVerb {
+    #[command(flatten)]
+    Local(LocalVerb),
+    #[command(flatten)]
+    Peer(PeerVerb),
+    #[command(flatten)]
+    Schedule(ScheduleVerb),
 }
 
 /// Verbs that run on this machine rather than call the daemon.
@@ -88,7 +102,7 @@ pub fn main(args: Cli) -> ExitCode {
             Ok(())
         }
         Some(Verb::Daemon(verb)) => return daemon_verb(config, verb),
-        Some(Verb::Client(verb)) => runtime(false).block_on(client::run(&config, verb)),
+        Some(Verb::Client(verb)) => runtime(false).block_on(client_verb(&config, verb)),
     };
     exit(outcome)
 }
@@ -143,6 +157,16 @@ fn daemon_verb(config: Config, verb: DaemonVerb) -> ExitCode {
         DaemonVerb::SshCommand => {
             ExitCode::from(crate::replication::forced_command::run(&config) as u8)
         }
+    }
+}
+
+/// Runs one client verb.
+async fn client_verb(config: &Config, verb: ClientVerb) -> Result<(), Failure> {
+    let daemon = client::Daemon::find(config).await;
+    match verb {
+        ClientVerb::Local(verb) => local::run(&daemon, verb).await,
+        ClientVerb::Peer(verb) => peer::run(&daemon, verb).await,
+        ClientVerb::Schedule(verb) => schedule::run(&daemon, verb).await,
     }
 }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use super::dispatch::Inner;
 use super::history::{self, HistoryError, RunRecord};
-use super::scheduler::Inner;
 use super::{JobKey, Scheduler, TickReport};
 
 /// How long completions are batched before the history is written.

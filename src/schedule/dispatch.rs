@@ -2,27 +2,72 @@
 //! history: handed to its pool (local or remote, see [`super::pool`]), run
 //! through [`super::jobs::run`], and its outcome recorded however it ends
 //! (done, failed, panicked, dropped from a closed queue): a job never stays
-//! "running".
+//! "running". It also holds [`Inner`], the state the scheduler's handles
+//! and every dispatched job share (a job's guard holds it to record its
+//! end).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
-use super::pool::Task;
-use super::scheduler::Inner;
-use super::table::DueJob;
-use super::{jobs, Job, JobError};
+use super::pool::{Pool, Task};
+use super::table::{DueJob, Outcome, Table};
+use super::{jobs, Clock, Job, JobActions, JobError, SchedulerOptions};
 
-/// How a dispatched job ended.
-pub(super) enum Outcome {
-    /// Never started (the scheduler stopped first).
-    NotStarted,
-    Done {
-        result: Result<String, JobError>,
-        elapsed: Duration,
-    },
+/// The state every clone of a [`Scheduler`] and every dispatched job share.
+pub(super) struct Inner {
+    pub(super) opts: SchedulerOptions,
+    pub(super) actions: Arc<dyn JobActions>,
+    pub(super) clock: Arc<dyn Clock>,
+    table: Mutex<Table>,
+    pub(super) local: Pool<RunGuard>,
+    pub(super) remote: Pool<RunGuard>,
+    /// The history changed since it was last written.
+    pub(super) dirty: AtomicBool,
+    /// Serializes history writes so an older snapshot never lands last.
+    pub(super) flush_lock: Mutex<()>,
+    /// Wakes the history writer.
+    pub(super) persist: Notify,
+    /// The schedule changed through the API: tick now.
+    pub(super) wake: Notify,
+    pub(super) stopping: AtomicBool,
+    pub(super) in_flight: AtomicUsize,
+    /// Notified when `in_flight` drops to zero.
+    pub(super) idle: Notify,
+}
+
+impl Inner {
+    /// The shared state, with both pools started.
+    pub(super) fn new(
+        opts: SchedulerOptions,
+        actions: Arc<dyn JobActions>,
+        clock: Arc<dyn Clock>,
+        table: Table,
+    ) -> Inner {
+        let workers = opts.workers.max(1);
+        Inner {
+            actions,
+            clock,
+            table: Mutex::new(table),
+            local: Pool::start("local", workers),
+            remote: Pool::start("remote", workers),
+            dirty: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
+            persist: Notify::new(),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            opts,
+        }
+    }
+
+    pub(super) fn lock_table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A dispatched job, from its queue to its worker. Dropping it records the

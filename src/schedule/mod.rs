@@ -49,7 +49,8 @@ pub use daemon_loop::{PERSIST_COALESCE, STOP_GRACE};
 pub use edit::Change;
 pub use jobs::{ActionFailure, JobActions, JobError, StoreActions, Taken};
 pub use listing::{InvalidView, JobView, Listing};
-pub use scheduler::{Scheduler, TickReport};
+pub use scheduler::Scheduler;
+pub use table::TickReport;
 pub use timer::{Timer, TimerCommand, TimerError};
 
 use crate::config::Config;

@@ -12,60 +12,19 @@
 //! ([`super::daemon_loop`]). After a restart, the history says when each
 //! job last ran: overdue jobs run once, the others wait for their time.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
 use super::csv::ScheduleFile;
-use super::dispatch::RunGuard;
+use super::dispatch::Inner;
 use super::edit::{self, Change};
 use super::history::HistoryError;
 use super::listing::{self, Listing};
-use super::pool::Pool;
-use super::table::{self, Table};
+use super::table::{self, Table, TickReport};
 use super::{Action, Clock, JobActions, JobKey, ScheduleError, SchedulerOptions, TimerCommand};
 use crate::names;
-
-/// What one tick did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TickReport {
-    pub dispatched: usize,
-    pub skipped: usize,
-    /// Schedule globally paused: nothing was looked at.
-    pub paused: bool,
-    /// The earliest due time of the active jobs after this tick.
-    pub next_due: Option<DateTime<Utc>>,
-}
-
-/// The state every clone of a [`Scheduler`] and every dispatched job share.
-pub(super) struct Inner {
-    pub(super) opts: SchedulerOptions,
-    pub(super) actions: Arc<dyn JobActions>,
-    pub(super) clock: Arc<dyn Clock>,
-    table: Mutex<Table>,
-    pub(super) local: Pool<RunGuard>,
-    pub(super) remote: Pool<RunGuard>,
-    /// The history changed since it was last written.
-    pub(super) dirty: AtomicBool,
-    /// Serializes history writes so an older snapshot never lands last.
-    pub(super) flush_lock: Mutex<()>,
-    /// Wakes the history writer.
-    pub(super) persist: Notify,
-    /// The schedule changed through the API: tick now.
-    pub(super) wake: Notify,
-    pub(super) stopping: AtomicBool,
-    pub(super) in_flight: AtomicUsize,
-    /// Notified when `in_flight` drops to zero.
-    pub(super) idle: Notify,
-}
-
-impl Inner {
-    pub(super) fn lock_table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// The scheduler; cheap to clone (one shared state).
 #[derive(Clone)]
@@ -81,23 +40,9 @@ impl Scheduler {
         actions: Arc<dyn JobActions>,
         clock: Arc<dyn Clock>,
     ) -> Scheduler {
-        let workers = opts.workers.max(1);
+        let table = Table::load(&opts);
         Scheduler {
-            inner: Arc::new(Inner {
-                actions,
-                clock,
-                table: Mutex::new(Table::load(&opts)),
-                local: Pool::start("local", workers),
-                remote: Pool::start("remote", workers),
-                dirty: AtomicBool::new(false),
-                flush_lock: Mutex::new(()),
-                persist: Notify::new(),
-                wake: Notify::new(),
-                stopping: AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
-                idle: Notify::new(),
-                opts,
-            }),
+            inner: Arc::new(Inner::new(opts, actions, clock, table)),
         }
     }
 

@@ -20,13 +20,34 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::csv::{self, ScheduleFile};
-use super::dispatch::Outcome;
 use super::history::{self, RunRecord};
-use super::{Job, JobKey, ScheduleError, SchedulerOptions, TickReport};
+use super::{Job, JobError, JobKey, ScheduleError, SchedulerOptions};
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub dispatched: usize,
+    pub skipped: usize,
+    /// Schedule globally paused: nothing was looked at.
+    pub paused: bool,
+    /// The earliest due time of the active jobs after this tick.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// How a dispatched job ended.
+pub(super) enum Outcome {
+    /// Never started (the scheduler stopped first).
+    NotStarted,
+    Done {
+        result: Result<String, JobError>,
+        elapsed: Duration,
+    },
+}
 
 /// The identity of the schedule file's current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
