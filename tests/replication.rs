@@ -546,3 +546,51 @@ fn replicate_snapshots_and_sends_or_leaves_nothing() {
     );
     assert!(e["Err"].as_str().unwrap().contains("no such volume"), "{e}");
 }
+
+/// Split brain: once the app wrote on b (b made a snapshot of its own), a
+/// send from a is refused with the way out; receiving b's state first (or
+/// deleting it there) lets a send again, and nothing is lost on either side.
+#[test]
+fn a_send_to_a_peer_that_moved_on_is_refused() {
+    let n = Nodes::up("mo", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    n.pair(&b, &a);
+    let b_ip = n.ip(&b);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
+    let vol_a = n.data(&a).join("volumes/db");
+    write_file(&vol_a.join("one"), 1 << 20, 1);
+    let s1 = n.snapshot(&a, "db");
+    n.send(&a, &s1, &b_ip);
+
+    // The app moves to b (restore of what a sent) and writes there.
+    n.ok(&b, "/VolumeDriver.Snapshot.Restore", json!({"Name": s1}));
+    write_file(&n.data(&b).join("volumes/db/on-b"), 1 << 20, 2);
+    let sb = n.snapshot(&b, "db");
+    // Meanwhile a (cut off, say) wrote too.
+    write_file(&vol_a.join("two"), 1 << 20, 3);
+    let s2 = n.snapshot(&a, "db");
+
+    let err = n.send_err(&a, &s2, &b_ip);
+    assert_eq!(
+        err,
+        format!(
+            "{b_ip} holds {sb}, a newer state of db that this node never saw: the volume there has moved on; receive it first (buttervolume receive {b_ip} db) or delete it there"
+        )
+    );
+    assert!(!n.data(&b).join("snapshots").join(&s2).exists());
+    assert!(n.markers(&a, &b_ip).iter().all(|m| !m.starts_with(&s2)));
+
+    // The way out: receive b's state; a keeps its own s2 and can send it.
+    n.ok(
+        &a,
+        "/VolumeDriver.Snapshot.Receive",
+        json!({"Name": "db", "Host": b_ip}),
+    );
+    assert!(n.data(&a).join("snapshots").join(&sb).exists());
+    n.send(&a, &s2, &b_ip);
+    let on_b = n.data(&b).join("snapshots").join(&s2);
+    assert_eq!(digest(&on_b.join("two")), digest(&vol_a.join("two")));
+    // b's own history is still there.
+    assert!(n.data(&b).join("snapshots").join(&sb).exists());
+}

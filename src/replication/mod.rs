@@ -28,7 +28,7 @@ pub mod stream;
 mod sync;
 pub mod transport;
 
-pub use send::{choose_parent, send, send_with, StreamError};
+pub use send::{choose_parent, moved_on, send, send_with, StreamError};
 pub use sync::sync;
 
 use crate::btrfs::BtrfsError;
@@ -54,6 +54,12 @@ pub enum ReplicationError {
     Listing {
         host: String,
         source: serde_json::Error,
+    },
+    #[error("{host} holds {snapshot}, a newer state of {volume} that this node never saw: the volume there has moved on; receive it first (buttervolume receive {host} {volume}) or delete it there")]
+    MovedOn {
+        host: String,
+        volume: String,
+        snapshot: String,
     },
     #[error("{host} already has a different snapshot named {name}: refusing to overwrite it")]
     Conflict { host: String, name: String },

@@ -78,6 +78,31 @@ pub fn choose_parent(
         .find(|p| remote.iter().any(|r| r.same_as(&p.identity)))
 }
 
+/// The split-brain rule of sends: the peer's newest snapshot of `volume`
+/// in its creation order, when it was made there (no received UUID) and
+/// this node has nothing with its identity, is a state of the volume this
+/// node never saw: the app ran there since. Returns its name. A listing
+/// without creation order (an older peer) cannot tell, and gives `None`.
+pub fn moved_on<'a>(
+    volume: &str,
+    remote: &'a [ListedSnapshot],
+    local: &[Placed],
+) -> Option<&'a str> {
+    let mut theirs: Vec<&ListedSnapshot> = remote
+        .iter()
+        .filter(|r| r.read_only && !names::is_marker(&r.name))
+        .filter(|r| names::volume_of(&r.name) == volume)
+        .collect();
+    if theirs.iter().any(|r| r.created.is_none()) {
+        return None;
+    }
+    theirs.sort_by_key(|r| r.created);
+    let newest = theirs.pop()?;
+    let made_there = newest.received_uuid.is_none();
+    let seen_here = local.iter().any(|p| newest.same_as(&p.identity));
+    (made_there && !seen_here).then_some(newest.name.as_str())
+}
+
 /// What to stream and where to.
 struct Plan {
     parent: Option<String>,
@@ -191,6 +216,13 @@ fn plan(
         });
     }
     let local = snapshots::by_creation(store.fs(), &store.config().snapshots_path, &volume, false);
+    if let Some(theirs) = moved_on(&volume, &remote, &local) {
+        return Err(ReplicationError::MovedOn {
+            host: peer.host().into(),
+            volume,
+            snapshot: theirs.into(),
+        });
+    }
     let parent = choose_parent(local, local_id.creation_order(), &remote);
     let receive = PeerRequest::Receive {
         test,
@@ -372,6 +404,31 @@ mod tests {
             read_only: true,
             created: None,
         }
+    }
+
+    #[test]
+    fn a_peer_that_moved_on_is_told_apart() {
+        let mut mine = listed("db@1", "peer-1", Some("local-1"));
+        mine.created = Some((1, 256));
+        let local = vec![placed("db@1", 1, None)];
+        // The peer holds only what we sent: fine.
+        assert_eq!(moved_on("db", &[mine.clone()], &local), None);
+        // It made a snapshot of its own since: moved on.
+        let mut theirs = listed("db@2", "peer-2", None);
+        theirs.created = Some((2, 257));
+        let remote = vec![mine.clone(), theirs.clone()];
+        assert_eq!(moved_on("db", &remote, &local), Some("db@2"));
+        // Once received here, it is seen.
+        let received = placed("db@2", 2, Some("peer-2"));
+        let local_after = vec![local[0].clone(), received];
+        assert_eq!(moved_on("db", &remote, &local_after), None);
+        // Markers and other volumes do not count; no order: cannot tell.
+        let mut marker = listed("db@2@h", "peer-3", None);
+        marker.created = Some((3, 258));
+        assert_eq!(moved_on("db", &[mine.clone(), marker], &local), None);
+        let mut unordered = theirs;
+        unordered.created = None;
+        assert_eq!(moved_on("db", &[mine, unordered], &local), None);
     }
 
     #[test]
