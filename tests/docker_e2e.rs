@@ -181,6 +181,7 @@ volumes:
     driver_opts:
       copyonwrite: "false"
       compression: ""
+      snapshot: "60"
     labels:
       com.github.mlfmonde.cluster.nonmigrable: "True"
 "#
@@ -209,6 +210,8 @@ volumes:
         std::fs::read_to_string(path.join("f")).unwrap(),
         "composed\n"
     );
+    let csv = std::fs::read_to_string(d.root.join("config/schedule.csv")).unwrap();
+    assert_eq!(csv, format!("{vol},snapshot,60,True\r\n"));
     wait_until("compose labels", 15, || {
         d.ok("/VolumeDriver.Get", json!({"Name": vol}))["Volume"]["Status"]["NonMigrable"] == true
     });
@@ -325,4 +328,84 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
         d.ok("/VolumeDriver.Remove", json!({"Name": name}));
     }
     d.stop();
+}
+
+/// `docker volume create -o <action>=<timer>` writes the volume's schedule
+/// lines (only if absent); refused while the schedule is paused, and
+/// unknown options are still refused; nothing is created on a refusal.
+#[test]
+fn volume_options_schedule_the_volumes_jobs() {
+    let (d, dk, driver) = legacy_daemon("volopts", "bvopts");
+    let vol = format!("opt{}", run_tag());
+    dk.docker(&[
+        "volume",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "snapshot=30",
+        "-o",
+        "replicate:127.0.0.2=cron:0 3 * * *",
+        "-o",
+        "purge:1h:1d=1440",
+        "-o",
+        "copyonwrite=false",
+        &vol,
+    ]);
+    let csv = d.root.join("config/schedule.csv");
+    let lines = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    assert_eq!(
+        lines(&csv),
+        format!(
+            "{vol},purge:1h:1d,1440,True\r\n{vol},replicate:127.0.0.2,cron:0 3 * * *,True\r\n{vol},snapshot,30,True\r\n"
+        )
+    );
+    let info = d.ok("/VolumeDriver.Get", json!({"Name": vol}));
+    assert_eq!(
+        info["Volume"]["Status"]["Options"],
+        json!({"copyonwrite": "false"})
+    );
+    // Created again (Docker's Create is idempotent): an edited line stays.
+    let out = d.cli(&["schedule", "snapshot", "45", &vol]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    d.ok(
+        "/VolumeDriver.Create",
+        json!({"Name": vol, "Opts": {"snapshot": "5"}}),
+    );
+    assert!(lines(&csv).contains(&format!("{vol},snapshot,45,True")));
+
+    // Bad options: refused, nothing created.
+    for (opt, expected) in [
+        ("snapshot=0", "unschedule with"),
+        (
+            "replicate:[fd00::2]=60",
+            "invalid option replicate:[fd00::2]=60",
+        ),
+        ("color=blue", "unknown option \"color\""),
+    ] {
+        let bad = format!("bad{}", run_tag());
+        let err = dk.docker_err(&["volume", "create", "-d", &driver, "-o", opt, &bad]);
+        assert!(err.contains(expected), "{opt}: {err}");
+        assert!(!d.volumes().join(&bad).exists(), "{opt} created {bad}");
+    }
+    // Paused: job options are refused, plain creates still work.
+    let out = d.cli(&["scheduled", "pause"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let paused = format!("paused{}", run_tag());
+    let err = dk.docker_err(&[
+        "volume",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "snapshot=30",
+        &paused,
+    ]);
+    assert!(err.contains("globally paused"), "{err}");
+    assert!(!d.volumes().join(&paused).exists());
+    dk.docker(&["volume", "create", "-d", &driver, &paused]);
+    assert!(d.volumes().join(&paused).exists());
+    for v in [&vol, &paused] {
+        dk.docker(&["volume", "rm", v]);
+    }
 }

@@ -65,6 +65,15 @@ pub struct ScheduleFile {
 }
 
 impl ScheduleFile {
+    /// True when a line (valid or not) is about `key`.
+    pub fn has_key(&self, key: &JobKey) -> bool {
+        self.lines.iter().any(|l| match l {
+            Line::Job(j) => j.key == *key,
+            Line::Invalid(i) => i.key.as_ref() == Some(key),
+            Line::Comment(_) => false,
+        })
+    }
+
     /// The valid jobs, in file order.
     pub fn jobs(&self) -> impl Iterator<Item = &Arc<Job>> {
         self.lines.iter().filter_map(|l| match l {

@@ -40,6 +40,7 @@ mod pool;
 mod scheduler;
 mod table;
 pub mod timer;
+pub mod volume_options;
 
 use std::path::PathBuf;
 

@@ -102,6 +102,33 @@ impl Scheduler {
     /// resume one job. Validates everything first: on any error the file is
     /// unchanged. Blocking (rewrites schedule.csv atomically).
     pub fn schedule(&self, name: &str, action: &str, timer: &str) -> Result<Change, ScheduleError> {
+        self.edit(name, action, timer, false)
+    }
+
+    /// [`Scheduler::schedule`] of a new job, only if the volume has no line
+    /// for that action yet (what a volume option asks); `Unchanged` when it
+    /// has one, whatever its timer or state.
+    pub fn schedule_if_absent(
+        &self,
+        name: &str,
+        action: &str,
+        timer: &str,
+    ) -> Result<Change, ScheduleError> {
+        self.edit(name, action, timer, true)
+    }
+
+    /// True while the schedule is globally paused.
+    pub fn is_paused(&self) -> bool {
+        self.inner.opts.disabled.exists()
+    }
+
+    fn edit(
+        &self,
+        name: &str,
+        action: &str,
+        timer: &str,
+        only_if_absent: bool,
+    ) -> Result<Change, ScheduleError> {
         names::check_volume(name)?;
         Action::parse(action)?;
         let command = TimerCommand::parse(timer)?;
@@ -114,6 +141,9 @@ impl Scheduler {
         // Start from the file as it is now, hand edits included.
         table.refresh(&inner.opts, now);
         let key: JobKey = (name.to_string(), action.to_string());
+        if only_if_absent && table.file.has_key(&key) {
+            return Ok(Change::Unchanged);
+        }
         let mut lines = table.file.lines.clone();
         let change = edit::apply(&mut lines, &key, timer, command)?;
         if change == Change::Unchanged {

@@ -93,6 +93,8 @@ pub enum ApiError {
     Replication(#[from] crate::replication::ReplicationError),
     #[error(transparent)]
     Schedule(#[from] crate::schedule::ScheduleError),
+    #[error(transparent)]
+    VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     /// A handler thread panicked.
     #[error("internal error: {0}")]
     Internal(String),

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{blocking, decode, AppState, Reply};
+use super::{blocking, decode, ApiError, AppState, Reply};
 use crate::api::{CreateRequest, MountRequest, NameRequest};
 use crate::labels;
+use crate::schedule::volume_options;
 use crate::volumes::VolumeInfo;
 
 /// Docker records a new volume's labels only after our Create returns.
@@ -31,11 +32,28 @@ pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Re
     Some(reply)
 }
 
+/// Creates the volume, then writes the schedule lines its options ask for
+/// ([`volume_options`]), each only if absent. Everything is validated
+/// first; options that schedule are refused while the schedule is paused.
 async fn create(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: CreateRequest = decode(body)?;
+    let (opts, jobs) = volume_options::split(&req.opts.unwrap_or_default())?;
+    if !jobs.is_empty() && state.scheduler.is_paused() {
+        return Err(ApiError::Incomplete(
+            "the schedule is globally paused: options that schedule (snapshot, replicate:, purge:, synchronize:) are refused; resume it with `buttervolume scheduled resume`, or create the volume without them",
+        ));
+    }
     let store = state.store.clone();
+    let scheduler = state.scheduler.clone();
     let name = req.name.clone();
-    blocking(move || store.create(&req.name, &req.opts.unwrap_or_default())).await?;
+    blocking(move || {
+        store.create(&req.name, &opts)?;
+        for job in jobs {
+            scheduler.schedule_if_absent(&req.name, &job.action, &job.timer)?;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
     labels::refresh_later(&state.store, &name, LABEL_DELAY);
     Ok(json!({}))
 }

@@ -96,6 +96,13 @@ impl Dockerd {
         succeeded(out, &what).trim().to_string()
     }
 
+    /// `docker` that must fail; its stderr.
+    pub fn docker_err(&self, args: &[&str]) -> String {
+        let out = self.docker_output(args);
+        assert!(!out.status.success(), "docker {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `docker run --rm -v <volume>:/data bv-busybox sh -c <script>`;
     /// trimmed stdout.
     pub fn in_container(&self, volume: &str, script: &str) -> String {
