@@ -78,13 +78,19 @@ fn pause(d: Duration) {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure> {
+    fn snapshot(&self, volume: &str) -> Result<Option<Taken>, ActionFailure> {
         self.start();
         pause(self.work.snapshot);
-        Ok(Taken {
+        Ok(Some(Taken {
             name: format!("{volume}@now"),
             created: true,
-        })
+        }))
+    }
+    fn idle_follower(&self, _volume: &str) -> bool {
+        false
+    }
+    fn prefetch(&self, _volume: &str, _host: &str) -> Result<String, ActionFailure> {
+        Ok(String::new())
     }
     fn remove_snapshot(&self, _snapshot: &str) -> Result<(), ActionFailure> {
         Ok(())

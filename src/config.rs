@@ -51,6 +51,9 @@ pub struct Config {
     /// Open socket connections wanted at most (`MAX_CONNECTIONS`; the
     /// server lowers it to fit the descriptor limit).
     pub max_connections: usize,
+    /// FOLLOW: replicated volumes follow their containers between the two
+    /// nodes ([`crate::follow`]); `false` turns it off everywhere.
+    pub follow: bool,
 }
 
 /// Default of `SCHEDULE_WORKERS`.
@@ -183,7 +186,20 @@ impl Config {
             DEFAULT_MAX_CONNECTIONS as u64,
             "expected a number of connections, at least 1",
         )? as usize;
+        let follow_raw = get("FOLLOW", "true");
+        let follow = match follow_raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => true,
+            "false" | "no" | "0" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "FOLLOW",
+                    value: follow_raw,
+                    reason: "expected true or false",
+                })
+            }
+        };
         Ok(Config {
+            follow,
             send_compression,
             send_bwlimit,
             schedule_workers,

@@ -27,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod docker;
 pub mod doctor;
+pub mod follow;
 pub mod fsutil;
 pub mod init;
 pub mod labels;

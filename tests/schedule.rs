@@ -27,6 +27,8 @@ struct Fake {
     removed: Mutex<HashSet<String>>,
     /// Volumes unchanged since their newest snapshot.
     unchanged: Mutex<HashSet<String>>,
+    /// Volumes that follow their container and are not in use here.
+    idle: Mutex<HashSet<String>>,
     held: Mutex<HashSet<String>>,
     released: Condvar,
     running: Mutex<(usize, usize)>,
@@ -77,12 +79,19 @@ impl Fake {
 }
 
 impl JobActions for Fake {
-    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure> {
+    fn snapshot(&self, volume: &str) -> Result<Option<Taken>, ActionFailure> {
         self.enter(format!("snapshot {volume}"), volume)?;
-        Ok(Taken {
+        Ok(Some(Taken {
             name: format!("{volume}@snap"),
             created: !self.unchanged.lock().unwrap().contains(volume),
-        })
+        }))
+    }
+    fn idle_follower(&self, volume: &str) -> bool {
+        self.idle.lock().unwrap().contains(volume)
+    }
+    fn prefetch(&self, volume: &str, host: &str) -> Result<String, ActionFailure> {
+        self.enter(format!("prefetch {volume} {host}"), volume)?;
+        Ok(format!("{volume} from {host} is already here"))
     }
     fn remove_snapshot(&self, snapshot: &str) -> Result<(), ActionFailure> {
         self.calls
@@ -356,6 +365,17 @@ fn unchanged_volumes_cost_no_snapshot() {
         "{:?}",
         fake.calls()
     );
+}
+
+/// A replicate round of an idle follower pulls and never snapshots or
+/// sends.
+#[test]
+fn an_idle_follower_pulls_instead_of_pushing() {
+    let fake = Fake::default();
+    fake.idle.lock().unwrap().insert("db".into());
+    let summary = jobs::run(&fake, "db", &Action::parse("replicate:h").unwrap()).unwrap();
+    assert_eq!(summary, "idle, pulled: db from h is already here");
+    assert_eq!(fake.calls(), vec!["prefetch db h".to_string()]);
 }
 
 #[tokio::test]

@@ -165,19 +165,7 @@ pub fn receive(
     };
 
     let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
-    let list = PeerRequest::List {
-        volume: volume.into(),
-        test: false,
-    };
-    let listing = peer.run(&list.to_command())?;
-    if listing.status != 0 {
-        return Err(fail(format!(
-            "it could not list its snapshots ({}): a buttervolume 3.13 peer cannot be received from",
-            listing.stderr.trim()
-        )));
-    }
-    let remote = ListedSnapshot::parse_listing(&listing.stdout)
-        .map_err(|e| fail(format!("unreadable listing: {e}")))?;
+    let remote = list_on(&peer, volume, &fail)?;
     let local = by_creation(store.fs(), &config.snapshots_path, volume, false);
     let taken = |name: &str| config.snapshots_path.join(name).exists();
     let (snapshot, parent) = match plan(volume, &remote, &local, taken) {
@@ -208,6 +196,46 @@ pub fn receive(
         seconds: started.elapsed().as_secs_f64(),
         already_present: bytes.is_none(),
     })
+}
+
+/// The peer's snapshots of `volume` ([`PeerRequest::List`]), for callers
+/// that decide before they pull (the mount-time follow). A peer that
+/// cannot answer is an error, never "it has nothing".
+pub fn list_peer(
+    store: &VolumeStore,
+    host: &str,
+    volume: &str,
+) -> Result<Vec<ListedSnapshot>, ReplicationError> {
+    names::check_volume(volume)?;
+    transport::check_host(host)?;
+    let config = store.config();
+    let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
+    let fail = |message: String| ReplicationError::Receive {
+        volume: volume.into(),
+        host: host.into(),
+        message,
+    };
+    list_on(&peer, volume, &fail)
+}
+
+fn list_on(
+    peer: &Peer,
+    volume: &str,
+    fail: &dyn Fn(String) -> ReplicationError,
+) -> Result<Vec<ListedSnapshot>, ReplicationError> {
+    let list = PeerRequest::List {
+        volume: volume.into(),
+        test: false,
+    };
+    let listing = peer.run(&list.to_command())?;
+    if listing.status != 0 {
+        return Err(fail(format!(
+            "it could not list its snapshots ({}): a buttervolume 3.13 peer cannot be received from",
+            listing.stderr.trim()
+        )));
+    }
+    ListedSnapshot::parse_listing(&listing.stdout)
+        .map_err(|e| fail(format!("unreadable listing: {e}")))
 }
 
 /// Has the peer stream `snapshot` (from `parent`) into this node's

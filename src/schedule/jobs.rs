@@ -29,6 +29,8 @@ pub enum JobError {
         host: String,
         source: ActionFailure,
     },
+    #[error("pulling from the peer failed: {0}")]
+    Prefetch(#[source] ActionFailure),
     #[error("purge failed: {0}")]
     Purge(#[source] ActionFailure),
     #[error("snapshot {snapshot} taken, but synchronizing from {hosts} failed: {source}")]
@@ -46,8 +48,14 @@ pub enum JobError {
 /// What jobs can do. Blocking.
 pub trait JobActions: Send + Sync + 'static {
     /// Snapshots a volume unless it is unchanged since its newest snapshot;
-    /// returns the snapshot that holds its state and whether it is new.
-    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure>;
+    /// returns the snapshot that holds its state and whether it is new, or
+    /// `None` for a volume with nothing to keep (empty, never snapshotted).
+    fn snapshot(&self, volume: &str) -> Result<Option<Taken>, ActionFailure>;
+    /// True when the volume follows its container and no container uses it
+    /// here: its replicate rounds pull instead of push ([`crate::follow`]).
+    fn idle_follower(&self, volume: &str) -> bool;
+    /// An idle round: pulls what appeared on `host`, restores nothing.
+    fn prefetch(&self, volume: &str, host: &str) -> Result<String, ActionFailure>;
     /// Deletes a snapshot a failed replication took.
     fn remove_snapshot(&self, snapshot: &str) -> Result<(), ActionFailure>;
     /// Sends a snapshot to a host.
@@ -58,8 +66,14 @@ pub trait JobActions: Send + Sync + 'static {
     fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), ActionFailure>;
 }
 
+/// The result of a job on a volume Docker created and nothing wrote yet.
+const NOTHING_TO_KEEP: &str = "nothing to keep: the volume is empty and was never snapshotted";
+
 /// Runs one job to completion; returns a one-line summary.
 ///
+/// A replicate round of a volume that follows its container and is not in
+/// use here pulls instead ([`JobActions::idle_follower`]): a node never
+/// pushes a state no container wrote there. Otherwise
 /// `replicate` and `synchronize` snapshot first, as the reference does,
 /// except that a volume unchanged since its newest snapshot is not
 /// snapshotted again (that snapshot holds its state; sending it again to a
@@ -70,16 +84,21 @@ pub trait JobActions: Send + Sync + 'static {
 /// pull goes wrong.
 pub fn run(actions: &dyn JobActions, volume: &str, action: &Action) -> Result<String, JobError> {
     match action {
-        Action::Snapshot => {
-            let taken = actions.snapshot(volume).map_err(JobError::Snapshot)?;
-            Ok(if taken.created {
-                format!("snapshot {}", taken.name)
-            } else {
-                format!("unchanged since {}", taken.name)
-            })
-        }
+        Action::Snapshot => Ok(
+            match actions.snapshot(volume).map_err(JobError::Snapshot)? {
+                Some(taken) if taken.created => format!("snapshot {}", taken.name),
+                Some(taken) => format!("unchanged since {}", taken.name),
+                None => NOTHING_TO_KEEP.to_string(),
+            },
+        ),
+        Action::Replicate { host } if actions.idle_follower(volume) => actions
+            .prefetch(volume, host)
+            .map(|summary| format!("idle, pulled: {summary}"))
+            .map_err(JobError::Prefetch),
         Action::Replicate { host } => {
-            let taken = actions.snapshot(volume).map_err(JobError::Snapshot)?;
+            let Some(taken) = actions.snapshot(volume).map_err(JobError::Snapshot)? else {
+                return Ok(NOTHING_TO_KEEP.to_string());
+            };
             let snapshot = taken.name;
             if let Err(source) = actions.send(&snapshot, host) {
                 if taken.created {
@@ -100,7 +119,10 @@ pub fn run(actions: &dyn JobActions, volume: &str, action: &Action) -> Result<St
             Ok(format!("purged {} snapshot(s)", purged.len()))
         }
         Action::Synchronize { hosts } => {
-            let snapshot = actions.snapshot(volume).map_err(JobError::Snapshot)?.name;
+            let snapshot = actions
+                .snapshot(volume)
+                .map_err(JobError::Snapshot)?
+                .map_or_else(|| "(none: empty volume)".to_string(), |t| t.name);
             actions
                 .sync(volume, hosts)
                 .map_err(|source| JobError::Sync {
@@ -128,8 +150,22 @@ impl StoreActions {
 }
 
 impl JobActions for StoreActions {
-    fn snapshot(&self, volume: &str) -> Result<Taken, ActionFailure> {
-        Ok(crate::snapshots::snapshot_if_changed(&self.store, volume)?)
+    fn snapshot(&self, volume: &str) -> Result<Option<Taken>, ActionFailure> {
+        if crate::snapshots::is_fresh(&self.store, volume)? {
+            return Ok(None);
+        }
+        Ok(Some(crate::snapshots::snapshot_if_changed(
+            &self.store,
+            volume,
+        )?))
+    }
+
+    fn idle_follower(&self, volume: &str) -> bool {
+        self.store.mount_count(volume) == 0 && crate::follow::enabled(&self.store, volume)
+    }
+
+    fn prefetch(&self, volume: &str, host: &str) -> Result<String, ActionFailure> {
+        Ok(crate::follow::prefetch(&self.store, host, volume)?)
     }
 
     fn remove_snapshot(&self, snapshot: &str) -> Result<(), ActionFailure> {

@@ -94,6 +94,8 @@ pub enum ApiError {
     #[error(transparent)]
     Schedule(#[from] crate::schedule::ScheduleError),
     #[error(transparent)]
+    Follow(#[from] crate::follow::FollowError),
+    #[error(transparent)]
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     /// A handler thread panicked.
     #[error("internal error: {0}")]

@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 
 use super::{blocking, decode, ApiError, AppState, Reply};
 use crate::api::{CreateRequest, MountRequest, NameRequest};
+use crate::follow;
 use crate::labels;
 use crate::schedule::volume_options;
-use crate::volumes::VolumeInfo;
+use crate::schedule::Scheduler;
+use crate::volumes::{VolumeInfo, VolumeStore};
 
 /// Docker records a new volume's labels only after our Create returns.
 const LABEL_DELAY: Duration = Duration::from_secs(1);
@@ -65,20 +67,57 @@ async fn remove(state: &Arc<AppState>, body: &Value) -> Reply {
     Ok(json!({}))
 }
 
+/// The first Mount of a volume that follows its container brings the
+/// peer's newer state first ([`follow::before_first_mount`]).
 async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: MountRequest = decode(body)?;
     labels::refresh_later(&state.store, &req.name, Duration::ZERO);
     let store = state.store.clone();
-    let path =
-        blocking(move || store.mount(&req.name, req.id.as_deref().unwrap_or_default())).await?;
+    let scheduler = state.scheduler.clone();
+    let path = blocking(move || {
+        if store.mount_count(&req.name) == 0 {
+            if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
+                follow::before_first_mount(&store, &peer, &req.name)?;
+            }
+        }
+        Ok::<_, ApiError>(store.mount(&req.name, req.id.as_deref().unwrap_or_default())?)
+    })
+    .await?;
     Ok(json!({ "Mountpoint": path }))
 }
 
+/// The last Unmount of a volume that follows its container sends the
+/// state the app stopped with ([`follow::after_last_unmount`]); the
+/// unmount itself is recorded first, whatever the send does.
 async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: MountRequest = decode(body)?;
     let store = state.store.clone();
-    blocking(move || store.unmount(&req.name, req.id.as_deref().unwrap_or_default())).await?;
+    let scheduler = state.scheduler.clone();
+    blocking(move || {
+        store.unmount(&req.name, req.id.as_deref().unwrap_or_default())?;
+        if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
+            if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
+                let summary = follow::after_last_unmount(&store, &peer, &req.name)?;
+                tracing::info!(volume = %req.name, "followed: {summary}");
+            }
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
     Ok(json!({}))
+}
+
+/// The peer `volume` follows its container to: the host of its active
+/// `replicate:` line, when follow is on for it.
+fn follow_peer(store: &VolumeStore, scheduler: &Scheduler, volume: &str) -> Option<String> {
+    let listing = scheduler.list().ok()?;
+    let peer = listing
+        .jobs
+        .iter()
+        .filter(|j| j.name == volume && j.active)
+        .find_map(|j| j.action.strip_prefix("replicate:"))?
+        .to_string();
+    follow::enabled(store, volume).then_some(peer)
 }
 
 async fn volume_path(state: &Arc<AppState>, body: &Value) -> Reply {

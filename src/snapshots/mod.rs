@@ -16,7 +16,7 @@ mod restore;
 #[cfg(test)]
 mod tests;
 
-pub use restore::{clone, restore};
+pub use restore::{clone, restore, restore_with, RestoreOptions};
 
 use std::path::{Path, PathBuf};
 
@@ -115,28 +115,56 @@ pub struct Taken {
     pub created: bool,
 }
 
-/// Snapshots `volume` unless it is unchanged since its newest snapshot, in
-/// which case that snapshot already holds its state. Unchanged means: the
-/// newest snapshot (creation order) was taken of this very subvolume (its
-/// parent UUID is the volume's UUID: not a restore's backup of the content
-/// swapped out, not a received snapshot) and the volume's generation, once
-/// dirty data is flushed, is not past the transaction that created it.
-/// Two ioctls and a flush, no stream.
+/// The snapshot that holds volume `volume`'s current state, if any: its
+/// newest snapshot *of this very subvolume* (parent UUID is the volume's
+/// UUID: not a restore's backup of the content swapped out, not a received
+/// snapshot), when the volume's generation, once dirty data is flushed, is
+/// not past the transaction that created it. Two ioctls and a flush, no
+/// stream. The caller holds the volume's lock.
+fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Option<Placed>> {
+    store.fs().flush(path)?;
+    let current = store.fs().identity(path)?;
+    let newest_of_this = by_creation(store.fs(), &store.config().snapshots_path, volume, false)
+        .into_iter()
+        .rev()
+        .find(|p| p.identity.parent_uuid.as_deref() == Some(current.uuid.as_str()));
+    Ok(newest_of_this.filter(|p| current.generation <= p.identity.otransid))
+}
+
+/// [`unchanged_since`] for callers outside: the snapshot holding the
+/// volume's state, `None` when it changed since its last snapshot (or has
+/// none).
+pub fn current_state(store: &VolumeStore, volume: &str) -> Result<Option<Placed>> {
+    let path = store.existing(volume)?;
+    let _guard = store.lock(volume);
+    unchanged_since(store, &path, volume)
+}
+
+/// True for a volume with nothing to keep: empty, and no snapshot of it
+/// was ever made here (received ones aside). Docker just created it.
+pub fn is_fresh(store: &VolumeStore, volume: &str) -> Result<bool> {
+    let path = store.existing(volume)?;
+    let made_here = by_creation(store.fs(), &store.config().snapshots_path, volume, false)
+        .iter()
+        .any(|p| p.identity.received_uuid.is_none());
+    let empty = std::fs::read_dir(&path)
+        .map_err(io("reading the volume"))?
+        .next()
+        .is_none();
+    Ok(empty && !made_here)
+}
+
+/// Snapshots `volume` unless it is unchanged since its last snapshot
+/// ([`unchanged_since`]), in which case that snapshot already holds its
+/// state.
 pub fn snapshot_if_changed(store: &VolumeStore, volume: &str) -> Result<Taken> {
     let path = store.existing(volume)?;
     let _guard = store.lock(volume);
-    if let Some(newest) =
-        by_creation(store.fs(), &store.config().snapshots_path, volume, false).pop()
-    {
-        store.fs().flush(&path)?;
-        let current = store.fs().identity(&path)?;
-        let of_this_volume = newest.identity.parent_uuid.as_deref() == Some(current.uuid.as_str());
-        if of_this_volume && current.generation <= newest.identity.otransid {
-            return Ok(Taken {
-                name: newest.name,
-                created: false,
-            });
-        }
+    if let Some(holder) = unchanged_since(store, &path, volume)? {
+        return Ok(Taken {
+            name: holder.name,
+            created: false,
+        });
     }
     Ok(Taken {
         name: timestamped_snapshot(store, volume, &path)?,

@@ -7,16 +7,47 @@ use crate::fsutil;
 use crate::names;
 use crate::volumes::{Activity, VolumeStore};
 
+/// How a restore treats the target.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreOptions {
+    /// Restore even into a mounted or non-migrable target.
+    pub force: bool,
+    /// Snapshot the target before swapping it out. Only a caller that has
+    /// just checked the target is unchanged since a snapshot it keeps (the
+    /// mount-time follow) turns this off.
+    pub backup: bool,
+}
+
 /// `VolumeDriver.Snapshot.Restore`. `name` is a snapshot, or a volume
-/// meaning its newest snapshot in creation order ([`by_creation`]). Returns
-/// the backup snapshot's name when the target existed (`None` also when a
-/// volume has no snapshot at all, which the reference treats as success).
+/// meaning its newest snapshot in creation order ([`super::by_creation`]).
+/// Returns the backup snapshot's name when the target existed (`None` also
+/// when a volume has no snapshot at all, which the reference treats as
+/// success).
 pub fn restore(
     store: &VolumeStore,
     name: &str,
     target: Option<&str>,
     force: bool,
 ) -> Result<Option<String>> {
+    restore_with(
+        store,
+        name,
+        target,
+        RestoreOptions {
+            force,
+            backup: true,
+        },
+    )
+}
+
+/// [`restore`] with explicit [`RestoreOptions`].
+pub fn restore_with(
+    store: &VolumeStore,
+    name: &str,
+    target: Option<&str>,
+    options: RestoreOptions,
+) -> Result<Option<String>> {
+    let force = options.force;
     let snapshot = if name.contains('@') {
         name.to_string()
     } else {
@@ -83,22 +114,27 @@ pub fn restore(
         }
         return Ok(None);
     }
-    let backup = match timestamped_snapshot(store, &target, &target_path) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = store.fs().delete(&staged);
-            return Err(e);
+    let backup = if options.backup {
+        match timestamped_snapshot(store, &target, &target_path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let _ = store.fs().delete(&staged);
+                return Err(e);
+            }
         }
+    } else {
+        None
     };
     if let Err(e) = fsutil::rename_exchange(&staged, &target_path) {
         let _ = store.fs().delete(&staged);
         return Err(io(format!("swapping the restored {target} into place"))(e));
     }
-    // `staged` now holds the previous content, saved in `backup`.
+    // `staged` now holds the previous content, saved in `backup` (or, with
+    // no backup, in the snapshot the caller keeps).
     if let Err(e) = store.fs().delete(&staged) {
         tracing::warn!(path = %staged.display(), error = %e, "old content left in staging; removed at next start");
     }
-    Ok(Some(backup))
+    Ok(backup)
 }
 
 /// `VolumeDriver.Clone`: a writable copy of volume `name` called `target`.

@@ -49,7 +49,7 @@ pub enum VolumeError {
         value: String,
         accepted: &'static str,
     },
-    #[error("unknown option {0:?}: accepted options are copyonwrite, compression, nonmigrable, and the jobs snapshot, replicate:<host>, purge:<pattern>, synchronize:<hosts> (=<minutes>)")]
+    #[error("unknown option {0:?}: accepted options are copyonwrite, compression, nonmigrable, follow, and the jobs snapshot, replicate:<host>, purge:<pattern>, synchronize:<hosts> (=<minutes>)")]
     UnknownOption(String),
     #[error(
         "volume {name} is in use: {mounts} mount(s) by Docker; stop the containers using it first"

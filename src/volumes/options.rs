@@ -53,6 +53,10 @@ impl CreateOptions {
             match key.as_str() {
                 "copyonwrite" => parsed.copy_on_write = parse_bool(key, &value)?,
                 "nonmigrable" => parsed.nonmigrable = parse_bool(key, &value)?,
+                // Read back by the follow rule from the metadata's options.
+                "follow" => {
+                    parse_bool(key, &value)?;
+                }
                 "compression" => {
                     parsed.compression = match value.as_str() {
                         "" | "false" | "none" | "no" => Compression::None,

@@ -1,0 +1,82 @@
+//! Follow the container on two nodes, each with its own dockerd, plugin,
+//! sshd and btrfs: a container on node a writes and stops; the same app
+//! started on node b finds exactly that data; it writes there, stops, and
+//! the app goes back to a the same way. With a's link down, b's Mount is
+//! refused with the documented error, and pausing the line lets it mount.
+
+mod common;
+
+use common::nodes::Nodes;
+
+/// A yearly timer: the lines exist (follow needs an active replicate
+/// line) but no scheduled round runs during the test.
+const YEARLY: &str = "cron:0 0 1 1 *";
+
+/// The node daemon's whole log.
+fn log(node: &str) -> String {
+    std::fs::read_to_string(format!("/run/bvnodes/{node}/daemon.log")).unwrap_or_default()
+}
+
+#[test]
+fn the_volume_follows_its_container_between_nodes() {
+    let n = Nodes::up("fw", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    n.pair(&b, &a);
+    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
+    n.docker_start(&a);
+    n.docker_start(&b);
+    let (da, db) = (n.dockerd(&a), n.dockerd(&b));
+    for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
+        let line = format!("replicate:{peer}={YEARLY}");
+        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
+    }
+
+    // On a: the app writes and stops; its last Unmount sends the state.
+    let sum_one = da.in_container(
+        "app",
+        "head -c 4194304 /dev/urandom > /data/one && md5sum /data/one",
+    );
+    assert!(
+        log(&a).contains("followed: sent app@"),
+        "a's last unmount sent nothing:\n{}",
+        log(&a)
+    );
+
+    // On b: Docker's fresh volume gets a's state before the container runs.
+    let on_b = db.in_container("app", "md5sum /data/one && echo two > /data/two");
+    assert_eq!(on_b, sum_one, "b's container did not find a's data");
+    let log_b = log(&b);
+    assert!(
+        log_b.contains("followed: restored the peer's newer state"),
+        "{log_b}"
+    );
+    assert!(
+        log_b.contains("incrementally from app@"),
+        "b's final send was not incremental:\n{log_b}"
+    );
+
+    // Back on a: it finds what b wrote.
+    let back = da.in_container("app", "cat /data/two && md5sum /data/one");
+    assert_eq!(back, format!("two\n{sum_one}"));
+
+    // a unreachable: b refuses the mount, saying how to mount anyway.
+    n.link(&a, "down");
+    let err = db.docker_err(&["run", "--rm", "-v", "app:/data", "bv-busybox", "true"]);
+    assert!(
+        err.contains(&format!(
+            "to mount anyway, pause the line: buttervolume schedule replicate:{a_ip} pause app"
+        )),
+        "{err}"
+    );
+    let line = format!("replicate:{a_ip}");
+    let out = n.cli(&b, &["schedule", &line, "pause", "app"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mounted = db.in_container("app", "cat /data/two");
+    assert_eq!(mounted, "two", "b mounts its own last state");
+    n.link(&a, "up");
+
+    for node in [&a, &b] {
+        n.docker_stop(node);
+    }
+}
