@@ -21,6 +21,6 @@ if [ ! -f "$img" ]; then
     truncate -s "$size" "$img"
     mkfs.btrfs -q "$img"
 fi
-mount -o loop "$img" "$mnt"
+mount -o loop,noatime "$img" "$mnt"
 is_btrfs "$mnt" || { echo "mounting $img on $mnt did not give btrfs" >&2; exit 1; }
 echo "btrfs mounted on $mnt (image $img)"

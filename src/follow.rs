@@ -28,6 +28,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::metadata::state_key;
 use crate::names;
 use crate::replication::protocol::ListedSnapshot;
 use crate::replication::{self, pull, ReplicationError};
@@ -63,7 +64,7 @@ pub enum FollowError {
         volume: String,
         source: Box<ReplicationError>,
     },
-    #[error("{volume} moved on both here ({ours}) and on {peer} ({theirs}, which this node never saw): the mount is refused and nothing is restored over either; keep this node's state by deleting {theirs} on {peer} (or pause the line: buttervolume schedule replicate:{peer} pause {volume}), or take {peer}'s with buttervolume receive {peer} {volume} and buttervolume restore {theirs} {volume}")]
+    #[error("{volume} moved on both here ({ours}) and on {peer} ({theirs}, which this node never saw): the mount is refused and nothing is restored over either; take {peer}'s state here with buttervolume receive {peer} {volume} and buttervolume restore {theirs} {volume}, or keep this node's by restoring {ours} on {peer} after sending it there (or pause the line: buttervolume schedule replicate:{peer} pause {volume})")]
     SplitBrain {
         volume: String,
         peer: String,
@@ -89,34 +90,63 @@ pub enum FollowError {
     Volume(#[from] VolumeError),
 }
 
+/// A local snapshot with the lineage its metadata records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub placed: Placed,
+    /// [`crate::metadata::VolumeMetadata::lineage`].
+    pub lineage: Vec<String>,
+}
+
+impl Known {
+    fn key(&self) -> String {
+        state_key(&self.placed.identity)
+    }
+
+    /// True when this state was built on `earlier` (a local snapshot): it
+    /// descends from it through a restore (lineage), or both are snapshots
+    /// of the same subvolume and `earlier` came first.
+    fn built_on(&self, earlier: &Known) -> bool {
+        let (mine, theirs) = (&self.placed.identity, &earlier.placed.identity);
+        self.lineage.contains(&earlier.key())
+            || (mine.parent_uuid.is_some()
+                && mine.parent_uuid == theirs.parent_uuid
+                && earlier.placed.order() <= self.placed.order())
+    }
+}
+
 /// The state the volume holds, as [`decide`] sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Current {
     /// Empty and never snapshotted: Docker just created it here.
     Fresh,
     /// Unchanged since this snapshot.
-    At(Placed),
+    At(Known),
 }
 
 /// What the first Mount must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The volume holds the peer's newest state, or is ahead of it.
+    /// The volume holds the peer's newest state, or was built on it.
     Stay,
     /// Restore this local snapshot (the peer's newest, already here).
     Restore { snapshot: String },
     /// Pull the peer's newest, then restore it.
     Fetch { theirs: String },
-    /// Both moved on.
+    /// Both moved on: neither state was built on the other.
     SplitBrain { ours: String, theirs: String },
 }
 
 /// The follow rule (see the module doc). `remote` is the peer's listing,
-/// `local` this node's snapshots of the volume (creation order).
+/// `local` this node's snapshots of the volume (creation order) with their
+/// lineage. The peer's newest state is taken when it was built on ours
+/// (its lineage holds our state: the peer restored ours, or a descendant,
+/// and wrote on it) or when the volume here is fresh; kept out when ours
+/// was built on it; anything else is a split brain.
 pub fn decide(
     volume: &str,
     remote: &[ListedSnapshot],
-    local: &[Placed],
+    local: &[Known],
     current: &Current,
 ) -> Decision {
     let mut theirs: Vec<&ListedSnapshot> = remote
@@ -128,10 +158,10 @@ pub fn decide(
     let Some(newest) = theirs.last() else {
         return Decision::Stay;
     };
-    let here = local.iter().find(|p| newest.same_as(&p.identity));
+    let here = local.iter().find(|k| newest.same_as(&k.placed.identity));
     let take = || match here {
-        Some(p) => Decision::Restore {
-            snapshot: p.name.clone(),
+        Some(k) => Decision::Restore {
+            snapshot: k.placed.name.clone(),
         },
         None => Decision::Fetch {
             theirs: newest.name.clone(),
@@ -141,21 +171,28 @@ pub fn decide(
         Current::Fresh => return take(),
         Current::At(ours) => ours,
     };
-    if here.is_some_and(|p| p.identity.uuid == ours.identity.uuid) {
+    if newest.same_as(&ours.placed.identity) {
         return Decision::Stay;
     }
-    if remote.iter().any(|r| r.same_as(&ours.identity)) {
-        // The peer had our state and made a newer one since.
+    if newest.lineage.contains(&ours.key()) {
         return take();
     }
-    match here {
-        // Its newest is a state we know and passed.
-        Some(p) if p.order() < ours.order() => Decision::Stay,
-        _ => Decision::SplitBrain {
-            ours: ours.name.clone(),
-            theirs: newest.name.clone(),
-        },
+    let ours_built_on_theirs = match here {
+        Some(theirs_here) => ours.built_on(theirs_here),
+        None => ours.lineage.iter().any(|k| *k == listed_key(newest)),
+    };
+    if ours_built_on_theirs {
+        return Decision::Stay;
     }
+    Decision::SplitBrain {
+        ours: ours.placed.name.clone(),
+        theirs: newest.name.clone(),
+    }
+}
+
+/// [`state_key`] of a peer's snapshot.
+fn listed_key(r: &ListedSnapshot) -> String {
+    r.received_uuid.clone().unwrap_or_else(|| r.uuid.clone())
 }
 
 /// True when the volume has follow turned on (setting and volume option).
@@ -194,7 +231,7 @@ pub fn before_first_mount(
             source: Box::new(source),
         })?;
     let current = current(store, volume)?;
-    let local = snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false);
+    let local = known(store, volume);
     let (snapshot, pulled) = match decide(volume, &remote, &local, &current) {
         Decision::Stay => return Ok(Followed::Stayed),
         Decision::SplitBrain { ours, theirs } => {
@@ -234,11 +271,34 @@ pub fn before_first_mount(
     Ok(Followed::Restored { snapshot, pulled })
 }
 
+/// This node's snapshots of `volume` with their lineage.
+fn known(store: &VolumeStore, volume: &str) -> Vec<Known> {
+    let dir = &store.config().snapshots_path;
+    snapshots::by_creation(store.fs(), dir, volume, false)
+        .into_iter()
+        .map(|placed| {
+            let lineage = store
+                .read_metadata(&dir.join(&placed.name))
+                .map(|m| m.lineage)
+                .unwrap_or_default();
+            Known { placed, lineage }
+        })
+        .collect()
+}
+
 /// The volume's state for [`decide`]: the snapshot it is unchanged since;
 /// a changed volume is snapshotted first (what it holds is never lost).
 fn current(store: &VolumeStore, volume: &str) -> Result<Current, FollowError> {
+    let with_lineage = |placed: Placed| {
+        let lineage = known(store, volume)
+            .into_iter()
+            .find(|k| k.placed.name == placed.name)
+            .map(|k| k.lineage)
+            .unwrap_or_default();
+        Current::At(Known { placed, lineage })
+    };
     if let Some(at) = snapshots::current_state(store, volume)? {
-        return Ok(Current::At(at));
+        return Ok(with_lineage(at));
     }
     if snapshots::is_fresh(store, volume)? {
         return Ok(Current::Fresh);
@@ -248,7 +308,7 @@ fn current(store: &VolumeStore, volume: &str) -> Result<Current, FollowError> {
         .into_iter()
         .find(|p| p.name == taken.name)
         .ok_or_else(|| SnapshotError::NoSuchSnapshot(taken.name.clone()))?;
-    Ok(Current::At(placed))
+    Ok(with_lineage(placed))
 }
 
 /// The last Unmount of `volume` on this node: snapshot what the app left
@@ -290,39 +350,58 @@ mod tests {
     use super::*;
     use crate::btrfs::SubvolumeIdentity;
 
-    fn listed(name: &str, uuid: &str, received: Option<&str>, created: u64) -> ListedSnapshot {
+    fn listed(
+        name: &str,
+        uuid: &str,
+        received: Option<&str>,
+        created: u64,
+        lineage: &[&str],
+    ) -> ListedSnapshot {
         ListedSnapshot {
             name: name.into(),
             uuid: uuid.into(),
             received_uuid: received.map(String::from),
             read_only: true,
             created: Some((created, 256 + created)),
+            lineage: lineage.iter().map(|s| s.to_string()).collect(),
         }
     }
 
-    fn here(name: &str, uuid: &str, received: Option<&str>, order: u64) -> Placed {
-        Placed {
-            name: name.into(),
-            identity: SubvolumeIdentity {
-                uuid: uuid.into(),
-                parent_uuid: None,
-                received_uuid: received.map(String::from),
-                read_only: true,
-                otime: 0,
-                id: 256 + order,
-                otransid: order,
-                generation: order,
+    /// A local snapshot of subvolume `of` (its parent UUID).
+    fn here(
+        name: &str,
+        uuid: &str,
+        received: Option<&str>,
+        of: &str,
+        order: u64,
+        lineage: &[&str],
+    ) -> Known {
+        Known {
+            placed: Placed {
+                name: name.into(),
+                identity: SubvolumeIdentity {
+                    uuid: uuid.into(),
+                    parent_uuid: Some(of.into()),
+                    received_uuid: received.map(String::from),
+                    read_only: true,
+                    otime: 0,
+                    id: 256 + order,
+                    otransid: order,
+                    generation: order,
+                },
             },
+            lineage: lineage.iter().map(|s| s.to_string()).collect(),
         }
     }
 
     #[test]
-    fn the_peers_newer_state_is_taken_only_when_it_had_ours() {
-        // a made s1 and sent it; b made s2 on top of it.
-        let s1 = here("db@1", "a1", None, 1);
+    fn the_peers_state_is_taken_when_built_on_ours() {
+        // a made s1 (of its volume va) and sent it; b restored it and made
+        // s2 on it (s2's lineage holds s1).
+        let s1 = here("db@1", "a1", None, "va", 1, &[]);
         let remote = [
-            listed("db@1", "b1", Some("a1"), 1),
-            listed("db@2", "b2", None, 2),
+            listed("db@1", "b1", Some("a1"), 1, &[]),
+            listed("db@2", "b2", None, 2, &["a1"]),
         ];
         let at_s1 = Current::At(s1.clone());
         assert_eq!(
@@ -332,7 +411,7 @@ mod tests {
             }
         );
         // s2 already pushed here (by b's unmount): restore it.
-        let s2_here = here("db@2", "a2", Some("b2"), 2);
+        let s2_here = here("db@2", "a2", Some("b2"), "vb", 2, &["a1"]);
         let local = [s1.clone(), s2_here.clone()];
         assert_eq!(
             decide("db", &remote, &local, &at_s1),
@@ -340,19 +419,17 @@ mod tests {
                 snapshot: "db@2".into()
             }
         );
-        // Already at it.
+        // At it already; or a fresh volume, which takes the newest.
         assert_eq!(
             decide("db", &remote, &local, &Current::At(s2_here)),
             Decision::Stay
         );
-        // A fresh volume takes the peer's newest.
         assert_eq!(
             decide("db", &remote, &[], &Current::Fresh),
             Decision::Fetch {
                 theirs: "db@2".into()
             }
         );
-        // Nothing there: stay.
         assert_eq!(
             decide("db", &[], std::slice::from_ref(&s1), &at_s1),
             Decision::Stay
@@ -360,31 +437,43 @@ mod tests {
     }
 
     #[test]
-    fn both_moved_on_is_refused_and_being_ahead_is_fine() {
-        let s1 = here("db@1", "a1", None, 1);
-        // We moved on to s3 (never sent); b made s2 on s1.
-        let s3 = here("db@3", "a3", None, 3);
-        let remote = [
-            listed("db@1", "b1", Some("a1"), 1),
-            listed("db@2", "b2", None, 2),
-        ];
+    fn being_ahead_is_fine_and_divergence_is_refused() {
+        // We made s3 after s1 on the same volume; b holds only s1.
+        let s1 = here("db@1", "a1", None, "va", 1, &[]);
+        let s3 = here("db@3", "a3", None, "va", 3, &[]);
+        let remote = [listed("db@1", "b1", Some("a1"), 1, &[])];
+        let local = [s1.clone(), s3.clone()];
+        assert_eq!(
+            decide("db", &remote, &local, &Current::At(s3.clone())),
+            Decision::Stay
+        );
+        // We restored b's s2 and took s4 of it: built on theirs.
+        let s4 = here("db@4", "a4", None, "va2", 4, &["b2"]);
+        let remote = [listed("db@2", "b2", None, 2, &["a1"])];
         assert_eq!(
             decide(
                 "db",
                 &remote,
-                &[s1.clone(), s3.clone()],
-                &Current::At(s3.clone())
+                std::slice::from_ref(&s4),
+                &Current::At(s4.clone())
             ),
-            Decision::SplitBrain {
-                ours: "db@3".into(),
-                theirs: "db@2".into()
-            }
-        );
-        // b holds only s1, which we passed: we are ahead.
-        let remote = [listed("db@1", "b1", Some("a1"), 1)];
-        assert_eq!(
-            decide("db", &remote, &[s1, s3.clone()], &Current::At(s3)),
             Decision::Stay
         );
+        // b started from scratch (empty lineage) while we moved on: split.
+        let remote = [listed("db@5", "b5", None, 5, &[])];
+        assert_eq!(
+            decide("db", &remote, &local, &Current::At(s3)),
+            Decision::SplitBrain {
+                ours: "db@3".into(),
+                theirs: "db@5".into()
+            }
+        );
+        // Even when b's divergent state was pushed here already.
+        let b5_here = here("db@5", "a5", Some("b5"), "vb", 6, &[]);
+        let s3 = here("db@3", "a3", None, "va", 3, &[]);
+        assert!(matches!(
+            decide("db", &remote, &[s1, s3.clone(), b5_here], &Current::At(s3)),
+            Decision::SplitBrain { .. }
+        ));
     }
 }

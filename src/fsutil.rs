@@ -80,6 +80,31 @@ pub fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     renameat2(a, b, libc::RENAME_EXCHANGE)
 }
 
+/// True when the directory at `path` has no entry. Opened with
+/// `O_NOATIME` (we own the files): looking must not change the volume,
+/// whose generation says whether it changed since its last snapshot.
+pub fn is_empty_dir(path: &Path) -> std::io::Result<bool> {
+    use nix::dir::Dir;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME | OFlag::O_CLOEXEC;
+    let mut dir = Dir::open(path, flags, Mode::empty()).map_err(std::io::Error::from)?;
+    for entry in dir.iter() {
+        let entry = entry.map_err(std::io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// True when the filesystem at `path` is mounted `noatime`.
+pub fn mounted_noatime(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOATIME))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

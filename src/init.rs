@@ -118,7 +118,9 @@ pub fn init(config: &Config, loop_size: &str) -> Result<String, InitError> {
             "mount",
             &[
                 "-o",
-                "loop",
+                // Reads must not change a volume: its generation is how
+                // "unchanged since its last snapshot" is decided.
+                "loop,noatime",
                 &image.to_string_lossy(),
                 &root.to_string_lossy(),
             ],

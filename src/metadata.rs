@@ -34,6 +34,23 @@ pub struct VolumeMetadata {
     /// RFC 3339 creation time of the volume.
     #[serde(default)]
     pub created_at: Option<String>,
+    /// The states this content descends from: the [`state_key`] of each
+    /// snapshot it was restored from, newest first (at most
+    /// [`MAX_LINEAGE`]). Snapshots carry it (it is part of the subvolume),
+    /// so a peer can tell whether one state descends from another
+    /// ([`crate::follow`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
+}
+
+/// How many ancestors a volume remembers.
+pub const MAX_LINEAGE: usize = 64;
+
+/// The identity of a state across nodes: a snapshot's UUID where it was
+/// made, which every received copy carries as its received UUID (btrfs
+/// send passes a received UUID on, so chains of sends keep it).
+pub fn state_key(id: &crate::btrfs::SubvolumeIdentity) -> String {
+    id.received_uuid.clone().unwrap_or_else(|| id.uuid.clone())
 }
 
 /// True for the label values the cluster tooling treats as "yes".
@@ -60,6 +77,20 @@ impl VolumeMetadata {
     /// The attribute's value.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("metadata serializes")
+    }
+
+    /// Records that this content now is a copy of the snapshot with
+    /// identity `source` and metadata `source_meta`.
+    pub fn descend_from(
+        &mut self,
+        source: &crate::btrfs::SubvolumeIdentity,
+        source_meta: &VolumeMetadata,
+    ) {
+        let key = state_key(source);
+        let older = source_meta.lineage.iter().filter(|k| **k != key).cloned();
+        let mut lineage: Vec<String> = std::iter::once(key.clone()).chain(older).collect();
+        lineage.truncate(MAX_LINEAGE);
+        self.lineage = lineage;
     }
 
     /// Records Docker's labels; the non-migrable label turns the flag on

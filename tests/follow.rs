@@ -80,3 +80,65 @@ fn the_volume_follows_its_container_between_nodes() {
         n.docker_stop(node);
     }
 }
+
+/// Both nodes write while cut off (the operator paused b's line to start
+/// the app there, on b's own copy): once reconnected, neither node mounts
+/// over the other's state (each Mount is refused naming both snapshots),
+/// nothing is lost, and the way out works.
+#[test]
+fn both_nodes_writing_while_cut_off_lose_nothing() {
+    let n = Nodes::up("sb", 2, "2G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    n.pair(&b, &a);
+    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
+    n.docker_start(&a);
+    n.docker_start(&b);
+    let (da, db) = (n.dockerd(&a), n.dockerd(&b));
+    for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
+        let line = format!("replicate:{peer}={YEARLY}");
+        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
+    }
+    let cli_ok = |node: &str, args: &[&str]| {
+        let out = n.cli(node, args);
+        assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The app runs on a (its state reaches b at each stop).
+    da.in_container("app", "echo base > /data/f");
+
+    // Cut off: b's operator pauses the line and starts the app on b's copy
+    // (Docker's fresh volume there: it never held a's state).
+    n.link(&a, "down");
+    let b_line = format!("replicate:{a_ip}");
+    cli_ok(&b, &["schedule", &b_line, "pause", "app"]);
+    db.in_container("app", "echo on-b > /data/f");
+    let ours_b = cli_ok(&b, &["snapshot", "app"]);
+    cli_ok(&b, &["schedule", &b_line, "resume", "app"]);
+    n.link(&a, "up");
+
+    // Reconnected: a refuses to mount b's divergent state, and so does b.
+    for (docker, node) in [(&da, &a), (&db, &b)] {
+        let err = docker.docker_err(&["run", "--rm", "-v", "app:/data", "bv-busybox", "true"]);
+        assert!(err.contains("moved on both here"), "{node}: {err}");
+        assert!(err.contains(&ours_b), "{node}: {err}");
+    }
+    let read = |node: &str| std::fs::read_to_string(n.data(node).join("volumes/app/f")).unwrap();
+    assert_eq!(
+        (read(&a), read(&b)),
+        ("base\n".to_string(), "on-b\n".to_string())
+    );
+
+    // The way out chosen here: b takes a's state; b's own stays a snapshot.
+    let theirs = cli_ok(&b, &["receive", &a_ip, "app"]);
+    cli_ok(&b, &["restore", &theirs, "app"]);
+    assert_eq!(db.in_container("app", "cat /data/f"), "base");
+    let kept = n.data(&b).join("snapshots").join(&ours_b).join("f");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "on-b\n");
+    // And the pair follows again: a mounts what b left.
+    assert_eq!(da.in_container("app", "cat /data/f"), "base");
+
+    for node in [&a, &b] {
+        n.docker_stop(node);
+    }
+}

@@ -219,7 +219,13 @@ pub fn delete(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
 /// in this node's creation order, which each line also carries.
 pub fn list(fs: &dyn Subvolumes, dir: &Path, volume: &str, out: &mut dyn Write) {
     for placed in crate::snapshots::by_creation(fs, dir, volume, true) {
+        let path = dir.join(&placed.name);
+        let metadata = crate::metadata::VolumeMetadata::decode(
+            &path,
+            fs.get_xattr(&path, crate::metadata::XATTR).ok().flatten(),
+        );
         let line = ListedSnapshot {
+            lineage: metadata.lineage,
             created: Some(placed.order()),
             name: placed.name,
             uuid: placed.identity.uuid,

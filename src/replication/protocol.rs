@@ -106,6 +106,11 @@ pub struct ListedSnapshot {
     /// peers): what "the peer's newest" means.
     #[serde(default)]
     pub created: Option<(u64, u64)>,
+    /// The states it descends from
+    /// ([`crate::metadata::VolumeMetadata::lineage`]; absent from older
+    /// peers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
 }
 
 impl ListedSnapshot {
@@ -479,6 +484,7 @@ mod tests {
             received_uuid: None,
             read_only: true,
             created: Some((7, 258)),
+            lineage: Vec::new(),
         };
         // A line from a peer without the creation order still reads.
         let old = r#"{"name":"db@x","uuid":"u","received_uuid":null,"read_only":true}"#;

@@ -288,6 +288,7 @@ mod tests {
             received_uuid: received.map(String::from),
             read_only: true,
             created: Some((created, 256 + created)),
+            lineage: Vec::new(),
         }
     }
 

@@ -403,6 +403,7 @@ mod tests {
             received_uuid: received.map(String::from),
             read_only: true,
             created: None,
+            lineage: Vec::new(),
         }
     }
 

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use chrono::{Duration, NaiveDateTime};
 
 use crate::btrfs::{self, BtrfsError};
+use crate::fsutil;
 use crate::names::{self, NameError};
 use crate::purge::{self, Pattern, PurgeError};
 use crate::subvolumes::Subvolumes;
@@ -147,10 +148,7 @@ pub fn is_fresh(store: &VolumeStore, volume: &str) -> Result<bool> {
     let made_here = by_creation(store.fs(), &store.config().snapshots_path, volume, false)
         .iter()
         .any(|p| p.identity.received_uuid.is_none());
-    let empty = std::fs::read_dir(&path)
-        .map_err(io("reading the volume"))?
-        .next()
-        .is_none();
+    let empty = fsutil::is_empty_dir(&path).map_err(io("reading the volume"))?;
     Ok(empty && !made_here)
 }
 

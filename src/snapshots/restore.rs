@@ -80,7 +80,8 @@ pub fn restore_with(
     let _held = store.exclusive(&target, Activity::Restore)?;
     let target_exists = store.fs().is_subvolume(&target_path);
     let source_meta = store.read_metadata(&source).unwrap_or_default();
-    let metadata = if target_exists {
+    let source_id = store.fs().identity(&source)?;
+    let mut metadata = if target_exists {
         let mut current = store.read_metadata(&target_path).unwrap_or_default();
         if !force {
             if current.nonmigrable && source_volume != target {
@@ -98,8 +99,9 @@ pub fn restore_with(
         }
         current
     } else {
-        source_meta
+        source_meta.clone()
     };
+    metadata.descend_from(&source_id, &source_meta);
 
     let staged = store.staging_path(&target)?;
     store.fs().snapshot(&source, &staged, false)?;

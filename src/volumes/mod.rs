@@ -156,6 +156,12 @@ impl VolumeStore {
             fs,
         };
         store.sweep_staging()?;
+        if !fsutil::mounted_noatime(&store.config.volumes_path) {
+            tracing::warn!(
+                path = %store.config.volumes_path.display(),
+                "the volumes are on a filesystem mounted without noatime: a read counts as a change, so unchanged volumes get new snapshots and a follow may see both nodes as moved on; remount it with noatime (buttervolume init does)"
+            );
+        }
         Ok(store)
     }
 
@@ -310,6 +316,7 @@ impl VolumeStore {
             nonmigrable: options.nonmigrable,
             labels: BTreeMap::new(),
             created_at: Some(chrono::Local::now().to_rfc3339()),
+            lineage: Vec::new(),
         };
         self.write_metadata(path, &metadata)
     }

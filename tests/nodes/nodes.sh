@@ -228,12 +228,14 @@ node_mounts() {
     rm -f "$dir/ready"
     node_release_mounts "$node" # leftovers of a partial up
     rm -f "$img"
-    local mount_opts=loop
+    # noatime: reads must not change a volume (its generation is how
+    # "unchanged since its last snapshot" is decided).
+    local mount_opts=loop,noatime
     if [[ -n ${BVNODES_PREALLOCATE:-} ]]; then
         # Benchmarks: no host block allocation (image) and no hole punching
         # (btrfs discard) in the measured windows.
         fallocate -l "$size" "$img" || die "$node: cannot allocate $img (size $size)"
-        mount_opts=loop,nodiscard
+        mount_opts=loop,noatime,nodiscard
     else
         truncate -s "$size" "$img" || die "$node: cannot create $img (size $size)"
     fi
