@@ -101,6 +101,12 @@ pub enum ClientVerb {
         #[arg(long)]
         dryrun: bool,
     },
+    /// Show every volume's snapshots, replication to peers, jobs and the
+    /// problems (first)
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a volume's options, labels, non-migrable flag and snapshots
     Inspect {
         name: String,
@@ -301,6 +307,9 @@ pub async fn run(config: &Config, verb: ClientVerb) -> Result<(), Failure> {
             if dryrun {
                 print::list(&reply.purged, false);
             }
+        }
+        ClientVerb::Status { json } => {
+            super::status::print(&daemon.get(path::STATUS).await?, json);
         }
         ClientVerb::Inspect { name: volume, json } => {
             let reply: Value = daemon.post(path::INSPECT, name(volume)).await?;

@@ -9,6 +9,7 @@
 
 mod client;
 mod print;
+mod status;
 
 use std::process::ExitCode;
 
