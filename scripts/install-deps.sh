@@ -7,6 +7,7 @@ packages=(
     openssh-server openssh-client rsync                    # replication
     docker.io docker-compose busybox-static                # Docker e2e tests
     iproute2 util-linux curl python3-venv                  # test harness
+    prometheus                                             # metrics tests (a real server scrapes)
     mmdebstrap tini                                        # managed plugin build
 )
 missing=()
