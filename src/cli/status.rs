@@ -141,3 +141,84 @@ pub fn render(status: &StatusReply) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PeerStatus, Problem, ProblemKind};
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    #[test]
+    fn problems_then_one_row_per_peer() {
+        let peer = |host: &str, last: Option<&str>, lag| PeerStatus {
+            host: host.into(),
+            sent_snapshot: last.map(|_| "db@1".into()),
+            last_success: last.map(at),
+            lag_seconds: lag,
+            unsent_snapshots: 1,
+            replicate_timer: None,
+        };
+        let status = StatusReply {
+            now: at("2026-03-01T12:00:00Z"),
+            problems: vec![Problem {
+                kind: ProblemKind::NeverSent,
+                volume: Some("db".into()),
+                peer: Some("b".into()),
+                message: "replicate:b: never".into(),
+            }],
+            volumes: vec![VolumeStatus {
+                name: "db".into(),
+                size_bytes: Some(3 << 20),
+                size_measured_at: None,
+                size_stale: true,
+                snapshots: 2,
+                newest_snapshot: Some("db@1".into()),
+                newest_snapshot_created: None,
+                newest_snapshot_age_seconds: Some(90),
+                peers: vec![
+                    peer("a", Some("2026-03-01T11:00:00Z"), 0),
+                    peer("b", None, 4000),
+                ],
+                follow: None,
+                jobs: vec![],
+                running_jobs: vec!["purge:1d".into()],
+                last_error: None,
+            }],
+            schedule_paused: false,
+        };
+        let text = render(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "PROBLEMS (1)");
+        assert_eq!(lines[1], "  never-sent            replicate:b: never");
+        assert!(lines[3].starts_with("VOLUME  SIZE"), "{text}");
+        let row: Vec<&str> = lines[4]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            row,
+            [
+                "db",
+                "3.0 MiB*",
+                "2",
+                "90 s",
+                "a",
+                "60 min ago",
+                "0 s",
+                "1",
+                "-",
+                "purge:1d",
+                "-"
+            ]
+        );
+        let second: Vec<&str> = lines[5].split_whitespace().collect();
+        assert_eq!(second, ["b", "never", "66", "min", "1"]);
+        assert!(lines[6].starts_with("* changed"), "{text}");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+}

@@ -355,3 +355,32 @@ fn the_reply_round_trips_as_json() {
     let back: StatusReply = serde_json::from_value(json).unwrap();
     assert_eq!(back, status);
 }
+
+#[test]
+fn one_scan_groups_as_by_creation_lists() {
+    let f = fixture();
+    for v in ["db", "db2", "d"] {
+        f.volume(v);
+    }
+    f.snapshot("db2@1", 10);
+    f.snapshot("db@9", 10);
+    f.snapshot("db@1", 10);
+    f.marker("db@9", "h", 5);
+    f.snapshot("d@x", 10);
+    // Not subvolumes, hidden, or of no volume here: none of them listed.
+    let dir = f.store.config().snapshots_path.clone();
+    std::fs::create_dir(dir.join("db@plain-dir")).unwrap();
+    f.fs.snapshot(&f.store.existing("db").unwrap(), &dir.join(".recv.1"), true)
+        .unwrap();
+    f.volume("gone");
+    f.snapshot("gone@1", 10);
+    let volumes = vec!["d".to_string(), "db".into(), "db2".into()];
+    let grouped = placed_by_volume(f.store.fs(), &dir, &volumes);
+    assert_eq!(grouped.len(), 3);
+    for v in &volumes {
+        let expected = crate::snapshots::by_creation(f.store.fs(), &dir, v, true);
+        assert_eq!(grouped[v], expected, "{v}");
+    }
+    let names: Vec<&str> = grouped["db"].iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["db@9", "db@1", "db@9@h"]);
+}
