@@ -287,10 +287,17 @@ fn peers(
         .collect()
 }
 
+/// The peer of a `replicate:` job, as its sent markers name it: a marker
+/// `<vol>@<ts>@<user>@<host>` is read as host `<host>`
+/// ([`names::marker_host`]), so `replicate:root@peer` is peer `peer`.
 fn replicate_host(job: &JobView) -> Option<&str> {
-    job.action
-        .strip_prefix("replicate:")
-        .filter(|_| matches!(Action::parse(&job.action), Ok(Action::Replicate { .. })))
+    match Action::parse(&job.action) {
+        Ok(Action::Replicate { .. }) => job
+            .action
+            .strip_prefix("replicate:")
+            .map(|h| h.rsplit_once('@').map_or(h, |(_, host)| host)),
+        _ => None,
+    }
 }
 
 fn job_status(job: &JobView) -> JobStatus {

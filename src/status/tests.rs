@@ -384,3 +384,18 @@ fn one_scan_groups_as_by_creation_lists() {
     let names: Vec<&str> = grouped["db"].iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["db@9", "db@1", "db@9@h"]);
 }
+
+#[test]
+fn a_user_at_host_job_is_the_peer_its_markers_name() {
+    let f = fixture();
+    f.volume("db");
+    f.snapshot("db@1", 10);
+    // What a send to root@p records.
+    f.marker("db@1", "root@p", 5);
+    let status = f.collect(&listed(vec![job("db", "replicate:root@p", "60")]));
+    let peers = &volume(&status, "db").peers;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].host, "p");
+    assert_eq!(peers[0].lag_seconds, 0);
+    assert!(status.problems.is_empty(), "{:?}", status.problems);
+}
