@@ -7,6 +7,7 @@ packages=(
     openssh-server openssh-client rsync                    # replication
     docker.io docker-compose busybox-static                # Docker e2e tests
     iproute2 util-linux curl python3-venv                  # test harness
+    prometheus                                             # metrics tests (a real server scrapes)
     mmdebstrap tini                                        # managed plugin build
 )
 missing=()
@@ -18,5 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Installed here only for the tests, which run their own server on a
+    # private port: on a systemd host the package would also start one on
+    # *:9090 at every boot.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }

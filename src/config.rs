@@ -54,6 +54,9 @@ pub struct Config {
     /// FOLLOW: replicated volumes follow their containers between the two
     /// nodes ([`crate::follow`]); `false` turns it off everywhere.
     pub follow: bool,
+    /// Where the Prometheus metrics listener binds (`METRICS_ADDR`, e.g.
+    /// `127.0.0.1:9470`); `None` (the default, an empty value): no listener.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Default of `SCHEDULE_WORKERS`.
@@ -198,8 +201,18 @@ impl Config {
                 })
             }
         };
+        let metrics_raw = get("METRICS_ADDR", "");
+        let metrics_addr = match metrics_raw.trim() {
+            "" => None,
+            addr => Some(addr.parse().map_err(|_| ConfigError::Invalid {
+                key: "METRICS_ADDR",
+                value: metrics_raw.clone(),
+                reason: "expected an IP address and a port, like 127.0.0.1:9470 or [::1]:9470 (empty: no metrics listener)",
+            })?),
+        };
         Ok(Config {
             follow,
+            metrics_addr,
             send_compression,
             send_bwlimit,
             schedule_workers,
@@ -294,6 +307,7 @@ mod tests {
         assert_eq!(c.state_path, Path::new("/var/lib/buttervolume/state"));
         assert_eq!(c.timer, 60);
         assert_eq!(c.ssh_port, 1122);
+        assert_eq!(c.metrics_addr, None);
         assert_eq!(
             c.schedule_disabled(),
             Path::new("/etc/buttervolume/schedule.csv.disabled")
@@ -310,6 +324,21 @@ mod tests {
         assert_eq!(c.volumes_path, Path::new("/ini/vols"));
         assert_eq!(c.timer, 7);
         assert_eq!(c.socket, Path::new("/r/plugins/btrfs.sock"));
+    }
+
+    #[test]
+    fn metrics_addr_is_an_address_and_a_port() {
+        let ini = parse_ini_defaults("[DEFAULT]\nmetrics_addr = 127.0.0.1:9470\n");
+        let c = Config::resolve(&HashMap::new(), &ini).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9470".parse().unwrap()));
+        let env = map(&[("BUTTERVOLUME_METRICS_ADDR", "[::1]:9")]);
+        let c = Config::resolve(&env, &ini).unwrap();
+        assert_eq!(c.metrics_addr, Some("[::1]:9".parse().unwrap()));
+        for bad in ["9470", "localhost:9470", "127.0.0.1", "127.0.0.1:x"] {
+            let env = map(&[("BUTTERVOLUME_METRICS_ADDR", bad)]);
+            let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
+            assert!(err.to_string().contains("METRICS_ADDR"), "{bad}: {err}");
+        }
     }
 
     #[test]

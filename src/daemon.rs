@@ -85,18 +85,38 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     let (stop_scheduler, stop_rx) = tokio::sync::watch::channel(false);
     let sshd_task =
         with_sshd.then(|| tokio::spawn(crate::sshd::supervise(config.clone(), stop_rx.clone())));
-    let scheduler_task = tokio::spawn(scheduler.clone().run(stop_rx));
+    let scheduler_task = tokio::spawn(scheduler.clone().run(stop_rx.clone()));
     let state = Arc::new(AppState {
         config: config.clone(),
         store,
         scheduler,
+        sizes: Arc::default(),
     });
+    let metrics_task = match config.metrics_addr {
+        None => None,
+        // The plugin socket matters more than its metrics: a listener that
+        // cannot bind is logged, and the daemon serves on.
+        Some(addr) => match crate::metrics::listener::bind(addr).await {
+            Ok(listener) => Some(tokio::spawn(crate::metrics::listener::serve(
+                listener,
+                state.clone(),
+                stop_rx.clone(),
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "no metrics listener");
+                None
+            }
+        },
+    };
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop_scheduler.send(true);
     };
     server::serve(listener, state, limits, shutdown).await;
     if let Some(task) = sshd_task {
+        let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
         let _ = task.await;
     }
     if let Err(e) = scheduler_task.await {

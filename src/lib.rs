@@ -17,7 +17,9 @@
 //! - [`mounts`]: persisted mount reference counts;
 //! - [`schedule`]: the built-in job scheduler and schedule.csv;
 //! - [`daemon`]: the `run` verb that wires everything together;
-//! - [`init`]: `buttervolume init`, preparing a btrfs data directory.
+//! - [`init`]: `buttervolume init`, preparing a btrfs data directory;
+//! - [`status`]: what `buttervolume status` shows, problems first;
+//! - [`metrics`]: the Prometheus metrics and their optional listener.
 
 pub mod api;
 pub mod btrfs;
@@ -32,6 +34,7 @@ pub mod fsutil;
 pub mod init;
 pub mod labels;
 pub mod metadata;
+pub mod metrics;
 pub mod mounts;
 pub mod names;
 pub mod purge;
@@ -40,5 +43,6 @@ pub mod schedule;
 pub mod server;
 pub mod snapshots;
 pub mod sshd;
+pub mod status;
 pub mod subvolumes;
 pub mod volumes;

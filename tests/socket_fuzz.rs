@@ -77,6 +77,7 @@ const ENDPOINTS: &[&str] = &[
     "/VolumeDriver.Schedule.List",
     "/VolumeDriver.Schedule.Pause",
     "/VolumeDriver.Schedule.Resume",
+    "/VolumeDriver.Status",
 ];
 
 const JUNK_PATHS: &[&str] = &[

@@ -47,6 +47,12 @@ pub enum LocalVerb {
         #[arg(long)]
         dryrun: bool,
     },
+    /// Show every volume's snapshots, replication to peers, jobs and the
+    /// problems (first)
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a volume's options, labels, non-migrable flag and snapshots
     Inspect {
         name: String,
@@ -113,6 +119,9 @@ pub async fn run(daemon: &Daemon, verb: LocalVerb) -> Result<(), Failure> {
             if dryrun {
                 print::list(&reply.purged, false);
             }
+        }
+        LocalVerb::Status { json } => {
+            super::status::print(&daemon.get(path::STATUS).await?, json);
         }
         LocalVerb::Inspect { name: volume, json } => {
             let reply: Value = daemon.post(path::INSPECT, name(volume)).await?;

@@ -13,6 +13,7 @@ mod local;
 mod peer;
 mod print;
 mod schedule;
+mod status;
 
 use std::process::ExitCode;
 

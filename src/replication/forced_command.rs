@@ -318,6 +318,9 @@ fn serve_receive(
     };
     match receive::receive(dir, &mut input, parent_uuid) {
         Ok(received) => {
+            // What the daemon's metrics count (crate::metrics::peer_log).
+            let landed = format!("received {} bytes={}", received.name, received.bytes);
+            log_line(config, &landed, original);
             if json {
                 println!("{}", serde_json::to_string(&received).unwrap_or_default());
             } else {

@@ -148,6 +148,9 @@ impl Inner {
 
     /// Records how a dispatched job ended.
     fn finish(&self, job: &Job, previous_run: Option<DateTime<Utc>>, outcome: Outcome) {
+        if let Outcome::Done { result, elapsed } = &outcome {
+            crate::metrics::record_job(&job.action, result.is_ok(), *elapsed);
+        }
         self.lock_table().record(&job.key, previous_run, &outcome);
         log(job, &outcome);
         self.mark_dirty();

@@ -173,7 +173,8 @@ impl JobActions for StoreActions {
     }
 
     fn send(&self, snapshot: &str, host: &str) -> Result<(), ActionFailure> {
-        crate::replication::send(&self.store, snapshot, host, false)?;
+        let report = crate::replication::send(&self.store, snapshot, host, false)?;
+        crate::metrics::record_send(host, report.bytes);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ mod connections;
 mod control;
 mod replication;
 mod schedule;
+mod status;
 mod volume_driver;
 
 use std::convert::Infallible;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub store: Arc<VolumeStore>,
     /// The job scheduler behind the `Schedule*` endpoints.
     pub scheduler: crate::schedule::Scheduler,
+    /// Volume sizes, measured in the background (`buttervolume status`).
+    pub sizes: Arc<crate::status::SizeCache>,
 }
 
 /// Why a request failed: the failed operation's own error, carried intact
@@ -97,6 +100,8 @@ pub enum ApiError {
     Follow(#[from] crate::follow::FollowError),
     #[error(transparent)]
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
     /// A handler thread panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -328,12 +333,14 @@ fn with_empty_err(mut value: Value) -> Value {
 }
 
 fn log_request(endpoint: &str, volume: Option<&str>, reply: &Value, started: Instant) {
-    let micros = started.elapsed().as_micros() as u64;
-    match reply
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    let err = reply
         .get("Err")
         .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-    {
+        .filter(|e| !e.is_empty());
+    crate::metrics::record_request(endpoint, err.is_none(), elapsed);
+    match err {
         None => tracing::info!(endpoint, volume, outcome = "ok", micros, "request"),
         Some(err) => tracing::warn!(endpoint, volume, outcome = "error", err, micros, "request"),
     }
@@ -350,6 +357,9 @@ async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Reply> 
         return Some(reply);
     }
     if let Some(reply) = schedule::route(state, path, &body).await {
+        return Some(reply);
+    }
+    if let Some(reply) = status::route(state, path).await {
         return Some(reply);
     }
     control::route(state, path, body).await

@@ -36,6 +36,7 @@ async fn send(state: &Arc<AppState>, body: &Value) -> Reply {
             bwlimit_mib: req.bwlimit.unwrap_or(defaults.bwlimit_mib),
         };
         let report = replication::send_with(&store, &req.name, &req.host, req.test, options)?;
+        crate::metrics::record_send(&req.host, report.bytes);
         Ok::<_, ApiError>(report.summary(&req.name, &req.host))
     })
     .await?;
@@ -51,6 +52,7 @@ async fn receive(state: &Arc<AppState>, body: &Value) -> Reply {
     })
     .await;
     let (report, req) = report?;
+    crate::metrics::record_pull(&req.host, report.bytes);
     let summary = report.summary(&req.host);
     tracing::info!("{summary}");
     Ok(to_json(SnapshotReply {
@@ -69,6 +71,7 @@ async fn replicate(state: &Arc<AppState>, body: &Value) -> Reply {
         let snapshot = snapshots::snapshot(&store, &req.name)?;
         match replication::send(&store, &snapshot, &req.host, false) {
             Ok(report) => {
+                crate::metrics::record_send(&req.host, report.bytes);
                 Ok::<_, ApiError>((snapshot.clone(), report.summary(&snapshot, &req.host)))
             }
             Err(e) => {

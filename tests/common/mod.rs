@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod metrics;
 pub mod nodes;
 
 use std::io::{BufRead, Read, Write};

@@ -77,7 +77,14 @@ impl Nodes {
     }
 
     pub fn start(&self, node: &str) {
-        nodes_ok(&["daemon-start", node, BIN, "RUST_LOG=debug"]);
+        self.start_with(node, &[]);
+    }
+
+    /// Starts the node's daemon with more `KEY=VALUE` environment.
+    pub fn start_with(&self, node: &str, env: &[&str]) {
+        let mut args = vec!["daemon-start", node, BIN, "RUST_LOG=debug"];
+        args.extend_from_slice(env);
+        nodes_ok(&args);
     }
 
     pub fn stop(&self, node: &str) {

@@ -1,0 +1,460 @@
+//! `buttervolume status`: what an operator needs to see about every volume
+//! of this node, problems first. The Status endpoint and the metrics
+//! listener both show what [`collect`] computes.
+//!
+//! Where each figure comes from (nothing here writes anything):
+//!
+//! - snapshots, "newest" and its age: [`crate::snapshots::by_creation`]'s
+//!   order (btrfs
+//!   creation order, never names or clocks); the age is counted from the
+//!   snapshot's creation time on this node (`otime`);
+//! - peers: the sent markers `<volume>@<ts>@<peer>`, recorded only after a
+//!   peer confirmed a send (or after a receive from it), and the hosts of
+//!   the volume's `replicate:` jobs. Per peer: the last successful
+//!   replication is the newest marker's creation time; the **lag** is how
+//!   long this node has held a snapshot the peer lacks: 0 when the peer
+//!   holds the newest snapshot, else `now` minus the creation time of the
+//!   oldest snapshot created after the one the peer holds (after none,
+//!   when it holds none). It is 0 right after a send and grows from the
+//!   moment a snapshot is taken and not sent;
+//! - jobs, running jobs and the last error: the scheduler's listing
+//!   ([`Listing`]);
+//! - size: [`SizeCache`], measured in the background (see `size`), never
+//!   while a request waits.
+//!
+//! Problems, worst first ([`ProblemKind`]): a job whose last run failed; a
+//! `replicate:<peer>` job without any successful send; a peer whose lag is
+//! more than twice its replicate job's period; jobs for a volume that does
+//! not exist; the schedule paused, unreadable or with skipped lines.
+//!
+//! Cost: one scan of the volumes dir, one of the snapshots dir
+//! ([`placed_by_volume`]), one subvolume-info call per volume and per
+//! snapshot and marker, plus the scheduler's listing. The figures are in
+//! BENCHMARKS.md.
+
+mod size;
+#[cfg(test)]
+mod tests;
+
+pub use size::{walk_size, SizeCache};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::api::{JobStatus, PeerStatus, Problem, ProblemKind, StatusReply, VolumeStatus};
+use crate::names;
+use crate::schedule::{Action, JobView, Listing, ScheduleError, Scheduler, Timer};
+use crate::snapshots::Placed;
+use crate::subvolumes::Subvolumes;
+use crate::volumes::{VolumeError, VolumeStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Volumes(#[from] VolumeError),
+}
+
+/// What the scheduler said, for [`collect`].
+#[derive(Debug, Clone)]
+pub enum ScheduleState {
+    Listed(Listing),
+    Paused,
+    Unreadable(String),
+}
+
+impl ScheduleState {
+    /// The scheduler's listing now.
+    pub fn of(scheduler: &Scheduler) -> ScheduleState {
+        match scheduler.list() {
+            Ok(listing) => ScheduleState::Listed(listing),
+            Err(ScheduleError::GloballyPaused) => ScheduleState::Paused,
+            Err(e) => ScheduleState::Unreadable(e.to_string()),
+        }
+    }
+
+    fn jobs(&self) -> &[JobView] {
+        match self {
+            ScheduleState::Listed(listing) => &listing.jobs,
+            _ => &[],
+        }
+    }
+}
+
+/// The daemon's status now: [`collect`] at the current time, then the
+/// size measurements it found out of date are started in the background.
+/// Blocking.
+pub fn gather(
+    store: &Arc<VolumeStore>,
+    scheduler: &Scheduler,
+    sizes: &Arc<SizeCache>,
+) -> Result<StatusReply, StatusError> {
+    let schedule = ScheduleState::of(scheduler);
+    let status = collect(store, &schedule, sizes, Utc::now())?;
+    sizes.measure_in_background(store.clone());
+    Ok(status)
+}
+
+/// The status of every volume of `store` at `now`. Volumes whose size is
+/// unknown or out of date are queued in `sizes` (measured by
+/// [`SizeCache::measure_pending`]).
+pub fn collect(
+    store: &VolumeStore,
+    schedule: &ScheduleState,
+    sizes: &SizeCache,
+    now: DateTime<Utc>,
+) -> Result<StatusReply, StatusError> {
+    let volumes = store.list()?;
+    sizes.retain(&volumes);
+    let mut problems = schedule_problems(schedule, &volumes);
+    let mut jobs_of: BTreeMap<&str, Vec<&JobView>> = BTreeMap::new();
+    for job in schedule.jobs() {
+        jobs_of.entry(job.name.as_str()).or_default().push(job);
+    }
+    let mut placed = placed_by_volume(store.fs(), &store.config().snapshots_path, &volumes);
+    let mut out = Vec::with_capacity(volumes.len());
+    for name in &volumes {
+        let jobs = jobs_of.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let placed = placed.remove(name).unwrap_or_default();
+        let volume = volume_status(store, sizes, name, placed, jobs, now);
+        problems.extend(volume_problems(&volume, jobs, now));
+        out.push(volume);
+    }
+    problems.sort_by(|a, b| {
+        (a.kind, &a.volume, &a.peer, &a.message).cmp(&(b.kind, &b.volume, &b.peer, &b.message))
+    });
+    // Volumes with a problem first, each group by name (already sorted).
+    out.sort_by_key(|v| {
+        !problems
+            .iter()
+            .any(|p| p.volume.as_deref() == Some(v.name.as_str()))
+    });
+    Ok(StatusReply {
+        now,
+        problems,
+        volumes: out,
+        schedule_paused: matches!(schedule, ScheduleState::Paused),
+    })
+}
+
+/// A snapshot's creation time on this node.
+fn created(placed: &Placed) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(placed.identity.otime, 0)
+}
+
+fn seconds_since(t: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (now - t).num_seconds().max(0)
+}
+
+/// The snapshots and markers of each of `volumes` (sorted) in `dir`, each
+/// volume's in [`snapshots::by_creation`]'s order (btrfs creation order,
+/// then name; the unit tests pin that both agree), from one scan of the
+/// directory: status would otherwise scan it once per volume.
+pub fn placed_by_volume(
+    fs: &dyn Subvolumes,
+    dir: &Path,
+    volumes: &[String],
+) -> BTreeMap<String, Vec<Placed>> {
+    let mut out: BTreeMap<String, Vec<Placed>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for name in entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+    {
+        let volume = names::volume_of(&name);
+        let ours =
+            name.contains('@') && volumes.binary_search_by(|v| v.as_str().cmp(volume)).is_ok();
+        if !ours {
+            continue;
+        }
+        let Ok(identity) = fs.identity(&dir.join(&name)) else {
+            continue;
+        };
+        out.entry(volume.to_string())
+            .or_default()
+            .push(Placed { name, identity });
+    }
+    for group in out.values_mut() {
+        group.sort_by(|a, b| a.order().cmp(&b.order()).then_with(|| a.name.cmp(&b.name)));
+    }
+    out
+}
+
+fn volume_status(
+    store: &VolumeStore,
+    sizes: &SizeCache,
+    name: &str,
+    placed: Vec<Placed>,
+    jobs: &[&JobView],
+    now: DateTime<Utc>,
+) -> VolumeStatus {
+    let (markers, snaps): (Vec<Placed>, Vec<Placed>) =
+        placed.into_iter().partition(|p| names::is_marker(&p.name));
+    let newest = snaps.last();
+    let newest_created = newest.and_then(created);
+    let size = store
+        .existing(name)
+        .ok()
+        .and_then(|path| store.fs().identity(&path).ok())
+        .map(|id| sizes.lookup(name, id.generation));
+    let (size_bytes, size_measured_at, size_stale) = match size.flatten() {
+        Some(seen) => (Some(seen.bytes), Some(seen.measured_at), seen.stale),
+        None => (None, None, true),
+    };
+    let mut running_jobs: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.running)
+        .map(|j| j.action.clone())
+        .collect();
+    running_jobs.sort();
+    let last_error = jobs
+        .iter()
+        .filter(|j| j.last_ok == Some(false))
+        .max_by_key(|j| j.last_run)
+        .map(|j| format!("{}: {}", j.action, failure_text(j)));
+    VolumeStatus {
+        name: name.to_string(),
+        size_bytes,
+        size_measured_at,
+        size_stale,
+        snapshots: snaps.len(),
+        newest_snapshot: newest.map(|p| p.name.clone()),
+        newest_snapshot_created: newest_created,
+        newest_snapshot_age_seconds: newest_created.map(|t| seconds_since(t, now)),
+        peers: peers(&snaps, &markers, jobs, now),
+        follow: None,
+        jobs: jobs.iter().map(|j| job_status(j)).collect(),
+        running_jobs,
+        last_error,
+    }
+}
+
+/// The peers of a volume: marker hosts and `replicate:` job hosts.
+fn peers(
+    snaps: &[Placed],
+    markers: &[Placed],
+    jobs: &[&JobView],
+    now: DateTime<Utc>,
+) -> Vec<PeerStatus> {
+    // The newest marker of each host (markers are oldest first); `None`:
+    // a job's host without any.
+    let mut newest_marker: BTreeMap<&str, Option<&Placed>> = BTreeMap::new();
+    for marker in markers {
+        if let Some(host) = names::marker_host(&marker.name) {
+            newest_marker.insert(host, Some(marker));
+        }
+    }
+    let mut timers: BTreeMap<&str, &str> = BTreeMap::new();
+    for job in jobs {
+        if let Some(host) = replicate_host(job) {
+            newest_marker.entry(host).or_insert(None);
+            timers.insert(host, job.timer.as_str());
+        }
+    }
+    newest_marker
+        .into_iter()
+        .map(|(host, sent)| {
+            // Where the peer's snapshot is in creation order: its own place
+            // when it is still here, else the marker's (made right after).
+            let held_at = sent.map(|m| {
+                let source = names::marker_source(&m.name);
+                snaps
+                    .iter()
+                    .find(|s| s.name == source)
+                    .map_or(m.order(), Placed::order)
+            });
+            let unsent: Vec<&Placed> = snaps
+                .iter()
+                .filter(|s| held_at.is_none_or(|at| s.order() > at))
+                .collect();
+            let lag_seconds = unsent
+                .first()
+                .and_then(|s| created(s))
+                .map_or(0, |t| seconds_since(t, now));
+            PeerStatus {
+                host: host.to_string(),
+                sent_snapshot: sent.map(|m| names::marker_source(&m.name).to_string()),
+                last_success: sent.and_then(created),
+                lag_seconds,
+                unsent_snapshots: unsent.len(),
+                replicate_timer: timers.get(host).map(|t| t.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// The peer of a `replicate:` job, as its sent markers name it: a marker
+/// `<vol>@<ts>@<user>@<host>` is read as host `<host>`
+/// ([`names::marker_host`]), so `replicate:root@peer` is peer `peer`.
+fn replicate_host(job: &JobView) -> Option<&str> {
+    match Action::parse(&job.action) {
+        Ok(Action::Replicate { .. }) => job
+            .action
+            .strip_prefix("replicate:")
+            .map(|h| h.rsplit_once('@').map_or(h, |(_, host)| host)),
+        _ => None,
+    }
+}
+
+fn job_status(job: &JobView) -> JobStatus {
+    JobStatus {
+        action: job.action.clone(),
+        timer: job.timer.clone(),
+        active: job.active,
+        running: job.running,
+        last_run: job.last_run,
+        next_run: job.next_run,
+        last_ok: job.last_ok,
+        last_result: job.last_result.clone(),
+        last_duration_ms: job.last_duration_ms,
+    }
+}
+
+/// A failed job's result without the history's `error: ` prefix.
+fn failure_text(job: &JobView) -> &str {
+    let result = job.last_result.as_deref().unwrap_or("failed");
+    result.strip_prefix("error: ").unwrap_or(result)
+}
+
+/// The time between two occurrences of a timer (its first two after `now`).
+pub fn period(timer: &str, now: DateTime<Utc>) -> Option<TimeDelta> {
+    let timer = Timer::parse(timer).ok()?;
+    let first = timer.next_due(Some(now), now)?;
+    let second = timer.next_due(Some(first), first)?;
+    Some(second - first)
+}
+
+/// A duration for people: `45 s`, `12 min`, `5 h`, `3 d`.
+pub fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 2 * 3600 => format!("{} min", s / 60),
+        s if s < 2 * 86400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86400),
+    }
+}
+
+fn volume_problems(volume: &VolumeStatus, jobs: &[&JobView], now: DateTime<Utc>) -> Vec<Problem> {
+    let problem = |kind, peer: Option<&str>, message: String| Problem {
+        kind,
+        volume: Some(volume.name.clone()),
+        peer: peer.map(str::to_string),
+        message,
+    };
+    let mut out = Vec::new();
+    for job in jobs.iter().filter(|j| j.last_ok == Some(false)) {
+        let when = job
+            .last_run
+            .map(|t| format!(" {} ago", human_duration(seconds_since(t, now))))
+            .unwrap_or_default();
+        out.push(problem(
+            ProblemKind::JobFailed,
+            replicate_host(job),
+            format!(
+                "{}: last run{when} failed: {}",
+                job.action,
+                failure_text(job)
+            ),
+        ));
+    }
+    for job in jobs.iter().filter(|j| j.active) {
+        let Some(host) = replicate_host(job) else {
+            continue;
+        };
+        let Some(peer) = volume.peers.iter().find(|p| p.host == host) else {
+            continue;
+        };
+        if peer.sent_snapshot.is_none() {
+            let next = job
+                .next_run
+                .map(|t| {
+                    format!(
+                        " (next run {})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+                .unwrap_or_default();
+            out.push(problem(
+                ProblemKind::NeverSent,
+                Some(host),
+                format!(
+                    "{}: replication to {host} is scheduled but no send ever succeeded{next}",
+                    job.action
+                ),
+            ));
+            continue;
+        }
+        let Some(period) = period(&job.timer, now) else {
+            continue;
+        };
+        if peer.lag_seconds > 2 * period.num_seconds() {
+            out.push(problem(
+                ProblemKind::PeerLagging,
+                Some(host),
+                format!(
+                    "{host} lags {} behind ({} snapshot(s) not sent), more than twice the replicate timer ({})",
+                    human_duration(peer.lag_seconds),
+                    peer.unsent_snapshots,
+                    human_duration(period.num_seconds())
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn schedule_problems(schedule: &ScheduleState, volumes: &[String]) -> Vec<Problem> {
+    let global = |kind, message: String| Problem {
+        kind,
+        volume: None,
+        peer: None,
+        message,
+    };
+    let listing = match schedule {
+        ScheduleState::Listed(listing) => listing,
+        ScheduleState::Paused => {
+            return vec![global(
+                ProblemKind::SchedulePaused,
+                "the schedule is globally paused: no snapshot, replication or purge runs".into(),
+            )]
+        }
+        ScheduleState::Unreadable(e) => {
+            return vec![global(
+                ProblemKind::ScheduleUnreadable,
+                format!("the schedule cannot be read: {e}"),
+            )]
+        }
+    };
+    let mut out: Vec<Problem> = listing
+        .invalid
+        .iter()
+        .map(|i| {
+            global(
+                ProblemKind::InvalidScheduleLine,
+                format!("schedule.csv line {} is skipped: {}", i.line, i.error),
+            )
+        })
+        .collect();
+    let mut orphans: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for job in &listing.jobs {
+        if volumes.binary_search(&job.name).is_err() {
+            orphans.entry(&job.name).or_default().push(&job.action);
+        }
+    }
+    for (volume, actions) in orphans {
+        out.push(Problem {
+            kind: ProblemKind::MissingVolume,
+            volume: Some(volume.to_string()),
+            peer: None,
+            message: format!(
+                "jobs are scheduled for {volume}, which does not exist here: {}",
+                actions.join(", ")
+            ),
+        });
+    }
+    out
+}
