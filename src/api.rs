@@ -235,6 +235,9 @@ pub mod status {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum ProblemKind {
+        /// A follow step failed (a refused first Mount, a final send that did
+        /// not reach the peer): the app's state is not where it should be.
+        FollowFailed,
         /// A scheduled job whose last run failed.
         JobFailed,
         /// `replicate:<peer>` is scheduled and no send to the peer ever
@@ -253,7 +256,8 @@ pub mod status {
     }
 
     impl ProblemKind {
-        pub const ALL: [ProblemKind; 7] = [
+        pub const ALL: [ProblemKind; 8] = [
+            ProblemKind::FollowFailed,
             ProblemKind::JobFailed,
             ProblemKind::NeverSent,
             ProblemKind::PeerLagging,
@@ -266,6 +270,7 @@ pub mod status {
         /// The kind as JSON spells it (`job-failed`, ...).
         pub fn as_str(self) -> &'static str {
             match self {
+                ProblemKind::FollowFailed => "follow-failed",
                 ProblemKind::JobFailed => "job-failed",
                 ProblemKind::NeverSent => "never-sent",
                 ProblemKind::PeerLagging => "peer-lagging",
@@ -304,7 +309,8 @@ pub mod status {
         pub newest_snapshot_age_seconds: Option<i64>,
         #[serde(rename = "Peers", default)]
         pub peers: Vec<PeerStatus>,
-        /// Follow-the-container state: not known yet (always `null`).
+        /// Follow-the-container state: `off`, `on <peer>` with whether a
+        /// container uses it here, and the last follow failure if any.
         #[serde(rename = "Follow", default)]
         pub follow: Option<String>,
         #[serde(rename = "Jobs", default)]

@@ -26,6 +26,8 @@
 //! follow on, snapshots of an idle volume are not taken by the schedule,
 //! so a snapshot made on a node is always a state a container left there.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::metadata::state_key;
@@ -88,6 +90,25 @@ pub enum FollowError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+}
+
+/// The last follow failure of each volume in this process, for `status`
+/// and the metrics; cleared by the next follow step that succeeds.
+static LAST_FAILURE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// Records the outcome of a follow step of `volume`.
+pub fn record(volume: &str, outcome: Result<(), &FollowError>) {
+    let mut failures = LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+    match outcome {
+        Ok(()) => failures.remove(volume),
+        Err(e) => failures.insert(volume.to_string(), e.to_string()),
+    };
+}
+
+/// The last follow failure of `volume`, if the last step failed.
+pub fn last_failure(volume: &str) -> Option<String> {
+    let failures = LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+    failures.get(volume).cloned()
 }
 
 /// A local snapshot with the lineage its metadata records.

@@ -69,6 +69,10 @@ fn the_volume_follows_its_container_between_nodes() {
         )),
         "{err}"
     );
+    // status says so, first.
+    let out = n.cli(&b, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["Problems"][0]["Kind"], "follow-failed", "{status}");
     let line = format!("replicate:{a_ip}");
     let out = n.cli(&b, &["schedule", &line, "pause", "app"]);
     assert!(out.status.success(), "{}", common::stderr(&out));

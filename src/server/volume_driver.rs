@@ -77,7 +77,9 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
     let path = blocking(move || {
         if store.mount_count(&req.name) == 0 {
             if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
-                follow::before_first_mount(&store, &peer, &req.name)?;
+                let followed = follow::before_first_mount(&store, &peer, &req.name);
+                follow::record(&req.name, followed.as_ref().map(|_| ()));
+                followed?;
             }
         }
         Ok::<_, ApiError>(store.mount(&req.name, req.id.as_deref().unwrap_or_default())?)
@@ -97,8 +99,9 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
         store.unmount(&req.name, req.id.as_deref().unwrap_or_default())?;
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
             if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
-                let summary = follow::after_last_unmount(&store, &peer, &req.name)?;
-                tracing::info!(volume = %req.name, "followed: {summary}");
+                let sent = follow::after_last_unmount(&store, &peer, &req.name);
+                follow::record(&req.name, sent.as_ref().map(|_| ()));
+                tracing::info!(volume = %req.name, "followed: {}", sent?);
             }
         }
         Ok::<_, ApiError>(())

@@ -226,11 +226,31 @@ fn volume_status(
         newest_snapshot_created: newest_created,
         newest_snapshot_age_seconds: newest_created.map(|t| seconds_since(t, now)),
         peers: peers(&snaps, &markers, jobs, now),
-        follow: None,
+        follow: follow_state(store, name, jobs),
         jobs: jobs.iter().map(|j| job_status(j)).collect(),
         running_jobs,
         last_error,
     }
+}
+
+/// `off`, or `on <peer>` with whether a container uses it here, then the
+/// last follow failure ([`crate::follow::last_failure`]).
+fn follow_state(store: &VolumeStore, name: &str, jobs: &[&JobView]) -> Option<String> {
+    let peer = jobs
+        .iter()
+        .filter(|j| j.active)
+        .find_map(|j| j.action.strip_prefix("replicate:"));
+    let Some(peer) = peer.filter(|_| crate::follow::enabled(store, name)) else {
+        return Some("off".into());
+    };
+    let here = match store.mount_count(name) {
+        0 => "idle here",
+        _ => "in use here",
+    };
+    Some(match crate::follow::last_failure(name) {
+        Some(failure) => format!("on {peer}, {here}; last step failed: {failure}"),
+        None => format!("on {peer}, {here}"),
+    })
 }
 
 /// The peers of a volume: marker hosts and `replicate:` job hosts.
@@ -346,6 +366,9 @@ fn volume_problems(volume: &VolumeStatus, jobs: &[&JobView], now: DateTime<Utc>)
         message,
     };
     let mut out = Vec::new();
+    if let Some(failure) = crate::follow::last_failure(&volume.name) {
+        out.push(problem(ProblemKind::FollowFailed, None, failure));
+    }
     for job in jobs.iter().filter(|j| j.last_ok == Some(false)) {
         let when = job
             .last_run

@@ -128,7 +128,7 @@ fn newest_is_creation_order_and_lag_is_zero_when_the_peer_has_it() {
     );
     assert_eq!(db.newest_snapshot_age_seconds, Some(120));
     assert_eq!(db.newest_snapshot_created, Some(f.at(120)));
-    assert_eq!(db.follow, None);
+    assert_eq!(db.follow.as_deref(), Some("off"), "no replicate line");
     assert_eq!(db.peers.len(), 1);
     let peer = &db.peers[0];
     assert_eq!(peer.host, "10.1.0.2");
@@ -340,6 +340,33 @@ fn walk_counts_hard_links_once_and_skips_nothing_else() {
 }
 
 #[test]
+fn a_failed_follow_step_is_the_first_problem_until_one_succeeds() {
+    let f = fixture();
+    f.volume("fw");
+    let failure = crate::follow::FollowError::SplitBrain {
+        volume: "fw".into(),
+        peer: "h".into(),
+        ours: "fw@1".into(),
+        theirs: "fw@2".into(),
+    };
+    crate::follow::record("fw", Err(&failure));
+    let status = f.collect(&listed(vec![job("fw", "replicate:h", "60")]));
+    assert_eq!(status.problems[0].kind, ProblemKind::FollowFailed);
+    assert_eq!(status.problems[0].message, failure.to_string());
+    let state = volume(&status, "fw").follow.clone().unwrap();
+    assert!(
+        state.starts_with("on h, idle here; last step failed: fw moved on"),
+        "{state}"
+    );
+    crate::follow::record("fw", Ok(()));
+    let status = f.collect(&listed(vec![job("fw", "replicate:h", "60")]));
+    assert!(status
+        .problems
+        .iter()
+        .all(|p| p.kind != ProblemKind::FollowFailed));
+}
+
+#[test]
 fn the_reply_round_trips_as_json() {
     let f = fixture();
     f.volume("db");
@@ -351,7 +378,7 @@ fn the_reply_round_trips_as_json() {
         json["Volumes"][0]["Peers"][0]["LastSuccess"],
         "2026-03-01T11:59:55Z"
     );
-    assert_eq!(json["Volumes"][0]["Follow"], serde_json::Value::Null);
+    assert_eq!(json["Volumes"][0]["Follow"], "on h, idle here");
     let back: StatusReply = serde_json::from_value(json).unwrap();
     assert_eq!(back, status);
 }
