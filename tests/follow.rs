@@ -146,3 +146,65 @@ fn both_nodes_writing_while_cut_off_lose_nothing() {
         n.docker_stop(node);
     }
 }
+
+/// kill -9 of the daemon in the middle of its last Unmount's push: nothing
+/// half-sent is visible on the peer, the state the app stopped with stays
+/// here as a snapshot, and the app's next start on the peer gets exactly
+/// that state (never an older one).
+#[test]
+fn a_push_killed_half_way_loses_nothing() {
+    let n = Nodes::up("kp", 2, "3G");
+    let (a, b) = (n.name(1), n.name(2));
+    n.pair(&a, &b);
+    n.pair(&b, &a);
+    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
+    n.docker_start(&a);
+    n.docker_start(&b);
+    let (da, db) = (n.dockerd(&a), n.dockerd(&b));
+    for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
+        let line = format!("replicate:{peer}={YEARLY}");
+        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
+    }
+    da.in_container("app", "echo v1 > /data/small");
+
+    // The app writes a lot and stops; a's daemon dies while pushing it.
+    let before = log(&a).len();
+    let stopping = {
+        let da = n.dockerd(&a);
+        std::thread::spawn(move || {
+            da.docker_output(&[
+                "run", "--rm", "-v", "app:/data", "bv-busybox", "sh", "-c",
+                "head -c 629145600 /dev/urandom > /data/big && echo v2 > /data/small && md5sum /data/big",
+            ])
+        })
+    };
+    common::wait_until("a's final push to be streaming", 120, || {
+        log(&a)[before..].contains("buttervolume::replication::send: sending")
+    });
+    n.kill(&a);
+    let received = n.data(&b).join("snapshots");
+    let visible = |dir: &std::path::Path| common::entries(dir);
+    // Nothing half-received under a real name on b.
+    for name in visible(&received) {
+        let path = received.join(&name);
+        let id = buttervolume::btrfs::identity(&path).unwrap();
+        assert!(
+            id.read_only && id.received_uuid.is_some() || !name.starts_with("app@"),
+            "{name}"
+        );
+    }
+    n.start(&a);
+    let out = stopping.join().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        sum.ends_with("/data/big"),
+        "the app did not finish: {out:?}"
+    );
+
+    // The app starts on b: it gets the state it stopped with on a.
+    let on_b = db.in_container("app", "cat /data/small && md5sum /data/big");
+    assert_eq!(on_b, format!("v2\n{sum}"));
+    for node in [&a, &b] {
+        n.docker_stop(node);
+    }
+}
