@@ -20,6 +20,7 @@ pub mod path {
     pub const SNAPSHOT_SEND: &str = "/VolumeDriver.Snapshot.Send";
     pub const SNAPSHOT_RECEIVE: &str = "/VolumeDriver.Snapshot.Receive";
     pub const REPLICATE: &str = "/VolumeDriver.Replicate";
+    pub const HANDOVER: &str = "/VolumeDriver.Handover";
     pub const CLONE: &str = "/VolumeDriver.Clone";
     pub const PURGE: &str = "/VolumeDriver.Snapshots.Purge";
     pub const INSPECT: &str = "/VolumeDriver.Inspect";
@@ -185,6 +186,29 @@ pub struct CloneReply {
 pub struct PurgeReply {
     #[serde(rename = "Purged", default)]
     pub purged: Vec<String>,
+}
+
+/// `Handover` (request: [`PeerVolumeRequest`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HandoverReply {
+    /// `presynced` (the app still runs here: stop it and call again) or
+    /// `handed-over` (the final state is on the peer).
+    #[serde(rename = "Phase")]
+    pub phase: String,
+    #[serde(rename = "Snapshot")]
+    pub snapshot: String,
+    #[serde(rename = "Rounds")]
+    pub rounds: usize,
+    /// Stream bytes moved by this call.
+    #[serde(rename = "Bytes")]
+    pub bytes: u64,
+    /// The final snapshot and send: the downtime-critical part.
+    #[serde(
+        rename = "CriticalSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub critical_seconds: Option<f64>,
 }
 
 /// `Snapshot.Send`: one line for the operator.

@@ -31,6 +31,7 @@ pub mod docker;
 pub mod doctor;
 pub mod follow;
 pub mod fsutil;
+pub mod handover;
 pub mod init;
 pub mod labels;
 pub mod metadata;

@@ -27,6 +27,10 @@ pub enum PeerVerb {
     /// Receive the newest snapshot of a volume from another host (restores
     /// nothing; prints the snapshot's name)
     Receive { host: String, volume: String },
+    /// Hand a volume over to another host: pre-sync while the app runs
+    /// (prints `presynced`), then, once it is stopped, the final send
+    /// (prints `handed-over` and the downtime-critical seconds)
+    Handover { volume: String, host: String },
     /// Sync a volume from other host(s)
     Sync { volume: String, hosts: Vec<String> },
 }
@@ -54,6 +58,19 @@ pub async fn run(daemon: &Daemon, verb: PeerVerb) -> Result<(), Failure> {
         }
         PeerVerb::Receive { host, volume } => {
             peer_volume(daemon, path::SNAPSHOT_RECEIVE, host, volume).await?;
+        }
+        PeerVerb::Handover { volume, host } => {
+            let request = api::PeerVolumeRequest { name: volume, host };
+            let reply: api::HandoverReply = daemon.post(path::HANDOVER, request).await?;
+            let critical = reply
+                .critical_seconds
+                .map(|s| format!(" in {s:.2} s"))
+                .unwrap_or_default();
+            eprintln!(
+                "{}: {} ({} round(s), {} bytes{critical})",
+                reply.phase, reply.snapshot, reply.rounds, reply.bytes
+            );
+            println!("{}", reply.phase);
         }
         PeerVerb::Sync { volume, hosts } => {
             let request = api::SyncRequest {

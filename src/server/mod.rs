@@ -99,6 +99,8 @@ pub enum ApiError {
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
     #[error(transparent)]
+    Handover(#[from] crate::handover::HandoverError),
+    #[error(transparent)]
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{blocking, decode, to_json, ApiError, AppState, Reply};
-use crate::api::{path, PeerVolumeRequest, SendRequest, SnapshotReply, SummaryReply, SyncRequest};
+use crate::api::{
+    path, HandoverReply, PeerVolumeRequest, SendRequest, SnapshotReply, SummaryReply, SyncRequest,
+};
 use crate::replication::{self, SendOptions};
 use crate::{names, snapshots};
 
@@ -17,6 +19,7 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
         path::SNAPSHOT_SEND => send(state, body).await,
         path::SNAPSHOT_RECEIVE => receive(state, body).await,
         path::REPLICATE => replicate(state, body).await,
+        path::HANDOVER => handover(state, body).await,
         path::SYNC => sync(state, body).await,
         _ => return None,
     };
@@ -88,6 +91,21 @@ async fn replicate(state: &Arc<AppState>, body: &Value) -> Reply {
         snapshot,
         summary: Some(summary),
         created: None,
+    }))
+}
+
+/// One half of a handover ([`crate::handover`]).
+async fn handover(state: &Arc<AppState>, body: &Value) -> Reply {
+    let req: PeerVolumeRequest = decode(body)?;
+    let store = state.store.clone();
+    let report = blocking(move || crate::handover::handover(&store, &req.name, &req.host)).await?;
+    tracing::info!(phase = report.phase.as_str(), snapshot = %report.snapshot, bytes = report.bytes, "handover");
+    Ok(to_json(HandoverReply {
+        phase: report.phase.as_str().into(),
+        snapshot: report.snapshot,
+        rounds: report.rounds,
+        bytes: report.bytes,
+        critical_seconds: report.critical_seconds,
     }))
 }
 
