@@ -12,6 +12,42 @@ use common::nodes::Nodes;
 /// line) but no scheduled round runs during the test.
 const YEARLY: &str = "cron:0 0 1 1 *";
 
+/// Two nodes paired both ways, each with its own dockerd, and on each a
+/// volume `app` whose replicate line names the other.
+struct Pair {
+    n: Nodes,
+    a: String,
+    b: String,
+    a_ip: String,
+    da: common::dockerd::Dockerd,
+    db: common::dockerd::Dockerd,
+}
+
+impl Pair {
+    fn up(tag: &str, size: &str) -> Pair {
+        let n = Nodes::up(tag, 2, size);
+        let (a, b) = (n.name(1), n.name(2));
+        n.pair(&a, &b);
+        n.pair(&b, &a);
+        let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
+        n.docker_start(&a);
+        n.docker_start(&b);
+        let (da, db) = (n.dockerd(&a), n.dockerd(&b));
+        for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
+            let line = format!("replicate:{peer}={YEARLY}");
+            docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
+        }
+        Pair {
+            n,
+            a,
+            b,
+            a_ip,
+            da,
+            db,
+        }
+    }
+}
+
 /// The node daemon's whole log.
 fn log(node: &str) -> String {
     std::fs::read_to_string(format!("/run/bvnodes/{node}/daemon.log")).unwrap_or_default()
@@ -19,18 +55,14 @@ fn log(node: &str) -> String {
 
 #[test]
 fn the_volume_follows_its_container_between_nodes() {
-    let n = Nodes::up("fw", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    n.pair(&b, &a);
-    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
-    n.docker_start(&a);
-    n.docker_start(&b);
-    let (da, db) = (n.dockerd(&a), n.dockerd(&b));
-    for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
-        let line = format!("replicate:{peer}={YEARLY}");
-        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
-    }
+    let Pair {
+        n,
+        a,
+        b,
+        a_ip,
+        da,
+        db,
+    } = Pair::up("fw", "2G");
 
     // On a: the app writes and stops; its last Unmount sends the state.
     let sum_one = da.in_container(
@@ -91,18 +123,14 @@ fn the_volume_follows_its_container_between_nodes() {
 /// nothing is lost, and the way out works.
 #[test]
 fn both_nodes_writing_while_cut_off_lose_nothing() {
-    let n = Nodes::up("sb", 2, "2G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    n.pair(&b, &a);
-    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
-    n.docker_start(&a);
-    n.docker_start(&b);
-    let (da, db) = (n.dockerd(&a), n.dockerd(&b));
-    for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
-        let line = format!("replicate:{peer}={YEARLY}");
-        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
-    }
+    let Pair {
+        n,
+        a,
+        b,
+        a_ip,
+        da,
+        db,
+    } = Pair::up("sb", "2G");
     let cli_ok = |node: &str, args: &[&str]| {
         let out = n.cli(node, args);
         assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
@@ -153,18 +181,14 @@ fn both_nodes_writing_while_cut_off_lose_nothing() {
 /// that state (never an older one).
 #[test]
 fn a_push_killed_half_way_loses_nothing() {
-    let n = Nodes::up("kp", 2, "3G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair(&a, &b);
-    n.pair(&b, &a);
-    let (a_ip, b_ip) = (n.ip(&a), n.ip(&b));
-    n.docker_start(&a);
-    n.docker_start(&b);
-    let (da, db) = (n.dockerd(&a), n.dockerd(&b));
-    for (docker, peer) in [(&da, &b_ip), (&db, &a_ip)] {
-        let line = format!("replicate:{peer}={YEARLY}");
-        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app"]);
-    }
+    let Pair {
+        n,
+        a,
+        b,
+        a_ip: _,
+        da,
+        db,
+    } = Pair::up("kp", "3G");
     da.in_container("app", "echo v1 > /data/small");
 
     // The app writes a lot and stops; a's daemon dies while pushing it.

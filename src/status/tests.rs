@@ -8,7 +8,6 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::config::Config;
 use crate::schedule::InvalidView;
 use crate::subvolumes::fake::FakeSubvolumes;
 use crate::subvolumes::Subvolumes;
@@ -22,20 +21,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let env: HashMap<String, String> = [
-        ("VOLUMES_PATH", root.join("volumes")),
-        ("SNAPSHOTS_PATH", root.join("snapshots")),
-        ("TEST_REMOTE_PATH", root.join("received")),
-        ("STATE_PATH", root.join("state")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("BUTTERVOLUME_{k}"), v.display().to_string()))
-    .collect();
-    let config = Arc::new(Config::resolve(&env, &HashMap::new()).unwrap());
-    let fs = Arc::new(FakeSubvolumes::default());
-    let store = VolumeStore::open_with(config, fs.clone()).unwrap();
+    let (dir, fs, store) = crate::subvolumes::fake::store();
     Fixture {
         _dir: dir,
         fs,

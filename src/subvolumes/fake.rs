@@ -19,6 +19,31 @@ use std::sync::Mutex;
 use super::Subvolumes;
 use crate::btrfs::{BtrfsError, Result, SubvolumeIdentity};
 
+/// A store on a fresh fake in a new temporary directory (kept alive by
+/// the returned `TempDir`): what the unit tests of the rules start from.
+pub fn store() -> (
+    tempfile::TempDir,
+    std::sync::Arc<FakeSubvolumes>,
+    crate::volumes::VolumeStore,
+) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path();
+    let env: HashMap<String, String> = [
+        ("VOLUMES_PATH", root.join("volumes")),
+        ("SNAPSHOTS_PATH", root.join("snapshots")),
+        ("TEST_REMOTE_PATH", root.join("received")),
+        ("STATE_PATH", root.join("state")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("BUTTERVOLUME_{k}"), v.display().to_string()))
+    .collect();
+    let config = crate::config::Config::resolve(&env, &HashMap::new()).expect("test config");
+    let fs = std::sync::Arc::new(FakeSubvolumes::default());
+    let store = crate::volumes::VolumeStore::open_with(std::sync::Arc::new(config), fs.clone())
+        .expect("a store on the fake");
+    (dir, fs, store)
+}
+
 /// A change made through the fake, in call order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
