@@ -41,4 +41,5 @@ pub mod server;
 pub mod snapshots;
 pub mod sshd;
 pub mod subvolumes;
+pub mod takeover;
 pub mod volumes;

@@ -96,6 +96,8 @@ pub enum ApiError {
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
     #[error(transparent)]
+    Takeover(#[from] crate::takeover::TakeoverError),
+    #[error(transparent)]
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     /// A handler thread panicked.
     #[error("internal error: {0}")]
