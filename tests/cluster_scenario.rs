@@ -29,6 +29,15 @@
 //! the node's disk right after the handler's `down` and compared, file by
 //! file, with what the next master's `restore` gives it.
 //!
+//! Steps: 1) new app on node 1, replica node 2; 2) swap; 3) redeploy the
+//! same placement; 4) move to node 3 without a replica; a migrate between
+//! two apps on node 3; 5) the move node 3 -> node 1 with its final send
+//! failing, a) link cut while it runs, b) node 1's disk full, then c) the
+//! same move once nothing fails. In 5a/5b the new master's `restore` is
+//! refused (README "Cluster contract", `src/takeover.rs`): its handler
+//! raises before `up`, and the app keeps running on node 3 with what it
+//! stopped with; 5c shows that nothing was lost.
+//!
 //! Each node daemon runs with SEND_BWLIMIT=32 (MiB/s) so that the 96 MiB
 //! send of step 5 lasts about three seconds and can be cut while it runs.
 
@@ -619,6 +628,14 @@ impl Cluster {
     /// The app runs on the master only, its volumes exist there only, and
     /// the schedules are exactly the handler's on every node.
     fn assert_placement(&self, step: &str, app: &App, place: Placement, cli: Cli) {
+        self.assert_placed(step, app, place, cli, true)
+    }
+
+    /// [`Cluster::assert_placement`]; with `scheduled` false, no node has
+    /// any schedule line (after a failed move: the handler removed the old
+    /// master's before the transfer and its failure path does not put
+    /// them back).
+    fn assert_placed(&self, step: &str, app: &App, place: Placement, cli: Cli, scheduled: bool) {
         for k in 0..3 {
             let node = &self.names[k];
             let master = place.master == k;
@@ -637,9 +654,13 @@ impl Cluster {
                 let on_disk = self.data(k).join("volumes").join(&volume).exists();
                 assert_eq!(on_disk, master, "{step}: {volume} on {node}'s disk?");
             }
+            let expected = match scheduled {
+                true => self.expected_schedule(k, app, place),
+                false => BTreeSet::new(),
+            };
             assert_eq!(
                 self.scheduled(k, cli),
-                self.expected_schedule(k, app, place),
+                expected,
                 "{step}: schedule of {node}"
             );
         }
@@ -724,6 +745,51 @@ impl Cluster {
             },
         );
         found
+    }
+
+    /// A move whose final send failed: the old master's handler raised
+    /// and started the app again on exactly what it stopped with; the new
+    /// master's handler raised at its first `restore` (refused) and made
+    /// nothing: no volume, no container, no partial snapshot. Returns the
+    /// newest snapshot of the data volume that did land on `new`.
+    fn assert_failed_move(
+        &self,
+        step: &str,
+        app: &App,
+        outcome: &[Result<(), String>],
+        old: usize,
+        new: usize,
+    ) -> String {
+        let data = app.data();
+        assert!(outcome[old].is_err(), "{step}: the final send did not fail");
+        assert!(
+            outcome[new].is_err(),
+            "{step}: the new master's handler went on: {:?}",
+            outcome[new]
+        );
+        let record = self.record.borrow();
+        assert_eq!(record.transfer_status, Some("failure"), "{step}");
+        assert!(record.restored.is_empty(), "{step}: something was restored");
+        // Back up on the old master, with what it stopped with.
+        let mut now = state_of(&self.data(old).join("volumes").join(&data));
+        let log = read(self, old, &data, "log");
+        assert!(log.ends_with("stop\nstart\n"), "{step}: {log}");
+        now.remove("log");
+        let mut stopped = record.stopped[&data].clone();
+        stopped.remove("log");
+        assert_eq!(now, stopped, "{step}: the old master lost data");
+        // The new master: nothing partial, the failed snapshot absent.
+        let failed = record.snapshots[&(old, data.clone())].last().unwrap();
+        let dir = self.data(new).join("snapshots");
+        assert!(
+            !dir.join(failed).exists(),
+            "{step}: {failed} landed after all"
+        );
+        for name in self.snapshots_of(new, &data) {
+            let id = buttervolume::btrfs::identity(&dir.join(&name)).unwrap();
+            assert!(id.read_only, "{step}: {name} is partial");
+        }
+        self.newest_snapshot(new, &data)
     }
 
     /// The handler's command forms that did not go through both CLIs.
@@ -990,10 +1056,143 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
     c.assert_placement("after the migrate", &app, place4, Cli::V313);
     eprintln!("migrate done: {:.1} s", t0.elapsed().as_secs_f64());
 
-    let missing = c.forms_not_run_through_both();
-    eprintln!("handler commands not yet run through both CLIs: {missing:?}");
+    // 5) The same kind of move (node 3 -> node 1, no replica), its final
+    // send failing: a) the link cut while the send runs, b) the new
+    // master's disk full. The handler on node 3 raises, flags the failure
+    // and starts the app again; the handler on node 1 ignores the flag and
+    // runs `restore` for each volume, which would bring back the older
+    // state that did land. The plugin refuses it (crate::takeover).
+    let place5 = at(n1, None);
+    let big = |name: &str| {
+        let script = format!(
+            "head -c 100663296 /dev/urandom > /data/{name}.bin && echo {name} >> /data/log"
+        );
+        c.docker(n3, &["exec", &app.container(), "sh", "-c", &script]);
+    };
 
-    c.compose(n3, &app, &["down"]).unwrap();
+    let step = "step 5a (link cut during the final send)";
+    let work = || big("big");
+    let cutter: RefCell<Option<std::thread::JoinHandle<()>>> = RefCell::default();
+    let cut = || {
+        let snapshots = c.data(n1).join("snapshots");
+        let node = c.names[n1].clone();
+        *cutter.borrow_mut() = Some(std::thread::spawn(move || {
+            wait_until("the final send to land data on node 1", 60, || {
+                entries(&snapshots).iter().any(|e| {
+                    e.starts_with(".recv.")
+                        && std::fs::metadata(snapshots.join(e).join("big.bin"))
+                            .is_ok_and(|m| m.len() > 8 << 20)
+                })
+            });
+            let out = nodes_sh(&["link", &node, "down"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }));
+    };
+    let hooks = Hooks {
+        while_running: Some(&work),
+        before_final_sends: Some(&cut),
+    };
+    let outcome = c.deploy(&app, Some(place4), place5, Cli::V34, &hooks);
+    cutter.take().unwrap().join().unwrap();
+    let landed = c.assert_failed_move(step, &app, &outcome, n3, n1);
+    // Node 1 could ask nobody (its link is still down): refused.
+    let err = outcome[n1].as_ref().unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "restore of {data} refused: the newest snapshot here ({landed}) came from another node"
+        )) && err.contains("could not be asked"),
+        "{step}: {err}"
+    );
+    c.n.link(&c.names[n1], "up");
+    // Link back: the handler's restore again (3.13 this time) is refused
+    // because node 3, where that snapshot was made, holds a newer one.
+    let err = c.restore(n1, Cli::V313, &data, None).unwrap_err();
+    let left = c.record.borrow().snapshots[&(n3, data.clone())]
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        err.contains(&format!(
+            "{} holds a newer state of {data} ({left})",
+            c.ips[n3]
+        )),
+        "{step}: {err}"
+    );
+    assert!(
+        c.log(n1).contains(&format!("restore of {data} refused")),
+        "{step}: not in the log"
+    );
+    c.assert_placed(step, &app, at(n3, None), Cli::V313, false);
+    eprintln!("step 5a done: {:.1} s", t0.elapsed().as_secs_f64());
+
+    let step = "step 5b (the new master's disk full)";
+    c.work(n3, &app, "nine");
+    let filler = c.data(n1).join("filler");
+    let work = || big("big2");
+    let fill = || {
+        // Leave less than the final send's 96 MiB on node 1 (statvfs
+        // overestimates btrfs's free space: step down until it fits).
+        let stat = nix::sys::statvfs::statvfs(&c.data(n1)).unwrap();
+        let mut size = (stat.blocks_available() * stat.fragment_size()) as i64 - (40 << 20);
+        let file = std::fs::File::create(&filler).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        while let Err(e) = nix::fcntl::fallocate(fd, nix::fcntl::FallocateFlags::empty(), 0, size) {
+            assert_eq!(e, nix::errno::Errno::ENOSPC, "filling node 1");
+            size -= 16 << 20;
+        }
+    };
+    let hooks = Hooks {
+        while_running: Some(&work),
+        before_final_sends: Some(&fill),
+    };
+    let outcome = c.deploy(&app, Some(place4), place5, Cli::V313, &hooks);
+    std::fs::remove_file(&filler).unwrap();
+    buttervolume::btrfs::sync(&c.data(n1)).unwrap();
+    c.assert_failed_move(step, &app, &outcome, n3, n1);
+    let left = c.record.borrow().snapshots[&(n3, data.clone())]
+        .last()
+        .unwrap()
+        .clone();
+    let err = outcome[n1].as_ref().unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "{} holds a newer state of {data} ({left})",
+            c.ips[n3]
+        )),
+        "{step}: {err}"
+    );
+    c.assert_placed(step, &app, at(n3, None), Cli::V34, false);
+    eprintln!("step 5b done: {:.1} s", t0.elapsed().as_secs_f64());
+
+    // 5c) The same move once nothing fails: node 1 gets exactly what node
+    // 3 stopped with, the two big files included; nothing was lost.
+    let step = "step 5c (the move again)";
+    c.work(n3, &app, "ten");
+    all_ok(
+        step,
+        &c.deploy(&app, Some(place4), place5, Cli::V34, &Hooks::default()),
+    );
+    c.assert_moved_intact(step, &app);
+    c.assert_final_sent(step, &app, n3, n1);
+    c.assert_placement(step, &app, place5, Cli::V313);
+    let log = read(&c, n1, &data, "log");
+    for line in ["big", "nine", "big2", "ten"] {
+        assert!(log.lines().any(|l| l == line), "{step}: {line} lost: {log}");
+    }
+    eprintln!("step 5c done: {:.1} s", t0.elapsed().as_secs_f64());
+
+    // The handler schedules replicate only after `up`: no first Mount of
+    // the scenario had an active replicate line, so follow never restored.
+    for k in 0..3 {
+        assert!(!c.log(k).contains("followed: restored"), "node {}", k + 1);
+    }
+    assert_eq!(
+        c.forms_not_run_through_both(),
+        vec![],
+        "handler commands not run through both CLIs"
+    );
+
+    c.compose(n1, &app, &["down"]).unwrap();
     for k in 0..3 {
         c.n.docker_stop(&c.names[k]);
     }
