@@ -761,7 +761,10 @@ impl Cluster {
         new: usize,
     ) -> String {
         let data = app.data();
-        assert!(outcome[old].is_err(), "{step}: the final send did not fail");
+        let raised = outcome[old]
+            .as_ref()
+            .expect_err("the final send did not fail");
+        assert!(raised.contains(r#"["send", "#), "{step}: {raised}");
         assert!(
             outcome[new].is_err(),
             "{step}: the new master's handler went on: {:?}",
