@@ -46,4 +46,5 @@ pub mod snapshots;
 pub mod sshd;
 pub mod status;
 pub mod subvolumes;
+pub mod takeover;
 pub mod volumes;

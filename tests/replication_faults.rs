@@ -240,5 +240,14 @@ fn stray_snapshot_of_the_same_name_on_the_receiver() {
         "b's own"
     );
     assert_eq!(n.markers(&a, &b_ip), vec![format!("{base}@{b_ip}")]);
-    assert_recovers(&n, &a, &b, &b_ip, &base, &snap, Some(&snap));
+    // The stray is a snapshot of db made on b that a never saw: b's newest
+    // state of db. Any send is refused while it is there (the split-brain
+    // rule), with the way out: delete it there.
+    std::fs::write(n.data(&a).join("volumes/db/later"), "later").unwrap();
+    let later = n.snapshot(&a, "db");
+    let err = n.send_err(&a, &later, &b_ip);
+    assert!(err.contains("the volume there has moved on"), "{err}");
+    assert!(err.contains(&snap), "{err}");
+    buttervolume::btrfs::delete_subvolume(&stray).unwrap();
+    assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
 }

@@ -14,6 +14,7 @@ use crate::api::{
 use crate::labels;
 use crate::names;
 use crate::snapshots;
+use crate::takeover;
 
 pub async fn route(state: &Arc<AppState>, endpoint: &str, body: Value) -> Option<Reply> {
     if let Some(volume) = endpoint.strip_prefix("/VolumeDriver.Snapshot.List/") {
@@ -83,9 +84,16 @@ async fn remove(state: &Arc<AppState>, body: &Value) -> Reply {
 async fn restore(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: RestoreRequest = decode(body)?;
     let store = state.store.clone();
-    let volume_backup =
-        blocking(move || snapshots::restore(&store, &req.name, req.target.as_deref(), req.force))
-            .await?;
+    let volume_backup = blocking(move || {
+        // `restore <volume>`: its newest state, unless a peer holds a
+        // newer one (the cluster contract, crate::takeover).
+        if !req.force && !req.name.contains('@') {
+            takeover::check(&store, &req.name)?;
+        }
+        snapshots::restore(&store, &req.name, req.target.as_deref(), req.force)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(to_json(RestoreReply { volume_backup }))
 }
 

@@ -101,6 +101,8 @@ pub enum ApiError {
     #[error(transparent)]
     Handover(#[from] crate::handover::HandoverError),
     #[error(transparent)]
+    Takeover(#[from] crate::takeover::TakeoverError),
+    #[error(transparent)]
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),
