@@ -28,7 +28,7 @@
 //! not exist; the schedule paused, unreadable or with skipped lines.
 //!
 //! Cost: one scan of the volumes dir, one of the snapshots dir
-//! ([`placed_by_volume`]), one subvolume-info call per volume and per
+//! ([`snapshots::by_creation_of_each`]), one subvolume-info call per volume and per
 //! snapshot and marker, plus the scheduler's listing. The figures are in
 //! BENCHMARKS.md.
 
@@ -39,7 +39,6 @@ mod tests;
 pub use size::{walk_size, SizeCache};
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -47,8 +46,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::api::{JobStatus, PeerStatus, Problem, ProblemKind, StatusReply, VolumeStatus};
 use crate::names;
 use crate::schedule::{Action, JobView, Listing, ScheduleError, Scheduler, Timer};
-use crate::snapshots::Placed;
-use crate::subvolumes::Subvolumes;
+use crate::snapshots::{self, Placed};
 use crate::volumes::{VolumeError, VolumeStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +111,8 @@ pub fn collect(
     for job in schedule.jobs() {
         jobs_of.entry(job.name.as_str()).or_default().push(job);
     }
-    let mut placed = placed_by_volume(store.fs(), &store.config().snapshots_path, &volumes);
+    let mut placed =
+        snapshots::by_creation_of_each(store.fs(), &store.config().snapshots_path, &volumes);
     let mut out = Vec::with_capacity(volumes.len());
     for name in &volumes {
         let jobs = jobs_of.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
@@ -146,42 +145,6 @@ fn created(placed: &Placed) -> Option<DateTime<Utc>> {
 
 fn seconds_since(t: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
     (now - t).num_seconds().max(0)
-}
-
-/// The snapshots and markers of each of `volumes` (sorted) in `dir`, each
-/// volume's in [`snapshots::by_creation`]'s order (btrfs creation order,
-/// then name; the unit tests pin that both agree), from one scan of the
-/// directory: status would otherwise scan it once per volume.
-pub fn placed_by_volume(
-    fs: &dyn Subvolumes,
-    dir: &Path,
-    volumes: &[String],
-) -> BTreeMap<String, Vec<Placed>> {
-    let mut out: BTreeMap<String, Vec<Placed>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for name in entries
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-    {
-        let volume = names::volume_of(&name);
-        let ours =
-            name.contains('@') && volumes.binary_search_by(|v| v.as_str().cmp(volume)).is_ok();
-        if !ours {
-            continue;
-        }
-        let Ok(identity) = fs.identity(&dir.join(&name)) else {
-            continue;
-        };
-        out.entry(volume.to_string())
-            .or_default()
-            .push(Placed { name, identity });
-    }
-    for group in out.values_mut() {
-        group.sort_by(|a, b| a.order().cmp(&b.order()).then_with(|| a.name.cmp(&b.name)));
-    }
-    out
 }
 
 fn volume_status(

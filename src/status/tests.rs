@@ -370,7 +370,7 @@ fn the_reply_round_trips_as_json() {
 }
 
 #[test]
-fn one_scan_groups_as_by_creation_lists() {
+fn one_scan_groups_each_volumes_snapshots_in_creation_order() {
     let f = fixture();
     for v in ["db", "db2", "d"] {
         f.volume(v);
@@ -388,14 +388,17 @@ fn one_scan_groups_as_by_creation_lists() {
     f.volume("gone");
     f.snapshot("gone@1", 10);
     let volumes = vec!["d".to_string(), "db".into(), "db2".into()];
-    let grouped = placed_by_volume(f.store.fs(), &dir, &volumes);
+    let grouped = crate::snapshots::by_creation_of_each(f.store.fs(), &dir, &volumes);
     assert_eq!(grouped.len(), 3);
-    for v in &volumes {
-        let expected = crate::snapshots::by_creation(f.store.fs(), &dir, v, true);
-        assert_eq!(grouped[v], expected, "{v}");
-    }
-    let names: Vec<&str> = grouped["db"].iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["db@9", "db@1", "db@9@h"]);
+    let names = |v: &str| -> Vec<String> { grouped[v].iter().map(|p| p.name.clone()).collect() };
+    // Creation order, not names; markers included; nothing of "gone".
+    assert_eq!(names("db"), ["db@9", "db@1", "db@9@h"]);
+    assert_eq!(names("db2"), ["db2@1"]);
+    assert_eq!(names("d"), ["d@x"]);
+    // The one-volume form is the same scan, markers dropped on request.
+    let plain = crate::snapshots::by_creation(f.store.fs(), &dir, "db", false);
+    let plain: Vec<&str> = plain.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(plain, ["db@9", "db@1"]);
 }
 
 #[test]
