@@ -177,6 +177,24 @@ impl Scheduler {
         Ok(listing::build(&table, now))
     }
 
+    /// The host of `volume`'s active `replicate:` line, if any (what follow
+    /// needs at each Mount and Unmount): one look at the table, no
+    /// listing of every job. `None` while the schedule is paused.
+    pub fn replicate_peer(&self, volume: &str) -> Option<String> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut table = inner.lock_table();
+        if inner.opts.disabled.exists() {
+            return None;
+        }
+        table.refresh(&inner.opts, now);
+        let peer = table.file.jobs().find_map(|job| match &job.action {
+            Action::Replicate { host } if job.active && job.name() == volume => Some(host.clone()),
+            _ => None,
+        });
+        peer
+    }
+
     /// `VolumeDriver.Schedule.Pause`: schedule.csv becomes
     /// schedule.csv.disabled. Nothing to do without a schedule (as the
     /// reference). Refuses to overwrite an existing .disabled file, which

@@ -113,13 +113,7 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
 /// The peer `volume` follows its container to: the host of its active
 /// `replicate:` line, when follow is on for it.
 fn follow_peer(store: &VolumeStore, scheduler: &Scheduler, volume: &str) -> Option<String> {
-    let listing = scheduler.list().ok()?;
-    let peer = listing
-        .jobs
-        .iter()
-        .filter(|j| j.name == volume && j.active)
-        .find_map(|j| j.action.strip_prefix("replicate:"))?
-        .to_string();
+    let peer = scheduler.replicate_peer(volume)?;
     follow::enabled(store, volume).then_some(peer)
 }
 

@@ -199,10 +199,11 @@ fn volume_status(
 /// `off`, or `on <peer>` with whether a container uses it here, then the
 /// last follow failure ([`crate::follow::last_failure`]).
 fn follow_state(store: &VolumeStore, name: &str, jobs: &[&JobView]) -> Option<String> {
-    let peer = jobs
-        .iter()
-        .filter(|j| j.active)
-        .find_map(|j| j.action.strip_prefix("replicate:"));
+    let peer = jobs.iter().filter(|j| j.active).find_map(|j| {
+        j.action
+            .strip_prefix("replicate:")
+            .filter(|_| replicate_host(j).is_some())
+    });
     let Some(peer) = peer.filter(|_| crate::follow::enabled(store, name)) else {
         return Some("off".into());
     };
