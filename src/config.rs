@@ -41,6 +41,11 @@ pub struct Config {
     pub send_compression: bool,
     /// Bandwidth limit of sends in MiB/s (0: none).
     pub send_bwlimit: u64,
+    /// Which SSH client carries send streams (`SEND_TRANSPORT`).
+    pub send_transport: SendTransport,
+    /// Seconds a transfer may make no progress before it is cut
+    /// (`SSH_TIMEOUT`).
+    pub ssh_timeout_secs: u64,
     /// Where the Docker engine API answers (labels, plugin discovery).
     pub docker_socket: PathBuf,
     /// Jobs the scheduler runs at once per pool (`SCHEDULE_WORKERS`).
@@ -59,6 +64,21 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// Which SSH client carries send streams ([`crate::replication::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendTransport {
+    /// `auto` (the default): full sends through OpenSSH's `ssh` when it is
+    /// installed, everything else through libssh2.
+    #[default]
+    Auto,
+    /// Every send stream through `ssh`.
+    OpenSsh,
+    /// Every send stream through libssh2 (as before 2026-12).
+    Libssh2,
+}
+
+/// Default of `SSH_TIMEOUT`.
+pub const DEFAULT_SSH_TIMEOUT_SECS: u64 = 30;
 /// Default of `SCHEDULE_WORKERS`.
 pub const DEFAULT_SCHEDULE_WORKERS: usize = 4;
 /// Default of `READ_TIMEOUT`.
@@ -189,6 +209,24 @@ impl Config {
             DEFAULT_MAX_CONNECTIONS as u64,
             "expected a number of connections, at least 1",
         )? as usize;
+        let ssh_timeout_secs = positive(
+            "SSH_TIMEOUT",
+            DEFAULT_SSH_TIMEOUT_SECS,
+            "expected a positive number of seconds",
+        )?;
+        let transport_raw = get("SEND_TRANSPORT", "auto");
+        let send_transport = match transport_raw.trim().to_ascii_lowercase().as_str() {
+            "auto" => SendTransport::Auto,
+            "openssh" => SendTransport::OpenSsh,
+            "libssh2" => SendTransport::Libssh2,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "SEND_TRANSPORT",
+                    value: transport_raw,
+                    reason: "expected auto, openssh or libssh2",
+                })
+            }
+        };
         let follow_raw = get("FOLLOW", "true");
         let follow = match follow_raw.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "1" => true,
@@ -215,6 +253,8 @@ impl Config {
             metrics_addr,
             send_compression,
             send_bwlimit,
+            send_transport,
+            ssh_timeout_secs,
             schedule_workers,
             read_timeout_secs,
             max_connections,
@@ -348,7 +388,12 @@ mod tests {
         assert!(err.to_string().contains("TIMER"), "{err}");
         let env = map(&[("SSH_PORT", "99999")]);
         assert!(Config::resolve(&env, &HashMap::new()).is_err());
-        for key in ["SCHEDULE_WORKERS", "READ_TIMEOUT", "MAX_CONNECTIONS"] {
+        for key in [
+            "SCHEDULE_WORKERS",
+            "READ_TIMEOUT",
+            "MAX_CONNECTIONS",
+            "SSH_TIMEOUT",
+        ] {
             for bad in ["0", "-1", "ten", "1.5"] {
                 let env = map(&[(&format!("BUTTERVOLUME_{key}"), bad)]);
                 let err = Config::resolve(&env, &HashMap::new()).unwrap_err();

@@ -594,3 +594,134 @@ fn a_send_to_a_peer_that_moved_on_is_refused() {
     // b's own history is still there.
     assert!(n.data(&b).join("snapshots").join(&sb).exists());
 }
+
+/// The client ports of the SSH connections that ran `verb` on `node`
+/// (its forced command logs `SSH_CLIENT` = "ip port server-port").
+fn client_ports(n: &Nodes, node: &str, verb: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(n.data(node).join("state/ssh-command.log")).unwrap();
+    log.lines()
+        .filter(|l| l.contains(&format!("command=\"buttervolume {verb}")))
+        .map(|l| {
+            let client = l.split("client=").nth(1).unwrap();
+            client.split_whitespace().nth(1).unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn full_sends_run_openssh_and_sessions_are_kept_between_sends() {
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("rt", "3G");
+    // An `ssh` on the daemon's PATH that records each run, then runs the
+    // real one.
+    let wrap =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ssh-wrap-{}", std::process::id()));
+    std::fs::create_dir_all(&wrap).unwrap();
+    let runs = wrap.join("runs");
+    std::fs::write(
+        wrap.join("ssh"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >>{}\nexec /usr/bin/ssh \"$@\"\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        wrap.join("ssh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    n.stop(&a);
+    let path = format!(
+        "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        wrap.display()
+    );
+    n.start_with(&a, &[&path]);
+    let ssh_runs = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "db"}));
+    let vol = n.data(&a).join("volumes/db");
+    write_file(&vol.join("big"), 8 << 20, 1);
+    let s1 = n.snapshot(&a, "db");
+    let summary = n.send(&a, &s1, &b_ip);
+    assert!(summary.contains("in full"), "{summary}");
+    assert_eq!(
+        digest(&n.data(&b).join("snapshots").join(&s1).join("big")),
+        digest(&vol.join("big"))
+    );
+    // The full stream went through OpenSSH, with the plugin's known_hosts
+    // and a strict host key check.
+    let full = ssh_runs();
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert!(full[0].contains("StrictHostKeyChecking=yes"), "{full:?}");
+    assert!(
+        full[0].contains(&format!("{b_ip} buttervolume receive")),
+        "{full:?}"
+    );
+
+    // Incremental sends stay on the libssh2 session of the listing, and
+    // that session is kept from one send to the next: every listing and
+    // incremental receive came through one connection.
+    for i in 0..3u8 {
+        write_file(&vol.join(format!("f{i}")), 64 << 10, i);
+        let s = n.snapshot(&a, "db");
+        let summary = n.send(&a, &s, &b_ip);
+        assert!(summary.contains("incrementally"), "{summary}");
+    }
+    assert_eq!(
+        ssh_runs().len(),
+        1,
+        "incrementals ran ssh: {:?}",
+        ssh_runs()
+    );
+    let mut ports = client_ports(&n, &b, "list");
+    ports.extend(client_ports(&n, &b, "receive --parent-uuid"));
+    ports.sort();
+    ports.dedup();
+    assert_eq!(
+        ports.len(),
+        1,
+        "one kept session expected, saw ports {ports:?}"
+    );
+
+    // The kept session dies on the peer's side (its sshd process is
+    // killed): the next send connects anew and succeeds.
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "^sshd: root@notty"])
+        .output()
+        .unwrap();
+    let netns = |pid: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
+    let b_netns = std::fs::metadata(format!("/run/netns/{b}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let mut killed = 0;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if netns(pid) == Some(b_netns) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.parse().unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            killed += 1;
+        }
+    }
+    assert_eq!(killed, 1, "the kept session's sshd process on {b}");
+    write_file(&vol.join("after"), 64 << 10, 9);
+    let s = n.snapshot(&a, "db");
+    let summary = n.send(&a, &s, &b_ip);
+    assert!(summary.contains("incrementally"), "{summary}");
+    assert_eq!(
+        digest(&n.data(&b).join("snapshots").join(&s).join("after")),
+        digest(&vol.join("after"))
+    );
+    let _ = std::fs::remove_dir_all(&wrap);
+}

@@ -109,6 +109,8 @@ struct Counters {
     sent_bytes: BTreeMap<String, u64>,
     /// Peer → stream bytes pulled from it.
     pulled_bytes: BTreeMap<String, u64>,
+    /// Peer → SSH sessions opened to it.
+    ssh_sessions: BTreeMap<String, u64>,
     job_seconds: BTreeMap<&'static str, Histogram>,
     job_failures: BTreeMap<&'static str, u64>,
 }
@@ -161,6 +163,15 @@ pub fn record_pull(peer: &str, bytes: u64) {
         .pulled_bytes
         .entry(peer.to_string())
         .or_default() += bytes;
+}
+
+/// An SSH session to `peer` was opened (not one reused).
+pub fn record_session_opened(peer: &str) {
+    *registry()
+        .lock()
+        .ssh_sessions
+        .entry(peer.to_string())
+        .or_default() += 1;
 }
 
 /// A scheduled job that ran for `elapsed` and succeeded or not.
@@ -354,6 +365,15 @@ fn transfer_metrics(page: &mut Exposition, counters: &Counters, peers: &PeerCoun
     }
     for (peer, bytes) in &peers.received_bytes {
         page.sample(RECEIVED, &[("peer", peer), ("mode", "push")], *bytes as f64);
+    }
+    const SESSIONS: &str = "buttervolume_ssh_sessions_opened_total";
+    page.family(
+        SESSIONS,
+        Kind::Counter,
+        "SSH sessions (libssh2) opened to peers since the daemon started; kept sessions are reused, so this grows by about one per peer, not one per transfer. Full sends run their own ssh client, not counted here.",
+    );
+    for (peer, n) in &counters.ssh_sessions {
+        page.sample(SESSIONS, &[("peer", peer)], *n as f64);
     }
     const REFUSALS: &str = "buttervolume_peer_refusals_total";
     page.family(

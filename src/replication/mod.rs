@@ -5,15 +5,17 @@
 //! 1. take the volume's send lock (one send per volume; other volumes'
 //!    sends run in parallel; restore and remove of the volume refuse while
 //!    it is held);
-//! 2. connect with libssh2 ([`transport`]) and ask the peer's forced command
+//! 2. take a session to the peer ([`transport::open`]: libssh2, kept per
+//!    peer between transfers) and ask the peer's forced command
 //!    for its snapshots of the volume with their UUIDs;
 //! 3. choose the parent by identity: the newest local snapshot older than
 //!    the one sent whose UUID (or received UUID) the peer holds as a
 //!    received UUID or UUID. No common parent: full send. A Python
 //!    buttervolume peer cannot answer the listing; then the newest sent
 //!    marker `<vol>@<ts>@<host>` names the parent, as the reference does;
-//! 4. stream BTRFS_IOC_SEND output through a pipe into the SSH channel; the
-//!    peer lands it atomically ([`receive`]);
+//! 4. stream BTRFS_IOC_SEND output through a pipe into the SSH channel (a
+//!    full send: into OpenSSH's `ssh`, see [`transport`]); the peer lands
+//!    it atomically ([`receive`]);
 //! 5. only after the peer confirmed, record the marker `<snapshot>@<host>`
 //!    and drop older markers of that host. On failure nothing changes here
 //!    and nothing good is deleted there.
@@ -94,6 +96,8 @@ pub struct SendOptions {
     pub compress: bool,
     /// MiB/s on the wire, 0 for no limit.
     pub bwlimit_mib: u64,
+    /// Which SSH client carries the stream.
+    pub transport: crate::config::SendTransport,
 }
 
 impl SendOptions {
@@ -101,6 +105,7 @@ impl SendOptions {
         SendOptions {
             compress: config.send_compression,
             bwlimit_mib: config.send_bwlimit,
+            transport: config.send_transport,
         }
     }
 }

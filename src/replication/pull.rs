@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::protocol::{ListedSnapshot, PeerRequest};
 use super::receive;
-use super::transport::{self, Peer};
+use super::transport::{self, Peer, SshSettings};
 use super::ReplicationError;
 use crate::names;
 use crate::snapshots::{by_creation, Placed};
@@ -164,7 +164,7 @@ pub fn receive(
         message,
     };
 
-    let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
+    let peer = transport::open(host, &SshSettings::of(config))?;
     let remote = list_on(&peer, volume, &fail)?;
     let local = by_creation(store.fs(), &config.snapshots_path, volume, false);
     let taken = |name: &str| config.snapshots_path.join(name).exists();
@@ -209,7 +209,7 @@ pub fn list_peer(
     names::check_volume(volume)?;
     transport::check_host(host)?;
     let config = store.config();
-    let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
+    let peer = transport::open(host, &SshSettings::of(config))?;
     let fail = |message: String| ReplicationError::Receive {
         volume: volume.into(),
         host: host.into(),

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::protocol::{ListedSnapshot, PeerRequest};
-use super::transport::{self, Peer, TransportError};
+use super::transport::{self, Input, Peer, SshSettings, TransportError};
 use super::{receive, ReplicationError, SendOptions, SendReport, PIPE_SIZE};
 use crate::btrfs::{self, BtrfsError, SubvolumeIdentity};
+use crate::config::SendTransport;
 use crate::names;
 use crate::snapshots::{self, Placed};
 use crate::volumes::{Activity, VolumeStore};
@@ -135,7 +136,7 @@ pub fn send_with(
         .map_err(ReplicationError::Busy)?;
     let started = Instant::now();
     let config = store.config();
-    let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
+    let peer = transport::open(host, &SshSettings::of(config))?;
     let local_id = store.fs().identity(&path)?;
     let Some(plan) = plan(store, &peer, snapshot, &local_id, test, options)? else {
         record_marker(store, snapshot, &volume, host)?;
@@ -148,6 +149,7 @@ pub fn send_with(
     let wire = Wire {
         compress: plan.ours && options.compress,
         limit: (options.bwlimit_mib > 0).then_some(options.bwlimit_mib << 20),
+        transport: options.transport,
     };
     let (parent, bytes, wire_bytes) =
         deliver(store, &peer, snapshot, test, plan, wire).map_err(|source| {
@@ -292,6 +294,20 @@ struct Wire {
     compress: bool,
     /// Bytes per second.
     limit: Option<u64>,
+    transport: SendTransport,
+}
+
+impl Wire {
+    /// Whether OpenSSH's `ssh` carries a stream: under `auto`, a full send
+    /// (the bulk, where libssh2's ciphers cost the most; an incremental
+    /// stays on the session already open for the listing).
+    fn through_openssh(&self, full: bool) -> bool {
+        match self.transport {
+            SendTransport::Auto => full && transport::openssh_installed(),
+            SendTransport::OpenSsh => true,
+            SendTransport::Libssh2 => false,
+        }
+    }
 }
 
 /// Streams the send of `path` (from `parent`) into `command` on the peer;
@@ -310,6 +326,7 @@ fn stream_snapshot(
         std::os::fd::AsRawFd::as_raw_fd(&write_end),
         nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32),
     );
+    let full = parent.is_none();
     let send_path = path.to_path_buf();
     let sender = std::thread::spawn(move || {
         let result = btrfs::send(&send_path, parent.as_deref(), &write_end);
@@ -317,14 +334,8 @@ fn stream_snapshot(
         result
     });
     let started = Instant::now();
-    let pipe = File::from(read_end);
-    let mut reader: Box<dyn std::io::Read> = if wire.compress {
-        Box::new(zstd::stream::read::Encoder::new(pipe, ZSTD_LEVEL).map_err(StreamError::Zstd)?)
-    } else {
-        Box::new(pipe)
-    };
     let mut wire_bytes = 0;
-    let streamed = peer.stream(command, &mut reader, wire.limit, |bytes| {
+    let mut report = |bytes| {
         wire_bytes = bytes;
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         tracing::info!(
@@ -333,9 +344,38 @@ fn stream_snapshot(
             mib_per_s = format!("{:.1}", bytes as f64 / secs / super::MIB),
             "sending"
         );
-    });
+    };
+    let pipe = File::from(read_end);
+    let mut encoder = match wire.compress {
+        true => {
+            Some(zstd::stream::read::Encoder::new(&pipe, ZSTD_LEVEL).map_err(StreamError::Zstd)?)
+        }
+        false => None,
+    };
+    let streamed = if wire.through_openssh(full) {
+        let input = match encoder.as_mut() {
+            Some(encoder) => Input::Reader(encoder),
+            None => Input::Pipe(&pipe),
+        };
+        let target = peer.target();
+        transport::stream_with_openssh(
+            target,
+            peer.settings(),
+            command,
+            input,
+            wire.limit,
+            &mut report,
+        )
+    } else {
+        let reader: &mut dyn std::io::Read = match encoder.as_mut() {
+            Some(encoder) => encoder,
+            None => &mut &pipe,
+        };
+        peer.stream(command, reader, wire.limit, &mut report)
+    };
     // Unblock the kernel send if the transfer stopped early.
-    drop(reader);
+    drop(encoder);
+    drop(pipe);
     let sent = sender.join().map_err(|_| StreamError::Panicked)?;
     let output = streamed?;
     sent?;

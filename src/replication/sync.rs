@@ -23,30 +23,25 @@ pub fn sync(
     } else {
         &config.volumes_path
     };
+    let settings = transport::SshSettings::of(config);
     let mut errors = Vec::new();
     for volume in volumes {
         let local = store
             .existing(volume)
             .map_err(|e| ReplicationError::Sync(e.to_string()))?;
         for host in hosts {
+            // rsync splits the -e value on spaces itself: no shell. Our
+            // paths (the ssh dir) hold no spaces.
             transport::check_host(host)?;
-            let key = transport::KEY_FILES
+            let ssh = transport::ssh_options(&settings)
                 .iter()
-                .map(|k| config.ssh_dir.join(k))
-                .find(|k| k.exists());
-            let mut ssh = format!(
-                "ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
-                config.ssh_port,
-                config.ssh_dir.join("known_hosts").display()
-            );
-            if let Some(key) = key {
-                ssh.push_str(&format!(" -i {}", key.display()));
-            }
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
             let source = format!(
                 "{host}:{}/{volume}/",
                 remote_dir.display().to_string().trim_end_matches('/')
             );
-            // rsync splits the -e value on spaces itself: no shell.
             let output = Command::new("rsync")
                 .args(["-r", "-a", "-z", "-h", "-e", &ssh, &source])
                 .arg(&local)

@@ -37,6 +37,7 @@ async fn send(state: &Arc<AppState>, body: &Value) -> Reply {
         let options = SendOptions {
             compress: req.compress.unwrap_or(defaults.compress),
             bwlimit_mib: req.bwlimit.unwrap_or(defaults.bwlimit_mib),
+            ..defaults
         };
         let report = replication::send_with(&store, &req.name, &req.host, req.test, options)?;
         crate::metrics::record_send(&req.host, report.bytes);

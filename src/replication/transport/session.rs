@@ -1,52 +1,16 @@
-//! SSH to the peer node, with libssh2 (the `ssh2` crate): no `ssh` process,
-//! no shell.
-//!
-//! The peer's sshd runs `buttervolume ssh-command` as a forced command, so
-//! each "command" we send is a request that the peer validates (see
-//! `forced_command`). Keys and known_hosts come from the plugin's ssh
-//! directory (`/root/.ssh`, which the managed plugin binds to
-//! `/var/lib/buttervolume/ssh`). An unknown or changed host key is an error,
-//! never accepted silently.
+//! One libssh2 session to a peer (the `ssh2` crate): no `ssh` process, no
+//! shell. Each command is a channel of the session; a session kept by the
+//! [`super::pool`] that the peer dropped meanwhile is replaced once,
+//! transparently, when its first channel cannot open.
 
+use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ssh2::{CheckResult, KnownHostFileKind, Session};
+use ssh2::{Channel, CheckResult, KnownHostFileKind, Session};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    #[error("invalid host {0:?}: expected a hostname or IP address, optionally user@host")]
-    Host(String),
-    #[error("cannot connect to {host}:{port}: {message}")]
-    Connect {
-        host: String,
-        port: u16,
-        message: String,
-    },
-    #[error("host key of [{host}]:{port} is not in {known_hosts}: pair the nodes first (scripts/pair-nodes.sh)")]
-    UnknownHostKey {
-        host: String,
-        port: u16,
-        known_hosts: PathBuf,
-    },
-    #[error("HOST KEY MISMATCH for [{host}]:{port}: refusing to connect (check {known_hosts})")]
-    HostKeyMismatch {
-        host: String,
-        port: u16,
-        known_hosts: PathBuf,
-    },
-    #[error("no usable key in {0} was accepted by the peer")]
-    Auth(PathBuf),
-    #[error("ssh to {host}: {message}")]
-    Ssh { host: String, message: String },
-}
-
-/// How long a single blocking SSH operation may stall (a cut link shows up
-/// as a stalled write).
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use super::{check_host, split_user, SshSettings, TransportError, CONNECT_TIMEOUT};
 
 /// Ciphers offered to the peer, fastest through libssh2 first. libssh2
 /// (1.11, `_libssh2_transport_send`) encrypts AES packets one 16-byte block
@@ -54,12 +18,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// send (29 % of the run's CPU); chacha20-poly1305 is the one cipher it
 /// encrypts a whole packet at a time, about 20 % faster end to end here.
 /// The AES ciphers stay as fallbacks for peers that disable chacha20.
+/// (Full sends do not go through libssh2 at all: [`super::openssh`].)
 const CIPHER_PREFERENCE: &str = "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,\
 aes128-ctr,aes256-gcm@openssh.com,aes256-ctr";
-
-/// The private keys tried, in this order, in the plugin's ssh directory
-/// (also by `sync`'s rsync).
-pub const KEY_FILES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 
 /// Result of a command run on the peer.
 #[derive(Debug)]
@@ -69,31 +30,44 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// The connection proper; swapped whole when a stale one is replaced.
+struct Conn {
+    session: Session,
+    /// A handle on the session's socket, to cut it without waiting: a
+    /// broken session's polite disconnect would stall on a dead link.
+    tcp: TcpStream,
+}
+
 /// One authenticated SSH session to a peer.
 pub struct Peer {
-    session: Session,
+    conn: RefCell<Conn>,
+    /// As given: `[user@]host`.
+    target: String,
+    /// The host name or address alone.
     host: String,
+    settings: SshSettings,
+    /// Taken from the pool: the peer may have dropped it since.
+    reused: Cell<bool>,
+    /// An error happened on it: do not give it back to the pool.
+    broken: Cell<bool>,
 }
 
-/// Checks a host argument ([`crate::names::check_host`], the one rule).
-pub fn check_host(host: &str) -> Result<(), TransportError> {
-    crate::names::check_host(host).map_err(|_| TransportError::Host(host.into()))
-}
-
-fn split_user(host: &str) -> (Option<&str>, &str) {
-    match host.split_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, host),
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.broken.get() {
+            let _ = self.conn.get_mut().tcp.shutdown(Shutdown::Both);
+        }
     }
 }
 
 impl Peer {
-    /// Connects, verifies the host key against `<ssh_dir>/known_hosts` and
-    /// authenticates with the first key of `<ssh_dir>` the peer accepts.
-    pub fn connect(host: &str, port: u16, ssh_dir: &Path) -> Result<Peer, TransportError> {
-        check_host(host)?;
-        let (user, name) = split_user(host);
-        let user = user.unwrap_or("root");
+    /// Connects, verifies the host key against `<ssh dir>/known_hosts` and
+    /// authenticates with the first key of the ssh dir the peer accepts.
+    /// Prefer [`super::open`], which reuses a session kept from earlier.
+    pub fn connect(target: &str, settings: &SshSettings) -> Result<Peer, TransportError> {
+        check_host(target)?;
+        let (user, name) = split_user(target);
+        let port = settings.port;
         let connect_err = |message: String| TransportError::Connect {
             host: name.into(),
             port,
@@ -107,20 +81,21 @@ impl Peer {
         let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| connect_err(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        let handle = tcp.try_clone().map_err(|e| connect_err(e.to_string()))?;
         let ssh_err = |e: ssh2::Error| TransportError::Ssh {
             host: name.into(),
             message: e.to_string(),
         };
         let mut session = Session::new().map_err(ssh_err)?;
         session.set_tcp_stream(tcp);
-        session.set_timeout(IO_TIMEOUT.as_millis() as u32);
+        session.set_timeout(settings.stall.as_millis().min(u32::MAX as u128) as u32);
         for direction in [ssh2::MethodType::CryptCs, ssh2::MethodType::CryptSc] {
             let _ = session.method_pref(direction, CIPHER_PREFERENCE);
         }
         session.handshake().map_err(ssh_err)?;
         session.set_keepalive(true, 10);
 
-        let known_hosts = ssh_dir.join("known_hosts");
+        let known_hosts = settings.known_hosts();
         let (key, _) = session.host_key().ok_or_else(|| TransportError::Ssh {
             host: name.into(),
             message: "no host key".into(),
@@ -149,28 +124,93 @@ impl Peer {
             }
         }
 
-        for key_name in KEY_FILES {
-            let private = ssh_dir.join(key_name);
-            if private.exists()
-                && session
-                    .userauth_pubkey_file(user, None, &private, None)
-                    .is_ok()
+        for private in settings.keys() {
+            if session
+                .userauth_pubkey_file(user, None, &private, None)
+                .is_ok()
                 && session.authenticated()
             {
+                super::pool::count_opened(name);
                 return Ok(Peer {
-                    session,
+                    conn: RefCell::new(Conn {
+                        session,
+                        tcp: handle,
+                    }),
+                    target: target.into(),
                     host: name.into(),
+                    settings: settings.clone(),
+                    reused: Cell::new(false),
+                    broken: Cell::new(false),
                 });
             }
         }
-        Err(TransportError::Auth(ssh_dir.into()))
+        Err(TransportError::Auth(settings.dir.clone()))
     }
 
-    fn ssh_err(&self, e: impl std::fmt::Display) -> TransportError {
+    /// The host this session is connected to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `[user@]host`, as connected to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    pub(super) fn set_reused(&self) {
+        self.reused.set(true);
+    }
+
+    /// Marks the session unusable (it goes back to no pool) and wraps the
+    /// error; a stall becomes [`TransportError::Stalled`].
+    fn fail(&self, context: &str, e: impl Into<std::io::Error>) -> TransportError {
+        self.broken.set(true);
+        let e: std::io::Error = e.into();
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            return TransportError::Stalled {
+                host: self.host.clone(),
+                seconds: self.settings.stall.as_secs(),
+            };
+        }
         TransportError::Ssh {
             host: self.host.clone(),
-            message: e.to_string(),
+            message: if context.is_empty() {
+                e.to_string()
+            } else {
+                format!("{context}: {e}")
+            },
         }
+    }
+
+    /// A new channel with `command` started on it. A session from the pool
+    /// that cannot open a channel (the peer closed it while it was kept) is
+    /// replaced by a new connection, once: nothing was sent on it yet.
+    fn exec(&self, command: &str) -> Result<Channel, TransportError> {
+        let opened = self.conn.borrow().session.channel_session();
+        let mut channel = match opened {
+            Ok(channel) => channel,
+            Err(e) if self.reused.get() => {
+                tracing::info!(host = %self.host, error = %e, "a kept SSH session went stale: connecting anew");
+                let fresh = Peer::connect(&self.target, &self.settings)?;
+                std::mem::swap(&mut *self.conn.borrow_mut(), &mut *fresh.conn.borrow_mut());
+                // `fresh` now holds the stale connection: cut it.
+                fresh.broken.set(true);
+                self.reused.set(false);
+                let session = &self.conn.borrow().session;
+                session.channel_session().map_err(|e| self.fail("", e))?
+            }
+            Err(e) => return Err(self.fail("", e)),
+        };
+        channel.exec(command).map_err(|e| self.fail("", e))?;
+        Ok(channel)
     }
 
     /// Runs `command` on the peer and hands its standard output, as a
@@ -182,23 +222,23 @@ impl Peer {
         command: &str,
         sink: impl FnOnce(&mut dyn Read) -> T,
     ) -> Result<(T, Output), TransportError> {
-        let mut channel = self
-            .session
-            .channel_session()
-            .map_err(|e| self.ssh_err(e))?;
-        channel.exec(command).map_err(|e| self.ssh_err(e))?;
-        channel.send_eof().map_err(|e| self.ssh_err(e))?;
+        let mut channel = self.exec(command)?;
+        channel.send_eof().map_err(|e| self.fail("", e))?;
         let result = sink(&mut channel);
         // What the sink left unread is not wanted: stop the peer's sender.
         let _ = channel.close();
         let mut stderr = String::new();
         let _ = channel.stderr().read_to_string(&mut stderr);
         // A channel cut short has no exit status: -1, and the sink's own
-        // result (say, a refused stream) still says what happened.
+        // result (say, a refused stream) still says what happened. Such a
+        // session is not reused.
         let status = channel
             .wait_close()
             .and_then(|()| channel.exit_status())
-            .unwrap_or(-1);
+            .unwrap_or_else(|_| {
+                self.broken.set(true);
+                -1
+            });
         Ok((
             result,
             Output {
@@ -210,11 +250,6 @@ impl Peer {
     }
 
     /// Runs `command` on the peer and collects its output.
-    /// The host this session is connected to.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     pub fn run(&self, command: &str) -> Result<Output, TransportError> {
         self.stream(command, &mut std::io::empty(), None, |_| {})
     }
@@ -230,11 +265,7 @@ impl Peer {
         mut progress: impl FnMut(u64),
     ) -> Result<Output, TransportError> {
         let started = Instant::now();
-        let mut channel = self
-            .session
-            .channel_session()
-            .map_err(|e| self.ssh_err(e))?;
-        channel.exec(command).map_err(|e| self.ssh_err(e))?;
+        let mut channel = self.exec(command)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut sent: u64 = 0;
         let mut last_report = Instant::now();
@@ -243,11 +274,17 @@ impl Peer {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.ssh_err(format!("reading the local stream: {e}"))),
+                Err(e) => {
+                    self.broken.set(true);
+                    return Err(TransportError::Ssh {
+                        host: self.host.clone(),
+                        message: format!("reading the local stream: {e}"),
+                    });
+                }
             };
             channel
                 .write_all(&buf[..n])
-                .map_err(|e| self.ssh_err(format!("sending: {e}")))?;
+                .map_err(|e| self.fail("sending", e))?;
             sent += n as u64;
             if let Some(rate) = limit.filter(|r| *r > 0) {
                 // Sleep until the average rate is back under the limit.
@@ -262,15 +299,15 @@ impl Peer {
             }
         }
         progress(sent);
-        channel.send_eof().map_err(|e| self.ssh_err(e))?;
+        channel.send_eof().map_err(|e| self.fail("", e))?;
         let mut stdout = Vec::new();
         channel
             .read_to_end(&mut stdout)
-            .map_err(|e| self.ssh_err(e))?;
+            .map_err(|e| self.fail("", e))?;
         let mut stderr = String::new();
         let _ = channel.stderr().read_to_string(&mut stderr);
-        channel.wait_close().map_err(|e| self.ssh_err(e))?;
-        let status = channel.exit_status().map_err(|e| self.ssh_err(e))?;
+        channel.wait_close().map_err(|e| self.fail("", e))?;
+        let status = channel.exit_status().map_err(|e| self.fail("", e))?;
         Ok(Output {
             status,
             stdout,

@@ -1,0 +1,359 @@
+//! OpenSSH's `ssh` client for bulk streams (full sends) and for rsync: the
+//! one place its options are written. An argument vector, never a shell.
+//!
+//! The options make it use exactly what the libssh2 sessions use and
+//! nothing of the machine's own ssh setup: no config file, the plugin's
+//! keys only, the plugin's known_hosts only, a host key that is not there
+//! (or changed) refuses the connection, no prompt, no agent, no X11.
+//! A stalled stream is cut after `SSH_TIMEOUT` by our own wait on the pipe
+//! into `ssh` ([`stream_with_openssh`]): a dead link, or a peer that stops
+//! reading, fills it. A link that dies while nothing is being written (the
+//! wait for the peer's reply) is cut by `ssh` itself, after
+//! `ServerAliveInterval` × `ServerAliveCountMax`, a little over
+//! `SSH_TIMEOUT`.
+//!
+//! A full send moves the send ioctl's pipe into `ssh`'s standard input with
+//! `splice(2)` (the kernel moves page references, no copy here), counting
+//! bytes for the progress report and the bandwidth limit on the way.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::{check_host, split_user, Output, SshSettings, TransportError, CONNECT_TIMEOUT};
+
+/// Ciphers offered, the hardware-accelerated AES-GCM first.
+const CIPHERS: &str =
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr";
+
+/// `ssh`'s exit status when it failed itself (connection, host key,
+/// authentication, timeout), not the remote command.
+const SSH_FAILED: i32 = 255;
+
+/// How much one splice moves at most.
+const CHUNK: usize = crate::replication::PIPE_SIZE;
+
+/// `ssh` and its options to reach `target` (`[user@]host`), up to and
+/// including the host: append the remote command.
+pub fn ssh_argv(target: &str, settings: &SshSettings) -> Result<Vec<OsString>, TransportError> {
+    check_host(target)?;
+    let (user, host) = split_user(target);
+    let mut argv = ssh_options(settings);
+    argv.extend([
+        "-l".into(),
+        user.into(),
+        host.trim_matches(['[', ']']).into(),
+    ]);
+    Ok(argv)
+}
+
+/// `ssh` and its options, without a destination (rsync's `-e`, which adds
+/// the user and host itself).
+pub fn ssh_options(settings: &SshSettings) -> Vec<OsString> {
+    let alive = settings.stall.as_secs().div_ceil(3).max(1);
+    let mut argv: Vec<OsString> = vec!["ssh".into(), "-F".into(), "/dev/null".into()];
+    let options = [
+        "BatchMode=yes".to_string(),
+        "IdentitiesOnly=yes".into(),
+        "StrictHostKeyChecking=yes".into(),
+        format!("UserKnownHostsFile={}", settings.known_hosts().display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "UpdateHostKeys=no".into(),
+        format!("ConnectTimeout={}", CONNECT_TIMEOUT.as_secs()),
+        format!("ServerAliveInterval={alive}"),
+        "ServerAliveCountMax=4".into(),
+        format!("Ciphers={CIPHERS}"),
+        "Compression=no".into(),
+        "LogLevel=ERROR".into(),
+    ];
+    for option in options {
+        argv.push("-o".into());
+        argv.push(option.into());
+    }
+    for key in settings.keys() {
+        argv.push("-i".into());
+        argv.push(key.into());
+    }
+    argv.extend([
+        "-T".into(),
+        "-x".into(),
+        "-a".into(),
+        "-p".into(),
+        settings.port.to_string().into(),
+    ]);
+    argv
+}
+
+/// Whether an `ssh` client is on the PATH (looked up once).
+pub fn openssh_installed() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| {
+                std::fs::metadata(dir.join("ssh"))
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
+    })
+}
+
+/// What a bulk stream reads.
+pub enum Input<'a> {
+    /// A pipe (the send ioctl's): spliced, no copy.
+    Pipe(&'a File),
+    /// Anything else (a zstd encoder over the pipe): copied.
+    Reader(&'a mut dyn Read),
+}
+
+/// Runs `command` on the peer through `ssh`, with `input` as its standard
+/// input (then EOF); `progress` is called with the byte count as data goes
+/// out; `limit`: at most that many bytes per second. Returns the remote
+/// command's exit status, stdout and stderr; `ssh`'s own failures (its exit
+/// status 255) are errors with its message.
+pub fn stream_with_openssh(
+    target: &str,
+    settings: &SshSettings,
+    command: &str,
+    input: Input<'_>,
+    limit: Option<u64>,
+    mut progress: impl FnMut(u64),
+) -> Result<Output, TransportError> {
+    let argv = ssh_argv(target, settings)?;
+    let (_, host) = split_user(target);
+    let fail = |message: String| TransportError::Ssh {
+        host: host.into(),
+        message,
+    };
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run ssh: {e}")))?;
+    let stdin = child.stdin.take().expect("stdin was piped");
+    let readers = collect_output(&mut child);
+    let _ = fcntl(
+        stdin.as_raw_fd(),
+        FcntlArg::F_SETPIPE_SZ(crate::replication::PIPE_SIZE as i32),
+    );
+    let _ = fcntl(stdin.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut pump = Pump {
+        out: stdin,
+        stall: settings.stall,
+        limit,
+        started: Instant::now(),
+        sent: 0,
+        last_report: Instant::now(),
+    };
+    let pumped = match input {
+        Input::Pipe(pipe) => pump.splice_all(pipe, &mut progress),
+        Input::Reader(reader) => pump.copy_all(reader, &mut progress),
+    };
+    progress(pump.sent);
+    // EOF for the peer's command; `ssh` then exits with its status.
+    drop(pump);
+    // The peer must not take a stream cut short for a whole one.
+    if matches!(pumped, Err(Pumped::Stalled | Pumped::Input(_))) {
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| fail(format!("waiting for ssh: {e}")))?;
+    let (stdout, stderr) = readers.join();
+    match pumped {
+        Err(Pumped::Stalled) => Err(TransportError::Stalled {
+            host: host.into(),
+            seconds: settings.stall.as_secs(),
+        }),
+        Err(Pumped::Input(e)) => Err(fail(format!("reading the local stream: {e}"))),
+        // A write that failed because ssh exited: its status and stderr
+        // say why.
+        Ok(()) | Err(Pumped::Output) if status.code() == Some(SSH_FAILED) => {
+            Err(fail(stderr.trim().to_string()))
+        }
+        Ok(()) | Err(Pumped::Output) => Ok(Output {
+            status: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }),
+    }
+}
+
+/// Why a pump stopped early.
+enum Pumped {
+    /// The peer took nothing for the whole stall timeout.
+    Stalled,
+    Input(std::io::Error),
+    /// Writing to ssh failed (it exited).
+    Output,
+}
+
+/// Moves bytes into `ssh`'s standard input, non-blocking, so that a peer
+/// that stops reading is noticed.
+struct Pump {
+    out: ChildStdin,
+    stall: Duration,
+    limit: Option<u64>,
+    started: Instant,
+    sent: u64,
+    last_report: Instant,
+}
+
+impl Pump {
+    fn splice_all(&mut self, pipe: &File, progress: &mut dyn FnMut(u64)) -> Result<(), Pumped> {
+        loop {
+            self.wait_writable()?;
+            match splice(
+                pipe.as_fd(),
+                None,
+                self.out.as_fd(),
+                None,
+                CHUNK,
+                SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE,
+            ) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.advance(n, progress),
+                // The pipe to ssh filled up again since the poll.
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(_) => return Err(Pumped::Output),
+            }
+        }
+    }
+
+    fn copy_all(
+        &mut self,
+        reader: &mut dyn Read,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Pumped> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Pumped::Input(e)),
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                self.wait_writable()?;
+                match self.out.write(rest) {
+                    Ok(w) => rest = &rest[w..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(Pumped::Output),
+                }
+            }
+            self.advance(n, progress);
+        }
+    }
+
+    /// Waits until ssh's pipe takes bytes again; [`Pumped::Stalled`] after
+    /// the stall timeout.
+    fn wait_writable(&self) -> Result<(), Pumped> {
+        let waited = Instant::now();
+        loop {
+            let left = self.stall.saturating_sub(waited.elapsed());
+            if left.is_zero() {
+                return Err(Pumped::Stalled);
+            }
+            let timeout =
+                PollTimeout::try_from(left.min(Duration::from_secs(1))).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.out.as_fd(), PollFlags::POLLOUT)];
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                // Writable, or an error (ssh gone) the write will report.
+                Ok(_) => return Ok(()),
+                Err(_) => return Err(Pumped::Output),
+            }
+        }
+    }
+
+    fn advance(&mut self, n: usize, progress: &mut dyn FnMut(u64)) {
+        self.sent += n as u64;
+        if let Some(rate) = self.limit.filter(|r| *r > 0) {
+            // Sleep until the average rate is back under the limit.
+            let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if self.last_report.elapsed() >= Duration::from_millis(500) {
+            progress(self.sent);
+            self.last_report = Instant::now();
+        }
+    }
+}
+
+/// Threads draining ssh's stdout and stderr, so it never blocks on them.
+struct Readers {
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+fn collect_output(child: &mut Child) -> Readers {
+    fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    }
+    Readers {
+        stdout: drain(child.stdout.take().expect("stdout was piped")),
+        stderr: drain(child.stderr.take().expect("stderr was piped")),
+    }
+}
+
+impl Readers {
+    fn join(self) -> (Vec<u8>, String) {
+        let stdout = self.stdout.join().unwrap_or_default();
+        let stderr = self.stderr.join().unwrap_or_default();
+        (stdout, String::from_utf8_lossy(&stderr).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_argv_uses_only_the_plugins_keys_and_known_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("id_ed25519"), "key").unwrap();
+        let settings = SshSettings {
+            port: 1122,
+            dir: dir.path().into(),
+            stall: Duration::from_secs(30),
+        };
+        let argv: Vec<String> = ssh_argv("backup@10.0.0.2", &settings)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = argv.join(" ");
+        assert_eq!(argv[..3], ["ssh", "-F", "/dev/null"]);
+        assert!(joined.contains("-o StrictHostKeyChecking=yes"), "{joined}");
+        assert!(
+            joined.contains(&format!(
+                "-o UserKnownHostsFile={}/known_hosts",
+                dir.path().display()
+            )),
+            "{joined}"
+        );
+        assert!(joined.contains("-o ServerAliveInterval=10 -o ServerAliveCountMax=4"));
+        assert!(joined.contains(&format!("-i {}/id_ed25519", dir.path().display())));
+        assert!(!joined.contains("id_rsa"), "absent keys are not offered");
+        assert!(joined.ends_with("-p 1122 -l backup 10.0.0.2"), "{joined}");
+        assert!(ssh_argv("-oProxyCommand=x", &settings).is_err());
+    }
+}
