@@ -180,18 +180,62 @@ fn receiver_killed_mid_transfer() {
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
 }
 
+/// The link goes down mid-stream: the send fails after SSH_TIMEOUT (5 s
+/// here) with an error that says so, and nothing partial stays.
 #[test]
 fn link_cut_mid_transfer() {
     let (n, a, b, b_ip, base) = setup("fl");
+    n.stop(&a);
+    n.start_with(&a, &["BUTTERVOLUME_SSH_TIMEOUT=5"]);
     let snap = n.snapshot(&a, "db");
     let pending = send_in_background(&n, &a, &snap, &b_ip);
     wait_for_transfer(&n, &b);
     n.link(&b, "down");
     let (_, reply) = pending.join().unwrap();
     let reply: Value = serde_json::from_str(&reply).unwrap();
-    assert_ne!(reply["Err"], "", "send reported success: {reply}");
+    let err = reply["Err"].as_str().unwrap();
+    assert!(
+        err.contains("stalled for 5 s (SSH_TIMEOUT)"),
+        "send error: {err}"
+    );
     n.link(&b, "up");
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
+}
+
+/// The same for a full send, which runs OpenSSH's client: cut after
+/// SSH_TIMEOUT too, and the next full send lands whole.
+#[test]
+fn link_cut_mid_full_send() {
+    let (n, a, b, b_ip, _) = setup("fo");
+    n.stop(&a);
+    n.start_with(&a, &["BUTTERVOLUME_SSH_TIMEOUT=5"]);
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "fresh"}));
+    fill(&n.data(&a).join("volumes/fresh/big"), BIG, 2);
+    let snap = n.snapshot(&a, "fresh");
+    let pending = send_in_background(&n, &a, &snap, &b_ip);
+    wait_for_transfer(&n, &b);
+    n.link(&b, "down");
+    let (_, reply) = pending.join().unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    let err = reply["Err"].as_str().unwrap();
+    assert!(
+        err.contains("stalled for 5 s (SSH_TIMEOUT)"),
+        "send error: {err}"
+    );
+    assert!(n
+        .markers(&a, &b_ip)
+        .iter()
+        .all(|m| !m.starts_with("fresh@")));
+    n.link(&b, "up");
+    let summary = n.send(&a, &snap, &b_ip);
+    assert!(summary.contains("in full"), "{summary}");
+    let landed = n.data(&b).join("snapshots").join(&snap);
+    assert_eq!(
+        std::fs::metadata(landed.join("big")).unwrap().len(),
+        BIG as u64
+    );
+    let id = buttervolume::btrfs::identity(&landed).unwrap();
+    assert!(id.read_only && id.received_uuid.is_some());
 }
 
 #[test]
