@@ -29,6 +29,8 @@ struct Fake {
     unchanged: Mutex<HashSet<String>>,
     /// Volumes that follow their container and are not in use here.
     idle: Mutex<HashSet<String>>,
+    /// `<snapshot>><host>` of the sends that succeeded.
+    sent: Mutex<HashSet<String>>,
     held: Mutex<HashSet<String>>,
     released: Condvar,
     running: Mutex<(usize, usize)>,
@@ -105,7 +107,18 @@ impl JobActions for Fake {
         self.enter(
             format!("send {snapshot} {host}"),
             &format!("{volume}>{host}"),
-        )
+        )?;
+        self.sent
+            .lock()
+            .unwrap()
+            .insert(format!("{snapshot}>{host}"));
+        Ok(())
+    }
+    fn already_sent(&self, snapshot: &str, host: &str) -> bool {
+        self.sent
+            .lock()
+            .unwrap()
+            .contains(&format!("{snapshot}>{host}"))
     }
     fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, ActionFailure> {
         self.enter(format!("purge {volume} {pattern}"), volume)?;
@@ -358,8 +371,16 @@ fn unchanged_volumes_cost_no_snapshot() {
     let run = |action: &str| jobs::run(&fake, "db", &Action::parse(action).unwrap());
     assert_eq!(run("snapshot").unwrap(), "unchanged since db@snap");
     assert_eq!(run("replicate:h").unwrap(), "sent db@snap to h");
-    fake.removed.lock().unwrap().insert("db>h".into());
-    assert!(run("replicate:h").is_err());
+    // Sent and still unchanged: nothing to do, the peer is not asked.
+    assert_eq!(
+        run("replicate:h").unwrap(),
+        "unchanged since db@snap, already on h"
+    );
+    assert_eq!(fake.count("send db@snap h"), 1, "{:?}", fake.calls());
+    // Another peer has not got it yet.
+    assert_eq!(run("replicate:k").unwrap(), "sent db@snap to k");
+    fake.removed.lock().unwrap().insert("db>j".into());
+    assert!(run("replicate:j").is_err());
     assert!(
         !fake.calls().iter().any(|c| c.starts_with("remove")),
         "{:?}",
