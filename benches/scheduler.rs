@@ -99,6 +99,9 @@ impl JobActions for Fake {
         pause(self.work.send);
         Ok(())
     }
+    fn already_sent(&self, _snapshot: &str, _host: &str) -> bool {
+        false
+    }
     fn purge(&self, _volume: &str, _pattern: &str) -> Result<Vec<String>, ActionFailure> {
         self.start();
         pause(self.work.purge);

@@ -8,14 +8,14 @@
 #                  forced command `<binary> ssh-command`
 #
 # Setup: VOLUMES volumes on bir1, each holding a 4 KiB file, each scheduled
-# `replicate:<bir2>` every minute; the first round sends every volume in
-# full (waited for: every sent marker present). Then two phases of ROUNDS
+# `replicate:<bir2>` every minute and mounted (/VolumeDriver.Mount, as
+# Docker does for a running container); the first round sends every volume
+# in full (waited for: every sent marker present). Then two phases of ROUNDS
 # rounds each (ROUNDS minutes of wall time, the window aligned on rounds by
 # the scheduler's own history):
 #
-#   in use   every volume mounted (/VolumeDriver.Mount, as Docker does for
-#            a running container): a round finds each volume unchanged
-#            since a snapshot the peer confirmed
+#   in use   every volume still mounted: a round finds each volume
+#            unchanged since a snapshot the peer confirmed
 #   idle     every volume unmounted: each follows its container (FOLLOW is
 #            on), so an idle round asks the peer for anything new (one
 #            listing per volume, through the kept SSH session) and sends
@@ -76,6 +76,12 @@ ours=$work/buttervolume
 log "nodes up"
 "$nodes" down "$tag" >/dev/null 2>&1 || true
 "$nodes" up "$tag" 2 4G >/dev/null
+# sshd runs every command through root's bash, which sources the host's
+# ~/.bashrc (see bench-replication.sh): masked in the nodes.
+if [[ -f /root/.bashrc ]]; then
+    : >"$work/empty-bashrc"
+    for node in $a $b; do "$nodes" exec "$node" mount --bind "$work/empty-bashrc" /root/.bashrc; done
+fi
 "$nodes" pair "$a" "$b" "$ours ssh-command" >/dev/null
 b_ip=$("$nodes" ip "$b")
 port=9470
@@ -135,6 +141,9 @@ busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 peer_commands() { wc -l <"$peer_log" 2>/dev/null || echo 0; }
 log "setup: $VOLUMES volumes, replicate:$b_ip every minute"
 python3 "$work/api.py" setup "$sock" "$VOLUMES" "$data" "$b_ip"
+# In use from the start: a volume nobody uses follows its container, and
+# its rounds pull instead of pushing.
+python3 "$work/api.py" mount "$sock" "$VOLUMES"
 log "waiting for the first round to send every volume"
 for ((i = 0; i < 600; i++)); do
     [[ $(count_markers) -ge $VOLUMES ]] && break
@@ -168,8 +177,6 @@ PY
     log "phase $name: $(tail -n 1 "$results")"
 }
 
-log "phase 'in use': mounting every volume"
-python3 "$work/api.py" mount "$sock" "$VOLUMES"
 phase "in use (mounted)"
 log "phase 'idle': unmounting every volume"
 python3 "$work/api.py" unmount "$sock" "$VOLUMES"

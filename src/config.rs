@@ -101,6 +101,66 @@ pub enum ConfigError {
     },
 }
 
+/// Where a key's value comes from, in the reference's order.
+struct Keys<'a> {
+    env: &'a HashMap<String, String>,
+    ini: &'a HashMap<String, String>,
+}
+
+impl Keys<'_> {
+    /// `BUTTERVOLUME_<KEY>`, else `key` in the ini's `[DEFAULT]`, else
+    /// `default`. The reference uses `environ.get(...) or config.get(...)`:
+    /// an empty environment variable counts as unset.
+    fn get(&self, key: &str, default: &str) -> String {
+        self.env
+            .get(&format!("BUTTERVOLUME_{key}"))
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .or_else(|| self.ini.get(&key.to_ascii_lowercase()).cloned())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    /// A whole number greater than 0.
+    fn positive(
+        &self,
+        key: &'static str,
+        default: u64,
+        reason: &'static str,
+    ) -> Result<u64, ConfigError> {
+        let raw = self.get(key, &default.to_string());
+        raw.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(ConfigError::Invalid {
+                key,
+                value: raw,
+                reason,
+            })
+    }
+
+    /// One of a few words (case-insensitive), each meaning a value.
+    fn choice<T: Copy>(
+        &self,
+        key: &'static str,
+        default: &str,
+        words: &[(&str, T)],
+        reason: &'static str,
+    ) -> Result<T, ConfigError> {
+        let raw = self.get(key, default);
+        let word = raw.trim().to_ascii_lowercase();
+        words
+            .iter()
+            .find(|(w, _)| *w == word)
+            .map(|(_, value)| *value)
+            .ok_or(ConfigError::Invalid {
+                key,
+                value: raw,
+                reason,
+            })
+    }
+}
+
 impl Config {
     /// Loads the configuration from the process environment and the default
     /// config file (a missing file is fine, an unreadable one is not).
@@ -126,31 +186,10 @@ impl Config {
         env: &HashMap<String, String>,
         ini: &HashMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let get = |key: &str, default: &str| -> String {
-            // The reference uses `environ.get(...) or config.get(...)`: an empty
-            // environment variable counts as unset.
-            env.get(&format!("BUTTERVOLUME_{key}"))
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .or_else(|| ini.get(&key.to_ascii_lowercase()).cloned())
-                .unwrap_or_else(|| default.to_string())
-        };
+        let keys = Keys { env, ini };
+        let get = |key: &str, default: &str| keys.get(key, default);
         let runpath = get("RUNPATH", "/run/docker");
         let default_socket = Path::new(&runpath).join("plugins").join(SOCKET_FILE);
-        // A whole number greater than 0.
-        let positive = |key: &'static str, default: u64, reason: &'static str| {
-            let raw = get(key, &default.to_string());
-            raw.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(ConfigError::Invalid {
-                    key,
-                    value: raw.clone(),
-                    reason,
-                })
-        };
-        let timer = positive("TIMER", 60, "expected a positive number of seconds")?;
         let port_raw = env
             .get("SSH_PORT")
             .filter(|v| !v.is_empty())
@@ -173,18 +212,6 @@ impl Config {
             .parent()
             .unwrap_or(Path::new("/var/lib/buttervolume"))
             .join("state");
-        let compression = get("SEND_COMPRESSION", "");
-        let send_compression = match compression.to_ascii_lowercase().as_str() {
-            "" | "none" | "false" => false,
-            "zstd" | "true" => true,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "SEND_COMPRESSION",
-                    value: compression,
-                    reason: "expected zstd or none",
-                })
-            }
-        };
         let bwlimit_raw = get("SEND_BWLIMIT", "0");
         let send_bwlimit = bwlimit_raw
             .trim()
@@ -194,51 +221,6 @@ impl Config {
                 value: bwlimit_raw.clone(),
                 reason: "expected MiB/s as a whole number (0: no limit)",
             })?;
-        let schedule_workers = positive(
-            "SCHEDULE_WORKERS",
-            DEFAULT_SCHEDULE_WORKERS as u64,
-            "expected a number of jobs at once, at least 1",
-        )? as usize;
-        let read_timeout_secs = positive(
-            "READ_TIMEOUT",
-            DEFAULT_READ_TIMEOUT_SECS,
-            "expected a positive number of seconds",
-        )?;
-        let max_connections = positive(
-            "MAX_CONNECTIONS",
-            DEFAULT_MAX_CONNECTIONS as u64,
-            "expected a number of connections, at least 1",
-        )? as usize;
-        let ssh_timeout_secs = positive(
-            "SSH_TIMEOUT",
-            DEFAULT_SSH_TIMEOUT_SECS,
-            "expected a positive number of seconds",
-        )?;
-        let transport_raw = get("SEND_TRANSPORT", "auto");
-        let send_transport = match transport_raw.trim().to_ascii_lowercase().as_str() {
-            "auto" => SendTransport::Auto,
-            "openssh" => SendTransport::OpenSsh,
-            "libssh2" => SendTransport::Libssh2,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "SEND_TRANSPORT",
-                    value: transport_raw,
-                    reason: "expected auto, openssh or libssh2",
-                })
-            }
-        };
-        let follow_raw = get("FOLLOW", "true");
-        let follow = match follow_raw.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" => true,
-            "false" | "no" | "0" => false,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "FOLLOW",
-                    value: follow_raw,
-                    reason: "expected true or false",
-                })
-            }
-        };
         let metrics_raw = get("METRICS_ADDR", "");
         let metrics_addr = match metrics_raw.trim() {
             "" => None,
@@ -248,16 +230,53 @@ impl Config {
                 reason: "expected an IP address and a port, like 127.0.0.1:9470 or [::1]:9470 (empty: no metrics listener)",
             })?),
         };
+        const SECONDS: &str = "expected a positive number of seconds";
+        const BOOLEAN: &[(&str, bool)] = &[
+            ("true", true),
+            ("yes", true),
+            ("1", true),
+            ("false", false),
+            ("no", false),
+            ("0", false),
+        ];
         Ok(Config {
-            follow,
+            follow: keys.choice("FOLLOW", "true", BOOLEAN, "expected true or false")?,
             metrics_addr,
-            send_compression,
+            send_compression: keys.choice(
+                "SEND_COMPRESSION",
+                "",
+                &[
+                    ("", false),
+                    ("none", false),
+                    ("false", false),
+                    ("zstd", true),
+                    ("true", true),
+                ],
+                "expected zstd or none",
+            )?,
             send_bwlimit,
-            send_transport,
-            ssh_timeout_secs,
-            schedule_workers,
-            read_timeout_secs,
-            max_connections,
+            send_transport: keys.choice(
+                "SEND_TRANSPORT",
+                "auto",
+                &[
+                    ("auto", SendTransport::Auto),
+                    ("openssh", SendTransport::OpenSsh),
+                    ("libssh2", SendTransport::Libssh2),
+                ],
+                "expected auto, openssh or libssh2",
+            )?,
+            ssh_timeout_secs: keys.positive("SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT_SECS, SECONDS)?,
+            schedule_workers: keys.positive(
+                "SCHEDULE_WORKERS",
+                DEFAULT_SCHEDULE_WORKERS as u64,
+                "expected a number of jobs at once, at least 1",
+            )? as usize,
+            read_timeout_secs: keys.positive("READ_TIMEOUT", DEFAULT_READ_TIMEOUT_SECS, SECONDS)?,
+            max_connections: keys.positive(
+                "MAX_CONNECTIONS",
+                DEFAULT_MAX_CONNECTIONS as u64,
+                "expected a number of connections, at least 1",
+            )? as usize,
             snapshots_path: get("SNAPSHOTS_PATH", "/var/lib/buttervolume/snapshots/").into(),
             test_remote_path: get("TEST_REMOTE_PATH", "/var/lib/buttervolume/received/").into(),
             state_path: get("STATE_PATH", &default_state.to_string_lossy()).into(),
@@ -265,7 +284,7 @@ impl Config {
             drivername: get("DRIVERNAME", "anybox/buttervolume:latest"),
             socket: get("SOCKET", &default_socket.to_string_lossy()).into(),
             runpath: runpath.into(),
-            timer,
+            timer: keys.positive("TIMER", 60, SECONDS)?,
             dtformat: get("DTFORMAT", crate::names::DTFORMAT),
             loglevel: get("LOGLEVEL", "INFO"),
             ssh_port,

@@ -357,9 +357,7 @@ pub fn after_last_unmount(
 pub fn prefetch(store: &VolumeStore, peer: &str, volume: &str) -> Result<String, ReplicationError> {
     match pull::receive(store, peer, volume) {
         Ok(report) => Ok(report.summary(peer)),
-        Err(ReplicationError::Receive { message, .. })
-            if message.starts_with("it has no snapshot") =>
-        {
+        Err(ReplicationError::NothingToPull { .. }) => {
             Ok(format!("{peer} has no snapshot of {volume} yet"))
         }
         Err(e) => Err(e),

@@ -65,6 +65,9 @@ pub enum ReplicationError {
     },
     #[error("{host} already has a different snapshot named {name}: refusing to overwrite it")]
     Conflict { host: String, name: String },
+    /// The peer holds no snapshot of the volume: nothing to pull.
+    #[error("receiving {volume} from {host} failed: it has no snapshot of {volume}")]
+    NothingToPull { volume: String, host: String },
     #[error("receiving {volume} from {host} failed: {message}")]
     Receive {
         volume: String,

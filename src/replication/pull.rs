@@ -179,6 +179,12 @@ pub fn receive(
             })
         }
         Ok(PullPlan::Fetch { snapshot, parent }) => (snapshot, parent),
+        Err(PlanError::NoSnapshot(_)) => {
+            return Err(ReplicationError::NothingToPull {
+                volume: volume.into(),
+                host: host.into(),
+            })
+        }
         Err(PlanError::NameTaken(name)) => {
             return Err(ReplicationError::Conflict {
                 host: "this node".into(),
