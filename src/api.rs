@@ -30,6 +30,8 @@ pub mod path {
     pub const SCHEDULE_PAUSE: &str = "/VolumeDriver.Schedule.Pause";
     pub const SCHEDULE_RESUME: &str = "/VolumeDriver.Schedule.Resume";
     pub const STATUS: &str = "/VolumeDriver.Status";
+    /// The sends running now (GET, no body).
+    pub const TRANSFERS: &str = "/VolumeDriver.Transfers";
 }
 
 /// `{"Name": ...}`: a volume or a snapshot, depending on the endpoint.
@@ -216,6 +218,47 @@ pub struct HandoverReply {
 pub struct SummaryReply {
     #[serde(rename = "Summary", default)]
     pub summary: String,
+}
+
+/// `Transfers`: the sends running now on the daemon, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransfersReply {
+    #[serde(rename = "Transfers", default)]
+    pub transfers: Vec<TransferStatus>,
+}
+
+/// One send in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferStatus {
+    #[serde(rename = "Snapshot")]
+    pub snapshot: String,
+    /// As the send was asked for (`user@host` included).
+    #[serde(rename = "Host")]
+    pub host: String,
+    /// RFC 3339, UTC.
+    #[serde(rename = "StartedAt")]
+    pub started_at: String,
+    #[serde(rename = "ElapsedSeconds")]
+    pub elapsed_seconds: f64,
+    /// `true`: a full send, `false`: incremental, absent: the peer is
+    /// still being asked.
+    #[serde(rename = "Full", default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<bool>,
+    /// Stream bytes read from the send so far (before zstd).
+    #[serde(rename = "Bytes")]
+    pub bytes: u64,
+    /// Bytes written to the SSH channel so far (updated every 0.5 s).
+    #[serde(rename = "WireBytes")]
+    pub wire_bytes: u64,
+    /// What the whole stream should come to, when it can be told: a full
+    /// send, from the volume's last size measurement (`status`'s). Absent
+    /// for an incremental send: nothing measures a difference up front.
+    #[serde(
+        rename = "EstimatedBytes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub estimated_bytes: Option<u64>,
 }
 
 pub use status::{JobStatus, PeerStatus, Problem, ProblemKind, StatusReply, VolumeStatus};

@@ -594,3 +594,80 @@ fn a_send_to_a_peer_that_moved_on_is_refused() {
     // b's own history is still there.
     assert!(n.data(&b).join("snapshots").join(&sb).exists());
 }
+
+/// While a send runs, the daemon's transfer registry
+/// (`GET /VolumeDriver.Transfers`, what `buttervolume send` draws on a
+/// terminal) reports it with growing bytes and, for a full send, the
+/// volume's measured size as the estimate; off a terminal the CLI prints
+/// exactly one summary line, on stderr, and nothing on stdout.
+#[test]
+fn a_running_send_reports_growing_bytes_and_the_cli_one_summary_line() {
+    use buttervolume::api::{StatusReply, TransfersReply};
+    let (n, a, _b, b_ip) = Nodes::sender_and_receiver("rg", "2G");
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "big"}));
+    let vol = n.data(&a).join("volumes/big");
+    write_file(&vol.join("noise"), 24 << 20, 9);
+    let s1 = n.snapshot(&a, "big");
+    // The size status measures (in the background) is the full send's
+    // estimate.
+    let size = || {
+        let out = n.cli(&a, &["status", "--json"]);
+        let status: StatusReply =
+            serde_json::from_str(&common::succeeded(out, "status --json")).unwrap();
+        let v = status.volumes.iter().find(|v| v.name == "big").cloned();
+        v.filter(|v| !v.size_stale).and_then(|v| v.size_bytes)
+    };
+    common::wait_until("the volume's size measured", 60, || size().is_some());
+    let measured = size().unwrap();
+    assert!(measured >= 24 << 20, "{measured}");
+
+    let transfers = || -> TransfersReply {
+        let (status, text) =
+            common::raw_request(&n.socket(&a), "GET", "/VolumeDriver.Transfers", b"");
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    assert_eq!(transfers(), TransfersReply::default());
+    let mine = |reply: TransfersReply| {
+        reply
+            .transfers
+            .into_iter()
+            .find(|t| t.snapshot == s1 && t.host == b_ip)
+    };
+    let out = std::thread::scope(|scope| {
+        // 24 MiB at 4 MiB/s: several seconds on the wire.
+        let cli = scope.spawn(|| n.cli(&a, &["send", "--bwlimit", "4", &b_ip, &s1]));
+        let mut first = 0;
+        common::wait_until("the send in the registry with bytes", 60, || {
+            let seen = mine(transfers());
+            first = seen.map_or(0, |t| t.bytes);
+            first > 0
+        });
+        let mut seen = None;
+        common::wait_until("its bytes growing", 60, || {
+            seen = mine(transfers()).filter(|t| t.bytes > first);
+            seen.is_some()
+        });
+        let seen = seen.unwrap();
+        assert_eq!(seen.full, Some(true), "{seen:?}");
+        assert_eq!(seen.estimated_bytes, Some(measured), "{seen:?}");
+        assert!(seen.wire_bytes <= seen.bytes, "{seen:?}");
+        cli.join().unwrap()
+    });
+    let stderr = common::stderr(&out);
+    assert!(out.status.success(), "send failed: {stderr}");
+    assert_eq!(
+        common::stdout(&out),
+        "",
+        "3.13's send prints nothing on stdout"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr:?}");
+    assert!(
+        lines[0].starts_with(&format!("sent {s1} to {b_ip} in full: ")),
+        "{stderr:?}"
+    );
+    assert!(!stderr.contains('\r'), "no progress drawn off a terminal");
+    // Done: nothing running any more.
+    assert_eq!(transfers(), TransfersReply::default());
+}

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::progress::{Counting, Transfer, Transfers};
 use super::protocol::{ListedSnapshot, PeerRequest};
 use super::transport::{self, Peer, TransportError};
 use super::{receive, ReplicationError, SendOptions, SendReport, PIPE_SIZE};
@@ -134,6 +135,7 @@ pub fn send_with(
         .hold(&volume, Activity::Send)
         .map_err(ReplicationError::Busy)?;
     let started = Instant::now();
+    let running = Transfers::global().begin(snapshot, host);
     let config = store.config();
     let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
     let local_id = store.fs().identity(&path)?;
@@ -145,18 +147,17 @@ pub fn send_with(
             ..SendReport::default()
         });
     };
+    running.set_full(plan.parent.is_none());
     let wire = Wire {
         compress: plan.ours && options.compress,
         limit: (options.bwlimit_mib > 0).then_some(options.bwlimit_mib << 20),
     };
-    let (parent, bytes, wire_bytes) =
-        deliver(store, &peer, snapshot, test, plan, wire).map_err(|source| {
-            ReplicationError::Send {
-                snapshot: snapshot.into(),
-                host: host.into(),
-                source,
-            }
-        })?;
+    let (parent, bytes, wire_bytes) = deliver(store, &peer, snapshot, test, plan, wire, &running)
+        .map_err(|source| ReplicationError::Send {
+        snapshot: snapshot.into(),
+        host: host.into(),
+        source,
+    })?;
     record_marker(store, snapshot, &volume, host)?;
     Ok(SendReport {
         parent,
@@ -258,11 +259,12 @@ fn deliver(
     test: bool,
     plan: Plan,
     wire: Wire,
+    progress: &Transfer,
 ) -> Result<(Option<String>, u64, u64), StreamError> {
     let snapshots_path = &store.config().snapshots_path;
     let path = snapshots_path.join(snapshot);
     let parent_path = plan.parent.as_deref().map(|p| snapshots_path.join(p));
-    let error = match stream_snapshot(peer, &path, parent_path, &plan.command, wire) {
+    let error = match stream_snapshot(peer, &path, parent_path, &plan.command, wire, progress) {
         Ok((bytes, wire_bytes)) => return Ok((plan.parent, bytes, wire_bytes)),
         Err(e) if plan.ours => return Err(e),
         Err(e) => e,
@@ -277,7 +279,9 @@ fn deliver(
         return Err(error);
     }
     tracing::warn!(snapshot, host = peer.host(), %error, "incremental send to a reference peer failed; sending in full");
-    match stream_snapshot(peer, &path, None, &plan.command, wire) {
+    progress.restart();
+    progress.set_full(true);
+    match stream_snapshot(peer, &path, None, &plan.command, wire, progress) {
         Ok((bytes, wire_bytes)) => Ok((None, bytes, wire_bytes)),
         Err(e) => {
             let _ = peer.run(&delete);
@@ -294,14 +298,15 @@ struct Wire {
     limit: Option<u64>,
 }
 
-/// Streams the send of `path` (from `parent`) into `command` on the peer;
-/// returns (stream bytes, wire bytes).
+/// Streams the send of `path` (from `parent`) into `command` on the peer,
+/// counting into `progress`; returns (stream bytes, wire bytes).
 fn stream_snapshot(
     peer: &Peer,
     path: &Path,
     parent: Option<PathBuf>,
     command: &str,
     wire: Wire,
+    progress: &Transfer,
 ) -> Result<(u64, u64), StreamError> {
     btrfs::sync(path)?;
     let (read_end, write_end) = nix::unistd::pipe().map_err(StreamError::Pipe)?;
@@ -317,8 +322,11 @@ fn stream_snapshot(
         result
     });
     let started = Instant::now();
-    let pipe = File::from(read_end);
-    let mut reader: Box<dyn std::io::Read> = if wire.compress {
+    let pipe = Counting {
+        inner: File::from(read_end),
+        transfer: progress,
+    };
+    let mut reader: Box<dyn std::io::Read + '_> = if wire.compress {
         Box::new(zstd::stream::read::Encoder::new(pipe, ZSTD_LEVEL).map_err(StreamError::Zstd)?)
     } else {
         Box::new(pipe)
@@ -326,6 +334,7 @@ fn stream_snapshot(
     let mut wire_bytes = 0;
     let streamed = peer.stream(command, &mut reader, wire.limit, |bytes| {
         wire_bytes = bytes;
+        progress.set_wire_bytes(bytes);
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         tracing::info!(
             path = %path.display(),
