@@ -307,6 +307,10 @@ pub mod status {
         FollowFailed,
         /// A scheduled job whose last run failed.
         JobFailed,
+        /// The last send of the volume to a peer failed (a `send`, the
+        /// deploy handler's; a failing replicate job shows as
+        /// `JobFailed`): cleared by the next send to it that succeeds.
+        SendFailed,
         /// `replicate:<peer>` is scheduled and no send to the peer ever
         /// succeeded (no sent marker).
         NeverSent,
@@ -323,9 +327,10 @@ pub mod status {
     }
 
     impl ProblemKind {
-        pub const ALL: [ProblemKind; 8] = [
+        pub const ALL: [ProblemKind; 9] = [
             ProblemKind::FollowFailed,
             ProblemKind::JobFailed,
+            ProblemKind::SendFailed,
             ProblemKind::NeverSent,
             ProblemKind::PeerLagging,
             ProblemKind::MissingVolume,
@@ -339,6 +344,7 @@ pub mod status {
             match self {
                 ProblemKind::FollowFailed => "follow-failed",
                 ProblemKind::JobFailed => "job-failed",
+                ProblemKind::SendFailed => "send-failed",
                 ProblemKind::NeverSent => "never-sent",
                 ProblemKind::PeerLagging => "peer-lagging",
                 ProblemKind::MissingVolume => "missing-volume",
@@ -385,7 +391,8 @@ pub mod status {
         /// Actions of this volume's jobs running now.
         #[serde(rename = "RunningJobs", default)]
         pub running_jobs: Vec<String>,
-        /// The most recent failed job of the volume: `<action>: <result>`.
+        /// The most recent failure of the volume: a job's (`<action>:
+        /// <result>`) or a send's (`send to <peer>: <error>`).
         #[serde(rename = "LastError", default)]
         pub last_error: Option<String>,
     }
@@ -416,6 +423,21 @@ pub mod status {
         /// The timer of the volume's `replicate:<peer>` job, if any.
         #[serde(rename = "ReplicateTimer", default)]
         pub replicate_timer: Option<String>,
+        /// The last send of the volume to the peer failed (since the
+        /// daemon started, until one succeeds): why.
+        #[serde(
+            rename = "LastFailure",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub last_failure: Option<String>,
+        #[serde(
+            rename = "LastFailureAt",
+            default,
+            with = "time_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub last_failure_at: Option<DateTime<Utc>>,
     }
 
     /// One scheduled job of the volume, as `Schedule.List` shows it.

@@ -144,6 +144,53 @@ impl Transfers {
     }
 }
 
+/// A send that failed: what happened, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The peer a send host names, as its sent markers name it: `user@host`
+/// is `host`.
+pub fn peer_of(host: &str) -> &str {
+    host.rsplit_once('@').map_or(host, |(_, h)| h)
+}
+
+type Failures = BTreeMap<(String, String), SendFailure>;
+
+/// The last send of each (volume, peer) that failed in this process, until
+/// one succeeds: what `status` shows for sends that are no job (the
+/// `send` verb, the deploy handler's), and for jobs' too.
+fn failures() -> MutexGuard<'static, Failures> {
+    static FAILURES: Mutex<Failures> = Mutex::new(BTreeMap::new());
+    FAILURES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Records how a send of `volume` to `host` ended.
+pub fn record_outcome(volume: &str, host: &str, outcome: Result<(), String>) {
+    let key = (volume.to_string(), peer_of(host).to_string());
+    match outcome {
+        Ok(()) => failures().remove(&key),
+        Err(message) => failures().insert(
+            key,
+            SendFailure {
+                message,
+                at: Utc::now(),
+            },
+        ),
+    };
+}
+
+/// The peers whose last send of `volume` failed, by peer.
+pub fn send_failures(volume: &str) -> BTreeMap<String, SendFailure> {
+    failures()
+        .iter()
+        .filter(|((v, _), _)| v == volume)
+        .map(|((_, peer), failure)| (peer.clone(), failure.clone()))
+        .collect()
+}
+
 /// A reader that adds what it reads to a transfer's stream bytes.
 pub struct Counting<'a, R> {
     pub inner: R,
@@ -161,6 +208,20 @@ impl<R: Read> Read for Counting<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_is_kept_per_volume_and_peer_until_a_send_succeeds() {
+        record_outcome("progress-t1", "root@10.9.0.2", Err("cut".into()));
+        record_outcome("progress-t1", "10.9.0.3", Err("full".into()));
+        record_outcome("progress-t2", "10.9.0.2", Err("other".into()));
+        let seen = send_failures("progress-t1");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen["10.9.0.2"].message, "cut");
+        record_outcome("progress-t1", "10.9.0.2", Ok(()));
+        let seen = send_failures("progress-t1");
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.9.0.3"]);
+        assert_eq!(send_failures("progress-t2")["10.9.0.2"].message, "other");
+    }
 
     #[test]
     fn a_transfer_is_listed_while_it_runs_with_what_it_counted() {

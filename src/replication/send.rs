@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::progress::{Counting, Transfer, Transfers};
+use super::progress::{self, Counting, Transfer, Transfers};
 use super::protocol::{ListedSnapshot, PeerRequest};
 use super::transport::{self, Peer, TransportError};
 use super::{receive, ReplicationError, SendOptions, SendReport, PIPE_SIZE};
@@ -134,13 +134,29 @@ pub fn send_with(
     let _held = store
         .hold(&volume, Activity::Send)
         .map_err(ReplicationError::Busy)?;
+    let sent = send_held(store, snapshot, &volume, host, test, options);
+    let outcome = sent.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    progress::record_outcome(&volume, host, outcome);
+    sent
+}
+
+/// [`send_with`] once the checks passed and the volume is held.
+fn send_held(
+    store: &VolumeStore,
+    snapshot: &str,
+    volume: &str,
+    host: &str,
+    test: bool,
+    options: SendOptions,
+) -> Result<SendReport, ReplicationError> {
+    let path = store.config().snapshots_path.join(snapshot);
     let started = Instant::now();
     let running = Transfers::global().begin(snapshot, host);
     let config = store.config();
     let peer = Peer::connect(host, config.ssh_port, &config.ssh_dir)?;
     let local_id = store.fs().identity(&path)?;
     let Some(plan) = plan(store, &peer, snapshot, &local_id, test, options)? else {
-        record_marker(store, snapshot, &volume, host)?;
+        record_marker(store, snapshot, volume, host)?;
         return Ok(SendReport {
             already_present: true,
             seconds: started.elapsed().as_secs_f64(),
@@ -158,7 +174,7 @@ pub fn send_with(
         host: host.into(),
         source,
     })?;
-    record_marker(store, snapshot, &volume, host)?;
+    record_marker(store, snapshot, volume, host)?;
     Ok(SendReport {
         parent,
         bytes,
