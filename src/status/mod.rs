@@ -14,8 +14,8 @@
 //!   replication is the newest marker's creation time; the **lag** is how
 //!   long this node has held a snapshot the peer lacks: 0 when the peer
 //!   holds the newest snapshot, else `now` minus the creation time of the
-//!   oldest snapshot created after the one the peer holds (after none,
-//!   when it holds none). It is 0 right after a send and grows from the
+//!   oldest snapshot made here (not received: those exist where they came
+//!   from) after the one the peer holds (after none, when it holds none). It is 0 right after a send and grows from the
 //!   moment a snapshot is taken and not sent;
 //! - jobs, running jobs and the last error: the scheduler's listing
 //!   ([`Listing`]);
@@ -23,6 +23,8 @@
 //!   while a request waits.
 //!
 //! Problems, worst first ([`ProblemKind`]): a job whose last run failed; a
+//! send that failed (the last one of the volume to that peer, kept in
+//! memory by [`crate::replication::progress`]); a
 //! `replicate:<peer>` job without any successful send; a peer whose lag is
 //! more than twice its replicate job's period; jobs for a volume that does
 //! not exist; the schedule paused, unreadable or with skipped lines.
