@@ -670,4 +670,87 @@ fn a_running_send_reports_growing_bytes_and_the_cli_one_summary_line() {
     assert!(!stderr.contains('\r'), "no progress drawn off a terminal");
     // Done: nothing running any more.
     assert_eq!(transfers(), TransfersReply::default());
+
+    // On a terminal: the line refreshed in place, with an ETA for this
+    // full send (its size is measured), then the summary.
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "big2"}));
+    write_file(&n.data(&a).join("volumes/big2/noise"), 16 << 20, 3);
+    let s2 = n.snapshot(&a, "big2");
+    common::wait_until("big2's size measured", 60, || {
+        let out = n.cli(&a, &["status", "--json"]);
+        let status: StatusReply =
+            serde_json::from_str(&common::succeeded(out, "status --json")).unwrap();
+        let v = status.volumes.into_iter().find(|v| v.name == "big2");
+        v.is_some_and(|v| !v.size_stale && v.size_bytes.is_some())
+    });
+    let (master, slave) = pty();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["send", "--bwlimit", "4", &b_ip, &s2])
+        .env("BUTTERVOLUME_SOCKET", n.socket(&a))
+        .stdout(std::process::Stdio::piped())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let drawn = std::thread::spawn(move || {
+        let mut master = master;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the CLI, the last holder of the terminal, is gone.
+        while let Ok(got) = std::io::Read::read(&mut master, &mut buf) {
+            if got == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..got]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let status = child.wait().unwrap();
+    let drawn = drawn.join().unwrap();
+    assert!(status.success(), "{drawn}");
+    let line = format!("\rsending {s2} to {b_ip}: ");
+    assert!(
+        drawn.matches(&line).count() >= 2,
+        "refreshed in place: {drawn:?}"
+    );
+    assert!(drawn.contains(" MiB (full, ~"), "{drawn:?}");
+    assert!(drawn.contains(" MiB/s, ETA "), "{drawn:?}");
+    let summary = drawn.rsplit("\x1b[K").next().unwrap();
+    assert!(
+        summary.starts_with(&format!("sent {s2} to {b_ip} in full: ")),
+        "the line is cleared, then the summary: {drawn:?}"
+    );
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(stdout, "");
+}
+
+/// A pseudo-terminal: its master side, and its slave side to give a
+/// child as its stderr.
+fn pty() -> (std::fs::File, std::fs::File) {
+    use nix::libc;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: posix_openpt returns a new descriptor (checked) that the
+    // File then owns; ptsname_r writes a NUL-terminated name into the
+    // buffer whose length it is given.
+    let (master, path) = unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(fd >= 0, "posix_openpt");
+        let master = std::fs::File::from_raw_fd(fd);
+        assert_eq!(libc::grantpt(fd), 0, "grantpt");
+        assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (master, path)
+    };
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .unwrap();
+    (master, slave)
 }
