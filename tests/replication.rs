@@ -730,22 +730,23 @@ fn pty() -> (std::fs::File, std::fs::File) {
     use nix::libc;
     use std::os::fd::FromRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    // SAFETY: posix_openpt returns a new descriptor (checked) that the
-    // File then owns; ptsname_r writes a NUL-terminated name into the
-    // buffer whose length it is given.
-    let (master, path) = unsafe {
-        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
-        assert!(fd >= 0, "posix_openpt");
-        let master = std::fs::File::from_raw_fd(fd);
-        assert_eq!(libc::grantpt(fd), 0, "grantpt");
-        assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
-        let path = std::ffi::CStr::from_ptr(name.as_ptr())
-            .to_string_lossy()
-            .into_owned();
-        (master, path)
-    };
+    // SAFETY: a new descriptor, checked, that the File then owns.
+    let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(fd >= 0, "posix_openpt");
+    // SAFETY: fd is ours and open; nothing else owns it.
+    let master = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: fd is a pseudo-terminal master.
+    assert_eq!(unsafe { libc::grantpt(fd) }, 0, "grantpt");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::unlockpt(fd) }, 0, "unlockpt");
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: writes a NUL-terminated name of at most `name.len()` bytes.
+    let named = unsafe { libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) };
+    assert_eq!(named, 0, "ptsname_r");
+    // SAFETY: ptsname_r succeeded: `name` holds a NUL-terminated string.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     let slave = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
