@@ -30,6 +30,8 @@ pub mod path {
     pub const SCHEDULE_PAUSE: &str = "/VolumeDriver.Schedule.Pause";
     pub const SCHEDULE_RESUME: &str = "/VolumeDriver.Schedule.Resume";
     pub const STATUS: &str = "/VolumeDriver.Status";
+    /// The sends running now (GET, no body).
+    pub const TRANSFERS: &str = "/VolumeDriver.Transfers";
 }
 
 /// `{"Name": ...}`: a volume or a snapshot, depending on the endpoint.
@@ -218,6 +220,47 @@ pub struct SummaryReply {
     pub summary: String,
 }
 
+/// `Transfers`: the sends running now on the daemon, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransfersReply {
+    #[serde(rename = "Transfers", default)]
+    pub transfers: Vec<TransferStatus>,
+}
+
+/// One send in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferStatus {
+    #[serde(rename = "Snapshot")]
+    pub snapshot: String,
+    /// As the send was asked for (`user@host` included).
+    #[serde(rename = "Host")]
+    pub host: String,
+    /// RFC 3339, UTC.
+    #[serde(rename = "StartedAt")]
+    pub started_at: String,
+    #[serde(rename = "ElapsedSeconds")]
+    pub elapsed_seconds: f64,
+    /// `true`: a full send, `false`: incremental, absent: the peer is
+    /// still being asked.
+    #[serde(rename = "Full", default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<bool>,
+    /// Stream bytes read from the send so far (before zstd).
+    #[serde(rename = "Bytes")]
+    pub bytes: u64,
+    /// Bytes written to the SSH channel so far (updated every 0.5 s).
+    #[serde(rename = "WireBytes")]
+    pub wire_bytes: u64,
+    /// What the whole stream should come to, when it can be told: a full
+    /// send, from the volume's last size measurement (`status`'s). Absent
+    /// for an incremental send: nothing measures a difference up front.
+    #[serde(
+        rename = "EstimatedBytes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub estimated_bytes: Option<u64>,
+}
+
 pub use status::{JobStatus, PeerStatus, Problem, ProblemKind, StatusReply, VolumeStatus};
 
 /// `Status` (no request body): what `buttervolume status` shows. Times
@@ -264,6 +307,10 @@ pub mod status {
         FollowFailed,
         /// A scheduled job whose last run failed.
         JobFailed,
+        /// The last send of the volume to a peer failed (a `send`, the
+        /// deploy handler's; a failing replicate job shows as
+        /// `JobFailed`): cleared by the next send to it that succeeds.
+        SendFailed,
         /// `replicate:<peer>` is scheduled and no send to the peer ever
         /// succeeded (no sent marker).
         NeverSent,
@@ -280,9 +327,10 @@ pub mod status {
     }
 
     impl ProblemKind {
-        pub const ALL: [ProblemKind; 8] = [
+        pub const ALL: [ProblemKind; 9] = [
             ProblemKind::FollowFailed,
             ProblemKind::JobFailed,
+            ProblemKind::SendFailed,
             ProblemKind::NeverSent,
             ProblemKind::PeerLagging,
             ProblemKind::MissingVolume,
@@ -296,6 +344,7 @@ pub mod status {
             match self {
                 ProblemKind::FollowFailed => "follow-failed",
                 ProblemKind::JobFailed => "job-failed",
+                ProblemKind::SendFailed => "send-failed",
                 ProblemKind::NeverSent => "never-sent",
                 ProblemKind::PeerLagging => "peer-lagging",
                 ProblemKind::MissingVolume => "missing-volume",
@@ -342,7 +391,8 @@ pub mod status {
         /// Actions of this volume's jobs running now.
         #[serde(rename = "RunningJobs", default)]
         pub running_jobs: Vec<String>,
-        /// The most recent failed job of the volume: `<action>: <result>`.
+        /// The most recent failure of the volume: a job's (`<action>:
+        /// <result>`) or a send's (`send to <peer>: <error>`).
         #[serde(rename = "LastError", default)]
         pub last_error: Option<String>,
     }
@@ -373,6 +423,21 @@ pub mod status {
         /// The timer of the volume's `replicate:<peer>` job, if any.
         #[serde(rename = "ReplicateTimer", default)]
         pub replicate_timer: Option<String>,
+        /// The last send of the volume to the peer failed (since the
+        /// daemon started, until one succeeds): why.
+        #[serde(
+            rename = "LastFailure",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub last_failure: Option<String>,
+        #[serde(
+            rename = "LastFailureAt",
+            default,
+            with = "time_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub last_failure_at: Option<DateTime<Utc>>,
     }
 
     /// One scheduled job of the volume, as `Schedule.List` shows it.

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::metadata::state_key;
+use crate::lineage::{built_on, State};
 use crate::names;
 use crate::replication::protocol::ListedSnapshot;
 use crate::replication::{self, pull, ReplicationError};
@@ -120,19 +120,9 @@ pub struct Known {
 }
 
 impl Known {
-    fn key(&self) -> String {
-        state_key(&self.placed.identity)
-    }
-
-    /// True when this state was built on `earlier` (a local snapshot): it
-    /// descends from it through a restore (lineage), or both are snapshots
-    /// of the same subvolume and `earlier` came first.
-    fn built_on(&self, earlier: &Known) -> bool {
-        let (mine, theirs) = (&self.placed.identity, &earlier.placed.identity);
-        self.lineage.contains(&earlier.key())
-            || (mine.parent_uuid.is_some()
-                && mine.parent_uuid == theirs.parent_uuid
-                && earlier.placed.order() <= self.placed.order())
+    /// This state as [`lineage::built_on`] sees it.
+    fn state(&self) -> State<'_> {
+        State::local(&self.placed.identity, &self.lineage)
     }
 }
 
@@ -161,9 +151,10 @@ pub enum Decision {
 /// The follow rule (see the module doc). `remote` is the peer's listing,
 /// `local` this node's snapshots of the volume (creation order) with their
 /// lineage. The peer's newest state is taken when it was built on ours
-/// (its lineage holds our state: the peer restored ours, or a descendant,
-/// and wrote on it) or when the volume here is fresh; kept out when ours
-/// was built on it; anything else is a split brain.
+/// ([`built_on`], the one rule, shared with [`crate::takeover`]: its
+/// lineage holds our state, the peer restored ours, or a descendant, and
+/// wrote on it) or when the volume here is fresh; kept out when ours was
+/// built on it; anything else is a split brain.
 pub fn decide(
     volume: &str,
     remote: &[ListedSnapshot],
@@ -195,12 +186,12 @@ pub fn decide(
     if newest.same_as(&ours.placed.identity) {
         return Decision::Stay;
     }
-    if newest.lineage.contains(&ours.key()) {
+    if built_on(&State::listed(newest), &ours.state()) {
         return take();
     }
     let ours_built_on_theirs = match here {
-        Some(theirs_here) => ours.built_on(theirs_here),
-        None => ours.lineage.iter().any(|k| *k == listed_key(newest)),
+        Some(theirs_here) => built_on(&ours.state(), &theirs_here.state()),
+        None => built_on(&ours.state(), &State::listed(newest)),
     };
     if ours_built_on_theirs {
         return Decision::Stay;
@@ -209,11 +200,6 @@ pub fn decide(
         ours: ours.placed.name.clone(),
         theirs: newest.name.clone(),
     }
-}
-
-/// [`state_key`] of a peer's snapshot.
-fn listed_key(r: &ListedSnapshot) -> String {
-    r.received_uuid.clone().unwrap_or_else(|| r.uuid.clone())
 }
 
 /// True when the volume has follow turned on (setting and volume option).

@@ -13,10 +13,13 @@
 //! - the newest snapshot here was made here: nothing to ask, restore;
 //! - it came from another node (a received snapshot), or there is none:
 //!   every paired peer (`known_hosts` entries on SSH_PORT) lists its
-//!   snapshots of the volume. A peer that holds that snapshot and a newer
-//!   one made after it (its own creation order), or any snapshot of the
-//!   volume when there is none here, holds a newer state: the restore is
-//!   refused, naming it and the ways out. When the node that made the
+//!   snapshots of the volume. A peer holds a newer state when it holds
+//!   that snapshot and one made after it (its own creation order: it may
+//!   have gone on from it, which a listing cannot rule out), or a
+//!   snapshot built on it ([`built_on`], the follow's rule: its lineage
+//!   holds it, the peer restored it and went on, whether or not it still
+//!   holds the copy), or any snapshot of the volume when there is none
+//!   here: the restore is refused, naming it and the ways out. When the node that made the
 //!   snapshot does not answer (nor, with none here, some peer), nothing
 //!   can tell there is no newer state: refused too.
 //!
@@ -25,6 +28,7 @@
 
 use std::path::Path;
 
+use crate::lineage::{built_on, State};
 use crate::names;
 use crate::replication::protocol::ListedSnapshot;
 use crate::replication::pull;
@@ -99,12 +103,23 @@ pub fn decide(
         return Ok(());
     };
     let mut origin_answered = false;
+    let ours_state = State::local(&ours.identity, &[]);
     for (peer, theirs) in listed {
         origin_answered |= theirs.iter().any(|s| s.uuid == origin);
-        let Some(copy) = theirs.iter().position(|s| s.same_as(&ours.identity)) else {
-            continue;
+        // Made after the peer's copy of ours: it may have gone on from it
+        // (the listing cannot tell, so it counts).
+        let after_copy = theirs
+            .iter()
+            .position(|s| s.same_as(&ours.identity))
+            .and_then(|copy| theirs[copy + 1..].last());
+        // Built on ours ([`built_on`], the follow's rule), held copy or not.
+        let descendant = || {
+            theirs
+                .iter()
+                .rev()
+                .find(|s| !s.same_as(&ours.identity) && built_on(&State::listed(s), &ours_state))
         };
-        if let Some(newer) = theirs[copy + 1..].last() {
+        if let Some(newer) = after_copy.or_else(descendant) {
             return Err(TakeoverError::Newer {
                 volume: volume.into(),
                 peer: peer.clone(),
@@ -289,6 +304,44 @@ mod tests {
             listed("web@9", "w9", None, 4),
         ];
         assert_eq!(decide("db", Some(&ours), &[ok("a", other)]), Ok(()));
+    }
+
+    #[test]
+    fn a_state_built_on_ours_refuses_even_without_the_copy() {
+        // A third node restored our db@1 (origin o1), went on to db@3 and
+        // purged its copy of db@1: it holds a newer state all the same.
+        // (Before the rule was shared with the follow, only a peer still
+        // holding the copy was seen.)
+        let ours = here("db@1", "n1", Some("o1"));
+        let mut went_on = listed("db@3", "c3", None, 5);
+        went_on.lineage = vec!["o1".into()];
+        let origin = vec![listed("db@1", "o1", None, 1)];
+        assert_eq!(
+            decide(
+                "db",
+                Some(&ours),
+                &[
+                    ok("10.0.0.1", origin.clone()),
+                    ok("10.0.0.3", vec![went_on])
+                ]
+            ),
+            Err(TakeoverError::Newer {
+                volume: "db".into(),
+                peer: "10.0.0.3".into(),
+                ours: "db@1".into(),
+                theirs: "db@3".into(),
+            })
+        );
+        // A state of its own (no lineage to ours) is not newer than ours.
+        let own = listed("db@4", "c4", None, 6);
+        assert_eq!(
+            decide(
+                "db",
+                Some(&ours),
+                &[ok("10.0.0.1", origin), ok("c", vec![own])]
+            ),
+            Ok(())
+        );
     }
 
     #[test]

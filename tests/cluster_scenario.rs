@@ -48,6 +48,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use buttervolume::api::{ProblemKind, StatusReply};
+use buttervolume::btrfs::SubvolumeIdentity;
+use buttervolume::names;
+use common::metrics::{free_port, scrape, Page};
 use common::nodes::{nodes_sh, Nodes};
 use common::{entries, stderr, stdout, wait_until, BIN};
 
@@ -212,6 +216,8 @@ struct Cluster {
     n: Nodes,
     names: Vec<String>,
     ips: Vec<String>,
+    /// Each node's metrics listener, on its own 127.0.0.1.
+    metrics_ports: Vec<u16>,
     /// (form, CLI) pairs run so far.
     ran: RefCell<BTreeSet<(&'static str, Cli)>>,
     /// The Consul KV transfer flag of the current event.
@@ -223,6 +229,7 @@ impl Cluster {
     fn up() -> Cluster {
         let n = Nodes::up("cs", 3, "2G");
         let names: Vec<String> = (1..=3).map(|k| n.name(k)).collect();
+        let mut metrics_ports = Vec::new();
         for a in &names {
             for b in &names {
                 if a != b {
@@ -230,12 +237,15 @@ impl Cluster {
                 }
             }
             n.stop(a);
+            let port = free_port(a);
+            metrics_ports.push(port);
             let out = nodes_sh(&[
                 "daemon-start",
                 a,
                 BIN,
                 "RUST_LOG=debug",
                 "BUTTERVOLUME_SEND_BWLIMIT=32",
+                &format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}"),
             ]);
             assert!(out.status.success(), "{}", stderr(&out));
             n.docker_start(a);
@@ -245,6 +255,7 @@ impl Cluster {
             n,
             names,
             ips,
+            metrics_ports,
             ran: RefCell::default(),
             kv: RefCell::default(),
             record: RefCell::default(),
@@ -795,6 +806,213 @@ impl Cluster {
         self.newest_snapshot(new, &data)
     }
 
+    /// `buttervolume status --json` on node `k` (our CLI) and its
+    /// metrics page, taken while the node's snapshots dir did not change,
+    /// each checked against the disk ([`Cluster::assert_status_true`]).
+    fn status_and_metrics(&self, step: &str, k: usize) -> (StatusReply, Page) {
+        let dir = self.data(k).join("snapshots");
+        let mut taken = None;
+        wait_until(
+            &format!(
+                "{step}: a status of node {} taken while its snapshots stayed put",
+                k + 1
+            ),
+            60,
+            || {
+                let before = entries(&dir);
+                let out = self.n.cli(&self.names[k], &["status", "--json"]);
+                let text = common::succeeded(out, "buttervolume status --json");
+                let page = scrape(&self.names[k], self.metrics_ports[k]);
+                if entries(&dir) != before {
+                    return false;
+                }
+                let status = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+                taken = Some((status, page));
+                true
+            },
+        );
+        let (status, page) = taken.unwrap();
+        self.assert_status_true(step, k, &status, &page);
+        (status, page)
+    }
+
+    /// What status and the metrics say of node `k` is what its disk
+    /// holds: per volume the snapshots (markers aside) and the newest in
+    /// creation order; per peer the newest marker of that host, when it
+    /// was recorded, and the snapshots made here after the one it names
+    /// (unsent, and the lag: the age of the oldest of them); a peer for
+    /// every marker host; problems sorted worst first and their volumes
+    /// listed first; the problems gauge counting them by kind.
+    fn assert_status_true(&self, step: &str, k: usize, st: &StatusReply, page: &Page) {
+        let dir = self.data(k).join("snapshots");
+        let on_disk: Vec<(String, SubvolumeIdentity)> = entries(&dir)
+            .into_iter()
+            .filter(|e| !e.starts_with('.'))
+            .filter_map(|e| {
+                buttervolume::btrfs::identity(&dir.join(&e))
+                    .ok()
+                    .map(|id| (e, id))
+            })
+            .collect();
+        let node = &self.names[k];
+        for v in &st.volumes {
+            let ctx = format!("{step}: {} on {node}", v.name);
+            let mut snaps: Vec<&(String, SubvolumeIdentity)> = on_disk
+                .iter()
+                .filter(|(e, _)| names::volume_of(e) == v.name && !names::is_marker(e))
+                .collect();
+            snaps.sort_by_key(|(_, id)| id.creation_order());
+            assert_eq!(v.snapshots, snaps.len(), "{ctx}");
+            assert_eq!(
+                v.newest_snapshot.as_deref(),
+                snaps.last().map(|(e, _)| e.as_str()),
+                "{ctx}"
+            );
+            let vol = [("volume", v.name.as_str())];
+            assert_eq!(
+                page.value("buttervolume_volume_snapshots", &vol),
+                snaps.len() as f64,
+                "{ctx}"
+            );
+            let markers: Vec<&(String, SubvolumeIdentity)> = on_disk
+                .iter()
+                .filter(|(e, _)| names::volume_of(e) == v.name && names::is_marker(e))
+                .collect();
+            for (m, _) in &markers {
+                let host = names::marker_host(m).unwrap();
+                assert!(
+                    v.peers.iter().any(|p| p.host == host),
+                    "{ctx}: no peer {host}"
+                );
+            }
+            for p in &v.peers {
+                let ctx = format!("{ctx}, peer {}", p.host);
+                let newest = markers
+                    .iter()
+                    .filter(|(e, _)| names::marker_host(e) == Some(p.host.as_str()))
+                    .max_by_key(|(_, id)| id.creation_order());
+                let series = [("volume", v.name.as_str()), ("peer", p.host.as_str())];
+                let held_at = newest.map(|(m, id)| {
+                    let source = names::marker_source(m);
+                    assert_eq!(p.sent_snapshot.as_deref(), Some(source), "{ctx}");
+                    assert_eq!(
+                        p.last_success.map(|t| t.timestamp()),
+                        Some(id.otime),
+                        "{ctx}"
+                    );
+                    assert_eq!(
+                        page.value(
+                            "buttervolume_replication_last_success_timestamp_seconds",
+                            &series
+                        ),
+                        id.otime as f64,
+                        "{ctx}"
+                    );
+                    snaps
+                        .iter()
+                        .find(|(e, _)| e == source)
+                        .map_or(id.creation_order(), |(_, s)| s.creation_order())
+                });
+                if newest.is_none() {
+                    assert_eq!((&p.sent_snapshot, p.last_success), (&None, None), "{ctx}");
+                }
+                let unsent: Vec<&&(String, SubvolumeIdentity)> = snaps
+                    .iter()
+                    .filter(|(_, id)| id.received_uuid.is_none())
+                    .filter(|(_, id)| held_at.is_none_or(|at| id.creation_order() > at))
+                    .collect();
+                assert_eq!(p.unsent_snapshots, unsent.len(), "{ctx}");
+                assert_eq!(
+                    page.value("buttervolume_replication_unsent_snapshots", &series),
+                    unsent.len() as f64,
+                    "{ctx}"
+                );
+                match unsent.first() {
+                    None => assert_eq!(p.lag_seconds, 0, "{ctx}"),
+                    Some((_, id)) => {
+                        // `Now` travels in whole seconds.
+                        let lag = (st.now.timestamp() - id.otime).max(0);
+                        assert!(
+                            (p.lag_seconds - lag).abs() <= 1,
+                            "{ctx}: {} vs {lag}",
+                            p.lag_seconds
+                        );
+                    }
+                }
+            }
+        }
+        let kinds: Vec<ProblemKind> = st.problems.iter().map(|p| p.kind).collect();
+        let mut sorted = kinds.clone();
+        sorted.sort();
+        assert_eq!(kinds, sorted, "{step}: problems not worst first on {node}");
+        let with_problem = |name: &str| {
+            st.problems
+                .iter()
+                .any(|p| p.volume.as_deref() == Some(name))
+        };
+        let flags: Vec<bool> = st.volumes.iter().map(|v| with_problem(&v.name)).collect();
+        assert!(
+            flags.windows(2).all(|w| w[0] || !w[1]),
+            "{step}: volumes with a problem not first on {node}: {:?}",
+            st.volumes.iter().map(|v| &v.name).collect::<Vec<_>>()
+        );
+        for kind in ProblemKind::ALL {
+            let count = kinds.iter().filter(|k| **k == kind).count();
+            assert_eq!(
+                page.value("buttervolume_problems", &[("kind", kind.as_str())]),
+                count as f64,
+                "{step}: {} problems on {node}",
+                kind.as_str()
+            );
+        }
+    }
+
+    /// The failed final send shows on the old master: its first problem is
+    /// `send-failed` for the data volume and the new master, that volume
+    /// comes first with the send as its last error, and the peer says so.
+    /// Returns when the peer's failure was recorded.
+    fn assert_send_failure_shown(
+        &self,
+        step: &str,
+        app: &App,
+        old: usize,
+        new: usize,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let (data, ip) = (app.data(), &self.ips[new]);
+        let (st, page) = self.status_and_metrics(step, old);
+        let first = &st.problems[0];
+        assert_eq!(
+            first.kind,
+            ProblemKind::SendFailed,
+            "{step}: {:?}",
+            st.problems
+        );
+        assert_eq!(first.volume.as_deref(), Some(data.as_str()), "{step}");
+        assert_eq!(first.peer.as_deref(), Some(ip.as_str()), "{step}");
+        assert_eq!(st.volumes[0].name, data, "{step}: problems first");
+        let last_error = st.volumes[0].last_error.clone().unwrap_or_default();
+        assert!(
+            last_error.starts_with(&format!("send to {ip}: ")),
+            "{step}: {last_error}"
+        );
+        let peer = st.volumes[0].peers.iter().find(|p| &p.host == ip).unwrap();
+        assert!(peer.last_failure.is_some(), "{step}: {peer:?}");
+        // The state that did not land is unsent.
+        assert!(peer.unsent_snapshots >= 1, "{step}: {peer:?}");
+        assert!(
+            page.value("buttervolume_problems", &[("kind", "send-failed")]) >= 1.0,
+            "{step}"
+        );
+        peer.last_failure_at.unwrap()
+    }
+
+    /// A counter of node `k`'s metrics now (0 when absent).
+    fn counter(&self, k: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
+        scrape(&self.names[k], self.metrics_ports[k])
+            .get(name, labels)
+            .unwrap_or(0.0)
+    }
+
     /// The handler's command forms that did not go through both CLIs.
     fn forms_not_run_through_both(&self) -> Vec<(&'static str, Cli)> {
         let ran = self.ran.borrow();
@@ -933,6 +1151,28 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
     c.assert_placement(step, &app, place2, Cli::V34);
     assert_eq!(read(&c, n2, &data, "log"), "start\none\ntwo\nstop\nstart\n");
     c.wait_replicated(n2, n1, &data, &[]);
+    // The new master's status: the new slave holds what the marker says,
+    // replicated by the scheduled line, nothing left unsent.
+    wait_until(
+        &format!("{step}: node 2's status of {data} caught up"),
+        60,
+        || {
+            let (st, _) = c.status_and_metrics(step, n2);
+            let v = st.volumes.iter().find(|v| v.name == data).unwrap();
+            let peer = v.peers.iter().find(|p| p.host == c.ips[n1]).unwrap();
+            assert_eq!(peer.replicate_timer.as_deref(), Some("60"), "{step}");
+            assert_eq!(peer.last_failure, None, "{step}");
+            peer.sent_snapshot.is_some() && peer.unsent_snapshots == 0 && peer.lag_seconds == 0
+        },
+    );
+    // The new slave: its volumes went with `down -v`; what it received is
+    // no volume of its own.
+    let (st, _) = c.status_and_metrics(step, n1);
+    assert!(
+        st.volumes.iter().all(|v| v.name != data),
+        "{step}: {:?}",
+        st.volumes
+    );
     c.work(n2, &app, "three");
     eprintln!("step 2 done: {:.1} s", t0.elapsed().as_secs_f64());
 
@@ -1001,6 +1241,8 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
             id.is_ok_and(|id| id.received_uuid.is_none())
         })
     });
+    let (st, _) = c.status_and_metrics(step, n3);
+    assert!(st.volumes.iter().any(|v| v.name == data), "{step}");
     eprintln!("step 4 done: {:.1} s", t0.elapsed().as_secs_f64());
 
     // Migrate between two apps on node 3 (the handler's `migrate` event,
@@ -1095,6 +1337,16 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
         while_running: Some(&work),
         before_final_sends: Some(&cut),
     };
+    let send_errors = [
+        ("endpoint", "/VolumeDriver.Snapshot.Send"),
+        ("outcome", "error"),
+    ];
+    let restore_errors = [
+        ("endpoint", "/VolumeDriver.Snapshot.Restore"),
+        ("outcome", "error"),
+    ];
+    let sends_failed = c.counter(n3, "buttervolume_requests_total", &send_errors);
+    let restores_refused = c.counter(n1, "buttervolume_requests_total", &restore_errors);
     let outcome = c.deploy(&app, Some(place4), place5, Cli::V34, &hooks);
     cutter.take().unwrap().join().unwrap();
     let landed = c.assert_failed_move(step, &app, &outcome, n3, n1);
@@ -1126,6 +1378,19 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
         "{step}: not in the log"
     );
     c.assert_placed(step, &app, at(n3, None), Cli::V313, false);
+    let failed_5a = c.assert_send_failure_shown(step, &app, n3, n1);
+    assert_eq!(
+        c.counter(n3, "buttervolume_requests_total", &send_errors) - sends_failed,
+        1.0,
+        "{step}: the failed send"
+    );
+    // The handler's refused restore, then ours.
+    assert_eq!(
+        c.counter(n1, "buttervolume_requests_total", &restore_errors) - restores_refused,
+        2.0,
+        "{step}: the refused restores"
+    );
+    c.status_and_metrics(step, n1);
     eprintln!("step 5a done: {:.1} s", t0.elapsed().as_secs_f64());
 
     let step = "step 5b (the new master's disk full)";
@@ -1148,6 +1413,8 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
         while_running: Some(&work),
         before_final_sends: Some(&fill),
     };
+    let sends_failed = c.counter(n3, "buttervolume_requests_total", &send_errors);
+    let receive_failures = c.counter(n1, "buttervolume_peer_receive_failures_total", &[]);
     let outcome = c.deploy(&app, Some(place4), place5, Cli::V313, &hooks);
     std::fs::remove_file(&filler).unwrap();
     buttervolume::btrfs::sync(&c.data(n1)).unwrap();
@@ -1165,6 +1432,19 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
         "{step}: {err}"
     );
     c.assert_placed(step, &app, at(n3, None), Cli::V34, false);
+    let failed_5b = c.assert_send_failure_shown(step, &app, n3, n1);
+    assert!(failed_5b >= failed_5a, "{step}: {failed_5b} < {failed_5a}");
+    assert_eq!(
+        c.counter(n3, "buttervolume_requests_total", &send_errors) - sends_failed,
+        1.0,
+        "{step}: the failed send"
+    );
+    // The stream that did not fit, from node 1's forced command.
+    assert!(
+        c.counter(n1, "buttervolume_peer_receive_failures_total", &[]) > receive_failures,
+        "{step}: node 1 did not count the receive that failed"
+    );
+    c.status_and_metrics(step, n1);
     eprintln!("step 5b done: {:.1} s", t0.elapsed().as_secs_f64());
 
     // 5c) The same move once nothing fails: node 1 gets exactly what node
@@ -1182,6 +1462,18 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
     for line in ["big", "nine", "big2", "ten"] {
         assert!(log.lines().any(|l| l == line), "{step}: {line} lost: {log}");
     }
+    // Nothing failing any more: the new master shows no failed send, the
+    // old master no volume (`down -v`).
+    let (st, _) = c.status_and_metrics(step, n1);
+    assert!(
+        st.problems
+            .iter()
+            .all(|p| p.kind != ProblemKind::SendFailed),
+        "{step}: {:?}",
+        st.problems
+    );
+    let (st, _) = c.status_and_metrics(step, n3);
+    assert!(st.volumes.iter().all(|v| v.name != data), "{step}");
     eprintln!("step 5c done: {:.1} s", t0.elapsed().as_secs_f64());
 
     // The handler schedules replicate only after `up`: no first Mount of

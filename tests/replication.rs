@@ -725,3 +725,164 @@ fn full_sends_run_openssh_and_sessions_are_kept_between_sends() {
     );
     let _ = std::fs::remove_dir_all(&wrap);
 }
+
+/// While a send runs, the daemon's transfer registry
+/// (`GET /VolumeDriver.Transfers`, what `buttervolume send` draws on a
+/// terminal) reports it with growing bytes and, for a full send, the
+/// volume's measured size as the estimate; off a terminal the CLI prints
+/// exactly one summary line, on stderr, and nothing on stdout.
+#[test]
+fn a_running_send_reports_growing_bytes_and_the_cli_one_summary_line() {
+    use buttervolume::api::{StatusReply, TransfersReply};
+    let (n, a, _b, b_ip) = Nodes::sender_and_receiver("rg", "2G");
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "big"}));
+    let vol = n.data(&a).join("volumes/big");
+    write_file(&vol.join("noise"), 24 << 20, 9);
+    let s1 = n.snapshot(&a, "big");
+    // The size status measures (in the background) is the full send's
+    // estimate.
+    let size = || {
+        let out = n.cli(&a, &["status", "--json"]);
+        let status: StatusReply =
+            serde_json::from_str(&common::succeeded(out, "status --json")).unwrap();
+        let v = status.volumes.iter().find(|v| v.name == "big").cloned();
+        v.filter(|v| !v.size_stale).and_then(|v| v.size_bytes)
+    };
+    common::wait_until("the volume's size measured", 60, || size().is_some());
+    let measured = size().unwrap();
+    assert!(measured >= 24 << 20, "{measured}");
+
+    let transfers = || -> TransfersReply {
+        let (status, text) =
+            common::raw_request(&n.socket(&a), "GET", "/VolumeDriver.Transfers", b"");
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    assert_eq!(transfers(), TransfersReply::default());
+    let mine = |reply: TransfersReply| {
+        reply
+            .transfers
+            .into_iter()
+            .find(|t| t.snapshot == s1 && t.host == b_ip)
+    };
+    let out = std::thread::scope(|scope| {
+        // 24 MiB at 4 MiB/s: several seconds on the wire.
+        let cli = scope.spawn(|| n.cli(&a, &["send", "--bwlimit", "4", &b_ip, &s1]));
+        let mut first = 0;
+        common::wait_until("the send in the registry with bytes", 60, || {
+            let seen = mine(transfers());
+            first = seen.map_or(0, |t| t.bytes);
+            first > 0
+        });
+        let mut seen = None;
+        common::wait_until("its bytes growing", 60, || {
+            seen = mine(transfers()).filter(|t| t.bytes > first);
+            seen.is_some()
+        });
+        let seen = seen.unwrap();
+        assert_eq!(seen.full, Some(true), "{seen:?}");
+        assert_eq!(seen.estimated_bytes, Some(measured), "{seen:?}");
+        assert!(seen.wire_bytes <= seen.bytes, "{seen:?}");
+        cli.join().unwrap()
+    });
+    let stderr = common::stderr(&out);
+    assert!(out.status.success(), "send failed: {stderr}");
+    assert_eq!(
+        common::stdout(&out),
+        "",
+        "3.13's send prints nothing on stdout"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr:?}");
+    assert!(
+        lines[0].starts_with(&format!("sent {s1} to {b_ip} in full: ")),
+        "{stderr:?}"
+    );
+    assert!(!stderr.contains('\r'), "no progress drawn off a terminal");
+    // Done: nothing running any more.
+    assert_eq!(transfers(), TransfersReply::default());
+
+    // On a terminal: the line refreshed in place, with an ETA for this
+    // full send (its size is measured), then the summary.
+    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "big2"}));
+    write_file(&n.data(&a).join("volumes/big2/noise"), 16 << 20, 3);
+    let s2 = n.snapshot(&a, "big2");
+    common::wait_until("big2's size measured", 60, || {
+        let out = n.cli(&a, &["status", "--json"]);
+        let status: StatusReply =
+            serde_json::from_str(&common::succeeded(out, "status --json")).unwrap();
+        let v = status.volumes.into_iter().find(|v| v.name == "big2");
+        v.is_some_and(|v| !v.size_stale && v.size_bytes.is_some())
+    });
+    let (master, slave) = pty();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["send", "--bwlimit", "4", &b_ip, &s2])
+        .env("BUTTERVOLUME_SOCKET", n.socket(&a))
+        .stdout(std::process::Stdio::piped())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let drawn = std::thread::spawn(move || {
+        let mut master = master;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the CLI, the last holder of the terminal, is gone.
+        while let Ok(got) = std::io::Read::read(&mut master, &mut buf) {
+            if got == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..got]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let status = child.wait().unwrap();
+    let drawn = drawn.join().unwrap();
+    assert!(status.success(), "{drawn}");
+    let line = format!("\rsending {s2} to {b_ip}: ");
+    assert!(
+        drawn.matches(&line).count() >= 2,
+        "refreshed in place: {drawn:?}"
+    );
+    assert!(drawn.contains(" MiB (full, ~"), "{drawn:?}");
+    assert!(drawn.contains(" MiB/s, ETA "), "{drawn:?}");
+    let summary = drawn.rsplit("\x1b[K").next().unwrap();
+    assert!(
+        summary.starts_with(&format!("sent {s2} to {b_ip} in full: ")),
+        "the line is cleared, then the summary: {drawn:?}"
+    );
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(stdout, "");
+}
+
+/// A pseudo-terminal: its master side, and its slave side to give a
+/// child as its stderr.
+fn pty() -> (std::fs::File, std::fs::File) {
+    use nix::libc;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: a new descriptor, checked, that the File then owns.
+    let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(fd >= 0, "posix_openpt");
+    // SAFETY: fd is ours and open; nothing else owns it.
+    let master = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: fd is a pseudo-terminal master.
+    assert_eq!(unsafe { libc::grantpt(fd) }, 0, "grantpt");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::unlockpt(fd) }, 0, "unlockpt");
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: writes a NUL-terminated name of at most `name.len()` bytes.
+    let named = unsafe { libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) };
+    assert_eq!(named, 0, "ptsname_r");
+    // SAFETY: ptsname_r succeeded: `name` holds a NUL-terminated string.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .unwrap();
+    (master, slave)
+}

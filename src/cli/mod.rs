@@ -12,6 +12,7 @@ mod client;
 mod local;
 mod peer;
 mod print;
+mod progress;
 mod schedule;
 mod status;
 

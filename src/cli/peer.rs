@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::client::Daemon;
-use super::{print, Failure};
+use super::{print, progress, Failure};
 use crate::api::{self, path};
 
 #[derive(Subcommand, Debug)]
@@ -44,13 +44,17 @@ pub async fn run(daemon: &Daemon, verb: PeerVerb) -> Result<(), Failure> {
             bwlimit,
         } => {
             let request = api::SendRequest {
-                name: snapshot,
-                host,
+                name: snapshot.clone(),
+                host: host.clone(),
                 test: false,
                 compress: compress.then_some(true),
                 bwlimit,
             };
-            let reply: api::SummaryReply = daemon.post(path::SNAPSHOT_SEND, request).await?;
+            // Progress on a terminal's stderr while the daemon sends; the
+            // one summary line at the end either way (stdout stays empty,
+            // as with 3.13's send).
+            let sent = daemon.post::<api::SummaryReply>(path::SNAPSHOT_SEND, request);
+            let reply = progress::while_sending(daemon, &snapshot, &host, sent).await?;
             eprintln!("{}", reply.summary);
         }
         PeerVerb::Replicate { host, volume } => {

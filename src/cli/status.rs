@@ -160,6 +160,8 @@ mod tests {
             lag_seconds: lag,
             unsent_snapshots: 1,
             replicate_timer: None,
+            last_failure: None,
+            last_failure_at: None,
         };
         let status = StatusReply {
             now: at("2026-03-01T12:00:00Z"),

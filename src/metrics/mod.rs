@@ -476,6 +476,8 @@ mod page_tests {
                     lag_seconds: 0,
                     unsent_snapshots: 0,
                     replicate_timer: None,
+                    last_failure: None,
+                    last_failure_at: None,
                 }],
                 follow: None,
                 jobs: vec![],

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::progress::{self, Counting, Transfer, Transfers};
 use super::protocol::{ListedSnapshot, PeerRequest};
 use super::transport::{self, Input, Peer, SshSettings, TransportError};
 use super::{receive, ReplicationError, SendOptions, SendReport, PIPE_SIZE};
@@ -134,32 +135,48 @@ pub fn send_with(
     let _held = store
         .hold(&volume, Activity::Send)
         .map_err(ReplicationError::Busy)?;
+    let sent = send_held(store, snapshot, &volume, host, test, options);
+    let outcome = sent.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    progress::record_outcome(&volume, host, outcome);
+    sent
+}
+
+/// [`send_with`] once the checks passed and the volume is held.
+fn send_held(
+    store: &VolumeStore,
+    snapshot: &str,
+    volume: &str,
+    host: &str,
+    test: bool,
+    options: SendOptions,
+) -> Result<SendReport, ReplicationError> {
+    let path = store.config().snapshots_path.join(snapshot);
     let started = Instant::now();
+    let running = Transfers::global().begin(snapshot, host);
     let config = store.config();
     let peer = transport::open(host, &SshSettings::of(config))?;
     let local_id = store.fs().identity(&path)?;
     let Some(plan) = plan(store, &peer, snapshot, &local_id, test, options)? else {
-        record_marker(store, snapshot, &volume, host)?;
+        record_marker(store, snapshot, volume, host)?;
         return Ok(SendReport {
             already_present: true,
             seconds: started.elapsed().as_secs_f64(),
             ..SendReport::default()
         });
     };
+    running.set_full(plan.parent.is_none());
     let wire = Wire {
         compress: plan.ours && options.compress,
         limit: (options.bwlimit_mib > 0).then_some(options.bwlimit_mib << 20),
         transport: options.transport,
     };
-    let (parent, bytes, wire_bytes) =
-        deliver(store, &peer, snapshot, test, plan, wire).map_err(|source| {
-            ReplicationError::Send {
-                snapshot: snapshot.into(),
-                host: host.into(),
-                source,
-            }
-        })?;
-    record_marker(store, snapshot, &volume, host)?;
+    let (parent, bytes, wire_bytes) = deliver(store, &peer, snapshot, test, plan, wire, &running)
+        .map_err(|source| ReplicationError::Send {
+        snapshot: snapshot.into(),
+        host: host.into(),
+        source,
+    })?;
+    record_marker(store, snapshot, volume, host)?;
     Ok(SendReport {
         parent,
         bytes,
@@ -260,11 +277,12 @@ fn deliver(
     test: bool,
     plan: Plan,
     wire: Wire,
+    progress: &Transfer,
 ) -> Result<(Option<String>, u64, u64), StreamError> {
     let snapshots_path = &store.config().snapshots_path;
     let path = snapshots_path.join(snapshot);
     let parent_path = plan.parent.as_deref().map(|p| snapshots_path.join(p));
-    let error = match stream_snapshot(peer, &path, parent_path, &plan.command, wire) {
+    let error = match stream_snapshot(peer, &path, parent_path, &plan.command, wire, progress) {
         Ok((bytes, wire_bytes)) => return Ok((plan.parent, bytes, wire_bytes)),
         Err(e) if plan.ours => return Err(e),
         Err(e) => e,
@@ -279,7 +297,9 @@ fn deliver(
         return Err(error);
     }
     tracing::warn!(snapshot, host = peer.host(), %error, "incremental send to a reference peer failed; sending in full");
-    match stream_snapshot(peer, &path, None, &plan.command, wire) {
+    progress.restart();
+    progress.set_full(true);
+    match stream_snapshot(peer, &path, None, &plan.command, wire, progress) {
         Ok((bytes, wire_bytes)) => Ok((None, bytes, wire_bytes)),
         Err(e) => {
             let _ = peer.run(&delete);
@@ -310,14 +330,15 @@ impl Wire {
     }
 }
 
-/// Streams the send of `path` (from `parent`) into `command` on the peer;
-/// returns (stream bytes, wire bytes).
+/// Streams the send of `path` (from `parent`) into `command` on the peer,
+/// counting into `progress`; returns (stream bytes, wire bytes).
 fn stream_snapshot(
     peer: &Peer,
     path: &Path,
     parent: Option<PathBuf>,
     command: &str,
     wire: Wire,
+    progress: &Transfer,
 ) -> Result<(u64, u64), StreamError> {
     btrfs::sync(path)?;
     let (read_end, write_end) = nix::unistd::pipe().map_err(StreamError::Pipe)?;
@@ -337,6 +358,10 @@ fn stream_snapshot(
     let mut wire_bytes = 0;
     let mut report = |bytes| {
         wire_bytes = bytes;
+        progress.set_wire_bytes(bytes);
+        if !wire.compress {
+            progress.set_stream_bytes(bytes);
+        }
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         tracing::info!(
             path = %path.display(),
@@ -346,9 +371,15 @@ fn stream_snapshot(
         );
     };
     let pipe = File::from(read_end);
+    // Compressed, the stream is counted as zstd reads it; otherwise the
+    // transport's count is the stream's.
     let mut encoder = match wire.compress {
         true => {
-            Some(zstd::stream::read::Encoder::new(&pipe, ZSTD_LEVEL).map_err(StreamError::Zstd)?)
+            let counted = Counting {
+                inner: &pipe,
+                transfer: progress,
+            };
+            Some(zstd::stream::read::Encoder::new(counted, ZSTD_LEVEL).map_err(StreamError::Zstd)?)
         }
         false => None,
     };

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use super::{blocking, decode, to_json, ApiError, AppState, Reply};
 use crate::api::{
     path, HandoverReply, PeerVolumeRequest, SendRequest, SnapshotReply, SummaryReply, SyncRequest,
+    TransferStatus, TransfersReply,
 };
+use crate::replication::progress::Transfers;
 use crate::replication::{self, SendOptions};
 use crate::{names, snapshots};
 
@@ -21,6 +23,7 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
         path::REPLICATE => replicate(state, body).await,
         path::HANDOVER => handover(state, body).await,
         path::SYNC => sync(state, body).await,
+        path::TRANSFERS => transfers(state).await,
         _ => return None,
     };
     Some(reply)
@@ -115,4 +118,51 @@ async fn sync(state: &Arc<AppState>, body: &Value) -> Reply {
     let store = state.store.clone();
     blocking(move || replication::sync(&store, &req.volumes, &req.hosts, req.test)).await?;
     Ok(json!({}))
+}
+
+/// The sends running now ([`Transfers`]), a full send with its estimated
+/// size: the volume's last size measurement (the one `status` shows),
+/// asked for in the background when there is none or it is out of date.
+async fn transfers(state: &Arc<AppState>) -> Reply {
+    let running = Transfers::global().list();
+    if running.is_empty() {
+        return Ok(to_json(TransfersReply::default()));
+    }
+    let state = state.clone();
+    let reply = blocking(move || {
+        let transfers = running
+            .into_iter()
+            .map(|t| {
+                let estimated_bytes = (t.full == Some(true))
+                    .then(|| estimate(&state, names::volume_of(&t.snapshot)))
+                    .flatten();
+                TransferStatus {
+                    started_at: t
+                        .started_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    snapshot: t.snapshot,
+                    host: t.host,
+                    elapsed_seconds: t.elapsed_seconds,
+                    full: t.full,
+                    bytes: t.stream_bytes,
+                    wire_bytes: t.wire_bytes,
+                    estimated_bytes,
+                }
+            })
+            .collect();
+        state.sizes.measure_in_background(state.store.clone());
+        Ok::<_, ApiError>(TransfersReply { transfers })
+    })
+    .await?;
+    Ok(to_json(reply))
+}
+
+/// The last size measurement of `volume` (queued when missing or stale).
+fn estimate(state: &AppState, volume: &str) -> Option<u64> {
+    let path = state.store.existing(volume).ok()?;
+    let generation = state.store.fs().identity(&path).ok()?.generation;
+    state
+        .sizes
+        .lookup(volume, generation)
+        .map(|seen| seen.bytes)
 }

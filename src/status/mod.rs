@@ -14,8 +14,8 @@
 //!   replication is the newest marker's creation time; the **lag** is how
 //!   long this node has held a snapshot the peer lacks: 0 when the peer
 //!   holds the newest snapshot, else `now` minus the creation time of the
-//!   oldest snapshot created after the one the peer holds (after none,
-//!   when it holds none). It is 0 right after a send and grows from the
+//!   oldest snapshot made here (not received: those exist where they came
+//!   from) after the one the peer holds (after none, when it holds none). It is 0 right after a send and grows from the
 //!   moment a snapshot is taken and not sent;
 //! - jobs, running jobs and the last error: the scheduler's listing
 //!   ([`Listing`]);
@@ -23,6 +23,8 @@
 //!   while a request waits.
 //!
 //! Problems, worst first ([`ProblemKind`]): a job whose last run failed; a
+//! send that failed (the last one of the volume to that peer, kept in
+//! memory by [`crate::replication::progress`]); a
 //! `replicate:<peer>` job without any successful send; a peer whose lag is
 //! more than twice its replicate job's period; jobs for a volume that does
 //! not exist; the schedule paused, unreadable or with skipped lines.
@@ -45,6 +47,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::api::{JobStatus, PeerStatus, Problem, ProblemKind, StatusReply, VolumeStatus};
 use crate::names;
+use crate::replication::progress::SendFailure;
 use crate::schedule::{Action, JobView, Listing, ScheduleError, Scheduler, Timer};
 use crate::snapshots::{self, Placed};
 use crate::volumes::{VolumeError, VolumeStore};
@@ -174,11 +177,21 @@ fn volume_status(
         .map(|j| j.action.clone())
         .collect();
     running_jobs.sort();
-    let last_error = jobs
+    let failed_sends = crate::replication::progress::send_failures(name);
+    let job_error = jobs
         .iter()
         .filter(|j| j.last_ok == Some(false))
         .max_by_key(|j| j.last_run)
-        .map(|j| format!("{}: {}", j.action, failure_text(j)));
+        .map(|j| (j.last_run, format!("{}: {}", j.action, failure_text(j))));
+    let send_error = failed_sends
+        .iter()
+        .max_by_key(|(_, f)| f.at)
+        .map(|(peer, f)| (Some(f.at), format!("send to {peer}: {}", f.message)));
+    let last_error = job_error
+        .into_iter()
+        .chain(send_error)
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, error)| error);
     VolumeStatus {
         name: name.to_string(),
         size_bytes,
@@ -188,7 +201,7 @@ fn volume_status(
         newest_snapshot: newest.map(|p| p.name.clone()),
         newest_snapshot_created: newest_created,
         newest_snapshot_age_seconds: newest_created.map(|t| seconds_since(t, now)),
-        peers: peers(&snaps, &markers, jobs, now),
+        peers: peers(&snaps, &markers, jobs, &failed_sends, now),
         follow: follow_state(store, name, jobs),
         jobs: jobs.iter().map(|j| job_status(j)).collect(),
         running_jobs,
@@ -222,6 +235,7 @@ fn peers(
     snaps: &[Placed],
     markers: &[Placed],
     jobs: &[&JobView],
+    failed: &BTreeMap<String, SendFailure>,
     now: DateTime<Utc>,
 ) -> Vec<PeerStatus> {
     // The newest marker of each host (markers are oldest first); `None`:
@@ -239,6 +253,9 @@ fn peers(
             timers.insert(host, job.timer.as_str());
         }
     }
+    for host in failed.keys() {
+        newest_marker.entry(host).or_insert(None);
+    }
     newest_marker
         .into_iter()
         .map(|(host, sent)| {
@@ -251,10 +268,14 @@ fn peers(
                     .find(|s| s.name == source)
                     .map_or(m.order(), Placed::order)
             });
+            // Made here: a received snapshot exists on the node it came
+            // from already (the peer itself, when it pushed it here).
             let unsent: Vec<&Placed> = snaps
                 .iter()
+                .filter(|s| s.identity.received_uuid.is_none())
                 .filter(|s| held_at.is_none_or(|at| s.order() > at))
                 .collect();
+            let failure = failed.get(host);
             let lag_seconds = unsent
                 .first()
                 .and_then(|s| created(s))
@@ -266,6 +287,8 @@ fn peers(
                 lag_seconds,
                 unsent_snapshots: unsent.len(),
                 replicate_timer: timers.get(host).map(|t| t.to_string()),
+                last_failure: failure.map(|f| f.message.clone()),
+                last_failure_at: failure.map(|f| f.at),
             }
         })
         .collect()
@@ -347,6 +370,25 @@ fn volume_problems(volume: &VolumeStatus, jobs: &[&JobView], now: DateTime<Utc>)
                 failure_text(job)
             ),
         ));
+    }
+    for peer in &volume.peers {
+        let (Some(failure), Some(at)) = (&peer.last_failure, peer.last_failure_at) else {
+            continue;
+        };
+        let job_says_it = jobs
+            .iter()
+            .any(|j| j.last_ok == Some(false) && replicate_host(j) == Some(peer.host.as_str()));
+        if !job_says_it {
+            out.push(problem(
+                ProblemKind::SendFailed,
+                Some(&peer.host),
+                format!(
+                    "the last send to {} ({} ago) failed: {failure}",
+                    peer.host,
+                    human_duration(seconds_since(at, now))
+                ),
+            ));
+        }
     }
     for job in jobs.iter().filter(|j| j.active) {
         let Some(host) = replicate_host(job) else {

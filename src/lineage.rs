@@ -1,0 +1,145 @@
+//! The one rule of "this state was built on that one", shared by the
+//! follow ([`crate::follow::decide`]: take the peer's state only when it
+//! was built on ours) and the takeover check ([`crate::takeover::decide`]:
+//! refuse `restore <volume>` while a peer holds a state built on the one
+//! it would bring back).
+//!
+//! A state is a read-only snapshot, on whichever node holds it. State
+//! `later` was built on state `earlier` when:
+//!
+//! - `later`'s lineage holds `earlier`'s [`state_key`]: its content was
+//!   restored from `earlier`, or from a state itself built on it
+//!   (restores record their source, [`crate::metadata::VolumeMetadata::lineage`],
+//!   and snapshots and sends carry it); or
+//! - both are snapshots of the same subvolume on the node that holds them
+//!   (same parent UUID, known only for local snapshots) and `earlier` was
+//!   created first (btrfs creation order): the volume went on from
+//!   `earlier` without a restore (a restore puts a new subvolume in place).
+
+use crate::btrfs::SubvolumeIdentity;
+use crate::metadata::state_key;
+use crate::replication::protocol::ListedSnapshot;
+
+/// A state as the rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State<'a> {
+    /// Its identity across nodes ([`state_key`]).
+    pub key: String,
+    /// The subvolume it is a snapshot of on the node holding it (its
+    /// parent UUID), when known.
+    pub of: Option<&'a str>,
+    /// Its place in that node's creation order, when known.
+    pub order: Option<(u64, u64)>,
+    /// The states it descends from, newest first.
+    pub lineage: &'a [String],
+}
+
+impl<'a> State<'a> {
+    /// A snapshot of this node, with the lineage its metadata records.
+    pub fn local(identity: &'a SubvolumeIdentity, lineage: &'a [String]) -> State<'a> {
+        State {
+            key: state_key(identity),
+            of: identity.parent_uuid.as_deref(),
+            order: Some(identity.creation_order()),
+            lineage,
+        }
+    }
+
+    /// A snapshot a peer listed (its parent UUID is not listed: only the
+    /// lineage can tie it to a state of another node).
+    pub fn listed(snapshot: &'a ListedSnapshot) -> State<'a> {
+        State {
+            key: snapshot
+                .received_uuid
+                .clone()
+                .unwrap_or_else(|| snapshot.uuid.clone()),
+            of: None,
+            order: snapshot.created,
+            lineage: &snapshot.lineage,
+        }
+    }
+}
+
+/// True when `later` was built on `earlier` (see the module doc). A state
+/// is built on itself when it is the same snapshot of the same subvolume.
+pub fn built_on(later: &State, earlier: &State) -> bool {
+    let descends = later.lineage.contains(&earlier.key);
+    let went_on = later.of.is_some()
+        && later.of == earlier.of
+        && earlier.order.is_some()
+        && later.order.is_some()
+        && earlier.order <= later.order;
+    descends || went_on
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(uuid: &str, of: Option<&str>, received: Option<&str>, n: u64) -> SubvolumeIdentity {
+        SubvolumeIdentity {
+            uuid: uuid.into(),
+            parent_uuid: of.map(String::from),
+            received_uuid: received.map(String::from),
+            read_only: true,
+            otime: 0,
+            id: 256 + n,
+            otransid: n,
+            generation: n,
+        }
+    }
+
+    fn listed(uuid: &str, received: Option<&str>, n: u64, lineage: &[&str]) -> ListedSnapshot {
+        ListedSnapshot {
+            name: format!("db@{n}"),
+            uuid: uuid.into(),
+            received_uuid: received.map(String::from),
+            read_only: true,
+            created: Some((n, 256 + n)),
+            lineage: lineage.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_restore_ties_states_of_any_node_through_the_lineage() {
+        // a made s1; b received it (received UUID a1), restored it and
+        // made s2 of the restored volume: s2's lineage holds a1.
+        let s1 = identity("a1", Some("va"), None, 1);
+        let s2 = listed("b2", None, 7, &["a1"]);
+        assert!(built_on(&State::listed(&s2), &State::local(&s1, &[])));
+        // Not the other way round.
+        assert!(!built_on(&State::local(&s1, &[]), &State::listed(&s2)));
+        // b's received copy of s1 has a's key: the rule sees one state.
+        let copy = listed("b1", Some("a1"), 3, &[]);
+        assert_eq!(State::listed(&copy).key, State::local(&s1, &[]).key);
+        assert!(built_on(&State::listed(&s2), &State::listed(&copy)));
+        // A state from scratch (no lineage) is built on nothing of another
+        // node, even when created after it.
+        let fresh = listed("b5", None, 9, &[]);
+        assert!(!built_on(&State::listed(&fresh), &State::local(&s1, &[])));
+        assert!(!built_on(&State::listed(&fresh), &State::listed(&copy)));
+    }
+
+    #[test]
+    fn snapshots_of_one_subvolume_go_on_in_creation_order() {
+        let s1 = identity("a1", Some("va"), None, 1);
+        let s3 = identity("a3", Some("va"), None, 3);
+        let (s1, s3) = (State::local(&s1, &[]), State::local(&s3, &[]));
+        assert!(built_on(&s3, &s1));
+        assert!(!built_on(&s1, &s3));
+        assert!(built_on(&s1, &s1));
+        // Another subvolume (the volume after a restore), or an unknown
+        // one, is not the same volume going on.
+        let other = identity("a4", Some("va2"), None, 4);
+        assert!(!built_on(&State::local(&other, &[]), &s1));
+        let orphan = identity("a5", None, None, 5);
+        let orphan2 = identity("a6", None, None, 6);
+        assert!(!built_on(
+            &State::local(&orphan2, &[]),
+            &State::local(&orphan, &[])
+        ));
+        // A listing says nothing of subvolumes: only lineage counts there.
+        let listed_later = listed("x", None, 9, &[]);
+        assert!(!built_on(&State::listed(&listed_later), &s1));
+    }
+}
