@@ -191,19 +191,26 @@ pub fn timestamp_of(name: &str) -> Option<&str> {
 }
 
 /// The host of a sent marker `<volume>@<timestamp>@<host>`, `None` for
-/// anything else.
+/// anything else. The host is everything after the second `@`: it may be
+/// `user@host` itself.
 pub fn marker_host(name: &str) -> Option<&str> {
     is_marker(name)
-        .then(|| name.rsplit_once('@').map(|(_, host)| host))
+        .then(|| name.splitn(3, '@').nth(2))
         .flatten()
+}
+
+/// The peer a host argument names: `user@host` is `host` (status groups
+/// by it: one node, whichever user a job logs in as).
+pub fn peer_of(host: &str) -> &str {
+    host.rsplit_once('@').map_or(host, |(_, h)| h)
 }
 
 /// The snapshot a sent marker marks (`<volume>@<timestamp>`); a snapshot
 /// name is returned as is.
 pub fn marker_source(name: &str) -> &str {
-    match (is_marker(name), name.rsplit_once('@')) {
-        (true, Some((source, _))) => source,
-        _ => name,
+    match marker_host(name) {
+        Some(host) => &name[..name.len() - host.len() - 1],
+        None => name,
     }
 }
 
@@ -298,6 +305,21 @@ mod tests {
         assert!(staging.len() <= MAX_NAME_BYTES);
         let err = check_marker_host(&format!("{host}h")).unwrap_err();
         assert!(err.to_string().contains("at most 61 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_markers_host_may_name_a_user() {
+        let marker = "db@2026-12-01T10:00:00.000000@backup@10.0.0.2";
+        assert_eq!(marker_host(marker), Some("backup@10.0.0.2"));
+        assert_eq!(marker_source(marker), "db@2026-12-01T10:00:00.000000");
+        let plain = "db@2026-12-01T10:00:00.000000@10.0.0.2";
+        assert_eq!(marker_host(plain), Some("10.0.0.2"));
+        assert_eq!(marker_source(plain), "db@2026-12-01T10:00:00.000000");
+        assert_eq!(marker_host("db@2026-12-01T10:00:00.000000"), None);
+        assert_eq!(
+            marker_source("db@2026-12-01T10:00:00.000000"),
+            "db@2026-12-01T10:00:00.000000"
+        );
     }
 
     #[test]

@@ -298,4 +298,21 @@ mod tests {
         assert!(keep.contains("v@2026-01-01T00:00:00.000000"));
         assert!(!keep.contains("v@2099-01-01T00:00:00.000000@node2"));
     }
+
+    /// A send to `backup@node2` records `<snap>@backup@node2`: its source
+    /// is `<snap>`, protected as the parent of the next send.
+    #[test]
+    fn a_marker_of_a_user_at_host_protects_its_snapshot() {
+        let candidate = |name: &str, order: u64| Candidate {
+            name: name.into(),
+            taken: None,
+            order: (order, 0),
+        };
+        let keep = protected(&[
+            candidate("v@2026-01-01T00:00:00.000000", 1),
+            candidate("v@2026-01-01T00:00:00.000000@backup@node2", 2),
+        ]);
+        assert!(keep.contains("v@2026-01-01T00:00:00.000000"), "{keep:?}");
+        assert!(!keep.contains("v@2026-01-01T00:00:00.000000@backup"));
+    }
 }

@@ -191,14 +191,24 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
         peer_fingerprint()
     );
     let _ = std::fs::create_dir_all(&config.state_path);
+    let path = config.state_path.join(crate::metrics::peer_log::LOG_FILE);
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(config.state_path.join("ssh-command.log"))
+        .open(&path)
     {
         let _ = f.write_all(line.as_bytes());
+        // Kept bounded: an idle round of many followed volumes logs a line
+        // per volume and minute. The full log becomes `.1` (the previous
+        // `.1` goes); a writer still holding it appends there.
+        if f.metadata().is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+            let _ = std::fs::rename(&path, path.with_extension("log.1"));
+        }
     }
 }
+
+/// Size at which the forced command's log is rotated.
+const LOG_ROTATE_BYTES: u64 = 16 << 20;
 
 /// A peer deletes only what a peer sent: a read-only snapshot with a
 /// received UUID. Never a local snapshot, a restore backup or a sent marker
@@ -343,6 +353,33 @@ mod tests {
 
     fn config() -> Config {
         Config::resolve(&HashMap::new(), &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn the_log_is_rotated_once_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = HashMap::from([(
+            "BUTTERVOLUME_STATE_PATH".to_string(),
+            dir.path().display().to_string(),
+        )]);
+        let c = Config::resolve(&env, &HashMap::new()).unwrap();
+        let log = dir.path().join("ssh-command.log");
+        let old = dir.path().join("ssh-command.log.1");
+        log_line(&c, "accepted", "buttervolume list db");
+        assert!(log.exists() && !old.exists());
+        std::fs::File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(LOG_ROTATE_BYTES)
+            .unwrap();
+        log_line(&c, "accepted", "buttervolume list db");
+        assert!(!log.exists(), "a full log is moved aside");
+        assert!(std::fs::metadata(&old).unwrap().len() > LOG_ROTATE_BYTES);
+        log_line(&c, "refused (x)", "rm -rf /");
+        let fresh = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(fresh.lines().count(), 1);
+        assert!(fresh.contains("outcome=refused (x)"), "{fresh}");
     }
 
     #[test]

@@ -155,11 +155,7 @@ pub struct SendFailure {
     pub at: DateTime<Utc>,
 }
 
-/// The peer a send host names, as its sent markers name it: `user@host`
-/// is `host`.
-pub fn peer_of(host: &str) -> &str {
-    host.rsplit_once('@').map_or(host, |(_, h)| h)
-}
+use crate::names::peer_of;
 
 type Failures = BTreeMap<(String, String), SendFailure>;
 

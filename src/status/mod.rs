@@ -243,7 +243,7 @@ fn peers(
     let mut newest_marker: BTreeMap<&str, Option<&Placed>> = BTreeMap::new();
     for marker in markers {
         if let Some(host) = names::marker_host(&marker.name) {
-            newest_marker.insert(host, Some(marker));
+            newest_marker.insert(names::peer_of(host), Some(marker));
         }
     }
     let mut timers: BTreeMap<&str, &str> = BTreeMap::new();
@@ -294,15 +294,11 @@ fn peers(
         .collect()
 }
 
-/// The peer of a `replicate:` job, as its sent markers name it: a marker
-/// `<vol>@<ts>@<user>@<host>` is read as host `<host>`
-/// ([`names::marker_host`]), so `replicate:root@peer` is peer `peer`.
+/// The peer of a `replicate:` job ([`names::peer_of`]): `replicate:root@peer`
+/// is peer `peer`, as are its markers `<vol>@<ts>@root@peer`.
 fn replicate_host(job: &JobView) -> Option<&str> {
     match Action::parse(&job.action) {
-        Ok(Action::Replicate { .. }) => job
-            .action
-            .strip_prefix("replicate:")
-            .map(|h| h.rsplit_once('@').map_or(h, |(_, host)| host)),
+        Ok(Action::Replicate { .. }) => job.action.strip_prefix("replicate:").map(names::peer_of),
         _ => None,
     }
 }
