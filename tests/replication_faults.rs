@@ -180,6 +180,23 @@ fn receiver_killed_mid_transfer() {
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
 }
 
+/// Sends `snap` from `a` to `b`, takes `b`'s link down mid-stream, checks
+/// that the send failed after SSH_TIMEOUT (5 s on `a`) saying so, and
+/// brings the link back.
+fn cut_mid_send(n: &Nodes, a: &str, b: &str, snap: &str, b_ip: &str) {
+    let pending = send_in_background(n, a, snap, b_ip);
+    wait_for_transfer(n, b);
+    n.link(b, "down");
+    let (_, reply) = pending.join().unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    let err = reply["Err"].as_str().unwrap();
+    assert!(
+        err.contains("stalled for 5 s (SSH_TIMEOUT)"),
+        "send error: {err}"
+    );
+    n.link(b, "up");
+}
+
 /// The link goes down mid-stream: the send fails after SSH_TIMEOUT (5 s
 /// here) with an error that says so, and nothing partial stays.
 #[test]
@@ -188,17 +205,7 @@ fn link_cut_mid_transfer() {
     n.stop(&a);
     n.start_with(&a, &["BUTTERVOLUME_SSH_TIMEOUT=5"]);
     let snap = n.snapshot(&a, "db");
-    let pending = send_in_background(&n, &a, &snap, &b_ip);
-    wait_for_transfer(&n, &b);
-    n.link(&b, "down");
-    let (_, reply) = pending.join().unwrap();
-    let reply: Value = serde_json::from_str(&reply).unwrap();
-    let err = reply["Err"].as_str().unwrap();
-    assert!(
-        err.contains("stalled for 5 s (SSH_TIMEOUT)"),
-        "send error: {err}"
-    );
-    n.link(&b, "up");
+    cut_mid_send(&n, &a, &b, &snap, &b_ip);
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
 }
 
@@ -212,21 +219,11 @@ fn link_cut_mid_full_send() {
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "fresh"}));
     fill(&n.data(&a).join("volumes/fresh/big"), BIG, 2);
     let snap = n.snapshot(&a, "fresh");
-    let pending = send_in_background(&n, &a, &snap, &b_ip);
-    wait_for_transfer(&n, &b);
-    n.link(&b, "down");
-    let (_, reply) = pending.join().unwrap();
-    let reply: Value = serde_json::from_str(&reply).unwrap();
-    let err = reply["Err"].as_str().unwrap();
-    assert!(
-        err.contains("stalled for 5 s (SSH_TIMEOUT)"),
-        "send error: {err}"
-    );
+    cut_mid_send(&n, &a, &b, &snap, &b_ip);
     assert!(n
         .markers(&a, &b_ip)
         .iter()
         .all(|m| !m.starts_with("fresh@")));
-    n.link(&b, "up");
     let summary = n.send(&a, &snap, &b_ip);
     assert!(summary.contains("in full"), "{summary}");
     let landed = n.data(&b).join("snapshots").join(&snap);
