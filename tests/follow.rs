@@ -562,3 +562,48 @@ fn a_push_cut_by_the_link_is_pulled_at_the_next_start() {
         p.n.docker_stop(node);
     }
 }
+
+/// Two first Mounts on b pulling at once (two apps starting together, or
+/// idle rounds of two volumes): each pull lands its own copy, neither
+/// takes the other's half-received copy for a dead one's leftover.
+#[test]
+fn two_pulls_at_once_both_land() {
+    let p = Pair::up("tp", "3G");
+    for (docker, peer) in [(&p.da, p.n.ip(&p.b)), (&p.db, p.a_ip.clone())] {
+        let line = format!("replicate:{peer}={YEARLY}");
+        docker.docker(&["volume", "create", "-d", "btrfs", "-o", &line, "app2"]);
+    }
+    // a holds states of both that b lacks (b's volumes are Docker's fresh ones).
+    let (vol, vol2) = (
+        p.n.data(&p.a).join("volumes/app"),
+        p.n.data(&p.a).join("volumes/app2"),
+    );
+    fill(&vol.join("big"), BIG, 3);
+    std::fs::write(vol.join("small"), "v2\n").unwrap();
+    fill(&vol2.join("big"), 8 << 20, 5);
+    std::fs::write(vol2.join("small"), "other\n").unwrap();
+    for volume in ["app", "app2"] {
+        p.n.snapshot(&p.a, volume);
+    }
+    let (sum, sum2) = (md5(&vol.join("big")), md5(&vol2.join("big")));
+
+    // app's pull is in flight when app2's starts.
+    let first = start_on_b(&p);
+    wait_mid_stream(&p.n, &p.b);
+    let second =
+        p.db.in_container("app2", "cat /data/small && md5sum /data/big");
+    assert_eq!(second, format!("other\n{sum2}  /data/big"));
+    let out = first.join().unwrap();
+    assert!(
+        out.status.success(),
+        "app's start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("v2\n{sum}  /data/big")
+    );
+    for node in [&p.a, &p.b] {
+        p.n.docker_stop(node);
+    }
+}
