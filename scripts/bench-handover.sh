@@ -33,7 +33,10 @@
 #        (app stopped), `/VolumeDriver.Handover` again (final: its
 #        CriticalSeconds and Bytes, and the call's own time), then
 #        `/VolumeDriver.Snapshot.Restore <final snapshot>` on node 2 (what
-#        the app's first Mount there, or the operator, does);
+#        the app's first Mount there, or the operator, does; the backup it
+#        makes of node 2's previous copy is then deleted, not timed: left
+#        there, it is a state made on node 2 that node 1 never saw, and the
+#        next send would be refused as to a peer that moved on);
 #      reference: the same writes; `buttervolume snapshot vol` + `send`
 #        while it runs; after the stop `snapshot` + `send` + `restore
 #        <snapshot>` on node 2 (the reference CLI from /opt/bv-ref, run here
@@ -168,7 +171,7 @@ PY
 # minus <a> <b>: a - b (seconds).
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a - b }'; }
 # field <key>: a field of the last reply.
-field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$reply" "$1"; }
+field() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$reply" "$1"; }
 declare -A daemon_pid=()
 # The node's eth0 transmitted bytes (/proc/<daemon pid>/net/dev: the
 # daemon lives in the node's network namespace).
@@ -272,6 +275,13 @@ for ((r = 0; r <= REPS; r++)); do
         bytes="$(field Bytes)" tx="$((REPLY - tx0))"
     api bho2 /VolumeDriver.Snapshot.Restore "{\"Name\": \"$final\"}"
     emit kind=restore who=ours r="$r" seconds="$(field _seconds)"
+    # The restore's backup of bho2's previous copy is a snapshot made on
+    # bho2: left there, bho1's next send would see a peer that moved on
+    # (and refuse). The operator deletes it (not timed).
+    backup=$(field VolumeBackup)
+    if [[ -n $backup ]]; then
+        api bho2 /VolumeDriver.Snapshot.Remove "{\"Name\": \"$backup\"}"
+    fi
     # The new node has exactly the state the app stopped with.
     a=$(nx bho1 md5sum "$data/volumes/vol/big" | cut -d' ' -f1)
     b=$(nx bho2 md5sum "$data/volumes/vol/big" | cut -d' ' -f1)
