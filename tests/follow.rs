@@ -80,7 +80,7 @@ fn the_volume_follows_its_container_between_nodes() {
     } = Pair::up("fw", "2G");
 
     // On a: the app writes and stops; its last Unmount sends the state.
-    let sum_one = da.in_container(
+    let written = da.in_container(
         "app",
         "head -c 4194304 /dev/urandom > /data/one && md5sum /data/one",
     );
@@ -90,6 +90,7 @@ fn the_volume_follows_its_container_between_nodes() {
         "app",
         "dd if=/dev/urandom of=/data/one bs=1M count=1 seek=1 conv=notrunc 2>/dev/null && md5sum /data/one",
     );
+    assert_ne!(sum_one, written, "the overwrite changed nothing");
     assert!(
         log(&a).contains("followed: sent app@"),
         "a's last unmount sent nothing:\n{}",
