@@ -57,3 +57,30 @@ fn unchanged_volumes_are_not_snapshotted_again() {
     assert!(out.status.success());
     assert_eq!(stdout(&out).trim(), after);
 }
+
+/// An overwrite in place still in the page cache (no truncate, no fsync:
+/// an app that stops with its writes not written back yet) is a change:
+/// the follow's last Unmount and a handover's final call must send it,
+/// not the state before it.
+#[test]
+fn an_overwrite_still_in_the_page_cache_is_a_change() {
+    use std::io::{Seek, SeekFrom, Write};
+    let d = Daemon::start("ifchanged-cache");
+    d.ok("/VolumeDriver.Create", json!({"Name": "db"}));
+    let file = d.volumes().join("db").join("big");
+    std::fs::write(&file, vec![1u8; 4 << 20]).unwrap();
+    let (first, created) = snapshot_if_changed(&d, "db");
+    assert!(created);
+
+    let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.seek(SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(&vec![2u8; 1 << 20]).unwrap();
+    drop(f);
+    let (second, created) = snapshot_if_changed(&d, "db");
+    assert!(
+        created && second != first,
+        "the overwrite was not seen: {second} still holds the state"
+    );
+    let kept = std::fs::read(d.snapshots().join(&second).join("big")).unwrap();
+    assert_eq!(kept[(1 << 20) + 7], 2, "the snapshot lacks the overwrite");
+}

@@ -16,10 +16,12 @@
 //! it, and `btrfs receive` itself runs chrooted into the destination, so a
 //! stream can only build its own new subvolume.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
@@ -74,8 +76,47 @@ pub struct Received {
     pub already_present: bool,
 }
 
+/// True while process `pid` runs. A zombie (killed, not reaped yet) is
+/// gone: a daemon restarted right after a kill -9 must sweep what the dead
+/// one left even while its parent has not reaped it.
 fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+/// The staging paths of this process's receives in progress. The daemon
+/// runs several at once (pulls of different volumes: two apps starting,
+/// idle rounds), and each receive first sweeps leftovers: those of its own
+/// pid that are not in here are a previous incarnation's (a restarted
+/// plugin gets the same pid in its namespace), these are live.
+static IN_PROGRESS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn in_progress() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sweep rule for one `.recv.<pid>.*` entry: a leftover unless it is
+/// a receive of this process in progress (`live_here`), or of another
+/// process still running. A name without a pid is a leftover.
+fn is_leftover(name: &str, own_pid: i32, live_here: bool, alive: impl Fn(i32) -> bool) -> bool {
+    let Some(rest) = name.strip_prefix(STAGING_PREFIX) else {
+        return false;
+    };
+    if live_here {
+        return false;
+    }
+    match rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) if pid == own_pid => true,
+        Some(pid) => !alive(pid),
+        None => true,
+    }
 }
 
 /// Deletes `.recv.*` leftovers of receives whose process is gone.
@@ -83,16 +124,14 @@ pub fn sweep_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let own_pid = std::process::id() as i32;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(STAGING_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
-        if pid.is_some_and(pid_alive) && pid != Some(std::process::id() as i32) {
+        let path = entry.path();
+        let live_here = in_progress().contains(&path);
+        if !is_leftover(&name, own_pid, live_here, pid_alive) {
             continue;
         }
-        let path = entry.path();
         tracing::warn!(path = %path.display(), "deleting a partial receive left by a dead process");
         if let Err(e) = btrfs::delete_subvolume(&path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot delete partial receive");
@@ -109,7 +148,16 @@ pub fn parent_key(identity: &btrfs::SubvolumeIdentity) -> String {
         .unwrap_or_else(|| identity.uuid.clone())
 }
 
+/// A receive's staging path, registered in [`IN_PROGRESS`] for its
+/// lifetime; what is still there when it ends is deleted.
 struct Staged(PathBuf);
+
+impl Staged {
+    fn new(path: PathBuf) -> Staged {
+        in_progress().insert(path.clone());
+        Staged(path)
+    }
+}
 
 impl Drop for Staged {
     fn drop(&mut self) {
@@ -118,6 +166,7 @@ impl Drop for Staged {
                 tracing::warn!(path = %self.0.display(), error = %e, "cannot delete partial receive");
             }
         }
+        in_progress().remove(&self.0);
     }
 }
 
@@ -207,7 +256,7 @@ pub fn receive(
     })?;
     sweep_stale(dest);
     let staging_name = format!("{STAGING_PREFIX}{}", fsutil::unique_suffix());
-    let staged = Staged(dest.join(&staging_name));
+    let staged = Staged::new(dest.join(&staging_name));
 
     let mut child = BtrfsReceive::spawn(dest)?;
     let fed = feed(input, &mut child.stdin, dest, &staging_name);
@@ -387,4 +436,45 @@ fn check_parent(
         }
     }
     Err(wrong())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_of_this_process_in_progress_is_not_a_leftover() {
+        let none_alive = |_: i32| false;
+        let all_alive = |_: i32| true;
+        // Another receive of this very process, landing right now.
+        assert!(!is_leftover(".recv.42.3.99", 42, true, none_alive));
+        // This pid but not in progress here: a previous incarnation's.
+        assert!(is_leftover(".recv.42.3.99", 42, false, all_alive));
+        // Another process: a leftover once it is gone.
+        assert!(!is_leftover(".recv.7.1.5", 42, false, all_alive));
+        assert!(is_leftover(".recv.7.1.5", 42, false, none_alive));
+        assert!(is_leftover(".recv.junk", 42, false, all_alive));
+        assert!(!is_leftover(
+            "db@2026-01-01T00:00:00.000000",
+            42,
+            false,
+            none_alive
+        ));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Exited, not reaped yet: a zombie until the wait below.
+        let stat = format!("/proc/{pid}/stat");
+        while !std::fs::read_to_string(&stat)
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        {
+            std::thread::yield_now();
+        }
+        assert!(!pid_alive(pid));
+        child.wait().unwrap();
+        assert!(pid_alive(std::process::id() as i32));
+    }
 }

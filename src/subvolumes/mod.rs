@@ -78,7 +78,7 @@ impl Subvolumes for Btrfs {
         btrfs::add_inode_flags(path, flags)
     }
     fn flush(&self, path: &Path) -> Result<()> {
-        btrfs::sync(path)
+        btrfs::flush_and_sync(path)
     }
     fn get_xattr(&self, path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
         btrfs::get_xattr(path, name)
