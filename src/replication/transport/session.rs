@@ -38,6 +38,22 @@ struct Conn {
     tcp: TcpStream,
 }
 
+/// A channel read by a pull's sink, noting a read that timed out.
+struct Watched<'a> {
+    channel: &'a mut Channel,
+    stalled: &'a Cell<bool>,
+}
+
+impl Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.channel.read(buf);
+        if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+            self.stalled.set(true);
+        }
+        read
+    }
+}
+
 /// One authenticated SSH session to a peer.
 pub struct Peer {
     conn: RefCell<Conn>,
@@ -224,7 +240,19 @@ impl Peer {
     ) -> Result<(T, Output), TransportError> {
         let mut channel = self.exec(command)?;
         channel.send_eof().map_err(|e| self.fail("", e))?;
-        let result = sink(&mut channel);
+        let stalled = Cell::new(false);
+        let result = sink(&mut Watched {
+            channel: &mut channel,
+            stalled: &stalled,
+        });
+        if stalled.get() {
+            // A dead link: closing politely would wait as long again.
+            self.broken.set(true);
+            return Err(TransportError::Stalled {
+                host: self.host.clone(),
+                seconds: self.settings.stall.as_secs(),
+            });
+        }
         // What the sink left unread is not wanted: stop the peer's sender.
         let _ = channel.close();
         let mut stderr = String::new();
