@@ -13,6 +13,7 @@
 //!   volume is never overwritten, even by a racing create.
 
 mod restore;
+mod restored;
 #[cfg(test)]
 mod tests;
 
@@ -121,8 +122,10 @@ pub struct Taken {
 /// newest snapshot *of this very subvolume* (parent UUID is the volume's
 /// UUID: not a restore's backup of the content swapped out, not a received
 /// snapshot), when the volume's generation, once dirty data is flushed, is
-/// not past the transaction that created it. Two ioctls and a flush, no
-/// stream. The caller holds the volume's lock.
+/// not past the transaction that created it; for a volume a restore put in
+/// place and nothing wrote since, the snapshot it was restored from
+/// ([`restored`]). Two ioctls and a flush, no stream. The caller holds the
+/// volume's lock.
 fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Option<Placed>> {
     store.fs().flush(path)?;
     let current = store.fs().identity(path)?;
@@ -130,7 +133,11 @@ fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Opt
         .into_iter()
         .rev()
         .find(|p| p.identity.parent_uuid.as_deref() == Some(current.uuid.as_str()));
-    Ok(newest_of_this.filter(|p| current.generation <= p.identity.otransid))
+    Ok(match newest_of_this {
+        Some(p) => Some(p).filter(|p| current.generation <= p.identity.otransid),
+        // None of this subvolume yet: maybe a restore's, untouched since.
+        None => restored::holder(store, volume, &current),
+    })
 }
 
 /// [`unchanged_since`] for callers outside: the snapshot holding the
