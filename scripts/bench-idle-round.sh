@@ -16,6 +16,10 @@
 #
 #   in use   every volume still mounted: a round finds each volume
 #            unchanged since a snapshot the peer confirmed
+#   changed  (one round, between the two) CHANGED volumes (default 100)
+#            get 1 MiB more each; the next round sends those incrementally
+#            (list + send per volume, on the kept sessions): the round's
+#            duration from the daemon log, and the sessions it opened
 #   idle     every volume unmounted: each follows its container (FOLLOW is
 #            on), so an idle round asks the peer for anything new (one
 #            listing per volume, through the kept SSH session) and sends
@@ -31,13 +35,14 @@
 #
 # Usage: scripts/bench-idle-round.sh
 # Environment: BV_BINARY (default: target/release/buttervolume, built),
-# VOLUMES=1000, ROUNDS=2. Needs root, python3, curl. Cleans up on exit.
+# VOLUMES=1000, ROUNDS=2, CHANGED=100. Needs root, python3, curl. Cleans up on exit.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 nodes=$repo/tests/nodes/nodes.sh
 VOLUMES=${VOLUMES:-1000}
 ROUNDS=${ROUNDS:-2}
+CHANGED=${CHANGED:-100}
 tag=bir
 a=${tag}1
 b=${tag}2
@@ -124,6 +129,11 @@ if cmd == "setup":
             f.write(os.urandom(4096))
     for v in names:
         call(sock, "/VolumeDriver.Schedule", {"Name": v, "Action": f"replicate:{peer}", "Timer": 1})
+elif cmd == "change":       # change SOCK N DATA: 1 MiB more in each of the first N
+    data = sys.argv[4]
+    for v in names:
+        with open(f"{data}/volumes/{v}/change", "ab") as f:
+            f.write(os.urandom(1 << 20))
 elif cmd in ("mount", "unmount"):
     path = "/VolumeDriver.Mount" if cmd == "mount" else "/VolumeDriver.Unmount"
     for v in names:
@@ -178,6 +188,46 @@ PY
 }
 
 phase "in use (mounted)"
+changed_phase() {
+    local sessions0 sessions1 t0
+    # Just after a round: change CHANGED volumes, then the next round sends
+    # them (incrementally) and finds the rest unchanged.
+    sleep $((60 - $(date +%-S) + 20))
+    sessions0=$(metric buttervolume_ssh_sessions_opened_total)
+    t0=$(date -u +%FT%T)
+    python3 "$work/api.py" change "$sock" "$CHANGED" "$data"
+    python3 - "$data" "$CHANGED" "$b_ip" <<'PY'
+import os, sys, time
+data, n, ip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + 240
+start_markers = {m for m in os.listdir(f"{data}/snapshots") if m.endswith(f"@{ip}")}
+while time.time() < deadline:
+    now = {m for m in os.listdir(f"{data}/snapshots") if m.endswith(f"@{ip}")}
+    if len([m for m in now - start_markers if int(m[1:5]) < n]) >= n:
+        break
+    time.sleep(0.5)
+else:
+    sys.exit("the changed volumes were not all sent within 4 minutes")
+PY
+    sessions1=$(metric buttervolume_ssh_sessions_opened_total)
+    python3 - "/run/bvnodes/$a/daemon.log" "$t0" "$CHANGED" "$VOLUMES" $((sessions1 - sessions0)) >>"$results.changed" <<'PY'
+import re, sys
+from datetime import datetime
+log, since, changed, volumes, sessions = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+stamp = lambda l: datetime.fromisoformat(l[:26])
+lines = [l for l in open(log) if l[:19] >= since and "scheduled job" in l and "replicate:" in l]
+starts = [stamp(l) for l in lines if "job started" in l]
+dones = [l for l in lines if "job done" in l]
+sent = [l for l in dones if "result=sent " in l]
+ms = sorted(int(re.search(r" ms=(\d+)", l).group(1)) for l in sent)
+round_s = (max(stamp(l) for l in dones) - min(starts)).total_seconds()
+print(f"| {volumes} | {changed} | {len(sent)} | {round_s:.1f} s | {ms[len(ms) // 2] if ms else 0} ms | {sessions} |")
+PY
+    log "changed phase: $(tail -n 1 "$results.changed")"
+}
+
+log "phase 'changed': $CHANGED volumes get 1 MiB each"
+changed_phase
 log "phase 'idle': unmounting every volume"
 python3 "$work/api.py" unmount "$sock" "$VOLUMES"
 phase "idle followers (unmounted)"
@@ -190,3 +240,9 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 cat "$results"
 echo
 echo "The first round (not in the table) sent each volume in full, each through its own ssh process."
+echo
+echo "A round after CHANGED volumes got 1 MiB each (still mounted; the rest unchanged): from its first job's start to its last job's end (daemon log), the median of the sends' job times, and the libssh2 sessions opened in it:"
+echo
+echo "| volumes | changed | sent | round | median send job | SSH sessions opened |"
+echo "|---|---:|---:|---:|---:|---:|"
+cat "$results.changed"
