@@ -12,6 +12,7 @@
 //! - clone moves the new subvolume in with `RENAME_NOREPLACE`, so an existing
 //!   volume is never overwritten, even by a racing create.
 
+mod holders;
 mod restore;
 mod restored;
 #[cfg(test)]
@@ -96,7 +97,16 @@ pub(crate) fn timestamped_snapshot(
             continue;
         }
         match store.fs().snapshot(source, &dest, true) {
-            Ok(()) => return Ok(name),
+            Ok(()) => {
+                if let Ok(identity) = store.fs().identity(&dest) {
+                    let taken = Placed {
+                        name: name.clone(),
+                        identity,
+                    };
+                    holders::note(store, volume, &taken);
+                }
+                return Ok(name);
+            }
             Err(_) if dest.exists() => stamp += Duration::microseconds(1),
             Err(e) => return Err(e.into()),
         }
@@ -129,10 +139,16 @@ pub struct Taken {
 fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Option<Placed>> {
     store.fs().flush(path)?;
     let current = store.fs().identity(path)?;
+    if let Some(known) = holders::recall(store, volume, &current) {
+        return Ok(Some(known));
+    }
     let newest_of_this = by_creation(store.fs(), &store.config().snapshots_path, volume, false)
         .into_iter()
         .rev()
         .find(|p| p.identity.parent_uuid.as_deref() == Some(current.uuid.as_str()));
+    if let Some(p) = &newest_of_this {
+        holders::note(store, volume, p);
+    }
     Ok(match newest_of_this {
         Some(p) => Some(p).filter(|p| current.generation <= p.identity.otransid),
         // None of this subvolume yet: maybe a restore's, untouched since.
@@ -153,11 +169,14 @@ pub fn current_state(store: &VolumeStore, volume: &str) -> Result<Option<Placed>
 /// was ever made here (received ones aside). Docker just created it.
 pub fn is_fresh(store: &VolumeStore, volume: &str) -> Result<bool> {
     let path = store.existing(volume)?;
+    // Emptiness first: it spares most volumes the directory scan.
+    if !fsutil::is_empty_dir(&path).map_err(io("reading the volume"))? {
+        return Ok(false);
+    }
     let made_here = by_creation(store.fs(), &store.config().snapshots_path, volume, false)
         .iter()
         .any(|p| p.identity.received_uuid.is_none());
-    let empty = fsutil::is_empty_dir(&path).map_err(io("reading the volume"))?;
-    Ok(empty && !made_here)
+    Ok(!made_here)
 }
 
 /// Snapshots `volume` unless it is unchanged since its last snapshot

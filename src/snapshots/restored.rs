@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{by_creation, Placed};
+use super::Placed;
 use crate::btrfs::SubvolumeIdentity;
 use crate::fsutil;
 use crate::volumes::VolumeStore;
@@ -81,7 +81,10 @@ pub(super) fn holder(
     if record.uuid != current.uuid || current.generation > record.generation {
         return None;
     }
-    by_creation(store.fs(), &store.config().snapshots_path, volume, false)
-        .into_iter()
-        .find(|p| p.name == record.source && p.identity.read_only)
+    let path = store.config().snapshots_path.join(&record.source);
+    let identity = store.fs().identity(&path).ok()?;
+    identity.read_only.then_some(Placed {
+        name: record.source,
+        identity,
+    })
 }

@@ -114,6 +114,33 @@ fn an_unchanged_volume_is_not_snapshotted_again() {
     );
 }
 
+/// The remembered holder is checked against btrfs: a deleted holder (or
+/// another subvolume under its name) is never answered.
+#[test]
+fn a_remembered_holder_that_is_gone_is_not_answered() {
+    let f = fixture();
+    f.volume("db", "v1");
+    let first = snapshot_if_changed(&f.store, "db").unwrap();
+    assert_eq!(
+        snapshot_if_changed(&f.store, "db").unwrap().name,
+        first.name
+    );
+    f.fs.delete(&f.snapshots_dir().join(&first.name)).unwrap();
+    let again = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(again.created && again.name != first.name, "{again:?}");
+    // Replaced under the same name by a snapshot of another subvolume.
+    f.volume("other", "o");
+    f.fs.delete(&f.snapshots_dir().join(&again.name)).unwrap();
+    f.fs.snapshot(
+        &f.store.existing("other").unwrap(),
+        &f.snapshots_dir().join(&again.name),
+        true,
+    )
+    .unwrap();
+    let third = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(third.created && third.name != again.name, "{third:?}");
+}
+
 #[test]
 fn restore_saves_the_current_content_then_swaps() {
     let f = fixture();
