@@ -66,11 +66,16 @@ pub struct Peer {
     reused: Cell<bool>,
     /// An error happened on it: do not give it back to the pool.
     broken: Cell<bool>,
+    /// It stalled: the link is dead, cut the socket instead of saying
+    /// goodbye (which would wait as long again). A session whose command
+    /// failed otherwise closes politely: the peer's command may still be
+    /// cleaning up and logging, and an abrupt cut could kill it.
+    cut: Cell<bool>,
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if self.broken.get() {
+        if self.cut.get() {
             let _ = self.conn.get_mut().tcp.shutdown(Shutdown::Both);
         }
     }
@@ -157,6 +162,7 @@ impl Peer {
                     settings: settings.clone(),
                     reused: Cell::new(false),
                     broken: Cell::new(false),
+                    cut: Cell::new(false),
                 });
             }
         }
@@ -191,6 +197,7 @@ impl Peer {
         self.broken.set(true);
         let e: std::io::Error = e.into();
         if e.kind() == std::io::ErrorKind::TimedOut {
+            self.cut.set(true);
             return TransportError::Stalled {
                 host: self.host.clone(),
                 seconds: self.settings.stall.as_secs(),
@@ -219,6 +226,7 @@ impl Peer {
                 std::mem::swap(&mut *self.conn.borrow_mut(), &mut *fresh.conn.borrow_mut());
                 // `fresh` now holds the stale connection: cut it.
                 fresh.broken.set(true);
+                fresh.cut.set(true);
                 self.reused.set(false);
                 let session = &self.conn.borrow().session;
                 session.channel_session().map_err(|e| self.fail("", e))?
@@ -248,6 +256,7 @@ impl Peer {
         if stalled.get() {
             // A dead link: closing politely would wait as long again.
             self.broken.set(true);
+            self.cut.set(true);
             return Err(TransportError::Stalled {
                 host: self.host.clone(),
                 seconds: self.settings.stall.as_secs(),
