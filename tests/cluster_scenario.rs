@@ -1444,8 +1444,8 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
     // The stream that did not fit, from node 1's forced command, when it
     // could write its log line: on a disk this full its appends can fail
     // too (ENOSPC), and then there is nothing to count.
-    let peer_log = std::fs::read_to_string(c.data(n1).join("state/ssh-command.log")).unwrap();
-    let logged_failure = peer_log
+    let peer_log = std::fs::read_to_string(&peer_log_path).unwrap();
+    let logged_failure = peer_log[peer_log_before..]
         .lines()
         .any(|l| l.contains("outcome=receive failed") && l.contains(&c.ips[n3].to_string()));
     if logged_failure {
