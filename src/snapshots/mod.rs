@@ -14,7 +14,6 @@
 
 mod holders;
 mod restore;
-mod restored;
 #[cfg(test)]
 mod tests;
 
@@ -132,10 +131,12 @@ pub struct Taken {
 /// newest snapshot *of this very subvolume* (parent UUID is the volume's
 /// UUID: not a restore's backup of the content swapped out, not a received
 /// snapshot), when the volume's generation, once dirty data is flushed, is
-/// not past the transaction that created it; for a volume a restore put in
-/// place and nothing wrote since, the snapshot it was restored from
-/// ([`restored`]). Two ioctls and a flush, no stream. The caller holds the
-/// volume's lock.
+/// not past the transaction that created it. A volume a restore put in
+/// place is a new subvolume with no snapshot of its own yet: changed (a
+/// record of what the restore put there would spare the next round a
+/// snapshot, but then the peer's listing would have to tell its current
+/// state from its restore backups, which it does not). Two ioctls and a
+/// flush, no stream. The caller holds the volume's lock.
 fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Option<Placed>> {
     store.fs().flush(path)?;
     let current = store.fs().identity(path)?;
@@ -149,11 +150,7 @@ fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Opt
     if let Some(p) = &newest_of_this {
         holders::note(store, volume, p);
     }
-    Ok(match newest_of_this {
-        Some(p) => Some(p).filter(|p| current.generation <= p.identity.otransid),
-        // None of this subvolume yet: maybe a restore's, untouched since.
-        None => restored::holder(store, volume, &current),
-    })
+    Ok(newest_of_this.filter(|p| current.generation <= p.identity.otransid))
 }
 
 /// [`unchanged_since`] for callers outside: the snapshot holding the

@@ -109,21 +109,11 @@ pub fn restore_with(
         let _ = store.fs().delete(&staged);
         return Err(e.into());
     }
-    // Its own history restored: remembered, so that the volume is seen
-    // unchanged since `snapshot` until written ([`super::restored`]).
-    let remember = |store: &VolumeStore| {
-        if source_volume == target {
-            super::restored::remember(store, &target, &target_path, &snapshot);
-        } else {
-            super::restored::forget(store, &target);
-        }
-    };
     if !target_exists {
         if let Err(e) = fsutil::rename_noreplace(&staged, &target_path) {
             let _ = store.fs().delete(&staged);
             return Err(io(format!("moving the restored {target} into place"))(e));
         }
-        remember(store);
         return Ok(None);
     }
     let backup = if options.backup {
@@ -141,7 +131,6 @@ pub fn restore_with(
         let _ = store.fs().delete(&staged);
         return Err(io(format!("swapping the restored {target} into place"))(e));
     }
-    remember(store);
     // `staged` now holds the previous content, saved in `backup` (or, with
     // no backup, in the snapshot the caller keeps).
     if let Err(e) = store.fs().delete(&staged) {
