@@ -75,11 +75,21 @@ pub struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        let conn = self.conn.get_mut();
         if self.cut.get() {
-            let _ = self.conn.get_mut().tcp.shutdown(Shutdown::Both);
+            let _ = conn.tcp.shutdown(Shutdown::Both);
         }
+        // libssh2 closes the session politely (channel closes, disconnect),
+        // each step waiting up to the session's timeout: on a link that
+        // died meanwhile that was SSH_TIMEOUT several times over, past
+        // Docker's timeout for an Unmount. A live peer answers in
+        // milliseconds.
+        conn.session.set_timeout(CLOSE_TIMEOUT_MS);
     }
 }
+
+/// How long closing a session may wait for the peer at each step.
+const CLOSE_TIMEOUT_MS: u32 = 1000;
 
 impl Peer {
     /// Connects, verifies the host key against `<ssh dir>/known_hosts` and
@@ -191,13 +201,24 @@ impl Peer {
         self.reused.set(true);
     }
 
+    /// Cuts the socket now: the channel and session still to be dropped
+    /// then fail at once instead of each waiting for the dead link as long
+    /// again (their close messages).
+    fn cut_now(&self) {
+        self.broken.set(true);
+        self.cut.set(true);
+        let _ = self.conn.borrow().tcp.shutdown(Shutdown::Both);
+    }
+
     /// Marks the session unusable (it goes back to no pool) and wraps the
     /// error; a stall becomes [`TransportError::Stalled`].
     fn fail(&self, context: &str, e: impl Into<std::io::Error>) -> TransportError {
         self.broken.set(true);
+        // Nothing more is done on it but closing: quickly (see Drop).
+        self.conn.borrow().session.set_timeout(CLOSE_TIMEOUT_MS);
         let e: std::io::Error = e.into();
         if e.kind() == std::io::ErrorKind::TimedOut {
-            self.cut.set(true);
+            self.cut_now();
             return TransportError::Stalled {
                 host: self.host.clone(),
                 seconds: self.settings.stall.as_secs(),
@@ -256,7 +277,7 @@ impl Peer {
         if stalled.get() {
             // A dead link: closing politely would wait as long again.
             self.broken.set(true);
-            self.cut.set(true);
+            self.cut_now();
             return Err(TransportError::Stalled {
                 host: self.host.clone(),
                 seconds: self.settings.stall.as_secs(),
