@@ -198,6 +198,17 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
         .open(&path)
     {
         let _ = f.write_all(line.as_bytes());
+        // Room for the next lines, allocated now: btrfs writes into a
+        // preallocated range without allocating, so the line that says a
+        // receive failed on a full disk can still be written.
+        if let Ok(len) = f.metadata().map(|m| m.len() as i64) {
+            let _ = nix::fcntl::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                len,
+                LOG_RESERVE_BYTES,
+            );
+        }
         // Kept bounded: an idle round of many followed volumes logs a line
         // per volume and minute. The full log becomes `.1` (the previous
         // `.1` goes); a writer still holding it appends there.
@@ -206,6 +217,9 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
         }
     }
 }
+
+/// Bytes kept allocated past the end of the forced command's log.
+const LOG_RESERVE_BYTES: i64 = 64 << 10;
 
 /// Size at which the forced command's log is rotated.
 const LOG_ROTATE_BYTES: u64 = 16 << 20;
