@@ -362,14 +362,7 @@ mod tests {
         created: u64,
         lineage: &[&str],
     ) -> ListedSnapshot {
-        ListedSnapshot {
-            name: name.into(),
-            uuid: uuid.into(),
-            received_uuid: received.map(String::from),
-            read_only: true,
-            created: Some((created, 256 + created)),
-            lineage: lineage.iter().map(|s| s.to_string()).collect(),
-        }
+        ListedSnapshot::example(name, uuid, received, Some(created), lineage)
     }
 
     /// A local snapshot of subvolume `of` (its parent UUID).

@@ -90,14 +90,7 @@ mod tests {
     }
 
     fn listed(uuid: &str, received: Option<&str>, n: u64, lineage: &[&str]) -> ListedSnapshot {
-        ListedSnapshot {
-            name: format!("db@{n}"),
-            uuid: uuid.into(),
-            received_uuid: received.map(String::from),
-            read_only: true,
-            created: Some((n, 256 + n)),
-            lineage: lineage.iter().map(|s| s.to_string()).collect(),
-        }
+        ListedSnapshot::example(&format!("db@{n}"), uuid, received, Some(n), lineage)
     }
 
     #[test]

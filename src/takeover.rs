@@ -231,14 +231,7 @@ mod tests {
     use crate::btrfs::SubvolumeIdentity;
 
     fn listed(name: &str, uuid: &str, received: Option<&str>, created: u64) -> ListedSnapshot {
-        ListedSnapshot {
-            name: name.into(),
-            uuid: uuid.into(),
-            received_uuid: received.map(String::from),
-            read_only: true,
-            created: Some((created, 256 + created)),
-            lineage: Vec::new(),
-        }
+        ListedSnapshot::example(name, uuid, received, Some(created), &[])
     }
 
     fn here(name: &str, uuid: &str, received: Option<&str>) -> Placed {

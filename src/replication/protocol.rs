@@ -113,6 +113,28 @@ pub struct ListedSnapshot {
     pub lineage: Vec<String>,
 }
 
+#[cfg(test)]
+impl ListedSnapshot {
+    /// A read-only snapshot as a peer lists it, for tests: `created` is its
+    /// place in the peer's creation order (`None`: an older peer's listing).
+    pub fn example(
+        name: &str,
+        uuid: &str,
+        received: Option<&str>,
+        created: Option<u64>,
+        lineage: &[&str],
+    ) -> ListedSnapshot {
+        ListedSnapshot {
+            name: name.into(),
+            uuid: uuid.into(),
+            received_uuid: received.map(String::from),
+            read_only: true,
+            created: created.map(|n| (n, 256 + n)),
+            lineage: lineage.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
 impl ListedSnapshot {
     /// Reads a `list` reply: one JSON object a line. Any unreadable line
     /// refuses the whole listing (the peer is not trusted to be sane).

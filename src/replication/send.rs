@@ -468,14 +468,7 @@ mod tests {
     }
 
     fn listed(name: &str, uuid: &str, received: Option<&str>) -> ListedSnapshot {
-        ListedSnapshot {
-            name: name.into(),
-            uuid: uuid.into(),
-            received_uuid: received.map(String::from),
-            read_only: true,
-            created: None,
-            lineage: Vec::new(),
-        }
+        ListedSnapshot::example(name, uuid, received, None, &[])
     }
 
     #[test]
