@@ -351,6 +351,8 @@ impl Target for ForcedCommand {
             "buttervolume receive --parent-uuid 0f0e0d0c-0b0a-0908-0706-050403020100 --zstd",
             "buttervolume list db",
             "buttervolume list db --test",
+            "buttervolume list-newest",
+            "buttervolume list-newest --test",
             "buttervolume delete db@2026-11-22T02:35:52.701543",
             "buttervolume delete db@2026-11-22T02:35:52.701543 --test",
             "btrfs receive /srv/bv/snapshots/",
@@ -370,6 +372,7 @@ impl Target for ForcedCommand {
             "buttervolume",
             "receive",
             "list",
+            "list-newest",
             "delete",
             "send",
             "--parent",
@@ -449,6 +452,11 @@ impl Target for ForcedCommand {
                 }
                 if names::check_volume(volume).is_err() {
                     return Err(format!("list of illegal volume {volume:?}"));
+                }
+            }
+            Request::ListNewest { dir } => {
+                if !data_dirs.iter().any(|d| same_dir(dir, d)) {
+                    return Err(format!("list-newest in {dir:?}"));
                 }
             }
             Request::Delete { path } => {

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use crate::lineage::{built_on, State};
 use crate::names;
-use crate::replication::protocol::ListedSnapshot;
+use crate::replication::newest::{self, Newest};
+use crate::replication::protocol::{by_peer_creation, ListedSnapshot};
 use crate::replication::{self, pull, ReplicationError};
 use crate::snapshots::{self, Placed, RestoreOptions, SnapshotError};
 use crate::volumes::{VolumeError, VolumeStore};
@@ -161,12 +162,7 @@ pub fn decide(
     local: &[Known],
     current: &Current,
 ) -> Decision {
-    let mut theirs: Vec<&ListedSnapshot> = remote
-        .iter()
-        .filter(|r| r.read_only && !names::is_marker(&r.name))
-        .filter(|r| names::volume_of(&r.name) == volume && r.created.is_some())
-        .collect();
-    theirs.sort_by_key(|r| r.created);
+    let theirs = by_peer_creation(remote, volume).unwrap_or_default();
     let Some(newest) = theirs.last() else {
         return Decision::Stay;
     };
@@ -339,8 +335,17 @@ pub fn after_last_unmount(
 }
 
 /// An idle round: pull what appeared on the peer, restore nothing, send
-/// nothing. A peer with no snapshot of the volume is not an error.
+/// nothing. A peer with no snapshot of the volume is not an error. The
+/// round's one listing of the peer ([`newest`]) answers "nothing new"
+/// without a command per volume.
 pub fn prefetch(store: &VolumeStore, peer: &str, volume: &str) -> Result<String, ReplicationError> {
+    match newest::of(store, peer, volume)? {
+        Newest::Nothing => return Ok(format!("{peer} has no snapshot of {volume} yet")),
+        Newest::Is(listed) if is_here(store, &listed) => {
+            return Ok(format!("{} from {peer} is already here", listed.name))
+        }
+        Newest::Is(_) | Newest::Unknown => {}
+    }
     match pull::receive(store, peer, volume) {
         Ok(report) => Ok(report.summary(peer)),
         Err(ReplicationError::NothingToPull { .. }) => {
@@ -348,6 +353,16 @@ pub fn prefetch(store: &VolumeStore, peer: &str, volume: &str) -> Result<String,
         }
         Err(e) => Err(e),
     }
+}
+
+/// True when a snapshot here is the peer's `listed` one: same name, same
+/// identity ([`ListedSnapshot::same_as`]). One ioctl, no directory scan.
+fn is_here(store: &VolumeStore, listed: &ListedSnapshot) -> bool {
+    names::check_snapshot(&listed.name).is_ok()
+        && store
+            .fs()
+            .identity(&store.config().snapshots_path.join(&listed.name))
+            .is_ok_and(|here| listed.same_as(&here))
 }
 
 #[cfg(test)]

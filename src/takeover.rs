@@ -30,7 +30,7 @@ use std::path::Path;
 
 use crate::lineage::{built_on, State};
 use crate::names;
-use crate::replication::protocol::ListedSnapshot;
+use crate::replication::protocol::{by_peer_creation, ListedSnapshot};
 use crate::replication::pull;
 use crate::snapshots::{self, Placed};
 use crate::volumes::VolumeStore;
@@ -78,9 +78,11 @@ pub fn decide(
             .collect();
         (!failed.is_empty()).then(|| failed.join(", "))
     };
-    let listed = answers
-        .iter()
-        .filter_map(|(peer, a)| a.as_ref().ok().map(|l| (peer, snapshots_of(volume, l))));
+    let listed = answers.iter().filter_map(|(peer, a)| {
+        a.as_ref()
+            .ok()
+            .map(|l| (peer, by_peer_creation(l, volume).unwrap_or_default()))
+    });
     let Some(ours) = ours else {
         for (peer, theirs) in listed {
             if let Some(newest) = theirs.last() {
@@ -136,18 +138,6 @@ pub fn decide(
         }),
         _ => Ok(()),
     }
-}
-
-/// A peer's read-only snapshots of `volume` (no markers), oldest first in
-/// its creation order.
-fn snapshots_of<'a>(volume: &str, listing: &'a [ListedSnapshot]) -> Vec<&'a ListedSnapshot> {
-    let mut out: Vec<&ListedSnapshot> = listing
-        .iter()
-        .filter(|s| s.read_only && !names::is_marker(&s.name))
-        .filter(|s| names::volume_of(&s.name) == volume && s.created.is_some())
-        .collect();
-    out.sort_by_key(|s| s.created);
-    out
 }
 
 /// The peers this node is paired with: the hosts of `known_hosts` lines

@@ -409,10 +409,22 @@ fn assert_failed_or_whole(out: &Output, md5: &str, why: Option<&str>) {
 /// The next start on b gets a's whole state; no half-received leftover
 /// stays on b.
 fn assert_next_start_recovers(p: &Pair, full: &BTreeMap<String, u64>, md5: &str) {
-    let on_b =
-        p.db.in_container("app", "cat /data/small && md5sum /data/big");
-    assert_eq!(on_b, format!("v2\n{md5}  /data/big"));
-    assert_eq!(digest(&p.n.data(&p.b).join("volumes/app")), *full);
+    let out = start_on_b(p).join().unwrap();
+    let now = digest(&p.n.data(&p.b).join("volumes/app"));
+    assert!(
+        out.status.success(),
+        "the next start on b failed ({}): stdout {:?}, stderr {:?}; b's volume {} a's state; b's dockerd log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        if now == *full { "holds" } else { "does not hold" },
+        p.db.log_tail(40),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("v2\n{md5}  /data/big")
+    );
+    assert_eq!(now, *full);
     let snapshots = p.n.data(&p.b).join("snapshots");
     wait_until(
         "the half-received leftovers on b to be deleted",

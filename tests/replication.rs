@@ -595,6 +595,100 @@ fn a_send_to_a_peer_that_moved_on_is_refused() {
     assert!(n.data(&b).join("snapshots").join(&sb).exists());
 }
 
+/// The commands `node`'s forced command accepted, in order.
+fn peer_commands(n: &Nodes, node: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(n.data(node).join("state/ssh-command.log")).unwrap();
+    log.lines()
+        .filter(|l| l.contains("outcome=accepted"))
+        .filter_map(|l| l.split("command=").nth(1))
+        .map(|c| c.trim_matches('"').to_string())
+        .collect()
+}
+
+/// An idle round (replicated volumes no container uses here) asks the
+/// peer once for all of them (`list-newest`), not once per volume, and
+/// still pulls exactly what the peer holds and this node lacks, restoring
+/// nothing.
+#[test]
+fn an_idle_round_asks_the_peer_once_for_every_volume() {
+    let (n, a, b, b_ip) = Nodes::sender_and_receiver("ri", "2G");
+    for v in ["v1", "v2", "v3"] {
+        n.ok(&a, "/VolumeDriver.Create", json!({"Name": v}));
+        write_file(&n.data(&a).join(format!("volumes/{v}/a")), 4096, 1);
+    }
+    // v1: b holds a's state. v2: b holds a state made there, which a
+    // lacks. v3: b holds nothing.
+    let s1 = n.snapshot(&a, "v1");
+    n.send(&a, &s1, &b_ip);
+    n.ok(&b, "/VolumeDriver.Create", json!({"Name": "v2"}));
+    write_file(&n.data(&b).join("volumes/v2/b"), 1 << 20, 2);
+    let b2 = n.snapshot(&b, "v2");
+    let before = peer_commands(&n, &b).len();
+
+    // New lines run at once (they never ran); nothing is mounted on a.
+    for v in ["v1", "v2", "v3"] {
+        n.ok(
+            &a,
+            "/VolumeDriver.Schedule",
+            json!({"Name": v, "Action": format!("replicate:{b_ip}"), "Timer": 60}),
+        );
+    }
+    let results = || -> Vec<String> {
+        let (_, text) =
+            common::raw_request(&n.socket(&a), "GET", "/VolumeDriver.Schedule.List", b"");
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        ["v1", "v2", "v3"]
+            .iter()
+            .map(|v| {
+                list["Schedule"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|j| j["Name"] == *v)
+                    .and_then(|j| j["LastResult"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    common::wait_until("the three idle jobs to run", 60, || {
+        results().iter().all(|r| !r.is_empty())
+    });
+    let r = results();
+    assert!(
+        r[0].contains(&format!("{s1} from {b_ip} is already here")),
+        "{r:?}"
+    );
+    assert!(
+        r[1].contains(&format!("received {b2} from {b_ip} in full")),
+        "{r:?}"
+    );
+    assert!(
+        r[2].contains(&format!("{b_ip} has no snapshot of v3 yet")),
+        "{r:?}"
+    );
+
+    // One question for the round; only v2, which had something new, was
+    // listed and sent on its own; nothing was received there (a pushes no
+    // state no container wrote on a).
+    let asked = peer_commands(&n, &b).split_off(before);
+    assert_eq!(
+        asked,
+        [
+            "buttervolume list-newest".to_string(),
+            "buttervolume list v2".to_string(),
+            format!("buttervolume send {b2}"),
+        ],
+        "{asked:?}"
+    );
+    // b2 landed on a as b's snapshot; a's volume v2 was not restored.
+    let landed = identity(&n.data(&a).join("snapshots").join(&b2));
+    let made = identity(&n.data(&b).join("snapshots").join(&b2));
+    assert_eq!(landed.received_uuid.as_deref(), Some(made.uuid.as_str()));
+    assert!(n.data(&a).join("volumes/v2/a").exists());
+    assert!(!n.data(&a).join("volumes/v2/b").exists());
+}
+
 /// The client ports of the SSH connections that ran `verb` on `node`
 /// (its forced command logs `SSH_CLIENT` = "ip port server-port").
 fn client_ports(n: &Nodes, node: &str, verb: &str) -> Vec<String> {

@@ -22,10 +22,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::protocol::{ListedSnapshot, PeerRequest, ProtocolError};
+use super::protocol::{is_pullable, ListedSnapshot, PeerRequest, ProtocolError};
 use super::receive;
 use crate::btrfs;
 use crate::config::Config;
+use crate::snapshots::Placed;
 use crate::subvolumes::{Btrfs, Subvolumes};
 
 /// Why a peer's request is refused (logged, and printed to the peer).
@@ -57,6 +58,9 @@ pub enum Request {
     List {
         dir: PathBuf,
         volume: String,
+    },
+    ListNewest {
+        dir: PathBuf,
     },
     Delete {
         path: PathBuf,
@@ -105,6 +109,9 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, Refusal> {
         PeerRequest::List { volume, test } => Request::List {
             dir: data_dir(test),
             volume,
+        },
+        PeerRequest::ListNewest { test } => Request::ListNewest {
+            dir: data_dir(test),
         },
         PeerRequest::Delete { snapshot, test } => Request::Delete {
             path: data_dir(test).join(snapshot),
@@ -243,21 +250,40 @@ pub fn delete(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
 /// in this node's creation order, which each line also carries.
 pub fn list(fs: &dyn Subvolumes, dir: &Path, volume: &str, out: &mut dyn Write) {
     for placed in crate::snapshots::by_creation(fs, dir, volume, true) {
-        let path = dir.join(&placed.name);
-        let metadata = crate::metadata::VolumeMetadata::decode(
-            &path,
-            fs.get_xattr(&path, crate::metadata::XATTR).ok().flatten(),
-        );
-        let line = ListedSnapshot {
-            lineage: metadata.lineage,
-            created: Some(placed.order()),
-            name: placed.name,
-            uuid: placed.identity.uuid,
-            received_uuid: placed.identity.received_uuid,
-            read_only: placed.identity.read_only,
-        };
-        let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
+        write_listed(fs, dir, placed, out);
     }
+}
+
+/// `list-newest`: the newest pullable snapshot ([`ListedSnapshot::pullable`])
+/// of every volume with one in `dir`, in one scan of `dir`.
+pub fn list_newest(fs: &dyn Subvolumes, dir: &Path, out: &mut dyn Write) {
+    for (_, placed) in crate::snapshots::by_creation_of_all(fs, dir) {
+        let newest = placed
+            .into_iter()
+            .rev()
+            .find(|p| is_pullable(&p.name, p.identity.read_only));
+        if let Some(newest) = newest {
+            write_listed(fs, dir, newest, out);
+        }
+    }
+}
+
+/// One [`ListedSnapshot`] line: `placed` with its lineage.
+fn write_listed(fs: &dyn Subvolumes, dir: &Path, placed: Placed, out: &mut dyn Write) {
+    let path = dir.join(&placed.name);
+    let metadata = crate::metadata::VolumeMetadata::decode(
+        &path,
+        fs.get_xattr(&path, crate::metadata::XATTR).ok().flatten(),
+    );
+    let line = ListedSnapshot {
+        lineage: metadata.lineage,
+        created: Some(placed.order()),
+        name: placed.name,
+        uuid: placed.identity.uuid,
+        received_uuid: placed.identity.received_uuid,
+        read_only: placed.identity.read_only,
+    };
+    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
 }
 
 /// A peer may pull only existing read-only snapshots (and parents).
@@ -292,6 +318,10 @@ pub fn run(config: &Config) -> i32 {
         } => return serve_receive(config, &original, &dir, parent_uuid.as_deref(), zstd, json),
         Request::List { dir, volume } => {
             list(&fs, &dir, &volume, &mut std::io::stdout().lock());
+            return 0;
+        }
+        Request::ListNewest { dir } => {
+            list_newest(&fs, &dir, &mut std::io::stdout().lock());
             return 0;
         }
         Request::Delete { path } => delete(&fs, &path).map_err(|e| ("delete refused", e)),
@@ -501,6 +531,54 @@ mod tests {
             sendable(&fs, &volume).is_err(),
             "a writable volume is not sent"
         );
+    }
+
+    #[test]
+    fn list_newest_gives_each_volumes_newest_snapshot_by_creation() {
+        use crate::subvolumes::fake::FakeSubvolumes;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeSubvolumes::default();
+        for volume in ["db", "web", "empty"] {
+            fs.create(&dir.path().join(volume)).unwrap();
+        }
+        let db = dir.path().join("db");
+        // Created in this order: a name dated 2099 is not the newest.
+        for name in [
+            "db@2099-01-01T00:00:00.000000",
+            "db@2000-01-01T00:00:00.000000",
+            "web@2000-01-01T00:00:00.000000",
+        ] {
+            let of = dir.path().join(crate::names::volume_of(name));
+            fs.snapshot(&of, &dir.path().join(name), true).unwrap();
+        }
+        // Newer still, but neither a marker nor a writable copy is pulled.
+        let newest = dir.path().join("db@2000-01-01T00:00:00.000000");
+        fs.snapshot(
+            &newest,
+            &dir.path().join("db@2000-01-01T00:00:00.000000@h"),
+            true,
+        )
+        .unwrap();
+        fs.snapshot(
+            &db,
+            &dir.path().join("db@2001-01-01T00:00:00.000000"),
+            false,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        list_newest(&fs, dir.path(), &mut out);
+        let listed = ListedSnapshot::parse_listing(&out).unwrap();
+        let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "db@2000-01-01T00:00:00.000000",
+                "web@2000-01-01T00:00:00.000000"
+            ]
+        );
+        let db_newest = fs.identity(&newest).unwrap();
+        assert_eq!(listed[0].uuid, db_newest.uuid);
+        assert_eq!(listed[0].created, Some(db_newest.creation_order()));
     }
 
     #[test]

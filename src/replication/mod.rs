@@ -22,6 +22,7 @@
 
 pub mod confine;
 pub mod forced_command;
+pub mod newest;
 pub mod progress;
 pub mod protocol;
 pub mod pull;

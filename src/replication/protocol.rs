@@ -9,6 +9,9 @@
 //!   send stream from stdin; replies with one JSON line (what landed);
 //! - `buttervolume list <volume> [--test]`: that volume's snapshots, one
 //!   [`ListedSnapshot`] JSON object per line (for parent selection);
+//! - `buttervolume list-newest [--test]`: the newest pullable snapshot of
+//!   every volume, one [`ListedSnapshot`] a line (a whole idle round's
+//!   question in one command, [`super::newest`]);
 //! - `buttervolume delete <snapshot> [--test]`: delete a received snapshot;
 //! - `buttervolume send <snapshot> [--parent <snapshot>] [--test]`: stream
 //!   one named snapshot of one volume to stdout, incrementally from a parent
@@ -65,6 +68,9 @@ pub enum PeerRequest {
     },
     List {
         volume: String,
+        test: bool,
+    },
+    ListNewest {
         test: bool,
     },
     Delete {
@@ -145,6 +151,13 @@ impl ListedSnapshot {
             .collect()
     }
 
+    /// What a pull may fetch: a complete (read-only) snapshot, not a sent
+    /// marker. "The peer's newest" is the last of these in its creation
+    /// order, on either end ([`super::pull::plan`], `list-newest`).
+    pub fn pullable(&self) -> bool {
+        is_pullable(&self.name, self.read_only)
+    }
+
     /// True when the peer's snapshot and the local subvolume `local` are
     /// the same snapshot: one was received from the other, or both from a
     /// third. The one identity rule of parent choice, "already there" and
@@ -154,6 +167,31 @@ impl ListedSnapshot {
             || local.received_uuid.as_deref() == Some(self.uuid.as_str())
             || (local.received_uuid.is_some() && local.received_uuid == self.received_uuid)
     }
+}
+
+/// The pullable snapshots of `volume` in a peer's listing, oldest first in
+/// the peer's creation order: the one reading of "the peer's snapshots" for
+/// the pull, the send, the follow and the takeover check. `None` when the
+/// listing has no creation order (an older peer): then nothing can be said
+/// about which is newest.
+pub fn by_peer_creation<'a>(
+    listing: &'a [ListedSnapshot],
+    volume: &str,
+) -> Option<Vec<&'a ListedSnapshot>> {
+    let mut theirs: Vec<&ListedSnapshot> = listing
+        .iter()
+        .filter(|r| r.pullable() && names::volume_of(&r.name) == volume)
+        .collect();
+    if theirs.iter().any(|r| r.created.is_none()) {
+        return None;
+    }
+    theirs.sort_by_key(|r| r.created);
+    Some(theirs)
+}
+
+/// [`ListedSnapshot::pullable`], for a snapshot not listed yet.
+pub fn is_pullable(name: &str, read_only: bool) -> bool {
+    read_only && !names::is_marker(name)
 }
 
 /// Characters a legitimate request can contain.
@@ -202,6 +240,9 @@ impl PeerRequest {
             }
             PeerRequest::List { volume, test } => {
                 format!("buttervolume list {volume}{}", test_flag(*test))
+            }
+            PeerRequest::ListNewest { test } => {
+                format!("buttervolume list-newest{}", test_flag(*test))
             }
             PeerRequest::Delete { snapshot, test } => {
                 format!("buttervolume delete {snapshot}{}", test_flag(*test))
@@ -274,6 +315,9 @@ impl PeerRequest {
                     test,
                 })
             }
+            ["buttervolume", "list-newest", rest @ ..] => Ok(PeerRequest::ListNewest {
+                test: only_test(rest).ok_or(ProtocolError::NotAllowed)?,
+            }),
             ["buttervolume", "delete", snapshot, rest @ ..] => {
                 let test = only_test(rest).ok_or(ProtocolError::NotAllowed)?;
                 names::check_snapshot(snapshot)?;
@@ -401,6 +445,8 @@ mod tests {
                 volume: "db".into(),
                 test: true,
             },
+            PeerRequest::ListNewest { test: false },
+            PeerRequest::ListNewest { test: true },
             PeerRequest::Delete {
                 snapshot: "db@2026-01-01T00:00:00.000000".into(),
                 test: false,
@@ -430,6 +476,21 @@ mod tests {
         ] {
             let command = request.to_command();
             assert_eq!(PeerRequest::parse(&command), Ok(request), "{command}");
+        }
+    }
+
+    #[test]
+    fn list_newest_takes_no_argument_but_test() {
+        for command in [
+            "buttervolume list-newest db",
+            "buttervolume list-newest --all",
+            "buttervolume list-newest --test --test",
+        ] {
+            assert_eq!(
+                PeerRequest::parse(command),
+                Err(ProtocolError::NotAllowed),
+                "{command}"
+            );
         }
     }
 

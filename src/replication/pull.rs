@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use super::protocol::{ListedSnapshot, PeerRequest};
+use super::protocol::{by_peer_creation, ListedSnapshot, PeerRequest};
 use super::receive;
 use super::transport::{self, Peer, SshSettings};
 use super::ReplicationError;
@@ -103,15 +103,7 @@ pub fn plan(
     local: &[Placed],
     name_taken: impl Fn(&str) -> bool,
 ) -> Result<PullPlan, PlanError> {
-    let mut snapshots: Vec<&ListedSnapshot> = remote
-        .iter()
-        .filter(|r| r.read_only && !names::is_marker(&r.name))
-        .filter(|r| names::volume_of(&r.name) == volume)
-        .collect();
-    if snapshots.iter().any(|r| r.created.is_none()) {
-        return Err(PlanError::NoCreationOrder);
-    }
-    snapshots.sort_by_key(|r| r.created);
+    let mut snapshots = by_peer_creation(remote, volume).ok_or(PlanError::NoCreationOrder)?;
     let newest = snapshots
         .pop()
         .ok_or_else(|| PlanError::NoSnapshot(volume.into()))?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::progress::{self, Counting, Transfer, Transfers};
-use super::protocol::{ListedSnapshot, PeerRequest};
+use super::protocol::{by_peer_creation, ListedSnapshot, PeerRequest};
 use super::transport::{self, Input, Peer, SshSettings, TransportError};
 use super::{receive, ReplicationError, SendOptions, SendReport, PIPE_SIZE};
 use crate::btrfs::{self, BtrfsError, SubvolumeIdentity};
@@ -90,16 +90,7 @@ pub fn moved_on<'a>(
     remote: &'a [ListedSnapshot],
     local: &[Placed],
 ) -> Option<&'a str> {
-    let mut theirs: Vec<&ListedSnapshot> = remote
-        .iter()
-        .filter(|r| r.read_only && !names::is_marker(&r.name))
-        .filter(|r| names::volume_of(&r.name) == volume)
-        .collect();
-    if theirs.iter().any(|r| r.created.is_none()) {
-        return None;
-    }
-    theirs.sort_by_key(|r| r.created);
-    let newest = theirs.pop()?;
+    let newest = *by_peer_creation(remote, volume)?.last()?;
     let made_there = newest.received_uuid.is_none();
     let seen_here = local.iter().any(|p| newest.same_as(&p.identity));
     (made_there && !seen_here).then_some(newest.name.as_str())

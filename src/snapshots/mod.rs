@@ -249,6 +249,23 @@ pub fn by_creation_of_each(
     dir: &Path,
     volumes: &[String],
 ) -> BTreeMap<String, Vec<Placed>> {
+    scan(fs, dir, |volume| {
+        volumes.binary_search_by(|v| v.as_str().cmp(volume)).is_ok()
+    })
+}
+
+/// [`by_creation_of_each`] for every volume with a snapshot in `dir`.
+pub fn by_creation_of_all(fs: &dyn Subvolumes, dir: &Path) -> BTreeMap<String, Vec<Placed>> {
+    scan(fs, dir, |_| true)
+}
+
+/// The snapshots in `dir` of the volumes `wanted` keeps, by volume, each
+/// group in creation order.
+fn scan(
+    fs: &dyn Subvolumes,
+    dir: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> BTreeMap<String, Vec<Placed>> {
     let mut out: BTreeMap<String, Vec<Placed>> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -258,9 +275,7 @@ pub fn by_creation_of_each(
         .filter_map(|e| e.file_name().into_string().ok())
     {
         let volume = names::volume_of(&name);
-        let ours =
-            name.contains('@') && volumes.binary_search_by(|v| v.as_str().cmp(volume)).is_ok();
-        if !ours {
+        if !name.contains('@') || name.starts_with('.') || !wanted(volume) {
             continue;
         }
         let Ok(identity) = fs.identity(&dir.join(&name)) else {

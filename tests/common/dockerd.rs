@@ -88,6 +88,14 @@ impl Dockerd {
         let out = self.docker_output(args);
         let what = match out.status.success() {
             true => String::new(),
+            // 125..=127: docker's own failures; above: the container's
+            // process died of a signal (128 + n), which the kernel log may
+            // explain (OOM killer, a btrfs error).
+            false if out.status.code().is_some_and(|c| c > 127) => format!(
+                "docker {args:?} (dockerd log tail:\n{}\n) (kernel log tail:\n{}\n)",
+                self.log_tail(30),
+                kernel_log_tail(20)
+            ),
             false => format!(
                 "docker {args:?} (dockerd log tail:\n{}\n)",
                 self.log_tail(30)
@@ -185,9 +193,20 @@ impl Dockerd {
     }
 }
 
+/// The last `lines` lines of the kernel log (`dmesg`), or why not.
+fn kernel_log_tail(lines: usize) -> String {
+    match Command::new("dmesg").output() {
+        Ok(out) => last_lines(&String::from_utf8_lossy(&out.stdout), lines),
+        Err(e) => format!("dmesg: {e}"),
+    }
+}
+
 /// The last `lines` lines of a file.
 pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    last_lines(&std::fs::read_to_string(path).unwrap_or_default(), lines)
+}
+
+fn last_lines(text: &str, lines: usize) -> String {
     let tail: Vec<&str> = text.lines().rev().take(lines).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }

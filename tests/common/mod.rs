@@ -427,7 +427,8 @@ pub fn run(program: &str, args: &[&str]) -> String {
 pub fn succeeded(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "{what} failed: {}{}",
+        "{what} failed ({}): stdout {:?}, stderr {:?}",
+        out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -91,6 +91,13 @@ impl Drop for Peer {
 /// How long closing a session may wait for the peer at each step.
 const CLOSE_TIMEOUT_MS: u32 = 1000;
 
+/// The most a peer's command may print on stdout (a listing of every
+/// snapshot of every volume is well under 1 MiB per 1,000 volumes).
+const MAX_REPLY: u64 = 64 << 20;
+
+/// The most of a peer's stderr kept (it goes into error messages).
+const MAX_STDERR: u64 = 64 << 10;
+
 impl Peer {
     /// Connects, verifies the host key against `<ssh dir>/known_hosts` and
     /// authenticates with the first key of the ssh dir the peer accepts.
@@ -286,7 +293,10 @@ impl Peer {
         // What the sink left unread is not wanted: stop the peer's sender.
         let _ = channel.close();
         let mut stderr = String::new();
-        let _ = channel.stderr().read_to_string(&mut stderr);
+        let _ = channel
+            .stderr()
+            .take(MAX_STDERR)
+            .read_to_string(&mut stderr);
         // A channel cut short has no exit status: -1, and the sink's own
         // result (say, a refused stream) still says what happened. Such a
         // session is not reused.
@@ -359,11 +369,22 @@ impl Peer {
         progress(sent);
         channel.send_eof().map_err(|e| self.fail("", e))?;
         let mut stdout = Vec::new();
-        channel
+        (&mut channel)
+            .take(MAX_REPLY + 1)
             .read_to_end(&mut stdout)
             .map_err(|e| self.fail("", e))?;
+        if stdout.len() as u64 > MAX_REPLY {
+            // A hostile or broken peer: not read further, not reused.
+            return Err(self.fail(
+                "reading its reply",
+                std::io::Error::other(format!("more than {} MiB", MAX_REPLY >> 20)),
+            ));
+        }
         let mut stderr = String::new();
-        let _ = channel.stderr().read_to_string(&mut stderr);
+        let _ = channel
+            .stderr()
+            .take(MAX_STDERR)
+            .read_to_string(&mut stderr);
         channel.wait_close().map_err(|e| self.fail("", e))?;
         let status = channel.exit_status().map_err(|e| self.fail("", e))?;
         Ok(Output {
