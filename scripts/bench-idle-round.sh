@@ -22,8 +22,8 @@
 #            duration from the daemon log, and the sessions it opened
 #   idle     every volume unmounted: each follows its container (FOLLOW is
 #            on), so an idle round asks the peer for anything new (one
-#            listing per volume, through the kept SSH session) and sends
-#            nothing
+#            `list-newest` per round, through the kept SSH session) and
+#            sends nothing
 #
 # Measured per phase: bir1's daemon CPU seconds (utime + stime of the
 # process and its reaped children, /proc/<pid>/stat) over the window, as %

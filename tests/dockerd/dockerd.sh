@@ -173,7 +173,8 @@ cmd_stop() {
     dir=$(realpath "$dir")
     if pid=$(pid_of "$dir"); then
         local ns
-        ns=$(readlink "/proc/$pid/ns/mnt")
+        # Its mount namespace, held open past its exit (compared with `-ef`).
+        exec {ns}<"/proc/$pid/ns/mnt" || die "cannot open dockerd's mount namespace (pid $pid)"
         # SIGTERM: dockerd stops its containers and plugins, then containerd.
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 300; i++)); do
@@ -185,11 +186,14 @@ cmd_stop() {
         fi
         # Whatever still lives in its mount namespace (shims, containers that
         # did not stop) goes too, so that the namespace and its mounts vanish.
+        # Checked and killed at once with builtins only: a fork per process
+        # (or a list killed later) lets a pid that just exited be reused by
+        # another test's process, which would be killed instead.
         local p left
         for ((i = 0; i < 50; i++)); do
             left=
             for p in /proc/[0-9]*; do
-                if [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]]; then
+                if [[ $p/ns/mnt -ef /dev/fd/$ns ]]; then
                     kill -KILL "${p#/proc/}" 2>/dev/null || true
                     left=1
                 fi
@@ -197,7 +201,8 @@ cmd_stop() {
             [[ -z $left ]] && break
             sleep 0.1
         done
-        [[ -z $left ]] || echo "dockerd.sh: processes left in $ns" >&2
+        [[ -z $left ]] || echo "dockerd.sh: processes left in dockerd's mount namespace" >&2
+        exec {ns}<&-
     fi
     rm -f "$dir/run/docker.pid"
     # Empty cgroups it made (cgroup v1 controllers, or v2).

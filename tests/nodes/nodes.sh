@@ -104,9 +104,24 @@ in_mnt() {
 # Is pid alive (not gone, not a zombie)?
 alive() {
     local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
     stat=${stat##*) }
     [[ ${stat%% *} != Z ]]
+}
+
+# SIGKILLs the live members of process group $1 whose leader is gone.
+# `kill -- -pgid` is not used once the leader exited: with no member left,
+# the number is free, and a new group leader with that pid (another test's
+# container, say) would be killed. A member found alive keeps the number
+# taken, so killing it by pid right after the check hits that member.
+kill_group_members() {
+    local pgid=$1 p stat fields
+    for p in /proc/[0-9]*; do
+        { read -r stat <"$p/stat"; } 2>/dev/null || continue
+        read -r -a fields <<<"${stat##*) }" # state ppid pgrp ...
+        [[ ${fields[2]} == "$pgid" ]] && kill -KILL "${p#/proc/}" 2>/dev/null
+    done
+    return 0
 }
 
 # Wait up to $2 seconds (tenths resolution) for all given pids to die.
@@ -137,16 +152,24 @@ wait_gone() {
 
 pid_from() { [[ -s $1 ]] && head -n1 "$1" | tr -dc 0-9; }
 
-# Every process living in the node's network or mount namespace.
-node_pids() {
-    local node=$1 ino p
-    if netns_exists "$node"; then ip netns pids "$node" 2>/dev/null || true; fi
-    if mntns_mounted "$node"; then
-        ino=$(stat -L -c %i "$RUN/$node/mntns")
-        for p in /proc/[0-9]*; do
-            [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "mnt:[$ino]" ]] && echo "${p#/proc/}"
-        done
-    fi
+# SIGKILLs every process living in the node's network or mount namespace;
+# prints their pids. Each one is checked and killed at once, with shell
+# builtins only (`-ef`: same namespace inode): a list made first and
+# killed later, or a fork per process checked, gives the kernel time to
+# hand a pid that just exited to another test's process (pid_max is
+# 32768 here and a whole test run forks fast), which would then be
+# killed instead.
+kill_node_procs() {
+    local node=$1 p pid net=/run/netns/$1 mnt=
+    mntns_mounted "$node" && mnt=$RUN/$node/mntns
+    netns_exists "$node" || net=
+    [[ -n $net$mnt ]] || return 0
+    for p in /proc/[0-9]*; do
+        if [[ (-n $net && $p/ns/net -ef $net) || (-n $mnt && $p/ns/mnt -ef $mnt) ]]; then
+            pid=${p#/proc/}
+            kill -KILL "$pid" 2>/dev/null && echo "$pid"
+        fi
+    done
     return 0
 }
 
@@ -338,7 +361,7 @@ cmd_down() {
 node_down() {
     local node=$1 dir=$RUN/$1
     # dockerd first: it stops its containers, which live in namespaces of
-    # their own (not found by node_pids).
+    # their own (not found by kill_node_procs).
     if [[ -d $dir/docker ]]; then "$DOCKERD_SH" stop "$dir/docker" || warn "$node: dockerd stop failed"; fi
     stop_pidfile "$dir/daemon.pid" 5
     stop_pidfile "$dir/sshd.pid" 2
@@ -353,10 +376,8 @@ node_down() {
 # Kill what runs in the node, unmount its mount namespace, free its loop device.
 node_release_mounts() {
     local node=$1 dir=$RUN/$1 img=$IMGDIR/$1.img pids m dev
-    pids=$(node_pids "$node" | sort -u)
+    pids=$(kill_node_procs "$node")
     if [[ -n $pids ]]; then
-        # shellcheck disable=SC2086
-        kill -KILL $pids 2>/dev/null || true
         # shellcheck disable=SC2086
         wait_dead 5 $pids || warn "$node: processes still alive: $pids"
         # shellcheck disable=SC2086
@@ -510,7 +531,7 @@ cmd_daemon_stop() {
         die "$node: daemon (pid $pid) ignored SIGTERM for 20 s; killed"
     fi
     # Like a container stop: whatever the daemon left in its group goes too.
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    kill_group_members "$pid"
     rm -f "$file"
 }
 
