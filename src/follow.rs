@@ -182,7 +182,12 @@ pub fn decide(
     if newest.same_as(&ours.placed.identity) {
         return Decision::Stay;
     }
-    if built_on(&State::listed(newest), &ours.state()) {
+    // Ours as the peer lists it (when it has it): the peer went on from it
+    // when its newest is a later snapshot of the same subvolume there.
+    let ours_there = theirs.iter().find(|r| r.same_as(&ours.placed.identity));
+    let went_on_from_ours =
+        ours_there.is_some_and(|o| built_on(&State::listed(newest), &State::listed(o)));
+    if went_on_from_ours || built_on(&State::listed(newest), &ours.state()) {
         return take();
     }
     let ours_built_on_theirs = match here {
@@ -405,6 +410,46 @@ mod tests {
             },
             lineage: lineage.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn the_peer_went_on_from_the_state_restored_here() {
+        // a made s1 and s2 of its volume va (no restore there); b holds s1,
+        // received and restored (b's volume holds it, unwritten), but not
+        // s2: a's listing says s2 went on from s1.
+        let with_parent = |mut l: ListedSnapshot| {
+            l.parent_uuid = Some("va".into());
+            l
+        };
+        let remote = [
+            with_parent(listed("db@1", "a1", None, 1, &[])),
+            with_parent(listed("db@2", "a2", None, 2, &[])),
+        ];
+        let s1_here = here("db@1", "b1", Some("a1"), "vb0", 5, &[]);
+        let at_s1 = Current::At(s1_here.clone());
+        assert_eq!(
+            decide("db", &remote, std::slice::from_ref(&s1_here), &at_s1),
+            Decision::Fetch {
+                theirs: "db@2".into()
+            }
+        );
+        // An older peer (no parent UUID listed) cannot tell: the mount is
+        // refused rather than guessed.
+        let old = [
+            listed("db@1", "a1", None, 1, &[]),
+            listed("db@2", "a2", None, 2, &[]),
+        ];
+        assert!(matches!(
+            decide("db", &old, std::slice::from_ref(&s1_here), &at_s1),
+            Decision::SplitBrain { .. }
+        ));
+        // Two subvolumes there (a restore in between): not one history.
+        let mut restored = remote.clone();
+        restored[1].parent_uuid = Some("va2".into());
+        assert!(matches!(
+            decide("db", &restored, std::slice::from_ref(&s1_here), &at_s1),
+            Decision::SplitBrain { .. }
+        ));
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //!   (restores record their source, [`crate::metadata::VolumeMetadata::lineage`],
 //!   and snapshots and sends carry it); or
 //! - both are snapshots of the same subvolume on the node that holds them
-//!   (same parent UUID, known only for local snapshots) and `earlier` was
-//!   created first (btrfs creation order): the volume went on from
-//!   `earlier` without a restore (a restore puts a new subvolume in place).
+//!   (same parent UUID: local snapshots, or two lines of one peer's
+//!   listing) and `earlier` was created first (btrfs creation order): the
+//!   volume went on from `earlier` without a restore (a restore puts a new
+//!   subvolume in place).
 
 use crate::btrfs::SubvolumeIdentity;
 use crate::metadata::state_key;
@@ -45,15 +46,16 @@ impl<'a> State<'a> {
         }
     }
 
-    /// A snapshot a peer listed (its parent UUID is not listed: only the
-    /// lineage can tie it to a state of another node).
+    /// A snapshot a peer listed. Its parent UUID (older peers do not list
+    /// it) and its order only compare with another line of that listing;
+    /// only the lineage ties it to a state of another node.
     pub fn listed(snapshot: &'a ListedSnapshot) -> State<'a> {
         State {
             key: snapshot
                 .received_uuid
                 .clone()
                 .unwrap_or_else(|| snapshot.uuid.clone()),
-            of: None,
+            of: snapshot.parent_uuid.as_deref(),
             order: snapshot.created,
             lineage: &snapshot.lineage,
         }

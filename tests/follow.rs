@@ -110,9 +110,36 @@ fn the_volume_follows_its_container_between_nodes() {
         "b's final send was not incremental:\n{log_b}"
     );
 
-    // Back on a: it finds what b wrote.
+    // Back on a: it finds what b wrote. The app only reads: its last
+    // Unmount takes no snapshot of the restored state and moves nothing
+    // (b has that state already).
+    let made_on_a = || {
+        let snapshots = n.data(&a).join("snapshots");
+        common::entries(&snapshots)
+            .into_iter()
+            .filter(|e| e.starts_with("app@") && e.matches('@').count() == 1)
+            .filter(|e| {
+                buttervolume::btrfs::identity(&snapshots.join(e))
+                    .unwrap()
+                    .received_uuid
+                    .is_none()
+            })
+            .count()
+    };
+    let made_before = made_on_a();
     let back = da.in_container("app", "cat /data/two && md5sum /data/one");
     assert_eq!(back, format!("two\n{sum_one}"));
+    assert_eq!(
+        made_on_a(),
+        made_before,
+        "a snapshotted a state it only read"
+    );
+    let b_ip = n.ip(&b);
+    assert!(
+        log(&a).contains(&format!("followed: {b_ip} already has app@")),
+        "{}",
+        log(&a)
+    );
 
     // a unreachable: b refuses the mount, saying how to mount anyway.
     n.link(&a, "down");

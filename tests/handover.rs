@@ -1,6 +1,7 @@
 //! `Handover` on two nodes: pre-sync while the volume is in use, the final
 //! incremental send once it is not, idempotent retries, and the peer ends
-//! with exactly the state the app stopped with.
+//! with exactly the state the app stopped with; bad input and an
+//! unreachable peer give clear errors and change nothing.
 
 mod common;
 
@@ -37,6 +38,30 @@ fn handover_presyncs_then_moves_the_final_delta() {
             json!({"Name": "db", "Host": b_ip}),
         )
     };
+
+    // Bad input and an unreachable peer: clear errors, nothing lost here.
+    let err = |body: serde_json::Value| {
+        n.post(&a, "/VolumeDriver.Handover", &body)["Err"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let e = err(json!({"Name": "nope", "Host": b_ip}));
+    assert!(e.contains("no such volume"), "{e}");
+    let e = err(json!({"Name": "db", "Host": "-oProxyCommand=x"}));
+    assert!(e.contains("invalid host"), "{e}");
+    n.link(&b, "down");
+    let e = err(json!({"Name": "db", "Host": b_ip}));
+    n.link(&b, "up");
+    assert!(e.contains(&format!("cannot connect to {b_ip}")), "{e}");
+    let out = n.cli(&a, &["handover", "nope", &b_ip]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("no such volume"), "{out:?}");
+    assert_eq!(
+        std::fs::read(vol.join("big")).unwrap().len(),
+        48 << 20,
+        "the failed handovers touched the volume"
+    );
 
     // In use: pre-sync, the peer gets nearly everything.
     let first = handover(&a);

@@ -282,6 +282,7 @@ fn write_listed(fs: &dyn Subvolumes, dir: &Path, placed: Placed, out: &mut dyn W
         uuid: placed.identity.uuid,
         received_uuid: placed.identity.received_uuid,
         read_only: placed.identity.read_only,
+        parent_uuid: placed.identity.parent_uuid,
     };
     let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
 }

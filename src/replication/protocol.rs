@@ -117,6 +117,11 @@ pub struct ListedSnapshot {
     /// peers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<String>,
+    /// The subvolume it is a snapshot of on the peer (absent from older
+    /// peers): two snapshots of one subvolume, in the peer's creation
+    /// order, are one history that went on ([`crate::lineage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_uuid: Option<String>,
 }
 
 #[cfg(test)]
@@ -137,6 +142,7 @@ impl ListedSnapshot {
             read_only: true,
             created: created.map(|n| (n, 256 + n)),
             lineage: lineage.iter().map(|s| s.to_string()).collect(),
+            parent_uuid: None,
         }
     }
 }
@@ -568,13 +574,12 @@ mod tests {
             read_only: true,
             created: Some((7, 258)),
             lineage: Vec::new(),
+            parent_uuid: Some("1b7c8a34-5a2e-7b4b-9c55-0123456789ab".into()),
         };
         // A line from a peer without the creation order still reads.
         let old = r#"{"name":"db@x","uuid":"u","received_uuid":null,"read_only":true}"#;
-        assert_eq!(
-            serde_json::from_str::<ListedSnapshot>(old).unwrap().created,
-            None
-        );
+        let old = serde_json::from_str::<ListedSnapshot>(old).unwrap();
+        assert_eq!((old.created, old.parent_uuid), (None, None));
         let text = serde_json::to_string(&line).unwrap();
         assert_eq!(serde_json::from_str::<ListedSnapshot>(&text).unwrap(), line);
     }

@@ -5,10 +5,21 @@
 //! directory 2,000 times, and directory reads topped its CPU profile: the
 //! round went from 1.90 % to 0.48 % of a core with this, BENCHMARKS.md).
 //!
+//! Also remembered: what a restore without a backup (the mount-time
+//! follow) put in place. The restored volume is a new subvolume with no
+//! snapshot of its own, yet it holds its source's state until written: its
+//! last Unmount then sends that snapshot (which the peer has: nothing
+//! moves) instead of taking and sending a copy of it. A restore that made a
+//! backup is not remembered: the backup, newest in this node's creation
+//! order, would then stand for the node's state in a peer's eyes, which
+//! the next snapshot of the restored volume corrects.
+//!
 //! Only a hint: what is recalled is checked against btrfs each time (the
-//! volume is still the subvolume it was a snapshot of, and the snapshot is
-//! still there, with the same UUID); anything else falls back to the scan.
-//! In memory, per snapshots directory, lost with the process.
+//! volume is still the subvolume it was a snapshot of, or the one the
+//! restore put in place, not written since, and the snapshot is still
+//! there, with the same UUID); anything else falls back to the scan.
+//! In memory, per snapshots directory, lost with the process (then the
+//! restored volume gets its own snapshot, as without the record).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -53,4 +64,64 @@ pub(super) fn recall(
     let path = store.config().snapshots_path.join(&known.name);
     let still = store.fs().identity(&path).ok()?;
     (still.uuid == known.identity.uuid).then_some(known)
+}
+
+/// What a restore put in place: the volume's subvolume and its generation
+/// right after, and the snapshot it was restored from.
+#[derive(Clone)]
+struct Restored {
+    volume_uuid: String,
+    generation: u64,
+    source: Placed,
+}
+
+/// (snapshots dir, volume) → the last restore without a backup.
+static RESTORED: Mutex<Option<HashMap<(PathBuf, String), Restored>>> = Mutex::new(None);
+
+/// Remembers that `volume`, now the subvolume `current` (read after a
+/// flush), holds `source`'s state, `source` being a snapshot of that volume
+/// name.
+pub(super) fn note_restored(
+    store: &VolumeStore,
+    volume: &str,
+    current: &SubvolumeIdentity,
+    source: &Placed,
+) {
+    let mut restored = RESTORED.lock().unwrap_or_else(PoisonError::into_inner);
+    restored.get_or_insert_with(HashMap::new).insert(
+        key(store, volume),
+        Restored {
+            volume_uuid: current.uuid.clone(),
+            generation: current.generation,
+            source: source.clone(),
+        },
+    );
+}
+
+/// Forgets what a restore put in place (another restore replaced it).
+pub(super) fn forget_restored(store: &VolumeStore, volume: &str) {
+    let mut restored = RESTORED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(map) = restored.as_mut() {
+        map.remove(&key(store, volume));
+    }
+}
+
+/// The snapshot `volume` was restored from, when the volume (`current`,
+/// after a flush) is still the subvolume that restore put in place, not
+/// written since, and the snapshot is still there.
+pub(super) fn recall_restored(
+    store: &VolumeStore,
+    volume: &str,
+    current: &SubvolumeIdentity,
+) -> Option<Placed> {
+    let known = {
+        let restored = RESTORED.lock().unwrap_or_else(PoisonError::into_inner);
+        restored.as_ref()?.get(&key(store, volume))?.clone()
+    };
+    if known.volume_uuid != current.uuid || current.generation > known.generation {
+        return None;
+    }
+    let path = store.config().snapshots_path.join(&known.source.name);
+    let still = store.fs().identity(&path).ok()?;
+    (still.uuid == known.source.identity.uuid).then_some(known.source)
 }

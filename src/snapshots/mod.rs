@@ -132,16 +132,18 @@ pub struct Taken {
 /// UUID: not a restore's backup of the content swapped out, not a received
 /// snapshot), when the volume's generation, once dirty data is flushed, is
 /// not past the transaction that created it. A volume a restore put in
-/// place is a new subvolume with no snapshot of its own yet: changed (a
-/// record of what the restore put there would spare the next round a
-/// snapshot, but then the peer's listing would have to tell its current
-/// state from its restore backups, which it does not). Two ioctls and a
-/// flush, no stream. The caller holds the volume's lock.
+/// place is a new subvolume with no snapshot of its own yet: it holds the
+/// snapshot it was restored from while unwritten, when that restore made
+/// no backup ([`holders::recall_restored`]); else it counts as changed.
+/// Two ioctls and a flush, no stream. The caller holds the volume's lock.
 fn unchanged_since(store: &VolumeStore, path: &Path, volume: &str) -> Result<Option<Placed>> {
     store.fs().flush(path)?;
     let current = store.fs().identity(path)?;
     if let Some(known) = holders::recall(store, volume, &current) {
         return Ok(Some(known));
+    }
+    if let Some(source) = holders::recall_restored(store, volume, &current) {
+        return Ok(Some(source));
     }
     let newest_of_this = by_creation(store.fs(), &store.config().snapshots_path, volume, false)
         .into_iter()

@@ -2,7 +2,12 @@
 //! the staging dir and moved into place atomically, as the module doc of
 //! [`super`] describes.
 
-use super::{io, newest, snapshot_path, timestamped_snapshot, Result, SnapshotError};
+use std::path::Path;
+
+use super::{
+    holders, io, newest, snapshot_path, timestamped_snapshot, Placed, Result, SnapshotError,
+};
+use crate::btrfs::SubvolumeIdentity;
 use crate::fsutil;
 use crate::names;
 use crate::volumes::{Activity, VolumeStore};
@@ -114,6 +119,7 @@ pub fn restore_with(
             let _ = store.fs().delete(&staged);
             return Err(io(format!("moving the restored {target} into place"))(e));
         }
+        remember(store, &target, &target_path, &snapshot, source_id, false);
         return Ok(None);
     }
     let backup = if options.backup {
@@ -136,7 +142,40 @@ pub fn restore_with(
     if let Err(e) = store.fs().delete(&staged) {
         tracing::warn!(path = %staged.display(), error = %e, "old content left in staging; removed at next start");
     }
+    remember(
+        store,
+        &target,
+        &target_path,
+        &snapshot,
+        source_id,
+        backup.is_some(),
+    );
     Ok(backup)
+}
+
+/// Records what a restore put in place ([`holders::note_restored`]): only a
+/// restore of a volume's own snapshot that made no backup; any other
+/// restore forgets an earlier record.
+fn remember(
+    store: &VolumeStore,
+    target: &str,
+    target_path: &Path,
+    snapshot: &str,
+    source_id: SubvolumeIdentity,
+    backed_up: bool,
+) {
+    holders::forget_restored(store, target);
+    if backed_up || names::volume_of(snapshot) != target {
+        return;
+    }
+    let _ = store.fs().flush(target_path);
+    if let Ok(current) = store.fs().identity(target_path) {
+        let source = Placed {
+            name: snapshot.to_string(),
+            identity: source_id,
+        };
+        holders::note_restored(store, target, &current, &source);
+    }
 }
 
 /// `VolumeDriver.Clone`: a writable copy of volume `name` called `target`.
