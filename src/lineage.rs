@@ -11,11 +11,12 @@
 //!   restored from `earlier`, or from a state itself built on it
 //!   (restores record their source, [`crate::metadata::VolumeMetadata::lineage`],
 //!   and snapshots and sends carry it); or
-//! - both are snapshots of the same subvolume on the node that holds them
+//! - both are snapshots the node holding them made of the same subvolume
 //!   (same parent UUID: local snapshots, or two lines of one peer's
 //!   listing) and `earlier` was created first (btrfs creation order): the
 //!   volume went on from `earlier` without a restore (a restore puts a new
-//!   subvolume in place).
+//!   subvolume in place). A received snapshot does not count: its parent
+//!   UUID names the snapshot it landed on, not a volume.
 
 use crate::btrfs::SubvolumeIdentity;
 use crate::metadata::state_key;
@@ -26,8 +27,8 @@ use crate::replication::protocol::ListedSnapshot;
 pub struct State<'a> {
     /// Its identity across nodes ([`state_key`]).
     pub key: String,
-    /// The subvolume it is a snapshot of on the node holding it (its
-    /// parent UUID), when known.
+    /// The volume it is a snapshot of on the node holding it (its parent
+    /// UUID), when known and it was made there (not received).
     pub of: Option<&'a str>,
     /// Its place in that node's creation order, when known.
     pub order: Option<(u64, u64)>,
@@ -40,7 +41,7 @@ impl<'a> State<'a> {
     pub fn local(identity: &'a SubvolumeIdentity, lineage: &'a [String]) -> State<'a> {
         State {
             key: state_key(identity),
-            of: identity.parent_uuid.as_deref(),
+            of: made_of(&identity.parent_uuid, &identity.received_uuid),
             order: Some(identity.creation_order()),
             lineage,
         }
@@ -55,11 +56,16 @@ impl<'a> State<'a> {
                 .received_uuid
                 .clone()
                 .unwrap_or_else(|| snapshot.uuid.clone()),
-            of: snapshot.parent_uuid.as_deref(),
+            of: made_of(&snapshot.parent_uuid, &snapshot.received_uuid),
             order: snapshot.created,
             lineage: &snapshot.lineage,
         }
     }
+}
+
+/// The parent UUID of a snapshot made where it is (see the module doc).
+fn made_of<'a>(parent_uuid: &'a Option<String>, received_uuid: &Option<String>) -> Option<&'a str> {
+    parent_uuid.as_deref().filter(|_| received_uuid.is_none())
 }
 
 /// True when `later` was built on `earlier` (see the module doc). A state
@@ -133,8 +139,22 @@ mod tests {
             &State::local(&orphan2, &[]),
             &State::local(&orphan, &[])
         ));
-        // A listing says nothing of subvolumes: only lineage counts there.
+        // A listing without parent UUIDs (an older peer) says nothing of
+        // subvolumes: only lineage counts there.
         let listed_later = listed("x", None, 9, &[]);
         assert!(!built_on(&State::listed(&listed_later), &s1));
+        // Two lines of one listing, made there of one volume, go on; two
+        // received ones that landed on the same snapshot do not.
+        let with = |uuid: &str, received: Option<&str>, n: u64| {
+            let mut l = listed(uuid, received, n, &[]);
+            l.parent_uuid = Some("pv".into());
+            l
+        };
+        let (m1, m2) = (with("p1", None, 1), with("p2", None, 2));
+        assert!(built_on(&State::listed(&m2), &State::listed(&m1)));
+        let (r1, r2) = (with("q1", Some("x1"), 1), with("q2", Some("x2"), 2));
+        assert!(!built_on(&State::listed(&r2), &State::listed(&r1)));
+        let received = identity("a7", Some("va"), Some("z"), 7);
+        assert!(!built_on(&State::local(&received, &[]), &s1));
     }
 }
