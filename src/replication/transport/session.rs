@@ -91,6 +91,15 @@ impl Drop for Peer {
 /// How long closing a session may wait for the peer at each step.
 const CLOSE_TIMEOUT_MS: u32 = 1000;
 
+/// How long a kept session may take to open a channel before it is
+/// replaced by a new connection.
+const REUSED_OPEN_TIMEOUT_MS: u32 = 3000;
+
+/// `SSH_TIMEOUT` as libssh2's blocking timeout.
+fn stall_ms(settings: &SshSettings) -> u32 {
+    settings.stall.as_millis().min(u32::MAX as u128) as u32
+}
+
 /// The most a peer's command may print on stdout (a listing of every
 /// snapshot of every volume is well under 1 MiB per 1,000 volumes).
 const MAX_REPLY: u64 = 64 << 20;
@@ -126,7 +135,7 @@ impl Peer {
         };
         let mut session = Session::new().map_err(ssh_err)?;
         session.set_tcp_stream(tcp);
-        session.set_timeout(settings.stall.as_millis().min(u32::MAX as u128) as u32);
+        session.set_timeout(stall_ms(settings));
         for direction in [ssh2::MethodType::CryptCs, ssh2::MethodType::CryptSc] {
             let _ = session.method_pref(direction, CIPHER_PREFERENCE);
         }
@@ -211,6 +220,10 @@ impl Peer {
     /// Cuts the socket now: the channel and session still to be dropped
     /// then fail at once instead of each waiting for the dead link as long
     /// again (their close messages).
+    fn stall_ms(&self) -> u32 {
+        stall_ms(&self.settings)
+    }
+
     fn cut_now(&self) {
         self.broken.set(true);
         self.cut.set(true);
@@ -245,7 +258,18 @@ impl Peer {
     /// that cannot open a channel (the peer closed it while it was kept) is
     /// replaced by a new connection, once: nothing was sent on it yet.
     fn exec(&self, command: &str) -> Result<Channel, TransportError> {
-        let opened = self.conn.borrow().session.channel_session();
+        let opened = {
+            let session = &self.conn.borrow().session;
+            if self.reused.get() {
+                // A live peer opens a channel in milliseconds: a kept session
+                // that does not answer soon (a dead link) is replaced, not
+                // waited on for the whole SSH_TIMEOUT.
+                session.set_timeout(REUSED_OPEN_TIMEOUT_MS.min(self.stall_ms()));
+            }
+            let opened = session.channel_session();
+            session.set_timeout(self.stall_ms());
+            opened
+        };
         let mut channel = match opened {
             Ok(channel) => channel,
             Err(e) if self.reused.get() => {
