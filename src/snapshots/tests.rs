@@ -96,6 +96,45 @@ fn an_unchanged_volume_is_not_snapshotted_again() {
     assert!(after_restore.created, "{after_restore:?}");
 }
 
+/// A restore without a backup (the mount-time follow) leaves a volume that
+/// holds its source until written, and until the source is gone; another
+/// volume's snapshot restored under this name is not remembered.
+#[test]
+fn a_volume_restored_without_a_backup_holds_its_source_until_written() {
+    let f = fixture();
+    let volume = f.volume("db", "v1");
+    let first = snapshot_if_changed(&f.store, "db").unwrap();
+    f.fs.touch(&volume);
+    let options = RestoreOptions {
+        force: false,
+        backup: false,
+    };
+    restore_with(&f.store, &first.name, None, options).unwrap();
+    let held = snapshot_if_changed(&f.store, "db").unwrap();
+    assert_eq!(
+        held,
+        Taken {
+            name: first.name.clone(),
+            created: false
+        }
+    );
+    f.fs.touch(&f.store.existing("db").unwrap());
+    let written = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(written.created, "{written:?}");
+
+    // The source deleted: the record is not trusted.
+    restore_with(&f.store, &first.name, None, options).unwrap();
+    f.fs.delete(&f.snapshots_dir().join(&first.name)).unwrap();
+    assert!(snapshot_if_changed(&f.store, "db").unwrap().created);
+
+    // Another volume's snapshot restored into db: db holds no db snapshot.
+    f.volume("web", "w");
+    let web = snapshot(&f.store, "web").unwrap();
+    restore_with(&f.store, &web, Some("db"), options).unwrap();
+    let after = snapshot_if_changed(&f.store, "db").unwrap();
+    assert!(after.created && after.name.starts_with("db@"), "{after:?}");
+}
+
 /// The remembered holder is checked against btrfs: a deleted holder (or
 /// another subvolume under its name) is never answered.
 #[test]

@@ -217,13 +217,13 @@ impl Peer {
         self.reused.set(true);
     }
 
-    /// Cuts the socket now: the channel and session still to be dropped
-    /// then fail at once instead of each waiting for the dead link as long
-    /// again (their close messages).
     fn stall_ms(&self) -> u32 {
         stall_ms(&self.settings)
     }
 
+    /// Cuts the socket now: the channel and session still to be dropped
+    /// then fail at once instead of each waiting for the dead link as long
+    /// again (their close messages).
     fn cut_now(&self) {
         self.broken.set(true);
         self.cut.set(true);
