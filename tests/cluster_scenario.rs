@@ -1441,9 +1441,16 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
         "{step}: the failed send"
     );
     // The stream that did not fit, from node 1's forced command (its log
-    // keeps room allocated for the lines a full disk would refuse).
+    // keeps room allocated for the lines a full disk would refuse). That
+    // process logs it as it ends, which may be after the sender gave up.
+    let counted =
+        || c.counter(n1, "buttervolume_peer_receive_failures_total", &[]) > receive_failures;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !counted() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(
-        c.counter(n1, "buttervolume_peer_receive_failures_total", &[]) > receive_failures,
+        counted(),
         "{step}: node 1 did not count the receive that failed; its forced command's log ends with:\n{}",
         common::dockerd::tail(&peer_log_path, 5)
     );

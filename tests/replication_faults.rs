@@ -209,6 +209,36 @@ fn link_cut_mid_transfer() {
     assert_recovers(&n, &a, &b, &b_ip, &base, &snap, None);
 }
 
+/// A link down for 12 s, shorter than SSH_TIMEOUT (30 s, the default)
+/// but longer than the 10 s between libssh2 keepalives, mid-stream of an
+/// incremental send: the send rides it out and lands whole. (With libssh2's
+/// keepalive on, its blocking wait ended at the next keepalive due and the
+/// send failed "stalled for 30 s" about 10 s in.)
+#[test]
+fn a_link_cut_shorter_than_ssh_timeout_is_ridden_out() {
+    let (n, a, b, b_ip, base) = setup("fj");
+    let snap = n.snapshot(&a, "db");
+    let pending = send_in_background(&n, &a, &snap, &b_ip);
+    wait_for_transfer(&n, &b);
+    n.link(&b, "down");
+    // The fault itself: how long the link stays down.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    n.link(&b, "up");
+    let (_, reply) = pending.join().unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["Err"], "", "{reply}");
+    let summary = reply["Summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("incrementally from {base}")),
+        "{summary}"
+    );
+    let landed = n.data(&b).join("snapshots").join(&snap);
+    assert_eq!(
+        std::fs::metadata(landed.join("big")).unwrap().len(),
+        BIG as u64
+    );
+}
+
 /// The same for a full send, which runs OpenSSH's client: cut after
 /// SSH_TIMEOUT too, and the next full send lands whole.
 #[test]

@@ -204,7 +204,18 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
         .append(true)
         .open(&path)
     {
-        let _ = f.write_all(line.as_bytes());
+        // A full disk can refuse even a write into the reserved range (its
+        // metadata): wait a while for room (the failed receive's partial
+        // copy being freed, an operator deleting something) rather than
+        // lose the line that says what happened.
+        for _ in 0..LOG_WRITE_TRIES {
+            match f.write_all(line.as_bytes()) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                    std::thread::sleep(LOG_WRITE_PAUSE);
+                }
+                _ => break,
+            }
+        }
         // Room for the next lines, allocated now: btrfs writes into a
         // preallocated range without allocating, so the line that says a
         // receive failed on a full disk can still be written.
@@ -224,6 +235,10 @@ fn log_line(config: &Config, outcome: &str, original: &str) {
         }
     }
 }
+
+/// How long a log line refused for lack of space is retried: tries, pause.
+const LOG_WRITE_TRIES: u32 = 60;
+const LOG_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Bytes kept allocated past the end of the forced command's log.
 const LOG_RESERVE_BYTES: i64 = 64 << 10;

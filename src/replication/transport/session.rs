@@ -140,7 +140,11 @@ impl Peer {
             let _ = session.method_pref(direction, CIPHER_PREFERENCE);
         }
         session.handshake().map_err(ssh_err)?;
-        session.set_keepalive(true, 10);
+        // No libssh2 keepalive: in blocking mode its wait for the socket
+        // ends at the next keepalive due with LIBSSH2_ERROR_TIMEOUT, so a
+        // peer quiet for 10 s (a cut link that comes back, a receiver busy
+        // on a full disk) failed a transfer long before SSH_TIMEOUT. A kept
+        // session the peer dropped meanwhile is replaced at its next use.
 
         let known_hosts = settings.known_hosts();
         let (key, _) = session.host_key().ok_or_else(|| TransportError::Ssh {
