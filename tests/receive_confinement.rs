@@ -509,6 +509,12 @@ fn an_ambiguous_parent_is_refused() {
         let (ok, stderr) = node.ssh_command("buttervolume receive", &full(name));
         assert!(ok, "{name}: {stderr}");
     }
+    // Nor can a peer land a twin under a sent marker's name (markers are
+    // made here only, and the parent lookup passes over them).
+    let marker = "db@2026-01-01T00:00:00.000001@evil";
+    let (ok, stderr) = node.ssh_command("buttervolume receive", &full(marker));
+    assert!(!ok, "a stream landed {marker}: {stderr}");
+    assert!(!node.root.join("snapshots").join(marker).exists());
     let mut incremental = build::header(1);
     incremental.extend(build::command(
         cmd::SNAPSHOT,

@@ -463,6 +463,30 @@ fn receive_pulls_the_peers_newest_snapshot() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{s2}\n"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already here"));
 
+    // a goes on; b pulls again, on s2, which it pulled itself: its marker
+    // s2@a (a read-only snapshot of s2, with s2's received UUID) is not
+    // taken for a second parent.
+    assert!(n
+        .data(&b)
+        .join("snapshots")
+        .join(format!("{s2}@{a_ip}"))
+        .exists());
+    write_file(&vol.join("three"), 1 << 20, 3);
+    let s3 = n.snapshot(&a, "db");
+    let reply = n.ok(
+        &b,
+        "/VolumeDriver.Snapshot.Receive",
+        json!({"Name": "db", "Host": a_ip}),
+    );
+    assert_eq!(reply["Snapshot"], json!(s3), "{reply}");
+    let summary = reply["Summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("incrementally from {s2}")),
+        "{summary}"
+    );
+    let landed = n.data(&b).join("snapshots").join(&s3);
+    assert_eq!(digest(&landed.join("three")), digest(&vol.join("three")));
+
     // A volume never sent: in full.
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     write_file(&n.data(&a).join("volumes/web/index"), 4096, 3);

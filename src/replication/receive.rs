@@ -213,6 +213,13 @@ fn find_parent(dest: &Path, name: &str, key: &str) -> Result<PathBuf, ReceiveErr
     })?;
     let (mut by_received, mut by_uuid) = (Vec::new(), None);
     for entry in entries.flatten() {
+        // A sent marker is a read-only snapshot of a snapshot, made here
+        // (a stream never lands one, see `feed`): of a received one, it
+        // keeps that one's received UUID (btrfs copies it into read-only
+        // snapshots) and its content, and it is never a stream's parent.
+        if names::is_marker(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         let path = entry.path();
         if !btrfs::is_subvolume(&path) {
             continue;
@@ -333,7 +340,9 @@ fn feed(
     staging_name: &str,
 ) -> Result<(String, bool, u64), ReceiveError> {
     let first = stream::rename_subvolume(input, child_in, staging_name)?;
-    if names::check_snapshot(&first.name).is_err() {
+    // Never a marker's name: markers are made here only, which is what
+    // lets [`find_parent`] pass over them.
+    if names::check_snapshot(&first.name).is_err() || names::is_marker(&first.name) {
         return Err(ReceiveError::Name(first.name));
     }
     let bytes = match &first.parent_uuid {
