@@ -61,9 +61,15 @@ pub(super) fn recall(
     if !of_this || current.generation > known.identity.otransid {
         return None;
     }
-    let path = store.config().snapshots_path.join(&known.name);
+    still_there(store, known)
+}
+
+/// `snapshot`, if it is still in the snapshots dir under its name, with
+/// its UUID.
+fn still_there(store: &VolumeStore, snapshot: Placed) -> Option<Placed> {
+    let path = store.config().snapshots_path.join(&snapshot.name);
     let still = store.fs().identity(&path).ok()?;
-    (still.uuid == known.identity.uuid).then_some(known)
+    (still.uuid == snapshot.identity.uuid).then_some(snapshot)
 }
 
 /// What a restore put in place: the volume's subvolume and its generation
@@ -121,7 +127,5 @@ pub(super) fn recall_restored(
     if known.volume_uuid != current.uuid || current.generation > known.generation {
         return None;
     }
-    let path = store.config().snapshots_path.join(&known.source.name);
-    let still = store.fs().identity(&path).ok()?;
-    (still.uuid == known.source.identity.uuid).then_some(known.source)
+    still_there(store, known.source)
 }
