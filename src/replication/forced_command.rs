@@ -272,7 +272,7 @@ pub fn list(fs: &dyn Subvolumes, dir: &Path, volume: &str, out: &mut dyn Write) 
 /// `list-newest`: the newest pullable snapshot ([`ListedSnapshot::pullable`])
 /// of every volume with one in `dir`, in one scan of `dir`.
 pub fn list_newest(fs: &dyn Subvolumes, dir: &Path, out: &mut dyn Write) {
-    for (_, placed) in crate::snapshots::by_creation_of_all(fs, dir) {
+    for (_, placed) in crate::snapshots::snapshots_of_all(fs, dir) {
         let newest = placed
             .into_iter()
             .rev()

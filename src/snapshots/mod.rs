@@ -251,18 +251,20 @@ pub fn by_creation_of_each(
     dir: &Path,
     volumes: &[String],
 ) -> BTreeMap<String, Vec<Placed>> {
-    scan(fs, dir, |volume| {
+    scan(fs, dir, |name| {
+        let volume = names::volume_of(name);
         volumes.binary_search_by(|v| v.as_str().cmp(volume)).is_ok()
     })
 }
 
-/// [`by_creation_of_each`] for every volume with a snapshot in `dir`.
-pub fn by_creation_of_all(fs: &dyn Subvolumes, dir: &Path) -> BTreeMap<String, Vec<Placed>> {
-    scan(fs, dir, |_| true)
+/// The snapshots (no sent markers) of every volume with one in `dir`,
+/// from one scan: a marker's identity is not even read.
+pub fn snapshots_of_all(fs: &dyn Subvolumes, dir: &Path) -> BTreeMap<String, Vec<Placed>> {
+    scan(fs, dir, |name| !names::is_marker(name))
 }
 
-/// The snapshots in `dir` of the volumes `wanted` keeps, by volume, each
-/// group in creation order.
+/// The entries of `dir` named like snapshots or markers that `wanted`
+/// keeps (it sees the name), by volume, each group in creation order.
 fn scan(
     fs: &dyn Subvolumes,
     dir: &Path,
@@ -277,7 +279,7 @@ fn scan(
         .filter_map(|e| e.file_name().into_string().ok())
     {
         let volume = names::volume_of(&name);
-        if !name.contains('@') || name.starts_with('.') || !wanted(volume) {
+        if !name.contains('@') || name.starts_with('.') || !wanted(&name) {
             continue;
         }
         let Ok(identity) = fs.identity(&dir.join(&name)) else {

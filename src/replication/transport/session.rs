@@ -281,8 +281,7 @@ impl Peer {
                 let fresh = Peer::connect(&self.target, &self.settings)?;
                 std::mem::swap(&mut *self.conn.borrow_mut(), &mut *fresh.conn.borrow_mut());
                 // `fresh` now holds the stale connection: cut it.
-                fresh.broken.set(true);
-                fresh.cut.set(true);
+                fresh.cut_now();
                 self.reused.set(false);
                 let session = &self.conn.borrow().session;
                 session.channel_session().map_err(|e| self.fail("", e))?
@@ -311,7 +310,6 @@ impl Peer {
         });
         if stalled.get() {
             // A dead link: closing politely would wait as long again.
-            self.broken.set(true);
             self.cut_now();
             return Err(TransportError::Stalled {
                 host: self.host.clone(),
