@@ -79,7 +79,12 @@ pub enum DaemonVerb {
     },
     /// SSH forced command: serve a peer's request (see authorized_keys)
     #[command(hide = true)]
-    SshCommand,
+    SshCommand {
+        /// The peer this key belongs to, as this node's schedule names it:
+        /// the key then reads only what is replicated with it
+        #[arg(long)]
+        peer: Option<String>,
+    },
 }
 
 /// A CLI failure: printed on stderr as `ERROR:root:<message>`, exit status 1.
@@ -156,9 +161,9 @@ fn daemon_verb(config: Config, verb: DaemonVerb) -> ExitCode {
                 .map_err(Failure::from),
         ),
         // The peer reads the forced command's own status.
-        DaemonVerb::SshCommand => {
-            ExitCode::from(crate::replication::forced_command::run(&config) as u8)
-        }
+        DaemonVerb::SshCommand { peer } => ExitCode::from(
+            crate::replication::forced_command::run(&config, peer.as_deref()) as u8,
+        ),
     }
 }
 

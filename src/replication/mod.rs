@@ -27,6 +27,7 @@ pub mod progress;
 pub mod protocol;
 pub mod pull;
 pub mod receive;
+pub mod scope;
 mod send;
 pub mod stream;
 mod sync;

@@ -74,6 +74,14 @@ pub enum FollowError {
         ours: String,
         theirs: String,
     },
+    #[error("{peer} lists its newest state of {volume} ({theirs}) as {claimed}, a snapshot made on this node, and as newer than {volume}'s state here ({ours}): that contradicts what is here, so the mount is refused and nothing is restored; to take {claimed} anyway: buttervolume restore {claimed} {volume}; to mount as it is, pause the line: buttervolume schedule replicate:{peer} pause {volume}")]
+    Contradiction {
+        volume: String,
+        peer: String,
+        ours: String,
+        theirs: String,
+        claimed: String,
+    },
     #[error("bringing {volume}'s newer state from {peer}: {source}")]
     Pull {
         volume: String,
@@ -147,6 +155,14 @@ pub enum Decision {
     Fetch { theirs: String },
     /// Both moved on: neither state was built on the other.
     SplitBrain { ours: String, theirs: String },
+    /// The peer's newest claims the identity of `claimed`, a snapshot made
+    /// here, yet is to be taken over `ours`: a claim that contradicts what
+    /// is here. Nothing is restored.
+    Contradiction {
+        ours: Option<String>,
+        theirs: String,
+        claimed: String,
+    },
 }
 
 /// The follow rule (see the module doc). `remote` is the peer's listing,
@@ -166,17 +182,27 @@ pub fn decide(
     let Some(newest) = theirs.last() else {
         return Decision::Stay;
     };
-    let here = local.iter().find(|k| newest.same_as(&k.placed.identity));
-    let take = || match here {
-        Some(k) => Decision::Restore {
+    // The snapshot here the peer's newest claims to be. Only a copy this
+    // node received (read-only, with a received UUID) may be restored on
+    // that claim: a snapshot made here is never taken back because a
+    // peer's line names its identity.
+    let claimed = local.iter().find(|k| newest.same_as(&k.placed.identity));
+    let here = claimed.filter(|k| k.placed.identity.read_only && k.placed.identity.received_uuid.is_some());
+    let take = |ours: Option<&Known>| match (claimed, here) {
+        (_, Some(k)) => Decision::Restore {
             snapshot: k.placed.name.clone(),
         },
-        None => Decision::Fetch {
+        (Some(made_here), None) => Decision::Contradiction {
+            ours: ours.map(|o| o.placed.name.clone()),
+            theirs: newest.name.clone(),
+            claimed: made_here.placed.name.clone(),
+        },
+        (None, None) => Decision::Fetch {
             theirs: newest.name.clone(),
         },
     };
     let ours = match current {
-        Current::Fresh => return take(),
+        Current::Fresh => return take(None),
         Current::At(ours) => ours,
     };
     if newest.same_as(&ours.placed.identity) {
@@ -188,9 +214,10 @@ pub fn decide(
     let went_on_from_ours =
         ours_there.is_some_and(|o| built_on(&State::listed(newest), &State::listed(o)));
     if went_on_from_ours || built_on(&State::listed(newest), &ours.state()) {
-        return take();
+        return take(Some(ours));
     }
-    let ours_built_on_theirs = match here {
+    // Staying is always safe: any snapshot here with that identity tells.
+    let ours_built_on_theirs = match claimed {
         Some(theirs_here) => built_on(&ours.state(), &theirs_here.state()),
         None => built_on(&ours.state(), &State::listed(newest)),
     };
@@ -248,6 +275,19 @@ pub fn before_first_mount(
                 peer: peer.into(),
                 ours,
                 theirs,
+            })
+        }
+        Decision::Contradiction {
+            ours,
+            theirs,
+            claimed,
+        } => {
+            return Err(FollowError::Contradiction {
+                volume: volume.into(),
+                peer: peer.into(),
+                ours: ours.unwrap_or_else(|| "its empty state".into()),
+                theirs,
+                claimed,
             })
         }
         Decision::Restore { snapshot } => (snapshot, false),
@@ -371,167 +411,4 @@ fn is_here(store: &VolumeStore, listed: &ListedSnapshot) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::btrfs::SubvolumeIdentity;
-
-    fn listed(
-        name: &str,
-        uuid: &str,
-        received: Option<&str>,
-        created: u64,
-        lineage: &[&str],
-    ) -> ListedSnapshot {
-        ListedSnapshot::example(name, uuid, received, Some(created), lineage)
-    }
-
-    /// A local snapshot of subvolume `of` (its parent UUID).
-    fn here(
-        name: &str,
-        uuid: &str,
-        received: Option<&str>,
-        of: &str,
-        order: u64,
-        lineage: &[&str],
-    ) -> Known {
-        Known {
-            placed: Placed {
-                name: name.into(),
-                identity: SubvolumeIdentity {
-                    uuid: uuid.into(),
-                    parent_uuid: Some(of.into()),
-                    received_uuid: received.map(String::from),
-                    read_only: true,
-                    otime: 0,
-                    id: 256 + order,
-                    otransid: order,
-                    generation: order,
-                },
-            },
-            lineage: lineage.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn the_peer_went_on_from_the_state_restored_here() {
-        // a made s1 and s2 of its volume va (no restore there); b holds s1,
-        // received and restored (b's volume holds it, unwritten), but not
-        // s2: a's listing says s2 went on from s1.
-        let with_parent = |mut l: ListedSnapshot| {
-            l.parent_uuid = Some("va".into());
-            l
-        };
-        let remote = [
-            with_parent(listed("db@1", "a1", None, 1, &[])),
-            with_parent(listed("db@2", "a2", None, 2, &[])),
-        ];
-        let s1_here = here("db@1", "b1", Some("a1"), "vb0", 5, &[]);
-        let at_s1 = Current::At(s1_here.clone());
-        assert_eq!(
-            decide("db", &remote, std::slice::from_ref(&s1_here), &at_s1),
-            Decision::Fetch {
-                theirs: "db@2".into()
-            }
-        );
-        // An older peer (no parent UUID listed) cannot tell: the mount is
-        // refused rather than guessed.
-        let old = [
-            listed("db@1", "a1", None, 1, &[]),
-            listed("db@2", "a2", None, 2, &[]),
-        ];
-        assert!(matches!(
-            decide("db", &old, std::slice::from_ref(&s1_here), &at_s1),
-            Decision::SplitBrain { .. }
-        ));
-        // Two subvolumes there (a restore in between): not one history.
-        let mut restored = remote.clone();
-        restored[1].parent_uuid = Some("va2".into());
-        assert!(matches!(
-            decide("db", &restored, std::slice::from_ref(&s1_here), &at_s1),
-            Decision::SplitBrain { .. }
-        ));
-    }
-
-    #[test]
-    fn the_peers_state_is_taken_when_built_on_ours() {
-        // a made s1 (of its volume va) and sent it; b restored it and made
-        // s2 on it (s2's lineage holds s1).
-        let s1 = here("db@1", "a1", None, "va", 1, &[]);
-        let remote = [
-            listed("db@1", "b1", Some("a1"), 1, &[]),
-            listed("db@2", "b2", None, 2, &["a1"]),
-        ];
-        let at_s1 = Current::At(s1.clone());
-        assert_eq!(
-            decide("db", &remote, std::slice::from_ref(&s1), &at_s1),
-            Decision::Fetch {
-                theirs: "db@2".into()
-            }
-        );
-        // s2 already pushed here (by b's unmount): restore it.
-        let s2_here = here("db@2", "a2", Some("b2"), "vb", 2, &["a1"]);
-        let local = [s1.clone(), s2_here.clone()];
-        assert_eq!(
-            decide("db", &remote, &local, &at_s1),
-            Decision::Restore {
-                snapshot: "db@2".into()
-            }
-        );
-        // At it already; or a fresh volume, which takes the newest.
-        assert_eq!(
-            decide("db", &remote, &local, &Current::At(s2_here)),
-            Decision::Stay
-        );
-        assert_eq!(
-            decide("db", &remote, &[], &Current::Fresh),
-            Decision::Fetch {
-                theirs: "db@2".into()
-            }
-        );
-        assert_eq!(
-            decide("db", &[], std::slice::from_ref(&s1), &at_s1),
-            Decision::Stay
-        );
-    }
-
-    #[test]
-    fn being_ahead_is_fine_and_divergence_is_refused() {
-        // We made s3 after s1 on the same volume; b holds only s1.
-        let s1 = here("db@1", "a1", None, "va", 1, &[]);
-        let s3 = here("db@3", "a3", None, "va", 3, &[]);
-        let remote = [listed("db@1", "b1", Some("a1"), 1, &[])];
-        let local = [s1.clone(), s3.clone()];
-        assert_eq!(
-            decide("db", &remote, &local, &Current::At(s3.clone())),
-            Decision::Stay
-        );
-        // We restored b's s2 and took s4 of it: built on theirs.
-        let s4 = here("db@4", "a4", None, "va2", 4, &["b2"]);
-        let remote = [listed("db@2", "b2", None, 2, &["a1"])];
-        assert_eq!(
-            decide(
-                "db",
-                &remote,
-                std::slice::from_ref(&s4),
-                &Current::At(s4.clone())
-            ),
-            Decision::Stay
-        );
-        // b started from scratch (empty lineage) while we moved on: split.
-        let remote = [listed("db@5", "b5", None, 5, &[])];
-        assert_eq!(
-            decide("db", &remote, &local, &Current::At(s3)),
-            Decision::SplitBrain {
-                ours: "db@3".into(),
-                theirs: "db@5".into()
-            }
-        );
-        // Even when b's divergent state was pushed here already.
-        let b5_here = here("db@5", "a5", Some("b5"), "vb", 6, &[]);
-        let s3 = here("db@3", "a3", None, "va", 3, &[]);
-        assert!(matches!(
-            decide("db", &remote, &[s1, s3.clone(), b5_here], &Current::At(s3)),
-            Decision::SplitBrain { .. }
-        ));
-    }
-}
+mod tests;
