@@ -6,7 +6,7 @@ packages=(
     btrfs-progs libbtrfsutil-dev libclang-dev pkg-config   # build + btrfs
     openssh-server openssh-client rsync                    # replication
     docker.io docker-compose busybox-static                # Docker e2e tests
-    iproute2 util-linux curl python3-venv                  # test harness
+    iproute2 util-linux curl python3-venv attr             # test harness
     prometheus                                             # metrics tests (a real server scrapes)
     mmdebstrap tini                                        # managed plugin build
 )

@@ -310,6 +310,22 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
     }
 }
 
+/// Removes an extended attribute from `path` (not following symlinks);
+/// one that is not set is no error.
+pub fn remove_xattr(path: &Path, name: &str) -> Result<()> {
+    let c_path = cstring(path, "remove xattr")?;
+    let c_name = CString::new(name).expect("xattr names are static strings");
+    // SAFETY: both pointers are valid NUL-terminated strings that live
+    // across the call.
+    let rc = unsafe { libc::lremovexattr(c_path.as_ptr(), c_name.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    if rc == 0 || err.raw_os_error() == Some(libc::ENODATA) {
+        Ok(())
+    } else {
+        Err(BtrfsError::io("remove xattr", path, err))
+    }
+}
+
 /// Reads an extended attribute; `Ok(None)` when it is not set.
 pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let c_path = cstring(path, "get xattr")?;

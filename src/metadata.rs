@@ -1,21 +1,89 @@
 //! Per-volume metadata: creation options, the non-migrable flag, Docker
 //! labels and the creation time.
 //!
-//! Why an extended attribute (`user.buttervolume`) on the subvolume's root
-//! directory rather than a side file or database: the attribute is part of
-//! the subvolume itself, so btrfs carries it through every snapshot, every
-//! writable snapshot made by restore or clone, and every `btrfs send` /
-//! `receive` to the passive node, with no second copy to keep consistent.
-//! A volume whose Docker record is lost (buttervolume issue #23) still knows
-//! its labels and whether it may move.
+//! Why an extended attribute (`trusted.buttervolume`) on the subvolume's
+//! root directory rather than a side file or database: the attribute is
+//! part of the subvolume itself, so btrfs carries it through every
+//! snapshot, every writable snapshot made by restore or clone, and every
+//! `btrfs send` / `receive` to the passive node, with no second copy to
+//! keep consistent. A volume whose Docker record is lost (buttervolume
+//! issue #23) still knows its labels and whether it may move.
+//!
+//! Why `trusted.`: only a process with CAP_SYS_ADMIN may read or write that
+//! namespace, so the container's own user, which owns the volume's root
+//! directory, cannot unset `nonmigrable`, turn follow off or forge labels
+//! and lineage (it could with `user.`). Releases before this one wrote
+//! `user.buttervolume`: the daemon moves each volume's attribute to
+//! `trusted.` at start ([`migrate`]) and never decides anything on a
+//! volume's `user.` attribute again. Read-only snapshots made before that
+//! cannot be rewritten; their `user.` attribute is still read
+//! ([`read`]): it was frozen when they were taken.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::btrfs::BtrfsError;
+use crate::subvolumes::Subvolumes;
+
 /// Name of the extended attribute holding the JSON metadata.
-pub const XATTR: &str = "user.buttervolume";
+pub const XATTR: &str = "trusted.buttervolume";
+
+/// Where releases before the move to `trusted.` kept it.
+pub const LEGACY_XATTR: &str = "user.buttervolume";
+
+/// The raw metadata of the volume or snapshot at `path`: `trusted.`, or for
+/// a read-only snapshot without it (made before [`migrate`]) its frozen
+/// `user.` attribute. A writable volume's `user.` attribute is never read:
+/// the container can write it.
+pub fn read(fs: &dyn Subvolumes, path: &Path) -> Result<Option<Vec<u8>>, BtrfsError> {
+    if let Some(value) = fs.get_xattr(path, XATTR)? {
+        return Ok(Some(value));
+    }
+    if fs.identity(path).is_ok_and(|id| id.read_only) {
+        return fs.get_xattr(path, LEGACY_XATTR);
+    }
+    Ok(None)
+}
+
+/// Moves the metadata of every volume in `volumes_dir` from `user.` to
+/// `trusted.` (at the daemon's start, before any request): a volume that
+/// has no `trusted.` attribute gets its `user.` value (or the defaults), so
+/// every snapshot taken from now on carries `trusted.`; the `user.`
+/// attribute is then removed. Returns how many volumes were migrated.
+pub fn migrate(fs: &dyn Subvolumes, volumes_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(volumes_dir) else {
+        return 0;
+    };
+    let mut migrated = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !fs.is_subvolume(&path) {
+            continue;
+        }
+        let outcome = (|| -> Result<bool, BtrfsError> {
+            let legacy = fs.get_xattr(&path, LEGACY_XATTR)?;
+            let has_trusted = fs.get_xattr(&path, XATTR)?.is_some();
+            if !has_trusted {
+                let value = legacy.clone().unwrap_or_else(|| VolumeMetadata::default().encode());
+                fs.set_xattr(&path, XATTR, &value)?;
+            }
+            if legacy.is_some() {
+                fs.remove_xattr(&path, LEGACY_XATTR)?;
+            }
+            Ok(!has_trusted || legacy.is_some())
+        })();
+        match outcome {
+            Ok(true) => migrated += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot move the volume's metadata to trusted.buttervolume")
+            }
+        }
+    }
+    migrated
+}
 
 /// The Docker label that marks a volume as bound to its node.
 pub const NONMIGRABLE_LABEL: &str = "com.github.mlfmonde.cluster.nonmigrable";
@@ -121,6 +189,49 @@ mod tests {
         let mut m = VolumeMetadata::default();
         m.set_labels([(NONMIGRABLE_LABEL.to_string(), "False".to_string())].into());
         assert!(!m.nonmigrable);
+    }
+
+    #[test]
+    fn metadata_moves_to_trusted_and_a_volumes_user_attribute_is_never_read() {
+        use crate::subvolumes::fake::FakeSubvolumes;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeSubvolumes::default();
+        let (old, bare, new) = (
+            dir.path().join("old"),
+            dir.path().join("bare"),
+            dir.path().join("new"),
+        );
+        for v in [&old, &bare, &new] {
+            fs.create(v).unwrap();
+        }
+        let flagged = VolumeMetadata {
+            nonmigrable: true,
+            ..Default::default()
+        };
+        fs.set_xattr(&old, LEGACY_XATTR, &flagged.encode()).unwrap();
+        fs.set_xattr(&new, XATTR, &flagged.encode()).unwrap();
+        // A snapshot taken before the move keeps its frozen user. value.
+        let frozen = dir.path().join("old@1");
+        fs.snapshot(&old, &frozen, true).unwrap();
+
+        assert_eq!(migrate(&fs, dir.path()), 2, "old and bare");
+        let meta = |p: &Path| VolumeMetadata::decode(p, read(&fs, p).unwrap());
+        assert!(meta(&old).nonmigrable, "the flag survives the move");
+        assert_eq!(fs.get_xattr(&old, LEGACY_XATTR).unwrap(), None);
+        assert!(fs.get_xattr(&bare, XATTR).unwrap().is_some());
+        assert!(meta(&frozen).nonmigrable);
+        assert_eq!(migrate(&fs, dir.path()), 0, "once is enough");
+
+        // The container's user rewrites user.buttervolume afterwards: no
+        // effect on the volume, nor on a snapshot taken later.
+        fs.set_xattr(&new, LEGACY_XATTR, &VolumeMetadata::default().encode())
+            .unwrap();
+        fs.set_xattr(&bare, LEGACY_XATTR, &flagged.encode()).unwrap();
+        assert!(meta(&new).nonmigrable);
+        assert!(!meta(&bare).nonmigrable);
+        let later = dir.path().join("bare@2");
+        fs.snapshot(&bare, &later, true).unwrap();
+        assert!(!meta(&later).nonmigrable);
     }
 
     #[test]

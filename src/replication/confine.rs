@@ -18,7 +18,11 @@
 //! - operations that follow a symlink in their last component (WRITE,
 //!   TRUNCATE, CHMOD, CLONE, FALLOCATE, FILEATTR, ENCODED_WRITE,
 //!   ENABLE_VERITY) never target one;
-//! - no second SUBVOL/SNAPSHOT command: one stream lands one subvolume.
+//! - no second SUBVOL/SNAPSHOT command: one stream lands one subvolume;
+//! - no `trusted.` extended attribute but the volume's own metadata
+//!   ([`crate::metadata::XATTR`]) on the subvolume's root: that namespace
+//!   is for privileged programs (overlayfs keeps its whiteouts and
+//!   redirects there), and a stream must not plant metadata on a file.
 //!
 //! The kernel never sends anything these rules refuse: a path it writes is
 //! built from the inode's parent directories, and it does not write data
@@ -275,7 +279,18 @@ impl<I: Inherited> Confinement<I> {
             }
             // lsetxattr, lremovexattr, lchown, utimensat(AT_SYMLINK_NOFOLLOW),
             // and the no-data placeholder: the last component is not followed.
-            cmd::SET_XATTR | cmd::REMOVE_XATTR | cmd::CHOWN | cmd::UTIMES | cmd::UPDATE_EXTENT => {
+            cmd::SET_XATTR | cmd::REMOVE_XATTR => {
+                let path = self.path(attributes, attr::PATH)?;
+                let name = attributes.get(attr::XATTR_NAME).unwrap_or_default();
+                let ours = crate::metadata::XATTR.as_bytes();
+                if name.starts_with(b"trusted.") && (name != ours || !path.is_empty()) {
+                    return Err(refused(format!(
+                        "the extended attribute {:?} on {path:?}",
+                        String::from_utf8_lossy(name)
+                    )));
+                }
+            }
+            cmd::CHOWN | cmd::UTIMES | cmd::UPDATE_EXTENT => {
                 self.path(attributes, attr::PATH)?;
             }
             cmd::WRITE

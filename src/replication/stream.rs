@@ -77,6 +77,7 @@ pub mod cmd {
 /// Attribute types (enum btrfs_send_attr) this side looks at.
 pub mod attr {
     pub const UUID: u16 = 1;
+    pub const XATTR_NAME: u16 = 13;
     pub const PATH: u16 = 15;
     pub const PATH_TO: u16 = 16;
     pub const PATH_LINK: u16 = 17;

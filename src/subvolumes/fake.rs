@@ -57,6 +57,7 @@ pub enum Call {
     SetReadOnly(PathBuf, bool),
     AddInodeFlags(PathBuf, libc::c_int),
     SetXattr(PathBuf, String),
+    RemoveXattr(PathBuf, String),
 }
 
 /// Which change [`FakeSubvolumes::fail_next`] makes fail.
@@ -361,6 +362,18 @@ impl Subvolumes for FakeSubvolumes {
         let mut state = self.lock();
         let subvolume = state.get_mut("setxattr", path)?;
         subvolume.xattrs.insert(name.into(), value.to_vec());
+        Ok(())
+    }
+
+    fn remove_xattr(&self, path: &Path, name: &str) -> Result<()> {
+        self.change(
+            Op::SetXattr,
+            "removexattr",
+            path,
+            Call::RemoveXattr(path.into(), name.into()),
+        )?;
+        let mut state = self.lock();
+        state.get_mut("removexattr", path)?.xattrs.remove(name);
         Ok(())
     }
 }

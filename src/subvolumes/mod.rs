@@ -46,6 +46,8 @@ pub trait Subvolumes: Send + Sync + 'static {
     fn get_xattr(&self, path: &Path, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes an extended attribute.
     fn set_xattr(&self, path: &Path, name: &str, value: &[u8]) -> Result<()>;
+    /// Removes an extended attribute (absent: no error).
+    fn remove_xattr(&self, path: &Path, name: &str) -> Result<()>;
 }
 
 /// The real thing: the kernel's btrfs through [`crate::btrfs`].
@@ -85,5 +87,8 @@ impl Subvolumes for Btrfs {
     }
     fn set_xattr(&self, path: &Path, name: &str, value: &[u8]) -> Result<()> {
         btrfs::set_xattr(path, name, value)
+    }
+    fn remove_xattr(&self, path: &Path, name: &str) -> Result<()> {
+        btrfs::remove_xattr(path, name)
     }
 }

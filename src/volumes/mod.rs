@@ -326,7 +326,7 @@ impl VolumeStore {
     pub fn read_metadata(&self, path: &Path) -> std::result::Result<VolumeMetadata, BtrfsError> {
         Ok(VolumeMetadata::decode(
             path,
-            self.fs.get_xattr(path, crate::metadata::XATTR)?,
+            crate::metadata::read(self.fs.as_ref(), path)?,
         ))
     }
 

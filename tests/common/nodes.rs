@@ -64,9 +64,10 @@ impl Nodes {
         nodes_ok(&["ip", node]).trim().to_string()
     }
 
-    /// Lets `from` send to `to` through our forced command.
+    /// Lets `from` send to `to` through our forced command, the key scoped
+    /// to `from` as `to`'s schedule names it (its address).
     pub fn pair(&self, from: &str, to: &str) {
-        let command = format!("{BIN} ssh-command");
+        let command = format!("{BIN} ssh-command --peer {}", self.ip(from));
         nodes_ok(&["pair", from, to, &command]);
     }
 

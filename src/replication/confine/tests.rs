@@ -201,3 +201,25 @@ fn one_subvolume_per_stream() {
     assert!(!run(&mut c, cmd::SNAPSHOT, &[(attr::PATH, b"db@2099")]));
     assert!(!run(&mut c, 99, &[]));
 }
+
+#[test]
+fn only_the_volumes_own_metadata_may_be_set_in_the_trusted_namespace() {
+    let mut c = Confinement::new(NoParent, false);
+    let (p, n) = (attr::PATH, attr::XATTR_NAME);
+    assert!(run(&mut c, cmd::MKFILE, &[(p, b"f")]));
+    let ours = crate::metadata::XATTR.as_bytes();
+    for command in [cmd::SET_XATTR, cmd::REMOVE_XATTR] {
+        assert!(run(&mut c, command, &[(p, b""), (n, ours)]));
+        assert!(run(&mut c, command, &[(p, b"f"), (n, b"user.anything")]));
+        assert!(run(&mut c, command, &[(p, b"f"), (n, b"security.capability")]));
+        assert!(!run(&mut c, command, &[(p, b"f"), (n, ours)]), "{command}");
+        assert!(
+            !run(&mut c, command, &[(p, b"f"), (n, b"trusted.overlay.opaque")]),
+            "{command}"
+        );
+        assert!(
+            !run(&mut c, command, &[(p, b""), (n, b"trusted.other")]),
+            "{command}"
+        );
+    }
+}

@@ -229,7 +229,7 @@ fn write_listed(fs: &dyn Subvolumes, dir: &Path, placed: Placed, out: &mut dyn W
     let path = dir.join(&placed.name);
     let metadata = crate::metadata::VolumeMetadata::decode(
         &path,
-        fs.get_xattr(&path, crate::metadata::XATTR).ok().flatten(),
+        crate::metadata::read(fs, &path).ok().flatten(),
     );
     let line = ListedSnapshot {
         lineage: metadata.lineage,
