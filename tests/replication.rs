@@ -56,7 +56,7 @@ fn full_then_incremental_sends_with_identity_checks() {
         .join(format!("{s1}@{b_ip}"))
         .exists());
     // The metadata xattr travelled with the data.
-    let meta = buttervolume::btrfs::get_xattr(&remote, "user.buttervolume").unwrap();
+    let meta = buttervolume::btrfs::get_xattr(&remote, "trusted.buttervolume").unwrap();
     assert!(meta.is_some(), "metadata did not travel");
 
     // 20 successive incremental sends, each small and each landing.
@@ -214,6 +214,9 @@ fn sync_pulls_a_volume_with_rsync() {
     let (n, a, b, b_ip) = Nodes::sender_and_receiver("rs", "2G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "web"}));
+    n.paused_line(&b, "web", &format!("synchronize:{}", n.ip(&a)));
+    // b synchronizes web with a too: a's key may read it there.
+    n.paused_line(&b, "web", &format!("synchronize:{}", n.ip(&a)));
     write_file(&n.data(&b).join("volumes/web/remote"), 10000, 3);
     write_file(&n.data(&a).join("volumes/web/local"), 100, 4);
     n.ok(
@@ -347,6 +350,7 @@ fn sync_sends_symlinks_as_links_and_refuses_following_them() {
     let (n, a, b, b_ip) = Nodes::sender_and_receiver("rl", "2G");
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "web"}));
+    n.paused_line(&b, "web", &format!("synchronize:{}", n.ip(&a)));
     // What a container on b could plant: links to b's host files.
     let remote = n.data(&b).join("volumes/web");
     std::os::unix::fs::symlink("/etc/ssh", remote.join("host-dir")).unwrap();
@@ -487,10 +491,14 @@ fn receive_pulls_the_peers_newest_snapshot() {
     let landed = n.data(&b).join("snapshots").join(&s3);
     assert_eq!(digest(&landed.join("three")), digest(&vol.join("three")));
 
-    // A volume never sent: in full.
+    // A volume never sent: in full (a replicates it with b: its line,
+    // paused here, lets b's key pull it), and b's key reads nothing else.
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     write_file(&n.data(&a).join("volumes/web/index"), 4096, 3);
     let w1 = n.snapshot(&a, "web");
+    let err = n.post(&b, "/VolumeDriver.Snapshot.Receive", &json!({"Name": "web", "Host": a_ip}));
+    assert!(err["Err"].as_str().unwrap().contains("it has no snapshot of web"), "{err}");
+    n.paused_line(&a, "web", &format!("replicate:{b_ip}"));
     let reply = n.ok(
         &b,
         "/VolumeDriver.Snapshot.Receive",
@@ -645,6 +653,8 @@ fn an_idle_round_asks_the_peer_once_for_every_volume() {
     let s1 = n.snapshot(&a, "v1");
     n.send(&a, &s1, &b_ip);
     n.ok(&b, "/VolumeDriver.Create", json!({"Name": "v2"}));
+    // b replicates v2 with a (its line, paused here): a's key may pull it.
+    n.paused_line(&b, "v2", &format!("replicate:{}", n.ip(&a)));
     write_file(&n.data(&b).join("volumes/v2/b"), 1 << 20, 2);
     let b2 = n.snapshot(&b, "v2");
     let before = peer_commands(&n, &b).len();

@@ -125,6 +125,19 @@ impl Nodes {
         PathBuf::from(format!("/proc/{}/root/var/lib/buttervolume", pid.trim()))
     }
 
+    /// Appends a paused `action` line for `volume` to the node's schedule:
+    /// how a node names its partner for a volume (which scopes the
+    /// partner's key there) without the line ever running in the test.
+    pub fn paused_line(&self, node: &str, volume: &str, action: &str) {
+        let schedule = self
+            .data(node)
+            .join("../../../etc/buttervolume/schedule.csv");
+        let mut text = std::fs::read_to_string(&schedule).unwrap_or_default();
+        text.push_str(&format!("{volume},\"{action}\",60,False\r\n"));
+        std::fs::create_dir_all(schedule.parent().unwrap()).unwrap();
+        std::fs::write(&schedule, text).unwrap();
+    }
+
     /// Our CLI (run here) against the node's daemon.
     pub fn cli(&self, node: &str, args: &[&str]) -> Output {
         Command::new(BIN)

@@ -88,6 +88,20 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The data directory the request reads or writes (where the markers
+    /// of rsync's volumes are).
+    fn data_dir<'a>(&'a self, config: &'a Config) -> &'a Path {
+        match self {
+            Request::Receive { dir, .. } | Request::List { dir, .. } | Request::ListNewest { dir } => dir,
+            Request::Delete { path } | Request::Send { path, .. } => {
+                path.parent().unwrap_or(path)
+            }
+            Request::Rsync { .. } => &config.snapshots_path,
+        }
+    }
+}
+
 fn same_dir(a: &str, b: &Path) -> bool {
     Path::new(a.trim_end_matches('/')) == Path::new(b.to_string_lossy().trim_end_matches('/'))
 }
@@ -204,7 +218,7 @@ pub fn delete(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
 /// carries.
 pub fn list(fs: &dyn Subvolumes, scope: &Scope, dir: &Path, volume: &str, out: &mut dyn Write) {
     for placed in crate::snapshots::by_creation(fs, dir, volume, true) {
-        if scope.sees(fs, dir, &placed.name) {
+        if scope.sees(fs, &placed.name) {
             write_listed(fs, dir, placed, out);
         }
     }
@@ -216,7 +230,7 @@ pub fn list(fs: &dyn Subvolumes, scope: &Scope, dir: &Path, volume: &str, out: &
 pub fn list_newest(fs: &dyn Subvolumes, scope: &Scope, dir: &Path, out: &mut dyn Write) {
     for (_, placed) in crate::snapshots::snapshots_of_all(fs, dir) {
         let newest = placed.into_iter().rev().find(|p| {
-            is_pullable(&p.name, p.identity.read_only) && scope.sees(fs, dir, &p.name)
+            is_pullable(&p.name, p.identity.read_only) && scope.sees(fs, &p.name)
         });
         if let Some(newest) = newest {
             write_listed(fs, dir, newest, out);
@@ -256,12 +270,12 @@ pub fn sendable(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
 /// Refuses a snapshot `path` that `scope` does not see (reported as out of
 /// scope only when it exists: a peer learns nothing of other volumes).
 pub fn in_scope(fs: &dyn Subvolumes, scope: &Scope, path: &Path) -> Result<(), Refusal> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+    let Some(name) = path.file_name() else {
         return Err(Refusal::NoSuchSnapshot(path.into()));
     };
     let name = name.to_string_lossy();
     match scope.peer() {
-        Some(peer) if !scope.sees(fs, dir, &name) => Err(Refusal::OutOfScope {
+        Some(peer) if !scope.sees(fs, &name) => Err(Refusal::OutOfScope {
             what: name.into_owned(),
             peer: peer.into(),
         }),
@@ -283,7 +297,7 @@ pub fn run(config: &Config, peer: Option<&str>) -> i32 {
     };
     log_line(config, "accepted", &original);
     let fs = Btrfs;
-    let scope = Scope::load(config, peer);
+    let scope = Scope::load(config, peer, request.data_dir(config));
     let outcome = match request {
         Request::Receive {
             dir,
@@ -374,9 +388,7 @@ impl Receiving<'_> {
         match receive::receive(self.dir, &mut input, parent_uuid) {
             Ok(received) => {
                 // Before the reply: the sender's next request may read it.
-                if let Err(e) =
-                    scope::record_received(self.config, self.scope, &received.name, &received.uuid)
-                {
+                if let Err(e) = scope::record_received(self.config, self.scope, &received) {
                     eprintln!("buttervolume: cannot record who sent {}: {e}", received.name);
                 }
                 // What the daemon's metrics count (crate::metrics::peer_log).
