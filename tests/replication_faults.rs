@@ -312,8 +312,10 @@ fn stray_snapshot_of_the_same_name_on_the_receiver() {
     );
     assert_eq!(n.markers(&a, &b_ip), vec![format!("{base}@{b_ip}")]);
     // The stray is a snapshot of db made on b that a never saw: b's newest
-    // state of db. Any send is refused while it is there (the split-brain
-    // rule), with the way out: delete it there.
+    // state of db (b replicates db with a: its line, paused here, shows
+    // a's key b's own snapshots). Any send is refused while it is there
+    // (the split-brain rule), with the way out: delete it there.
+    n.paused_line(&b, "db", &format!("replicate:{}", n.ip(&a)));
     std::fs::write(n.data(&a).join("volumes/db/later"), "later").unwrap();
     let later = n.snapshot(&a, "db");
     let err = n.send_err(&a, &later, &b_ip);
