@@ -324,10 +324,13 @@ pub mod status {
         ScheduleUnreadable,
         /// A schedule.csv line the scheduler skips.
         InvalidScheduleLine,
+        /// A paired key installed without `--peer`: it reads every volume
+        /// here ([`crate::replication::scope`]).
+        UnscopedKey,
     }
 
     impl ProblemKind {
-        pub const ALL: [ProblemKind; 9] = [
+        pub const ALL: [ProblemKind; 10] = [
             ProblemKind::FollowFailed,
             ProblemKind::JobFailed,
             ProblemKind::SendFailed,
@@ -337,6 +340,7 @@ pub mod status {
             ProblemKind::SchedulePaused,
             ProblemKind::ScheduleUnreadable,
             ProblemKind::InvalidScheduleLine,
+            ProblemKind::UnscopedKey,
         ];
 
         /// The kind as JSON spells it (`job-failed`, ...).
@@ -351,6 +355,7 @@ pub mod status {
                 ProblemKind::SchedulePaused => "schedule-paused",
                 ProblemKind::ScheduleUnreadable => "schedule-unreadable",
                 ProblemKind::InvalidScheduleLine => "invalid-schedule-line",
+                ProblemKind::UnscopedKey => "unscoped-key",
             }
         }
     }

@@ -110,6 +110,7 @@ pub fn collect(
     let volumes = store.list()?;
     sizes.retain(&volumes);
     let mut problems = schedule_problems(schedule, &volumes);
+    problems.extend(key_problems(store.config()));
     let mut jobs_of: BTreeMap<&str, Vec<&JobView>> = BTreeMap::new();
     for job in schedule.jobs() {
         jobs_of.entry(job.name.as_str()).or_default().push(job);
@@ -430,6 +431,24 @@ fn volume_problems(volume: &VolumeStatus, jobs: &[&JobView], now: DateTime<Utc>)
         }
     }
     out
+}
+
+/// Paired keys that read every volume (installed before keys were scoped).
+fn key_problems(config: &crate::config::Config) -> Vec<Problem> {
+    crate::replication::scope::unscoped_keys(config)
+        .into_iter()
+        .map(|key| Problem {
+            kind: ProblemKind::UnscopedKey,
+            volume: None,
+            peer: None,
+            message: unscoped_key_message(&key),
+        })
+        .collect()
+}
+
+/// What `status` and `doctor` say of a key without `--peer`.
+pub fn unscoped_key_message(key: &str) -> String {
+    format!("the paired key {key} reads every volume here (its forced command has no --peer): pair again with scripts/pair-nodes.sh, or add --peer <its name> to its command= in authorized_keys")
 }
 
 fn schedule_problems(schedule: &ScheduleState, volumes: &[String]) -> Vec<Problem> {
