@@ -379,9 +379,9 @@ fn volume_options_schedule_the_volumes_jobs() {
         ("snapshot=0", "unschedule with"),
         (
             "replicate:[fd00::2]=60",
-            "invalid option replicate:[fd00::2]=60",
+            "Unknown option 'replicate:[fd00::2]'",
         ),
-        ("color=blue", "unknown option \"color\""),
+        ("color=blue", "Unknown option 'color'"),
     ] {
         let bad = format!("bad{}", run_tag());
         let err = dk.docker_err(&["volume", "create", "-d", &driver, "-o", opt, &bad]);
