@@ -65,9 +65,19 @@ pub struct CreateRequest {
 pub struct MountRequest {
     #[serde(rename = "Name")]
     pub name: String,
-    /// Docker's mount ID; older daemons may omit it.
+    /// Docker's mount ID. Docker always sends one; raw-API clients (the
+    /// reference's own tests among them) may not.
     #[serde(rename = "ID", default)]
     pub id: Option<String>,
+}
+
+impl MountRequest {
+    /// The mount ID when there is one: a Mount without it is counted
+    /// nowhere (the reference keeps no mount state), so it never holds
+    /// the volume against Remove.
+    pub fn docker_id(&self) -> Option<&str> {
+        self.id.as_deref().filter(|id| !id.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,6 +11,8 @@
 //!   is touched and the difference is explained.
 //! - Stale plugin sockets (moby #22653): a socket file nobody listens on
 //!   makes `docker volume ls` hang. With `--fix` it is removed.
+//! - The legacy `btrfs` driver left behind after a switch to the managed
+//!   plugin (or after its daemon stopped), see [`crate::legacy_driver`].
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -86,9 +88,11 @@ fn is_empty_dir(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Socket files under RUNPATH/plugins that nobody listens on.
+/// Socket files under RUNPATH/plugins that nobody listens on, but the
+/// legacy driver's own (see [`crate::legacy_driver`]).
 fn stale_sockets(config: &Config) -> Vec<PathBuf> {
     let plugins = config.runpath.join("plugins");
+    let legacy = plugins.join(crate::config::SOCKET_FILE);
     let mut candidates = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&plugins) {
         for entry in entries.flatten() {
@@ -108,7 +112,7 @@ fn stale_sockets(config: &Config) -> Vec<PathBuf> {
                 .map(|m| m.file_type().is_socket())
                 .unwrap_or(false)
         })
-        .filter(|p| std::os::unix::net::UnixStream::connect(p).is_err())
+        .filter(|p| *p != legacy && std::os::unix::net::UnixStream::connect(p).is_err())
         .collect()
 }
 
@@ -152,6 +156,10 @@ pub async fn run(config: &Config, fix: bool) -> Result<Vec<Finding>, DoctorError
             action,
         });
     }
+    findings.extend(crate::legacy_driver::findings(
+        &crate::legacy_driver::LegacyPaths::of(config),
+        fix,
+    ));
 
     for key in crate::replication::scope::unscoped_keys(config) {
         findings.push(Finding {

@@ -34,6 +34,7 @@ pub mod fsutil;
 pub mod handover;
 pub mod init;
 pub mod labels;
+pub mod legacy_driver;
 pub mod lineage;
 pub mod metadata;
 pub mod metrics;

@@ -53,9 +53,16 @@ impl MountTable {
             },
             Err(_) => Persisted::default(),
         };
+        let mut state = Persisted { boot_id, ..state };
+        // Counts under an empty ID came from Mounts without one, which
+        // earlier versions counted: they are not Docker's and hold nothing.
+        for ids in state.mounts.values_mut() {
+            ids.remove("");
+        }
+        state.mounts.retain(|_, ids| !ids.is_empty());
         MountTable {
             path: path.into(),
-            state: Mutex::new(Persisted { boot_id, ..state }),
+            state: Mutex::new(state),
         }
     }
 
@@ -127,6 +134,20 @@ mod tests {
         reloaded.unmount("v", "b").unwrap();
         assert_eq!(reloaded.count("v"), 0);
         reloaded.unmount("nope", "x").unwrap();
+    }
+
+    #[test]
+    fn counts_without_an_id_from_earlier_versions_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mounts.json");
+        let body = format!(
+            r#"{{"boot_id":"{}","mounts":{{"v":{{"":2,"a":1}},"w":{{"":1}}}}}}"#,
+            current_boot_id()
+        );
+        std::fs::write(&path, body).unwrap();
+        let table = MountTable::load(&path);
+        assert_eq!(table.count("v"), 1);
+        assert_eq!(table.count("w"), 0);
     }
 
     #[test]

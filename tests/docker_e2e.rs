@@ -268,6 +268,10 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
     let runpath = d.root.join("run");
     std::fs::create_dir_all(runpath.join("plugins")).unwrap();
     drop(std::os::unix::net::UnixListener::bind(runpath.join("plugins/old.sock")).unwrap());
+    // A legacy daemon's socket left behind (issue 21: dockerd keeps
+    // retrying that driver until the file is gone and dockerd restarted).
+    let legacy = runpath.join("plugins/btrfs.sock");
+    drop(std::os::unix::net::UnixListener::bind(&legacy).unwrap());
     d.env
         .push(("BUTTERVOLUME_RUNPATH".into(), runpath.display().to_string()));
 
@@ -281,7 +285,14 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
     assert!(text.contains("would copy the local data"), "{text}");
     assert!(text.contains("stale plugin socket"), "{text}");
     assert!(
-        runpath.join("plugins/old.sock").exists(),
+        text.contains(&format!(
+            "legacy plugin socket {} is dead",
+            legacy.display()
+        )) && text.contains("restart dockerd"),
+        "{text}"
+    );
+    assert!(
+        runpath.join("plugins/old.sock").exists() && legacy.exists(),
         "doctor without --fix changed things"
     );
 
@@ -299,6 +310,7 @@ fn doctor_finds_and_fixes_local_duplicates_and_stale_sockets() {
         "btrfs\n"
     );
     assert!(!runpath.join("plugins/old.sock").exists());
+    assert!(!legacy.exists(), "the dead legacy socket was kept: {text}");
     let ls = docker(&[
         "volume",
         "ls",
@@ -379,9 +391,9 @@ fn volume_options_schedule_the_volumes_jobs() {
         ("snapshot=0", "unschedule with"),
         (
             "replicate:[fd00::2]=60",
-            "invalid option replicate:[fd00::2]=60",
+            "Unknown option 'replicate:[fd00::2]'",
         ),
-        ("color=blue", "unknown option \"color\""),
+        ("color=blue", "Unknown option 'color'"),
     ] {
         let bad = format!("bad{}", run_tag());
         let err = dk.docker_err(&["volume", "create", "-d", &driver, "-o", opt, &bad]);

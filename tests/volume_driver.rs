@@ -122,7 +122,7 @@ fn bad_options_create_nothing() {
             json!({"nonmigrable": "yes please"}),
             "\"true\" or \"false\"",
         ),
-        (json!({"size": "10G"}), "accepted options"),
+        (json!({"size": "10G"}), "Unknown option 'size'. Options are"),
         (
             json!({"copyonwrite": "false", "compression": "zstd"}),
             "copyonwrite=false",
@@ -137,6 +137,157 @@ fn bad_options_create_nothing() {
     let staging = d.volumes().join(".staging");
     let leftovers = std::fs::read_dir(&staging).map(|r| r.count()).unwrap_or(0);
     assert_eq!(leftovers, 0);
+}
+
+/// Issue 21: the reference's own first scenario (its test.py `test`),
+/// request for request, with its exact replies; Mounts and Unmounts carry
+/// no ID there. A Mount without an ID is not counted (the reference keeps
+/// no mount state), so it does not hold the volume against Remove.
+#[test]
+fn the_references_first_scenario_with_mounts_without_an_id() {
+    let d = Daemon::start("refscenario");
+    assert_eq!(
+        d.post("/VolumeDriver.List", &json!({})).1,
+        json!({"Volumes": [], "Err": ""})
+    );
+    let name = "buttervolume-test-0123456789abcdef";
+    let path = d.volumes().join(name);
+    let create = json!({"Name": name});
+    assert_eq!(
+        d.post("/VolumeDriver.Create", &create).1,
+        json!({"Err": ""})
+    );
+    let reply = d.ok("/VolumeDriver.Get", create.clone());
+    assert_eq!(reply["Volume"]["Name"], name);
+    assert_eq!(reply["Volume"]["Mountpoint"], path.to_str().unwrap());
+    assert_eq!(
+        d.post("/VolumeDriver.Create", &create).1,
+        json!({"Err": ""})
+    );
+    assert_eq!(
+        d.ok("/VolumeDriver.List", json!({}))["Volumes"],
+        json!([{"Name": name}])
+    );
+    for _ in 0..2 {
+        let reply = d.ok("/VolumeDriver.Mount", create.clone());
+        assert_eq!(reply["Mountpoint"], path.to_str().unwrap());
+    }
+    let err = d.err(
+        "/VolumeDriver.Mount",
+        json!({"Name": "buttervolume-test-other"}),
+    );
+    assert!(err.ends_with("no such volume"), "{err}");
+    let reply = d.ok("/VolumeDriver.Path", create.clone());
+    assert_eq!(reply["Mountpoint"], path.to_str().unwrap());
+    let err = d.err(
+        "/VolumeDriver.Path",
+        json!({"Name": "buttervolume-test-other"}),
+    );
+    assert!(err.ends_with("no such volume"), "{err}");
+    assert_eq!(
+        d.post("/VolumeDriver.Unmount", &create).1,
+        json!({"Err": ""})
+    );
+    assert_eq!(
+        d.post(
+            "/VolumeDriver.Unmount",
+            &json!({"Name": "buttervolume-test-other"})
+        )
+        .1,
+        json!({"Err": ""})
+    );
+    // Two Mounts, one Unmount, and still removable: nothing was counted.
+    assert_eq!(
+        d.post("/VolumeDriver.Remove", &create).1,
+        json!({"Err": ""})
+    );
+    assert!(!path.exists());
+    let err = d.err("/VolumeDriver.Remove", create.clone());
+    assert!(err.ends_with("no such volume"), "{err}");
+    let err = d.err("/VolumeDriver.Get", create.clone());
+    assert!(err.ends_with("no such volume"), "{err}");
+    assert_eq!(d.ok("/VolumeDriver.List", json!({}))["Volumes"], json!([]));
+}
+
+/// Docker's mounts (with an ID) are counted as before, whatever ID-less
+/// requests come in between: an ID-less Unmount releases none of them, an
+/// empty ID is no ID.
+#[test]
+fn mounts_without_an_id_leave_dockers_counts_alone() {
+    let d = Daemon::start("idless");
+    d.ok("/VolumeDriver.Create", json!({"Name": "m"}));
+    d.ok("/VolumeDriver.Mount", json!({"Name": "m", "ID": "a"}));
+    d.ok("/VolumeDriver.Mount", json!({"Name": "m"}));
+    d.ok("/VolumeDriver.Mount", json!({"Name": "m", "ID": ""}));
+    let reply = d.ok("/VolumeDriver.Get", json!({"Name": "m"}));
+    assert_eq!(reply["Volume"]["Status"]["Mounts"], 1);
+    d.ok("/VolumeDriver.Unmount", json!({"Name": "m"}));
+    let err = d.err("/VolumeDriver.Remove", json!({"Name": "m"}));
+    assert!(err.contains("in use: 1 mount(s)"), "{err}");
+    d.ok("/VolumeDriver.Unmount", json!({"Name": "m", "ID": "a"}));
+    d.ok("/VolumeDriver.Remove", json!({"Name": "m"}));
+}
+
+/// Issue 21: the reference's texts for bad option values, byte for byte
+/// (its test.py `test_compression_option`, and its plugin's copyonwrite
+/// text); good values answer exactly `{"Err": ""}`. Unknown keys are
+/// refused with the text of the reference's master (3.13 ignored them).
+#[test]
+fn option_errors_are_the_references_texts() {
+    let d = Daemon::start("opttexts");
+    let create = |name: &str, opts: serde_json::Value| {
+        d.post("/VolumeDriver.Create", &json!({"Name": name, "Opts": opts}))
+            .1
+    };
+    assert_eq!(
+        create("c1", json!({"compression": "true"})),
+        json!({"Err": ""})
+    );
+    assert_eq!(
+        create("c2", json!({"compression": "invalid"})),
+        json!({"Err": "Invalid option for compression: invalid. Valid options: false, true, zlib, lzo, zstd"})
+    );
+    assert_eq!(
+        create("c3", json!({"compression": "false"})),
+        json!({"Err": ""})
+    );
+    assert_eq!(
+        create("c4", json!({"copyonwrite": "Maybe"})),
+        json!({"Err": "Invalid option for copyonwrite: maybe. Set to \"true\" or \"false\"."})
+    );
+    let err = create("c5", json!({"size": "1G"}))["Err"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("Unknown option 'size'. Options are copyonwrite, compression, "),
+        "{err}"
+    );
+    let err = create("c6", json!({"purge:5x": "60"}))["Err"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("Unknown option 'purge:5x'. Options are "),
+        "{err}"
+    );
+    let err = create("c7", json!({"snapshot": "often"}))["Err"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "Invalid value 'often' for option 'snapshot': it must be a number of minutes"
+        ),
+        "{err}"
+    );
+    for refused in ["c2", "c4", "c5", "c6", "c7"] {
+        assert!(!d.volumes().join(refused).exists(), "{refused} was created");
+    }
+    assert_eq!(
+        d.ok("/VolumeDriver.List", json!({}))["Volumes"],
+        json!([{"Name": "c1"}, {"Name": "c3"}])
+    );
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub(super) fn build(table: &Table, now: DateTime<Utc>) -> Listing {
                 .active
                 .then(|| {
                     job.timer
-                        .next_due(record.base(), record.seen.unwrap_or(now))
+                        .next_due(record.base(), record.seen.unwrap_or(now), &table.rounds)
                 })
                 .flatten();
             JobView {

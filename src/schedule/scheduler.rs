@@ -40,7 +40,7 @@ impl Scheduler {
         actions: Arc<dyn JobActions>,
         clock: Arc<dyn Clock>,
     ) -> Scheduler {
-        let table = Table::load(&opts);
+        let table = Table::load(&opts, clock.now());
         Scheduler {
             inner: Arc::new(Inner::new(opts, actions, clock, table)),
         }

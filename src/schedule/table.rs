@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 
 use super::csv::{self, ScheduleFile};
 use super::history::{self, RunRecord};
+use super::timer::Rounds;
 use super::{Job, JobError, JobKey, ScheduleError, SchedulerOptions};
 
 /// What one tick did.
@@ -83,9 +84,10 @@ pub(super) struct JobRun {
 /// back if it never starts).
 pub(super) type DueJob = (Arc<Job>, Option<DateTime<Utc>>);
 
-#[derive(Default)]
 pub(super) struct Table {
     pub(super) file: ScheduleFile,
+    /// The scheduler's rounds: when a job that never ran is due.
+    pub(super) rounds: Rounds,
     /// `None`: no file (or not read yet).
     fingerprint: Option<Fingerprint>,
     pub(super) paused: bool,
@@ -107,8 +109,9 @@ enum Reread {
 
 impl Table {
     /// A table with the history of `opts` loaded (an unreadable history is
-    /// logged and ignored); schedule.csv is read at the first refresh.
-    pub(super) fn load(opts: &SchedulerOptions) -> Table {
+    /// logged and ignored); schedule.csv is read at the first refresh. The
+    /// scheduler starts at `start`: its first round is TIMER later.
+    pub(super) fn load(opts: &SchedulerOptions, start: DateTime<Utc>) -> Table {
         let runs = match history::load(&opts.history) {
             Ok(records) => records
                 .into_iter()
@@ -128,8 +131,12 @@ impl Table {
             }
         };
         Table {
+            file: ScheduleFile::default(),
+            rounds: Rounds::new(start, opts.tick),
+            fingerprint: None,
+            paused: false,
             runs,
-            ..Table::default()
+            earliest: None,
         }
     }
 
@@ -226,7 +233,7 @@ impl Table {
                     None => continue,
                 },
             };
-            let next = consume_if_due(job, run, now, report, &mut due_jobs);
+            let next = consume_if_due(job, run, &self.rounds, now, report, &mut due_jobs);
             report.next_due = match (report.next_due, next) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -271,12 +278,13 @@ impl Table {
 fn consume_if_due(
     job: &Arc<Job>,
     run: &mut JobRun,
+    rounds: &Rounds,
     now: DateTime<Utc>,
     report: &mut TickReport,
     due_jobs: &mut Vec<DueJob>,
 ) -> Option<DateTime<Utc>> {
     let seen = run.record.seen.unwrap_or(now);
-    let due = job.timer.next_due(run.record.base(), seen)?;
+    let due = job.timer.next_due(run.record.base(), seen, rounds)?;
     if due > now {
         return Some(due);
     }
@@ -295,7 +303,7 @@ fn consume_if_due(
         let previous = run.record.last_run.replace(now);
         due_jobs.push((job.clone(), previous));
     }
-    job.timer.next_due(Some(now), seen)
+    job.timer.next_due(Some(now), seen, rounds)
 }
 
 /// The entry of `key`, created (first seen `now`) if missing. Looks up

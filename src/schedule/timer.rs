@@ -87,25 +87,72 @@ impl Timer {
     /// consumed (run or skipped), `None` for a job that never ran; `seen` is
     /// when the scheduler first saw the job.
     ///
-    /// A minute job that never ran is due at once (the reference treats
-    /// every job as overdue when it starts). A cron job that never ran waits
-    /// for its first occurrence after `seen`: whoever writes `cron:0 3 * * *`
-    /// chose 3 a.m., not "now".
+    /// A minute job that never ran is due at the scheduler's first round
+    /// after it was seen (the reference runs a new job at its loop's next
+    /// round, up to TIMER later, never at the moment it is scheduled). A
+    /// cron job that never ran waits for its first occurrence after `seen`:
+    /// whoever writes `cron:0 3 * * *` chose 3 a.m., not "now".
     pub fn next_due(
         &self,
         base: Option<DateTime<Utc>>,
         seen: DateTime<Utc>,
+        rounds: &Rounds,
     ) -> Option<DateTime<Utc>> {
+        match (self, base) {
+            (_, Some(base)) => self.next_after(base),
+            (Timer::Minutes(_), None) => rounds.first_from(seen),
+            (Timer::Cron(_), None) => self.next_after(seen),
+        }
+    }
+
+    /// The occurrence after `base`: `base` plus the minutes, or the cron
+    /// expression's first occurrence strictly after it.
+    pub fn next_after(&self, base: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Timer::Minutes(m) => match base {
-                None => Some(seen),
-                Some(b) => b.checked_add_signed(TimeDelta::try_minutes(i64::try_from(*m).ok()?)?),
-            },
+            Timer::Minutes(m) => {
+                base.checked_add_signed(TimeDelta::try_minutes(i64::try_from(*m).ok()?)?)
+            }
             Timer::Cron(schedule) => {
-                let from = base.unwrap_or(seen).with_timezone(&Local);
+                let from = base.with_timezone(&Local);
                 schedule.after(&from).next().map(|t| t.with_timezone(&Utc))
             }
         }
+    }
+}
+
+/// The scheduler's rounds: every TIMER from its start, the first one TIMER
+/// after it, as the reference's loop, which waits TIMER before each run of
+/// its jobs. Only jobs that never ran wait for a round; the others are due
+/// when their timer says, and the loop wakes then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rounds {
+    start: DateTime<Utc>,
+    every: TimeDelta,
+}
+
+impl Rounds {
+    /// Rounds every `every` (at least a millisecond) from `start`.
+    pub fn new(start: DateTime<Utc>, every: std::time::Duration) -> Rounds {
+        let every = TimeDelta::from_std(every)
+            .unwrap_or(TimeDelta::MAX)
+            .max(TimeDelta::milliseconds(1));
+        Rounds { start, every }
+    }
+
+    /// The first round at or after `t` (`None` past the calendar's end): a
+    /// job seen by the tick of a round runs in that round, as a line the
+    /// reference's round reads.
+    pub fn first_from(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let first = self.start.checked_add_signed(self.every)?;
+        if t <= first {
+            return Some(first);
+        }
+        let since = (t - self.start).num_milliseconds();
+        let every = self.every.num_milliseconds();
+        // Rounded up: the round at or after `t`.
+        let rounds = (since + every - 1) / every;
+        self.start
+            .checked_add_signed(TimeDelta::try_milliseconds(rounds.checked_mul(every)?)?)
     }
 }
 
@@ -256,11 +303,34 @@ mod tests {
         ));
         let t = Timer::parse("90").unwrap();
         let seen = utc("2026-01-01T00:00:00Z");
-        assert_eq!(t.next_due(None, seen), Some(seen));
+        let rounds = Rounds::new(seen, std::time::Duration::from_secs(60));
+        // Never run: at the next round, never at once.
         assert_eq!(
-            t.next_due(Some(seen), seen),
+            t.next_due(None, seen, &rounds),
+            Some(utc("2026-01-01T00:01:00Z"))
+        );
+        assert_eq!(
+            t.next_due(Some(seen), seen, &rounds),
             Some(utc("2026-01-01T01:30:00Z"))
         );
+    }
+
+    #[test]
+    fn a_new_job_waits_for_the_next_round_and_no_longer() {
+        let start = utc("2026-01-01T00:00:00Z");
+        let rounds = Rounds::new(start, std::time::Duration::from_secs(60));
+        let at = |s: &str| rounds.first_from(utc(s)).unwrap();
+        // Up to the first round (from the start on): the first round, TIMER
+        // after the start; never the start itself.
+        assert_eq!(at("2025-12-31T23:00:00Z"), utc("2026-01-01T00:01:00Z"));
+        assert_eq!(at("2026-01-01T00:00:00Z"), utc("2026-01-01T00:01:00Z"));
+        assert_eq!(at("2026-01-01T00:00:00.001Z"), utc("2026-01-01T00:01:00Z"));
+        // Between two rounds: the next one, less than TIMER later.
+        assert_eq!(at("2026-01-01T00:01:00.001Z"), utc("2026-01-01T00:02:00Z"));
+        assert_eq!(at("2026-01-01T00:01:59Z"), utc("2026-01-01T00:02:00Z"));
+        // On a round: that round (its tick is the one that saw the job).
+        assert_eq!(at("2026-01-01T00:02:00Z"), utc("2026-01-01T00:02:00Z"));
+        assert_eq!(at("2026-01-02T00:00:30Z"), utc("2026-01-02T00:01:00Z"));
     }
 
     #[test]
@@ -310,18 +380,19 @@ mod tests {
     fn cron_fires_at_the_next_occurrence_after_the_base() {
         let t = Timer::parse("cron:*/15 * * * *").unwrap();
         let base = utc("2026-01-01T10:07:30Z");
-        let next = t.next_due(Some(base), base).unwrap();
+        let rounds = Rounds::new(base, std::time::Duration::from_secs(60));
+        let next = t.next_due(Some(base), base, &rounds).unwrap();
         assert_eq!(next.minute() % 15, 0);
         assert_eq!(next.second(), 0);
         assert!(next > base && next - base <= TimeDelta::minutes(15));
         // Strictly after: a job that ran exactly at an occurrence waits for
         // the next one.
         assert_eq!(
-            t.next_due(Some(next), next).unwrap() - next,
+            t.next_due(Some(next), next, &rounds).unwrap() - next,
             TimeDelta::minutes(15)
         );
         // Never run: first occurrence after it was seen, not immediately.
-        assert_eq!(t.next_due(None, base), Some(next));
+        assert_eq!(t.next_due(None, base, &rounds), Some(next));
     }
 
     #[test]
@@ -330,7 +401,9 @@ mod tests {
         let local = |s: &str| {
             let t = Timer::parse(s).unwrap();
             let from = Local.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).unwrap();
-            let next = t.next_due(None, from.with_timezone(&Utc)).unwrap();
+            let from = from.with_timezone(&Utc);
+            let rounds = Rounds::new(from, std::time::Duration::from_secs(60));
+            let next = t.next_due(None, from, &rounds).unwrap();
             next.with_timezone(&Local)
         };
         assert_eq!(local("cron:0 3 * * 1").weekday(), Weekday::Mon);

@@ -41,9 +41,10 @@ async fn create(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: CreateRequest = decode(body)?;
     let (opts, jobs) = volume_options::split(&req.opts.unwrap_or_default())?;
     if !jobs.is_empty() && state.scheduler.is_paused() {
-        return Err(ApiError::Incomplete(
-            "the schedule is globally paused: options that schedule (snapshot, replicate:, purge:, synchronize:) are refused; resume it with `buttervolume scheduled resume`, or create the volume without them",
-        ));
+        return Err(volume_options::VolumeOptionError::Paused {
+            volume: req.name.clone(),
+        }
+        .into());
     }
     let store = state.store.clone();
     let scheduler = state.scheduler.clone();
@@ -68,13 +69,19 @@ async fn remove(state: &Arc<AppState>, body: &Value) -> Reply {
 }
 
 /// The first Mount of a volume that follows its container brings the
-/// peer's newer state first ([`follow::before_first_mount`]).
+/// peer's newer state first ([`follow::before_first_mount`]). A Mount
+/// without an ID (not Docker: a raw-API client) only answers the
+/// mountpoint, as the reference does: it is not counted, so it neither
+/// holds the volume against Remove nor starts a follow.
 async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: MountRequest = decode(body)?;
     labels::refresh_later(&state.store, &req.name, Duration::ZERO);
     let store = state.store.clone();
     let scheduler = state.scheduler.clone();
     let path = blocking(move || {
+        let Some(id) = req.docker_id() else {
+            return Ok(store.existing(&req.name)?);
+        };
         if store.mount_count(&req.name) == 0 {
             if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let followed = follow::before_first_mount(&store, &peer, &req.name);
@@ -82,7 +89,7 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
                 followed?;
             }
         }
-        Ok::<_, ApiError>(store.mount(&req.name, req.id.as_deref().unwrap_or_default())?)
+        Ok::<_, ApiError>(store.mount(&req.name, id)?)
     })
     .await?;
     Ok(json!({ "Mountpoint": path }))
@@ -90,13 +97,17 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
 
 /// The last Unmount of a volume that follows its container sends the
 /// state the app stopped with ([`follow::after_last_unmount`]); the
-/// unmount itself is recorded first, whatever the send does.
+/// unmount itself is recorded first, whatever the send does. An Unmount
+/// without an ID matches no counted Mount: success, nothing else.
 async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: MountRequest = decode(body)?;
     let store = state.store.clone();
     let scheduler = state.scheduler.clone();
     blocking(move || {
-        store.unmount(&req.name, req.id.as_deref().unwrap_or_default())?;
+        let Some(id) = req.docker_id() else {
+            return Ok(());
+        };
+        store.unmount(&req.name, id)?;
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
             if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let sent = follow::after_last_unmount(&store, &peer, &req.name);

@@ -327,8 +327,8 @@ fn failure_text(job: &JobView) -> &str {
 /// The time between two occurrences of a timer (its first two after `now`).
 pub fn period(timer: &str, now: DateTime<Utc>) -> Option<TimeDelta> {
     let timer = Timer::parse(timer).ok()?;
-    let first = timer.next_due(Some(now), now)?;
-    let second = timer.next_due(Some(first), first)?;
+    let first = timer.next_after(now)?;
+    let second = timer.next_after(first)?;
     Some(second - first)
 }
 

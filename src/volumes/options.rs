@@ -26,21 +26,28 @@ pub struct CreateOptions {
     pub given: BTreeMap<String, String>,
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
+/// The value as the reference prints it in an error: lower-cased, not
+/// trimmed (Python's `opts.get(key).lower()`).
+fn shown(raw: &str) -> String {
+    raw.to_lowercase()
+}
+
+fn parse_bool(key: &str, raw: &str, value: &str) -> Result<bool> {
     match value {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(VolumeError::InvalidOptionValue {
+        _ => Err(VolumeError::InvalidBool {
             key: key.into(),
-            value: value.into(),
-            accepted: "set to \"true\" or \"false\"",
+            value: shown(raw),
         }),
     }
 }
 
 impl CreateOptions {
     /// Validates Docker's `Opts`. Values are case-insensitive like the
-    /// reference's; unknown keys are refused rather than silently ignored.
+    /// reference's, and its error texts are kept; unknown keys are refused
+    /// (as the reference's master does) rather than silently ignored (as
+    /// 3.13 did).
     pub fn parse(opts: &HashMap<String, String>) -> Result<CreateOptions> {
         let mut parsed = CreateOptions {
             copy_on_write: true,
@@ -51,11 +58,11 @@ impl CreateOptions {
         for (key, raw) in opts {
             let value = raw.trim().to_ascii_lowercase();
             match key.as_str() {
-                "copyonwrite" => parsed.copy_on_write = parse_bool(key, &value)?,
-                "nonmigrable" => parsed.nonmigrable = parse_bool(key, &value)?,
+                "copyonwrite" => parsed.copy_on_write = parse_bool(key, raw, &value)?,
+                "nonmigrable" => parsed.nonmigrable = parse_bool(key, raw, &value)?,
                 // Read back by the follow rule from the metadata's options.
                 "follow" => {
-                    parse_bool(key, &value)?;
+                    parse_bool(key, raw, &value)?;
                 }
                 "compression" => {
                     parsed.compression = match value.as_str() {
@@ -64,13 +71,7 @@ impl CreateOptions {
                         "zlib" => Compression::Zlib,
                         "lzo" => Compression::Lzo,
                         "zstd" => Compression::Zstd,
-                        _ => {
-                            return Err(VolumeError::InvalidOptionValue {
-                                key: key.clone(),
-                                value,
-                                accepted: "valid options: none, false, true, zlib, lzo, zstd",
-                            })
-                        }
+                        _ => return Err(VolumeError::InvalidCompression(shown(raw))),
                     }
                 }
                 other => return Err(VolumeError::UnknownOption(other.into())),
@@ -78,11 +79,9 @@ impl CreateOptions {
             parsed.given.insert(key.clone(), value);
         }
         if !parsed.copy_on_write && parsed.compression != Compression::None {
-            return Err(VolumeError::InvalidOptionValue {
-                key: "compression".into(),
-                value: parsed.given["compression"].clone(),
-                accepted: "btrfs cannot compress a volume created with copyonwrite=false",
-            });
+            return Err(VolumeError::CompressionWithoutCow(
+                parsed.given["compression"].clone(),
+            ));
         }
         Ok(parsed)
     }
@@ -107,12 +106,28 @@ mod tests {
             .unwrap();
         assert_eq!(o.compression, Compression::Zstd);
         assert!(o.nonmigrable);
-        let err = CreateOptions::parse(&opts(&[("compression", "brotli")])).unwrap_err();
-        assert!(err.to_string().contains("zstd"), "{err}");
-        let err = CreateOptions::parse(&opts(&[("copyonwrite", "maybe")])).unwrap_err();
-        assert!(err.to_string().contains("\"true\" or \"false\""), "{err}");
+        // The reference's texts, byte for byte, the value lower-cased.
+        let err = CreateOptions::parse(&opts(&[("compression", "Brotli")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid option for compression: brotli. Valid options: false, true, zlib, lzo, zstd"
+        );
+        let err = CreateOptions::parse(&opts(&[("copyonwrite", "Maybe")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid option for copyonwrite: maybe. Set to \"true\" or \"false\"."
+        );
+        let err = CreateOptions::parse(&opts(&[("nonmigrable", "yes")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid option for nonmigrable: yes. Set to \"true\" or \"false\"."
+        );
         let err = CreateOptions::parse(&opts(&[("size", "1G")])).unwrap_err();
-        assert!(err.to_string().contains("copyonwrite"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("Unknown option 'size'. Options are copyonwrite, compression"),
+            "{err}"
+        );
         assert!(
             CreateOptions::parse(&opts(&[("copyonwrite", "false"), ("compression", "lzo")]))
                 .is_err()
