@@ -487,7 +487,7 @@ impl Target for ForcedCommand {
                     }
                 }
             }
-            Request::Rsync { args } => {
+            Request::Rsync { args, .. } => {
                 if !args.iter().any(|a| a == "--sender") {
                     return Err(format!("rsync without --sender: {args:?}"));
                 }

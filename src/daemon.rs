@@ -62,7 +62,10 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
             // Metadata out of the containers' reach (crate::metadata).
             let moved = crate::metadata::migrate(store.fs(), &config.volumes_path);
             if moved > 0 {
-                tracing::info!(volumes = moved, "moved volume metadata to trusted.buttervolume");
+                tracing::info!(
+                    volumes = moved,
+                    "moved volume metadata to trusted.buttervolume"
+                );
             }
             Ok::<_, crate::volumes::VolumeError>(store)
         })

@@ -66,7 +66,9 @@ pub fn migrate(fs: &dyn Subvolumes, volumes_dir: &Path) -> usize {
             let legacy = fs.get_xattr(&path, LEGACY_XATTR)?;
             let has_trusted = fs.get_xattr(&path, XATTR)?.is_some();
             if !has_trusted {
-                let value = legacy.clone().unwrap_or_else(|| VolumeMetadata::default().encode());
+                let value = legacy
+                    .clone()
+                    .unwrap_or_else(|| VolumeMetadata::default().encode());
                 fs.set_xattr(&path, XATTR, &value)?;
             }
             if legacy.is_some() {
@@ -226,7 +228,8 @@ mod tests {
         // effect on the volume, nor on a snapshot taken later.
         fs.set_xattr(&new, LEGACY_XATTR, &VolumeMetadata::default().encode())
             .unwrap();
-        fs.set_xattr(&bare, LEGACY_XATTR, &flagged.encode()).unwrap();
+        fs.set_xattr(&bare, LEGACY_XATTR, &flagged.encode())
+            .unwrap();
         assert!(meta(&new).nonmigrable);
         assert!(!meta(&bare).nonmigrable);
         let later = dir.path().join("bare@2");

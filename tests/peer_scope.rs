@@ -37,7 +37,12 @@ fn ssh(d: &Daemon, peer: Option<&str>, request: &str, stdin: &[u8]) -> (bool, Ve
 fn names(listing: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(listing)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -77,7 +82,11 @@ fn a_scoped_key_reads_only_what_is_replicated_with_its_peer_or_what_it_sent() {
     assert!(ok, "{err}");
     assert!(out.starts_with(b"btrfs-stream\0"), "a send stream");
     // Nor through the reference's rsync read side.
-    let volumes = d.env_value("BUTTERVOLUME_VOLUMES_PATH").unwrap().trim_end_matches('/').to_string();
+    let volumes = d
+        .env_value("BUTTERVOLUME_VOLUMES_PATH")
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
     let rsync = format!("rsync --server --sender -logDtpre.iLsfxC . {volumes}/solo/");
     let (ok, _, err) = ssh(&d, Some(PEER), &rsync, b"");
     assert!(!ok && err.contains("is not replicated with"), "{err}");
@@ -102,10 +111,23 @@ fn a_scoped_key_reads_only_what_is_replicated_with_its_peer_or_what_it_sent() {
     assert!(names(&out).is_empty(), "{:?}", names(&out));
     let (ok, _, err) = ssh(&d, Some(PEER), &format!("buttervolume send {own}"), b"");
     assert!(!ok && err.contains("is not replicated with"), "{err}");
-    let (ok, _, err) = ssh(&d, Some("127.0.0.3"), &format!("buttervolume delete {pushed}"), b"");
-    assert!(!ok && err.contains("is not replicated with 127.0.0.3"), "{err}");
+    let (ok, _, err) = ssh(
+        &d,
+        Some("127.0.0.3"),
+        &format!("buttervolume delete {pushed}"),
+        b"",
+    );
+    assert!(
+        !ok && err.contains("is not replicated with 127.0.0.3"),
+        "{err}"
+    );
     assert!(d.snapshots().join(&pushed).exists());
-    let (ok, _, err) = ssh(&d, Some(PEER), &format!("buttervolume delete {pushed}"), b"");
+    let (ok, _, err) = ssh(
+        &d,
+        Some(PEER),
+        &format!("buttervolume delete {pushed}"),
+        b"",
+    );
     assert!(ok, "{err}");
     assert!(!d.snapshots().join(&pushed).exists());
 
@@ -114,7 +136,10 @@ fn a_scoped_key_reads_only_what_is_replicated_with_its_peer_or_what_it_sent() {
     let (ok, out, err) = ssh(&d, None, "buttervolume list-newest", b"");
     assert!(ok, "{err}");
     let listed = names(&out);
-    assert!(listed.contains(&solo) && listed.contains(&shared), "{listed:?}");
+    assert!(
+        listed.contains(&solo) && listed.contains(&shared),
+        "{listed:?}"
+    );
 }
 
 #[test]
@@ -133,8 +158,12 @@ fn a_peer_cannot_delete_a_sent_marker() {
     let (ok, _, err) = ssh(&d, None, "buttervolume receive", &stream.stdout);
     assert!(ok, "{err}");
     let marker = format!("{snap}@{PEER}");
-    buttervolume::btrfs::snapshot(&d.snapshots().join(&snap), &d.snapshots().join(&marker), true)
-        .unwrap();
+    buttervolume::btrfs::snapshot(
+        &d.snapshots().join(&snap),
+        &d.snapshots().join(&marker),
+        true,
+    )
+    .unwrap();
     for request in [
         format!("buttervolume delete {marker}"),
         format!(
@@ -152,7 +181,18 @@ fn a_peer_cannot_delete_a_sent_marker() {
 /// owning its volume's root).
 fn setfattr_as_app_user(name: &str, value: &str, path: &std::path::Path) -> bool {
     Command::new("setpriv")
-        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", "setfattr", "-n", name, "-v", value])
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "setfattr",
+            "-n",
+            name,
+            "-v",
+            value,
+        ])
         .arg(path)
         .stderr(Stdio::null())
         .status()
@@ -177,13 +217,23 @@ fn a_container_user_cannot_rewrite_its_volumes_metadata() {
     std::os::unix::fs::chown(&root, Some(1000), Some(1000)).unwrap();
     assert!(nonmigrable(&d, "app"));
     // What the old releases read: writable by the directory's owner.
-    assert!(setfattr_as_app_user("user.buttervolume", r#"{"nonmigrable":false,"options":{"follow":"false"}}"#, &root));
-    assert!(!setfattr_as_app_user("trusted.buttervolume", "{}", &root), "trusted. needs CAP_SYS_ADMIN");
+    assert!(setfattr_as_app_user(
+        "user.buttervolume",
+        r#"{"nonmigrable":false,"options":{"follow":"false"}}"#,
+        &root
+    ));
+    assert!(
+        !setfattr_as_app_user("trusted.buttervolume", "{}", &root),
+        "trusted. needs CAP_SYS_ADMIN"
+    );
     assert!(nonmigrable(&d, "app"), "the app user unset nonmigrable");
     // A snapshot taken now keeps the real metadata too.
     let snap = snapshot(&d, "app");
     let restored = "app-copy";
-    d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": snap, "Target": restored}));
+    d.ok(
+        "/VolumeDriver.Snapshot.Restore",
+        json!({"Name": snap, "Target": restored}),
+    );
     assert!(nonmigrable(&d, restored));
 }
 
@@ -196,6 +246,11 @@ fn metadata_of_older_releases_moves_to_trusted_at_start() {
     buttervolume::btrfs::set_xattr(&old, "user.buttervolume", br#"{"nonmigrable":true}"#).unwrap();
     d.spawn();
     assert!(nonmigrable(&d, "old"), "the flag survives the move");
-    assert_eq!(buttervolume::btrfs::get_xattr(&old, "user.buttervolume").unwrap(), None);
-    assert!(buttervolume::btrfs::get_xattr(&old, "trusted.buttervolume").unwrap().is_some());
+    assert_eq!(
+        buttervolume::btrfs::get_xattr(&old, "user.buttervolume").unwrap(),
+        None
+    );
+    assert!(buttervolume::btrfs::get_xattr(&old, "trusted.buttervolume")
+        .unwrap()
+        .is_some());
 }

@@ -496,8 +496,18 @@ fn receive_pulls_the_peers_newest_snapshot() {
     n.ok(&a, "/VolumeDriver.Create", json!({"Name": "web"}));
     write_file(&n.data(&a).join("volumes/web/index"), 4096, 3);
     let w1 = n.snapshot(&a, "web");
-    let err = n.post(&b, "/VolumeDriver.Snapshot.Receive", &json!({"Name": "web", "Host": a_ip}));
-    assert!(err["Err"].as_str().unwrap().contains("it has no snapshot of web"), "{err}");
+    let err = n.post(
+        &b,
+        "/VolumeDriver.Snapshot.Receive",
+        &json!({"Name": "web", "Host": a_ip}),
+    );
+    assert!(
+        err["Err"]
+            .as_str()
+            .unwrap()
+            .contains("it has no snapshot of web"),
+        "{err}"
+    );
     n.paused_line(&a, "web", &format!("replicate:{b_ip}"));
     let reply = n.ok(
         &b,

@@ -161,9 +161,9 @@ fn daemon_verb(config: Config, verb: DaemonVerb) -> ExitCode {
                 .map_err(Failure::from),
         ),
         // The peer reads the forced command's own status.
-        DaemonVerb::SshCommand { peer } => ExitCode::from(
-            crate::replication::forced_command::run(&config, peer.as_deref()) as u8,
-        ),
+        DaemonVerb::SshCommand { peer } => {
+            ExitCode::from(crate::replication::forced_command::run(&config, peer.as_deref()) as u8)
+        }
     }
 }
 

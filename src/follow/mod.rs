@@ -187,7 +187,8 @@ pub fn decide(
     // that claim: a snapshot made here is never taken back because a
     // peer's line names its identity.
     let claimed = local.iter().find(|k| newest.same_as(&k.placed.identity));
-    let here = claimed.filter(|k| k.placed.identity.read_only && k.placed.identity.received_uuid.is_some());
+    let here = claimed
+        .filter(|k| k.placed.identity.read_only && k.placed.identity.received_uuid.is_some());
     let take = |ours: Option<&Known>| match (claimed, here) {
         (_, Some(k)) => Decision::Restore {
             snapshot: k.placed.name.clone(),

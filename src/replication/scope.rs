@@ -158,7 +158,10 @@ impl PeerScope {
     /// True when `name`'s lineage holds a state this peer sent here.
     fn descends_from_what_it_sent(&self, fs: &dyn Subvolumes, name: &str) -> bool {
         let sent = self.sent_states.get_or_init(|| {
-            let entries = std::fs::read_dir(&self.records).into_iter().flatten().flatten();
+            let entries = std::fs::read_dir(&self.records)
+                .into_iter()
+                .flatten()
+                .flatten();
             entries
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter_map(|n| self.record(&n))
@@ -257,7 +260,12 @@ pub fn unscoped_keys(config: &Config) -> Vec<String> {
                     && !c.split_whitespace().any(|w| w == PEER_OPTION)
             })
         })
-        .map(|line| line.split_whitespace().last().unwrap_or_default().to_string())
+        .map(|line| {
+            line.split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect()
 }
 
@@ -314,7 +322,15 @@ mod tests {
         std::fs::create_dir_all(&snaps).unwrap();
         let volume = dir.path().join("v");
         fs.create(&volume).unwrap();
-        for name in ["db@1", "logs@1", "logs@2", "web@1", "solo@1", "sent@1", "sent@1@10.0.0.2"] {
+        for name in [
+            "db@1",
+            "logs@1",
+            "logs@2",
+            "web@1",
+            "solo@1",
+            "sent@1",
+            "sent@1@10.0.0.2",
+        ] {
             fs.snapshot(&volume, &snaps.join(name), true).unwrap();
         }
         let load = |peer| Scope::load(&config, peer, &snaps);
@@ -333,9 +349,12 @@ mod tests {
         assert!(!scope.sees(&fs, "logs@1"));
         // What descends from it (restored here, written on, snapshotted)
         // is the peer's data too.
-        let mut meta = crate::metadata::VolumeMetadata::default();
-        meta.lineage = vec!["state-p2".into()];
-        fs.set_xattr(&volume, crate::metadata::XATTR, &meta.encode()).unwrap();
+        let meta = crate::metadata::VolumeMetadata {
+            lineage: vec!["state-p2".into()],
+            ..Default::default()
+        };
+        fs.set_xattr(&volume, crate::metadata::XATTR, &meta.encode())
+            .unwrap();
         fs.snapshot(&volume, &snaps.join("logs@3"), true).unwrap();
         assert!(load(Some("10.0.0.2")).sees(&fs, "logs@3"));
         assert!(!load(Some("10.0.0.4")).sees(&fs, "logs@3"));

@@ -211,10 +211,18 @@ fn only_the_volumes_own_metadata_may_be_set_in_the_trusted_namespace() {
     for command in [cmd::SET_XATTR, cmd::REMOVE_XATTR] {
         assert!(run(&mut c, command, &[(p, b""), (n, ours)]));
         assert!(run(&mut c, command, &[(p, b"f"), (n, b"user.anything")]));
-        assert!(run(&mut c, command, &[(p, b"f"), (n, b"security.capability")]));
+        assert!(run(
+            &mut c,
+            command,
+            &[(p, b"f"), (n, b"security.capability")]
+        ));
         assert!(!run(&mut c, command, &[(p, b"f"), (n, ours)]), "{command}");
         assert!(
-            !run(&mut c, command, &[(p, b"f"), (n, b"trusted.overlay.opaque")]),
+            !run(
+                &mut c,
+                command,
+                &[(p, b"f"), (n, b"trusted.overlay.opaque")]
+            ),
             "{command}"
         );
         assert!(

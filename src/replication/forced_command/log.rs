@@ -90,4 +90,3 @@ const LOG_RESERVE_BYTES: i64 = 64 << 10;
 
 /// Size at which the forced command's log is rotated.
 pub(super) const LOG_ROTATE_BYTES: u64 = 16 << 20;
-

@@ -93,10 +93,10 @@ impl Request {
     /// of rsync's volumes are).
     fn data_dir<'a>(&'a self, config: &'a Config) -> &'a Path {
         match self {
-            Request::Receive { dir, .. } | Request::List { dir, .. } | Request::ListNewest { dir } => dir,
-            Request::Delete { path } | Request::Send { path, .. } => {
-                path.parent().unwrap_or(path)
-            }
+            Request::Receive { dir, .. }
+            | Request::List { dir, .. }
+            | Request::ListNewest { dir } => dir,
+            Request::Delete { path } | Request::Send { path, .. } => path.parent().unwrap_or(path),
             Request::Rsync { .. } => &config.snapshots_path,
         }
     }
@@ -229,9 +229,10 @@ pub fn list(fs: &dyn Subvolumes, scope: &Scope, dir: &Path, volume: &str, out: &
 /// `dir`.
 pub fn list_newest(fs: &dyn Subvolumes, scope: &Scope, dir: &Path, out: &mut dyn Write) {
     for (_, placed) in crate::snapshots::snapshots_of_all(fs, dir) {
-        let newest = placed.into_iter().rev().find(|p| {
-            is_pullable(&p.name, p.identity.read_only) && scope.sees(fs, &p.name)
-        });
+        let newest = placed
+            .into_iter()
+            .rev()
+            .find(|p| is_pullable(&p.name, p.identity.read_only) && scope.sees(fs, &p.name));
         if let Some(newest) = newest {
             write_listed(fs, dir, newest, out);
         }
@@ -389,7 +390,10 @@ impl Receiving<'_> {
             Ok(received) => {
                 // Before the reply: the sender's next request may read it.
                 if let Err(e) = scope::record_received(self.config, self.scope, &received) {
-                    eprintln!("buttervolume: cannot record who sent {}: {e}", received.name);
+                    eprintln!(
+                        "buttervolume: cannot record who sent {}: {e}",
+                        received.name
+                    );
                 }
                 // What the daemon's metrics count (crate::metrics::peer_log).
                 let landed = format!("received {} bytes={}", received.name, received.bytes);

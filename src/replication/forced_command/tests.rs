@@ -65,7 +65,11 @@ fn accepts_exactly_the_protocol() {
         Request::Receive { .. }
     ));
     assert_eq!(
-        parse(&c, "btrfs subvolume delete /var/lib/buttervolume/snapshots//db@2026-01-01T00:00:00.000000").unwrap(),
+        parse(
+            &c,
+            "btrfs subvolume delete /var/lib/buttervolume/snapshots//db@2026-01-01T00:00:00.000000"
+        )
+        .unwrap(),
         Request::Delete {
             path: c.snapshots_path.join("db@2026-01-01T00:00:00.000000")
         }
