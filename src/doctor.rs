@@ -163,7 +163,7 @@ pub async fn run(config: &Config, fix: bool) -> Result<Vec<Finding>, DoctorError
 
     for key in crate::replication::scope::unscoped_keys(config) {
         findings.push(Finding {
-            problem: crate::status::unscoped_key_message(&key),
+            problem: crate::replication::scope::unscoped_key_message(&key),
             action: "not changed by --fix: pair the nodes again".into(),
         });
     }

@@ -269,6 +269,11 @@ pub fn unscoped_keys(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// What `status` and `doctor` say of a key without `--peer`.
+pub fn unscoped_key_message(key: &str) -> String {
+    format!("the paired key {key} reads every volume here (its forced command has no --peer): pair again with scripts/pair-nodes.sh, or add --peer <its name> to its command= in authorized_keys")
+}
+
 /// The `command="..."` option of an authorized_keys line.
 fn forced_command_of(line: &str) -> Option<&str> {
     let start = line.find("command=\"")? + "command=\"".len();

@@ -441,14 +441,9 @@ fn key_problems(config: &crate::config::Config) -> Vec<Problem> {
             kind: ProblemKind::UnscopedKey,
             volume: None,
             peer: None,
-            message: unscoped_key_message(&key),
+            message: crate::replication::scope::unscoped_key_message(&key),
         })
         .collect()
-}
-
-/// What `status` and `doctor` say of a key without `--peer`.
-pub fn unscoped_key_message(key: &str) -> String {
-    format!("the paired key {key} reads every volume here (its forced command has no --peer): pair again with scripts/pair-nodes.sh, or add --peer <its name> to its command= in authorized_keys")
 }
 
 fn schedule_problems(schedule: &ScheduleState, volumes: &[String]) -> Vec<Problem> {
