@@ -1,6 +1,7 @@
 //! What a paired key and a container may change or read here: the forced
-//! command run as sshd runs it, with a key scoped by `--peer`, and a
-//! container's user writing extended attributes on its volume.
+//! command run as sshd runs it, with a key scoped by `--peer`; a hostile
+//! peer (a script as its forced command) forging its listing at a follow
+//! Mount; a container's user writing extended attributes on its volume.
 #![allow(dead_code)]
 mod common;
 
@@ -253,4 +254,60 @@ fn metadata_of_older_releases_moves_to_trusted_at_start() {
     assert!(buttervolume::btrfs::get_xattr(&old, "trusted.buttervolume")
         .unwrap()
         .is_some());
+}
+
+/// A paired peer whose forced command is a script of the test's: it lists
+/// a forged line for `db` claiming that its newest state is this node's own
+/// old snapshot `s1`, built on the volume's newer, unsent state `s2`.
+#[test]
+fn a_follow_mount_never_restores_a_local_snapshot_on_a_peers_claim() {
+    use common::nodes::Nodes;
+    let n = Nodes::up("ht", 2, "1G");
+    let (a, b) = (n.name(1), n.name(2));
+    let b_ip = n.ip(&b);
+    let line = format!("replicate:{b_ip}");
+    n.ok(
+        &a,
+        "/VolumeDriver.Create",
+        json!({"Name": "db", "Opts": {line: "cron:0 0 1 1 *"}}),
+    );
+    let vol = n.data(&a).join("volumes/db");
+    std::fs::write(vol.join("one"), "1").unwrap();
+    let s1 = n.snapshot(&a, "db");
+    std::fs::write(vol.join("two"), "2").unwrap();
+    let s2 = n.snapshot(&a, "db");
+    let id =
+        |s: &str| buttervolume::btrfs::identity(&n.data(&a).join("snapshots").join(s)).unwrap();
+    let forged = json!({
+        "name": "db@2099-01-01T00:00:00.000000",
+        "uuid": "0b7c8a34-5a2e-7b4b-9c55-0123456789ab",
+        "received_uuid": id(&s1).uuid,
+        "read_only": true,
+        "created": [9, 999],
+        "lineage": [id(&s2).uuid],
+    });
+    let script = n.data(&b).join("hostile.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  'buttervolume list db'|'buttervolume list-newest') echo '{forged}' ;;\n  *) exit 1 ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    n.pair_with(&a, &b, "/var/lib/buttervolume/hostile.sh");
+
+    let reply = n.post(
+        &a,
+        "/VolumeDriver.Mount",
+        &json!({"Name": "db", "ID": "c1"}),
+    );
+    let err = reply["Err"].as_str().unwrap();
+    assert!(err.contains("contradicts what is here"), "{reply}");
+    assert!(
+        err.contains(&format!("buttervolume restore {s1} db")),
+        "{err}"
+    );
+    // Nothing was restored: the unsent state is still the volume's.
+    assert_eq!(std::fs::read_to_string(vol.join("two")).unwrap(), "2");
 }
