@@ -23,7 +23,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use exposition::{Exposition, Histogram, Kind};
-use peer_log::{PeerCounts, REFUSAL_KINDS};
+use peer_log::{refusal_kinds, PeerCounts};
 
 use crate::api::{path, ProblemKind, StatusReply};
 use crate::schedule::Action;
@@ -381,7 +381,7 @@ fn transfer_metrics(page: &mut Exposition, counters: &Counters, peers: &PeerCoun
         Kind::Counter,
         "Peer requests the forced command refused, from its log: kind=command (outside the protocol), stream (a send stream the confinement rule refused), delete, send.",
     );
-    for kind in REFUSAL_KINDS {
+    for kind in refusal_kinds() {
         let n = peers.refusals.get(kind).copied().unwrap_or(0);
         page.sample(REFUSALS, &[("kind", kind)], n as f64);
     }

@@ -16,11 +16,10 @@
 //! reset. The counts cover the whole file, also what was logged before
 //! the daemon started.
 //!
-//! Outcomes counted: `refused (...)` (a command outside the protocol),
-//! `delete refused (...)`, `send refused (...)`, `receive failed (refused
-//! send stream: ...)` (a stream the confinement rule refused), other
-//! `receive failed (...)` (a stream that did not land: cut, full disk...),
-//! and `received <snapshot> bytes=<n>` (a stream that landed).
+//! Each line is a [`LogLine`] ([`crate::replication::command_log`], the
+//! one definition both ends share): refusals are counted by
+//! [`RefusalKind`], failed receives, and the bytes of the streams that
+//! landed by peer address.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -28,16 +27,18 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-/// Kinds of refusal, as the `kind` label spells them.
-pub const REFUSAL_KINDS: [&str; 4] = ["command", "stream", "delete", "send"];
+pub use crate::replication::command_log::LOG_FILE;
+use crate::replication::command_log::{LogLine, Outcome, RefusalKind};
 
-/// The log's name in STATE_PATH.
-pub const LOG_FILE: &str = "ssh-command.log";
+/// Kinds of refusal, as the `kind` label spells them.
+pub fn refusal_kinds() -> impl Iterator<Item = &'static str> {
+    RefusalKind::ALL.iter().map(|k| k.label())
+}
 
 /// What the log says so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerCounts {
-    /// By kind (one of [`REFUSAL_KINDS`]).
+    /// By kind ([`RefusalKind::label`]).
     pub refusals: BTreeMap<&'static str, u64>,
     /// Streams that did not land for another reason than a refusal.
     pub receive_failures: u64,
@@ -48,42 +49,20 @@ pub struct PeerCounts {
 impl PeerCounts {
     /// Counts one log line (a line of another shape counts nothing).
     pub fn count_line(&mut self, line: &str) {
-        let Some((head, outcome)) = line.split_once(" outcome=") else {
+        let Ok(line) = line.parse::<LogLine>() else {
             return;
         };
-        // The command is Debug-quoted, so ` command="` only appears once
-        // unescaped: as the last field.
-        let outcome = outcome
-            .rsplit_once(" command=\"")
-            .map_or(outcome, |(o, _)| o);
-        let kind = if outcome.starts_with("refused (") {
-            "command"
-        } else if outcome.starts_with("delete refused (") {
-            "delete"
-        } else if outcome.starts_with("send refused (") {
-            "send"
-        } else if outcome.starts_with("receive failed (refused send stream") {
-            "stream"
-        } else if outcome.starts_with("receive failed (") {
-            self.receive_failures += 1;
-            return;
-        } else if let Some(received) = outcome.strip_prefix("received ") {
-            let bytes = received
-                .rsplit_once(" bytes=")
-                .and_then(|(_, n)| n.trim().parse::<u64>().ok());
-            if let Some(bytes) = bytes {
-                let peer = head
-                    .split_once(" client=")
-                    .and_then(|(_, c)| c.split_whitespace().next())
-                    .filter(|ip| !ip.starts_with("key="))
-                    .unwrap_or("unknown");
-                *self.received_bytes.entry(peer.to_string()).or_default() += bytes;
+        match &line.outcome {
+            Outcome::Refused { kind, .. } => *self.refusals.entry(kind.label()).or_default() += 1,
+            Outcome::ReceiveFailed { .. } => self.receive_failures += 1,
+            Outcome::Received { bytes, .. } => {
+                *self
+                    .received_bytes
+                    .entry(line.peer().to_string())
+                    .or_default() += bytes
             }
-            return;
-        } else {
-            return;
-        };
-        *self.refusals.entry(kind).or_default() += 1;
+            Outcome::Accepted | Outcome::SendFailed { .. } => {}
+        }
     }
 }
 

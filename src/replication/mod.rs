@@ -20,6 +20,7 @@
 //!    and drop older markers of that host. On failure nothing changes here
 //!    and nothing good is deleted there.
 
+pub mod command_log;
 pub mod confine;
 pub mod forced_command;
 pub mod newest;

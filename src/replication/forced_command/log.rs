@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use crate::config::Config;
+use crate::replication::command_log::{LogLine, Outcome, LOG_FILE};
 
 /// The SHA256 fingerprint (as `ssh-keygen -l` prints it) of the key the
 /// peer authenticated with. sshd tells it through the file named by
@@ -35,15 +36,17 @@ fn peer_fingerprint() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub fn log_line(config: &Config, outcome: &str, original: &str) {
-    let line = format!(
-        "{} client={} key={} outcome={outcome} command={original:?}\n",
-        chrono::Local::now().to_rfc3339(),
-        std::env::var("SSH_CLIENT").unwrap_or_default(),
-        peer_fingerprint()
-    );
+pub fn log_line(config: &Config, outcome: Outcome, original: &str) {
+    let line = LogLine {
+        time: chrono::Local::now().to_rfc3339(),
+        client: std::env::var("SSH_CLIENT").unwrap_or_default(),
+        key: peer_fingerprint(),
+        outcome,
+        command: original.into(),
+    };
+    let line = format!("{line}\n");
     let _ = std::fs::create_dir_all(&config.state_path);
-    let path = config.state_path.join(crate::metrics::peer_log::LOG_FILE);
+    let path = config.state_path.join(LOG_FILE);
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

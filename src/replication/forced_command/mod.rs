@@ -26,6 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::command_log::{Outcome, RefusalKind};
 use super::protocol::{is_pullable, ListedSnapshot, PeerRequest, ProtocolError};
 use super::receive;
 use super::scope::{self, Scope};
@@ -291,12 +292,16 @@ pub fn run(config: &Config, peer: Option<&str>) -> i32 {
     let request = match parse(config, &original) {
         Ok(r) => r,
         Err(reason) => {
-            log_line(config, &format!("refused ({reason})"), &original);
+            let outcome = Outcome::Refused {
+                kind: RefusalKind::Command,
+                why: reason.to_string(),
+            };
+            log_line(config, outcome, &original);
             eprintln!("buttervolume: refused {original:?}: {reason}");
             return 1;
         }
     };
-    log_line(config, "accepted", &original);
+    log_line(config, Outcome::Accepted, &original);
     let fs = Btrfs;
     let scope = Scope::load(config, peer, request.data_dir(config));
     let outcome = match request {
@@ -328,14 +333,14 @@ pub fn run(config: &Config, peer: Option<&str>) -> i32 {
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
                 scope::forget_received(config, &name);
             })
-            .map_err(|e| ("delete refused", e)),
+            .map_err(refused(RefusalKind::Delete)),
         Request::Send { path, parent } => std::iter::once(&path)
             .chain(parent.as_ref())
             .try_for_each(|p| in_scope(&fs, &scope, p).and_then(|()| sendable(&fs, p)))
-            .map_err(|e| ("send refused", e))
+            .map_err(refused(RefusalKind::Send))
             .and_then(|()| {
                 btrfs::send(&path, parent.as_deref(), &std::io::stdout())
-                    .map_err(|e| ("send failed", e.into()))
+                    .map_err(|e| Outcome::SendFailed { why: e.to_string() })
             }),
         Request::Rsync { volume, args } => {
             if let Some(peer) = scope.peer().filter(|_| !scope.whole_volume(&volume)) {
@@ -343,7 +348,11 @@ pub fn run(config: &Config, peer: Option<&str>) -> i32 {
                     what: volume,
                     peer: peer.into(),
                 };
-                log_line(config, &format!("rsync refused ({reason})"), &original);
+                let outcome = Outcome::Refused {
+                    kind: RefusalKind::Rsync,
+                    why: reason.to_string(),
+                };
+                log_line(config, outcome, &original);
                 eprintln!("buttervolume: rsync refused: {reason}");
                 return 1;
             }
@@ -354,11 +363,19 @@ pub fn run(config: &Config, peer: Option<&str>) -> i32 {
     };
     match outcome {
         Ok(()) => 0,
-        Err((what, reason)) => {
-            log_line(config, &format!("{what} ({reason})"), &original);
-            eprintln!("buttervolume: {what}: {reason}");
+        Err(outcome) => {
+            eprintln!("buttervolume: {outcome}");
+            log_line(config, outcome, &original);
             1
         }
+    }
+}
+
+/// The outcome of a refusal of `kind`.
+fn refused(kind: RefusalKind) -> impl Fn(Refusal) -> Outcome {
+    move |reason| Outcome::Refused {
+        kind,
+        why: reason.to_string(),
     }
 }
 
@@ -396,8 +413,11 @@ impl Receiving<'_> {
                     );
                 }
                 // What the daemon's metrics count (crate::metrics::peer_log).
-                let landed = format!("received {} bytes={}", received.name, received.bytes);
-                log_line(self.config, &landed, self.original);
+                let landed = Outcome::Received {
+                    snapshot: received.name.clone(),
+                    bytes: received.bytes,
+                };
+                log_line(self.config, landed, self.original);
                 if json {
                     println!("{}", serde_json::to_string(&received).unwrap_or_default());
                 } else {
@@ -406,7 +426,17 @@ impl Receiving<'_> {
                 0
             }
             Err(e) => {
-                log_line(self.config, &format!("receive failed ({e})"), self.original);
+                let why = e.to_string();
+                let outcome = match e {
+                    receive::ReceiveError::Stream(super::stream::StreamError::Refused(_)) => {
+                        Outcome::Refused {
+                            kind: RefusalKind::Stream,
+                            why,
+                        }
+                    }
+                    _ => Outcome::ReceiveFailed { why },
+                };
+                log_line(self.config, outcome, self.original);
                 eprintln!("buttervolume: receive failed: {e}");
                 1
             }

@@ -18,7 +18,7 @@ fn the_log_is_rotated_once_full() {
     let c = Config::resolve(&env, &HashMap::new()).unwrap();
     let log = dir.path().join("ssh-command.log");
     let old = dir.path().join("ssh-command.log.1");
-    log_line(&c, "accepted", "buttervolume list db");
+    log_line(&c, Outcome::Accepted, "buttervolume list db");
     assert!(log.exists() && !old.exists());
     std::fs::File::options()
         .write(true)
@@ -26,13 +26,20 @@ fn the_log_is_rotated_once_full() {
         .unwrap()
         .set_len(LOG_ROTATE_BYTES)
         .unwrap();
-    log_line(&c, "accepted", "buttervolume list db");
+    log_line(&c, Outcome::Accepted, "buttervolume list db");
     assert!(!log.exists(), "a full log is moved aside");
     assert!(std::fs::metadata(&old).unwrap().len() > LOG_ROTATE_BYTES);
-    log_line(&c, "refused (x)", "rm -rf /");
+    log_line(
+        &c,
+        refused(RefusalKind::Command)(Refusal::Protocol(ProtocolError::NotAllowed)),
+        "rm -rf /",
+    );
     let fresh = std::fs::read_to_string(&log).unwrap();
     assert_eq!(fresh.lines().count(), 1);
-    assert!(fresh.contains("outcome=refused (x)"), "{fresh}");
+    assert!(
+        fresh.contains("outcome=refused (not an allowed command)"),
+        "{fresh}"
+    );
 }
 
 #[test]
