@@ -83,7 +83,15 @@ impl Nodes {
 
     /// Starts the node's daemon with more `KEY=VALUE` environment.
     pub fn start_with(&self, node: &str, env: &[&str]) {
-        let mut args = vec!["daemon-start", node, BIN, "RUST_LOG=debug"];
+        // Scheduler rounds every 2 s: a new job first runs at the next
+        // round (as in the reference), which the tests wait on.
+        let mut args = vec![
+            "daemon-start",
+            node,
+            BIN,
+            "RUST_LOG=debug",
+            "BUTTERVOLUME_TIMER=2",
+        ];
         args.extend_from_slice(env);
         nodes_ok(&args);
     }
