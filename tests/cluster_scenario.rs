@@ -1273,6 +1273,11 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
     // restore, not from Docker): the handler's check would take it as
     // migrable. The plugin's own flag refuses the overwrite.
     assert!(c.migrable(n3, &conf), "Docker kept the label after all");
+    // pre's scheduled snapshot line first runs at the scheduler's next
+    // round (as the reference's): the refusal needs a snapshot to restore.
+    wait_until("pre_conf's scheduled snapshot on node 3", 60, || {
+        !c.snapshots_of(n3, &pre.conf()).is_empty()
+    });
     let err = c
         .restore(n3, Cli::V34, &pre.conf(), Some(&conf))
         .unwrap_err();
