@@ -128,7 +128,10 @@ pub enum Input<'a> {
 /// input (then EOF); `progress` is called with the byte count as data goes
 /// out; `limit`: at most that many bytes per second. Returns the remote
 /// command's exit status, stdout and stderr; `ssh`'s own failures (its exit
-/// status 255) are errors with its message.
+/// status 255) are errors with its message, and so are a reply over
+/// [`MAX_REPLY`] ([`TransportError::ReplyTooLarge`]) and a command still
+/// running `SSH_TIMEOUT` after its input ended ([`TransportError::NoExit`]):
+/// `ssh` is killed then.
 pub fn stream_with_openssh(
     target: &str,
     settings: &SshSettings,

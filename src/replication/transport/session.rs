@@ -399,7 +399,10 @@ impl Peer {
         // the volume) for ever.
         let deadline = Instant::now() + self.settings.stall;
         let reply = self.reply(&mut channel, deadline);
-        self.conn.borrow().session.set_timeout(self.stall_ms());
+        if reply.is_ok() {
+            // Kept for the next command (a failed session is not).
+            self.conn.borrow().session.set_timeout(self.stall_ms());
+        }
         reply
     }
 
