@@ -20,18 +20,24 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// The stored samples of `selector` scraped after `since`, once there are
-/// at least `count` of them.
+/// The stored samples of `selector` whose figures were read after
+/// `since` (`buttervolume_status_timestamp_seconds` of the same scrape:
+/// the scrapes of a second share one read), once there are at least
+/// `count` of them: (read at, value).
 fn samples_after(prom: &Prometheus, selector: &str, since: f64, count: usize) -> Vec<(f64, f64)> {
     let mut after = Vec::new();
     wait_until(
-        &format!("{count} scrapes of {selector} after {since}"),
+        &format!("{count} scrapes of {selector} read after {since}"),
         60,
         || {
+            let read_at = prom.samples("buttervolume_status_timestamp_seconds", "1m");
             after = prom
                 .samples(selector, "1m")
                 .into_iter()
-                .filter(|(at, _)| *at > since)
+                .filter_map(|(at, value)| {
+                    let (_, read) = read_at.iter().find(|(t, _)| *t == at)?;
+                    (*read > since).then_some((*read, value))
+                })
                 .collect();
             after.len() >= count
         },
@@ -75,13 +81,12 @@ fn prometheus_sees_the_lag_that_is_true() {
         .unwrap()
         .otime as f64;
     let grown = samples_after(&prom, &lag, taken, 4);
-    for (at, value) in &grown {
-        // The daemon counts whole seconds from its own `now`, a few ms
-        // after the scrape started.
-        let truth = (at - created).floor();
-        assert!(
-            *value == truth || *value == truth + 1.0,
-            "lag {value} scraped at {at}, snapshot created at {created}"
+    for (read, value) in &grown {
+        // The daemon counts whole seconds from its own `now`.
+        let truth = (read - created).floor();
+        assert_eq!(
+            *value, truth,
+            "lag {value} read at {read}, snapshot created at {created}"
         );
     }
     assert!(

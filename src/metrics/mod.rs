@@ -206,6 +206,14 @@ fn status_metrics(page: &mut Exposition, status: &StatusReply) {
     page.family(VOLUMES, Kind::Gauge, "Volumes on this node.");
     page.sample(VOLUMES, &[], status.volumes.len() as f64);
 
+    const READ_AT: &str = "buttervolume_status_timestamp_seconds";
+    page.family(
+        READ_AT,
+        Kind::Gauge,
+        "Unix time the status figures of this page were read (one read serves the scrapes of a second).",
+    );
+    page.sample(READ_AT, &[], status.now.timestamp_millis() as f64 / 1000.0);
+
     const SNAPSHOTS: &str = "buttervolume_volume_snapshots";
     page.family(
         SNAPSHOTS,
@@ -509,6 +517,7 @@ mod page_tests {
             "buttervolume_peer_refusals_total{kind=\"stream\"} 0",
             "buttervolume_problems{kind=\"job-failed\"} 0",
             "buttervolume_schedule_paused 0",
+            "buttervolume_status_timestamp_seconds 1800000000",
         ] {
             assert!(text.lines().any(|l| l == sample), "{sample} missing:\n{text}");
         }

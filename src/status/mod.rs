@@ -1,6 +1,7 @@
 //! `buttervolume status`: what an operator needs to see about every volume
 //! of this node, problems first. The Status endpoint and the metrics
-//! listener both show what [`collect`] computes.
+//! listener both show what [`collect`] computes (the listener through
+//! [`ScanCache`]: one scan a second at most, however many scrapes).
 //!
 //! Where each figure comes from (nothing here writes anything):
 //!
@@ -34,10 +35,12 @@
 //! snapshot and marker, plus the scheduler's listing. The figures are in
 //! BENCHMARKS.md.
 
+mod cache;
 mod size;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{ScanCache, SCAN_TTL};
 pub use size::{walk_size, SizeCache};
 
 use std::collections::BTreeMap;

@@ -110,12 +110,25 @@ fn series(name: &str, labels: &[(&str, &str)]) -> String {
     format!("{name}{{{}}}", labels.join(","))
 }
 
-/// The node's metrics page (from its daemon's METRICS_ADDR port).
+/// The node's metrics page (from its daemon's METRICS_ADDR port), its
+/// status figures read after this call: a page's can be those of a read
+/// up to a second earlier (the scrapes of a second share one), so it
+/// scrapes again until `buttervolume_status_timestamp_seconds` is not
+/// before the call.
 pub fn scrape(node: &str, port: u16) -> Page {
-    let (status, body) =
-        http_get(node, port, "/metrics").unwrap_or_else(|| panic!("nothing on {node}:{port}"));
-    assert_eq!(status, 200, "{body}");
-    Page::parse(&body)
+    // Milliseconds, as the page gives it.
+    let asked = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let mut page = None;
+    super::wait_until(&format!("a page of {node} read after {asked}"), 10, || {
+        let (status, body) =
+            http_get(node, port, "/metrics").unwrap_or_else(|| panic!("nothing on {node}:{port}"));
+        assert_eq!(status, 200, "{body}");
+        let read = Page::parse(&body);
+        let fresh = read.value("buttervolume_status_timestamp_seconds", &[]) >= asked;
+        page = Some(read);
+        fresh
+    });
+    page.expect("scraped at least once")
 }
 
 /// `promtool check metrics` on a page: the format and the naming rules

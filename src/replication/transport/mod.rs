@@ -57,7 +57,21 @@ pub enum TransportError {
     Ssh { host: String, message: String },
     #[error("ssh to {host}: the transfer stalled for {seconds} s (SSH_TIMEOUT): cut")]
     Stalled { host: String, seconds: u64 },
+    #[error("ssh to {host}: the peer's reply is more than {} MiB: cut", MAX_REPLY >> 20)]
+    ReplyTooLarge { host: String },
+    #[error("ssh to {host}: the peer's command did not exit within {seconds} s (SSH_TIMEOUT) of the end of the stream: cut")]
+    NoExit { host: String, seconds: u64 },
 }
+
+/// The most a peer's command may print on stdout, in both transports (a
+/// listing of every snapshot of every volume is well under 1 MiB per 1,000
+/// volumes): more is [`TransportError::ReplyTooLarge`], and not read
+/// further.
+const MAX_REPLY: u64 = 64 << 20;
+
+/// The most of a peer's stderr kept, in both transports (it goes into
+/// error messages); the rest is read and dropped.
+const MAX_STDERR: u64 = 64 << 10;
 
 /// The private keys tried, in this order, in the plugin's ssh directory
 /// (also by `sync`'s rsync and the bulk `ssh`).

@@ -7,10 +7,12 @@
 //! (or changed) refuses the connection, no prompt, no agent, no X11.
 //! A stalled stream is cut after `SSH_TIMEOUT` by our own wait on the pipe
 //! into `ssh` ([`stream_with_openssh`]): a dead link, or a peer that stops
-//! reading, fills it. A link that dies while nothing is being written (the
-//! wait for the peer's reply) is cut by `ssh` itself, after
-//! `ServerAliveInterval` × `ServerAliveCountMax`, a little over
-//! `SSH_TIMEOUT`.
+//! reading, fills it. Once the stream is out, the peer's command has
+//! `SSH_TIMEOUT` to exit: a peer that stays (ssh's keepalives would keep
+//! its session up for ever) is cut, `ssh` killed, and the send fails. Its
+//! reply is read up to the limits the libssh2 sessions use (`MAX_REPLY` on
+//! stdout, more cuts it; the first `MAX_STDERR` of stderr kept), so a
+//! peer cannot grow this process by talking.
 //!
 //! A full send moves the send ioctl's pipe into `ssh`'s standard input with
 //! `splice(2)` (the kernel moves page references, no copy here), counting
@@ -20,14 +22,20 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{check_host, split_user, Output, SshSettings, TransportError, CONNECT_TIMEOUT};
+use super::{
+    check_host, split_user, Output, SshSettings, TransportError, CONNECT_TIMEOUT, MAX_REPLY,
+    MAX_STDERR,
+};
 
 /// Ciphers offered, the hardware-accelerated AES-GCM first.
 const CIPHERS: &str =
@@ -39,6 +47,9 @@ const SSH_FAILED: i32 = 255;
 
 /// How much one splice moves at most.
 const CHUNK: usize = crate::replication::PIPE_SIZE;
+
+/// How often the exit of an `ssh` whose outputs are closed is checked.
+const EXIT_POLL: Duration = Duration::from_millis(10);
 
 /// `ssh` and its options to reach `target` (`[user@]host`), up to and
 /// including the host: append the remote command.
@@ -117,7 +128,10 @@ pub enum Input<'a> {
 /// input (then EOF); `progress` is called with the byte count as data goes
 /// out; `limit`: at most that many bytes per second. Returns the remote
 /// command's exit status, stdout and stderr; `ssh`'s own failures (its exit
-/// status 255) are errors with its message.
+/// status 255) are errors with its message, and so are a reply over
+/// [`MAX_REPLY`] ([`TransportError::ReplyTooLarge`]) and a command still
+/// running `SSH_TIMEOUT` after its input ended ([`TransportError::NoExit`]):
+/// `ssh` is killed then.
 pub fn stream_with_openssh(
     target: &str,
     settings: &SshSettings,
@@ -150,6 +164,7 @@ pub fn stream_with_openssh(
     let mut pump = Pump {
         out: stdin,
         stall: settings.stall,
+        too_much: readers.too_much.clone(),
         limit,
         started: Instant::now(),
         sent: 0,
@@ -166,26 +181,84 @@ pub fn stream_with_openssh(
     if matches!(pumped, Err(Pumped::Stalled | Pumped::Input(_))) {
         let _ = child.kill();
     }
-    let status = child
-        .wait()
+    let ended = wait_for_exit(&mut child, &readers.heard, settings.stall)
         .map_err(|e| fail(format!("waiting for ssh: {e}")))?;
+    let too_much = readers.too_much.load(Ordering::Relaxed);
     let (stdout, stderr) = readers.join();
-    match pumped {
-        Err(Pumped::Stalled) => Err(TransportError::Stalled {
-            host: host.into(),
-            seconds: settings.stall.as_secs(),
-        }),
-        Err(Pumped::Input(e)) => Err(fail(format!("reading the local stream: {e}"))),
+    if too_much {
+        return Err(TransportError::ReplyTooLarge { host: host.into() });
+    }
+    let status = match (pumped, ended) {
+        (Err(Pumped::Stalled), _) => {
+            return Err(TransportError::Stalled {
+                host: host.into(),
+                seconds: settings.stall.as_secs(),
+            })
+        }
+        (Err(Pumped::Input(e)), _) => return Err(fail(format!("reading the local stream: {e}"))),
+        (_, Ended::Stayed) => {
+            return Err(TransportError::NoExit {
+                host: host.into(),
+                seconds: settings.stall.as_secs(),
+            })
+        }
         // A write that failed because ssh exited: its status and stderr
         // say why.
-        Ok(()) | Err(Pumped::Output) if status.code() == Some(SSH_FAILED) => {
-            Err(fail(stderr.trim().to_string()))
+        (Ok(()) | Err(Pumped::Output), Ended::Exited(status)) => status,
+    };
+    if status.code() == Some(SSH_FAILED) {
+        return Err(fail(stderr.trim().to_string()));
+    }
+    Ok(Output {
+        status: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    })
+}
+
+/// How the wait for `ssh` to exit ended.
+enum Ended {
+    Exited(ExitStatus),
+    /// It did not exit in time, or printed more than [`MAX_REPLY`]: killed.
+    Stayed,
+}
+
+/// Waits up to `within` for `ssh` to exit; kills it (and reaps it) when it
+/// does not, or as soon as its stdout goes over [`MAX_REPLY`]. Woken by
+/// its outputs closing ([`Heard`]), which is how its exit shows first.
+fn wait_for_exit(
+    child: &mut Child,
+    heard: &Receiver<Heard>,
+    within: Duration,
+) -> std::io::Result<Ended> {
+    let deadline = Instant::now() + within;
+    let mut listening = true;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Ended::Exited(status));
         }
-        Ok(()) | Err(Pumped::Output) => Ok(Output {
-            status: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        }),
+        let left = deadline.saturating_duration_since(Instant::now());
+        let cut = if left.is_zero() {
+            true
+        } else if listening {
+            match heard.recv_timeout(left) {
+                Ok(Heard::TooMuch) => true,
+                Ok(Heard::Closed) | Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => {
+                    listening = false;
+                    false
+                }
+            }
+        } else {
+            // Both outputs closed: ssh is on its way out.
+            std::thread::sleep(left.min(EXIT_POLL));
+            false
+        };
+        if cut {
+            let _ = child.kill();
+            child.wait()?;
+            return Ok(Ended::Stayed);
+        }
     }
 }
 
@@ -194,7 +267,8 @@ enum Pumped {
     /// The peer took nothing for the whole stall timeout.
     Stalled,
     Input(std::io::Error),
-    /// Writing to ssh failed (it exited).
+    /// Writing to ssh failed (it exited), or the peer's reply went over
+    /// [`MAX_REPLY`] (ssh is about to be killed).
     Output,
 }
 
@@ -203,6 +277,8 @@ enum Pumped {
 struct Pump {
     out: ChildStdin,
     stall: Duration,
+    /// Set when the peer's reply went over [`MAX_REPLY`]: stop.
+    too_much: Arc<AtomicBool>,
     limit: Option<u64>,
     started: Instant,
     sent: u64,
@@ -262,6 +338,9 @@ impl Pump {
     fn wait_writable(&self) -> Result<(), Pumped> {
         let waited = Instant::now();
         loop {
+            if self.too_much.load(Ordering::Relaxed) {
+                return Err(Pumped::Output);
+            }
             let left = self.stall.saturating_sub(waited.elapsed());
             if left.is_zero() {
                 return Err(Pumped::Stalled);
@@ -294,23 +373,52 @@ impl Pump {
     }
 }
 
-/// Threads draining ssh's stdout and stderr, so it never blocks on them.
+/// What a reader of ssh's output tells [`wait_for_exit`].
+enum Heard {
+    /// Its output closed (ssh is exiting).
+    Closed,
+    /// More than [`MAX_REPLY`] on stdout: not read further.
+    TooMuch,
+}
+
+/// Threads draining ssh's stdout and stderr, so it never blocks on them,
+/// within the limits.
 struct Readers {
     stdout: std::thread::JoinHandle<Vec<u8>>,
     stderr: std::thread::JoinHandle<Vec<u8>>,
+    heard: Receiver<Heard>,
+    too_much: Arc<AtomicBool>,
 }
 
 fn collect_output(child: &mut Child) -> Readers {
-    fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = from.read_to_end(&mut bytes);
-            bytes
-        })
-    }
+    let (tell, heard) = mpsc::channel();
+    let too_much = Arc::new(AtomicBool::new(false));
+    let mut out = child.stdout.take().expect("stdout was piped");
+    let (flag, told) = (too_much.clone(), tell.clone());
+    let stdout = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut out).take(MAX_REPLY + 1).read_to_end(&mut bytes);
+        if bytes.len() as u64 > MAX_REPLY {
+            flag.store(true, Ordering::Relaxed);
+            let _ = told.send(Heard::TooMuch);
+            return Vec::new();
+        }
+        let _ = told.send(Heard::Closed);
+        bytes
+    });
+    let mut err = child.stderr.take().expect("stderr was piped");
+    let stderr = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut err).take(MAX_STDERR).read_to_end(&mut bytes);
+        let _ = std::io::copy(&mut err, &mut std::io::sink());
+        let _ = tell.send(Heard::Closed);
+        bytes
+    });
     Readers {
-        stdout: drain(child.stdout.take().expect("stdout was piped")),
-        stderr: drain(child.stderr.take().expect("stderr was piped")),
+        stdout,
+        stderr,
+        heard,
+        too_much,
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use ssh2::{Channel, CheckResult, KnownHostFileKind, Session};
 
-use super::{check_host, split_user, SshSettings, TransportError, CONNECT_TIMEOUT};
+use super::{
+    check_host, split_user, SshSettings, TransportError, CONNECT_TIMEOUT, MAX_REPLY, MAX_STDERR,
+};
 
 /// Ciphers offered to the peer, fastest through libssh2 first. libssh2
 /// (1.11, `_libssh2_transport_send`) encrypts AES packets one 16-byte block
@@ -99,13 +101,6 @@ const REUSED_OPEN_TIMEOUT_MS: u32 = 3000;
 fn stall_ms(settings: &SshSettings) -> u32 {
     settings.stall.as_millis().min(u32::MAX as u128) as u32
 }
-
-/// The most a peer's command may print on stdout (a listing of every
-/// snapshot of every volume is well under 1 MiB per 1,000 volumes).
-const MAX_REPLY: u64 = 64 << 20;
-
-/// The most of a peer's stderr kept (it goes into error messages).
-const MAX_STDERR: u64 = 64 << 10;
 
 impl Peer {
     /// Connects, verifies the host key against `<ssh dir>/known_hosts` and
@@ -237,9 +232,7 @@ impl Peer {
     /// Marks the session unusable (it goes back to no pool) and wraps the
     /// error; a stall becomes [`TransportError::Stalled`].
     fn fail(&self, context: &str, e: impl Into<std::io::Error>) -> TransportError {
-        self.broken.set(true);
-        // Nothing more is done on it but closing: quickly (see Drop).
-        self.conn.borrow().session.set_timeout(CLOSE_TIMEOUT_MS);
+        self.give_up();
         let e: std::io::Error = e.into();
         if e.kind() == std::io::ErrorKind::TimedOut {
             self.cut_now();
@@ -256,6 +249,13 @@ impl Peer {
                 format!("{context}: {e}")
             },
         }
+    }
+
+    /// Marks the session unusable: nothing more is done on it but closing,
+    /// quickly (see Drop).
+    fn give_up(&self) {
+        self.broken.set(true);
+        self.conn.borrow().session.set_timeout(CLOSE_TIMEOUT_MS);
     }
 
     /// A new channel with `command` started on it. A session from the pool
@@ -394,29 +394,98 @@ impl Peer {
         }
         progress(sent);
         channel.send_eof().map_err(|e| self.fail("", e))?;
+        // The peer's command has SSH_TIMEOUT from here to answer and exit:
+        // one that drips bytes, or never closes, cannot hold the send (and
+        // the volume) for ever.
+        let deadline = Instant::now() + self.settings.stall;
+        let reply = self.reply(&mut channel, deadline);
+        if reply.is_ok() {
+            // Kept for the next command (a failed session is not).
+            self.conn.borrow().session.set_timeout(self.stall_ms());
+        }
+        reply
+    }
+
+    /// Reads the reply of a command whose input is closed, its exit status
+    /// last, all before `deadline`.
+    fn reply(&self, channel: &mut Channel, deadline: Instant) -> Result<Output, TransportError> {
         let mut stdout = Vec::new();
-        (&mut channel)
-            .take(MAX_REPLY + 1)
-            .read_to_end(&mut stdout)
-            .map_err(|e| self.fail("", e))?;
+        let mut until = Until {
+            peer: self,
+            channel,
+            deadline,
+            expired: false,
+        };
+        let read = (&mut until).take(MAX_REPLY + 1).read_to_end(&mut stdout);
+        let expired = until.expired;
+        match read {
+            Err(_) if expired => return Err(self.no_exit()),
+            Err(e) => return Err(self.fail("", e)),
+            Ok(_) => {}
+        }
         if stdout.len() as u64 > MAX_REPLY {
             // A hostile or broken peer: not read further, not reused.
-            return Err(self.fail(
-                "reading its reply",
-                std::io::Error::other(format!("more than {} MiB", MAX_REPLY >> 20)),
-            ));
+            self.give_up();
+            return Err(TransportError::ReplyTooLarge {
+                host: self.host.clone(),
+            });
         }
         let mut stderr = String::new();
+        self.wait_at_most(deadline);
         let _ = channel
             .stderr()
             .take(MAX_STDERR)
             .read_to_string(&mut stderr);
-        channel.wait_close().map_err(|e| self.fail("", e))?;
+        self.wait_at_most(deadline);
+        channel.wait_close().map_err(|e| {
+            let e = std::io::Error::from(e);
+            match e.kind() {
+                std::io::ErrorKind::TimedOut => self.no_exit(),
+                _ => self.fail("", e),
+            }
+        })?;
         let status = channel.exit_status().map_err(|e| self.fail("", e))?;
         Ok(Output {
             status,
             stdout,
             stderr,
         })
+    }
+
+    /// Lets the next blocking call wait only until `deadline`.
+    fn wait_at_most(&self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // 0 would be no timeout at all.
+        let ms = left.as_millis().clamp(1, u32::MAX as u128) as u32;
+        self.conn.borrow().session.set_timeout(ms);
+    }
+
+    /// The peer's command outstayed its deadline: cut.
+    fn no_exit(&self) -> TransportError {
+        self.cut_now();
+        TransportError::NoExit {
+            host: self.host.clone(),
+            seconds: self.settings.stall.as_secs(),
+        }
+    }
+}
+
+/// A channel's reply read against a deadline: each read waits only what
+/// is left of it, so a peer that drips bytes cannot keep it waiting.
+struct Until<'a> {
+    peer: &'a Peer,
+    channel: &'a mut Channel,
+    deadline: Instant,
+    expired: bool,
+}
+
+impl Read for Until<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.peer.wait_at_most(self.deadline);
+        let read = self.channel.read(buf);
+        if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+            self.expired = true;
+        }
+        read
     }
 }
