@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod backup;
+
 /// Endpoint paths.
 pub mod path {
     pub const SNAPSHOT: &str = "/VolumeDriver.Snapshot";
