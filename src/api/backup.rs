@@ -112,7 +112,11 @@ pub struct BackupCheckRequest {
     #[serde(rename = "Target")]
     pub target: String,
     /// `--read-data-subset` (`n%` or `n/t`).
-    #[serde(rename = "ReadDataSubset", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ReadDataSubset",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub read_data_subset: Option<String>,
 }
 

@@ -40,6 +40,20 @@ pub enum ResticError {
     Output { command: String, detail: String },
 }
 
+/// What restic (or ssh under it) says when the repository's host cannot
+/// be reached.
+const UNREACHABLE: &[&str] = &[
+    "connection refused",
+    "dial tcp",
+    "no such host",
+    "network is unreachable",
+    "i/o timeout",
+    "no route to host",
+    "unable to start the sftp session",
+    "connection timed out",
+    "connection reset",
+];
+
 /// One way to call restic on one target.
 pub struct Restic<'a> {
     target: &'a Target,
@@ -150,16 +164,13 @@ impl<'a> Restic<'a> {
             ResticError::Full(repository)
         } else if lower.contains("already locked") || status == 11 {
             ResticError::Locked { repository, detail }
+        } else if UNREACHABLE.iter().any(|m| lower.contains(m)) {
+            // Before "absent": restic 0.14 asks "Is there a repository"
+            // after a refused connection too.
+            ResticError::Unreachable { repository, detail }
         } else if lower.contains("is there a repository at the following location") || status == 10
         {
             ResticError::Absent(repository)
-        } else if lower.contains("unable to open repo")
-            || lower.contains("unable to start the sftp session")
-            || lower.contains("connection refused")
-            || lower.contains("no such host")
-            || lower.contains("network is unreachable")
-        {
-            ResticError::Unreachable { repository, detail }
         } else {
             ResticError::Failed {
                 command: command.to_string(),

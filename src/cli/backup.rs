@@ -72,7 +72,10 @@ pub async fn run(daemon: &Daemon, verb: BackupVerb) -> Result<(), Failure> {
             if json {
                 print::json(&serde_json::to_value(&reply).expect("replies serialize"));
             } else {
-                println!("{:<24} {:<48} {:<10} {:<26} BYTES", "VOLUME", "SNAPSHOT", "ID", "TIME");
+                println!(
+                    "{:<24} {:<48} {:<10} {:<26} BYTES",
+                    "VOLUME", "SNAPSHOT", "ID", "TIME"
+                );
                 for b in reply.backups {
                     let bytes = b.bytes.map_or_else(|| "-".to_string(), |n| n.to_string());
                     let short: String = b.id.chars().take(8).collect();
