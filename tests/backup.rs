@@ -275,3 +275,95 @@ fn bad_inputs_are_clear_errors_that_change_nothing() {
     assert_eq!(std::fs::read(d.volumes().join("v/f00")).unwrap(), b"new\n");
     assert_eq!(backups(&d, "v").len(), 1);
 }
+
+/// The scheduled job's last result for volume `name` and `action`.
+fn last_result(d: &Daemon, name: &str, action: &str) -> String {
+    let (_, list) = d.get("/VolumeDriver.Schedule.List");
+    list["Schedule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["Name"] == name && j["Action"] == action)
+        .and_then(|j| j["LastResult"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn scheduled_backups_thin_by_keep_and_fail_visibly() {
+    let (mut d, targets) = daemon("backupsched");
+    d.env.push(("BUTTERVOLUME_TIMER".into(), "1".into()));
+    d.stop();
+    d.spawn();
+    add_target(&d, &targets, "local", "secret\n", "KEEP=1h:1d\n");
+    add_target(&d, &targets, "wrongpw", "not the secret\n", "");
+    d.ok("/VolumeDriver.Create", json!({"Name": "k"}));
+    d.ok("/VolumeDriver.Create", json!({"Name": "other"}));
+    fill(&d.volumes().join("k"));
+    fill(&d.volumes().join("other"));
+    cli_ok(&d, &["backup", "local", "other"]);
+    // Three old backups of k, made by hand with restic's --time: older
+    // than the pattern's longest part, so KEEP forgets them once a new
+    // one exists; "other" has its own and keeps it.
+    let old = d.root.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("x"), b"old\n").unwrap();
+    for days in [5, 4, 3] {
+        let time = (chrono::Local::now() - chrono::Duration::days(days))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        let out = Command::new("restic")
+            .args([
+                "backup",
+                "--time",
+                &time,
+                "--tag",
+                "buttervolume,volume:k",
+                ".",
+            ])
+            .current_dir(&old)
+            .env("RESTIC_REPOSITORY", d.root.join("repo"))
+            .env("RESTIC_PASSWORD_FILE", d.root.join("local.pw"))
+            .env("RESTIC_CACHE_DIR", d.root.join("restic-cache"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(backups(&d, "k").len(), 3);
+
+    for (volume, action) in [
+        ("k", "backup:local"),
+        ("other", "backup:wrongpw"),
+        ("k", "check-backups:local"),
+    ] {
+        cli_ok(&d, &["schedule", action, "60", volume]);
+    }
+    common::wait_until("the three jobs to run", 120, || {
+        !last_result(&d, "k", "backup:local").is_empty()
+            && !last_result(&d, "other", "backup:wrongpw").is_empty()
+            && !last_result(&d, "k", "check-backups:local").is_empty()
+    });
+    let done = last_result(&d, "k", "backup:local");
+    assert!(
+        done.contains("backed up k@") && done.contains("forgot 3 old backup(s)"),
+        "{done}"
+    );
+    let left = backups(&d, "k");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0]["Snapshot"].as_str().unwrap().starts_with("k@"));
+    assert_eq!(backups(&d, "other").len(), 1);
+    let failed = last_result(&d, "other", "backup:wrongpw");
+    assert!(
+        failed.contains("error") && failed.contains("wrong password"),
+        "{failed}"
+    );
+    let check = last_result(&d, "k", "check-backups:local");
+    assert!(check.contains("no errors were found"), "{check}");
+    // A bad target name is refused when scheduled.
+    let err = cli_fails(&d, &["schedule", "backup:../x", "60", "k"]);
+    assert!(err.contains("invalid backup target name"), "{err}");
+}

@@ -54,6 +54,9 @@ const UNREACHABLE: &[&str] = &[
     "connection reset",
 ];
 
+/// Waits between tries on a locked repository (about two minutes in all).
+const LOCK_RETRY_SECS: [u64; 7] = [1, 2, 4, 8, 16, 30, 60];
+
 /// One way to call restic on one target.
 pub struct Restic<'a> {
     target: &'a Target,
@@ -134,7 +137,24 @@ impl<'a> Restic<'a> {
     }
 
     /// Runs restic with `args`; stdout on success, the mapped error else.
+    /// A repository locked by another restic (a check or a prune holds it
+    /// exclusively; restic 0.14 has no `--retry-lock`) is tried again for
+    /// about two minutes before [`ResticError::Locked`] is returned.
     pub fn run(&self, args: &[&str], cwd: Option<&Path>) -> Result<String, ResticError> {
+        let mut waits = LOCK_RETRY_SECS.iter();
+        loop {
+            match self.run_once(args, cwd) {
+                Err(ResticError::Locked { .. }) if waits.len() > 0 => {
+                    let secs = *waits.next().expect("checked above");
+                    tracing::info!(target = %self.target.name, secs, "repository locked, retrying");
+                    std::thread::sleep(std::time::Duration::from_secs(secs));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn run_once(&self, args: &[&str], cwd: Option<&Path>) -> Result<String, ResticError> {
         tracing::debug!(target = %self.target.name, ?args, "restic");
         let out = self
             .command(args, cwd)

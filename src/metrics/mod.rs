@@ -97,6 +97,8 @@ pub fn action_kind(action: &Action) -> &'static str {
         Action::Replicate { .. } => "replicate",
         Action::Purge { .. } => "purge",
         Action::Synchronize { .. } => "synchronize",
+        Action::Backup { .. } => "backup",
+        Action::CheckBackups { .. } => "check-backups",
     }
 }
 
