@@ -286,3 +286,35 @@ fn last_lines(stderr: &str, stdout: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::TargetName;
+
+    #[test]
+    fn restic_messages_become_clear_errors() {
+        let target = Target {
+            name: TargetName::parse("t").unwrap(),
+            env: [("RESTIC_REPOSITORY".to_string(), "/r".to_string())].into(),
+            keep: None,
+        };
+        let r = Restic::new(&target, Path::new("/state"));
+        let kind = |stderr: &str| r.classify("backup", 1, stderr, "").to_string();
+        assert!(kind("Fatal: wrong password or no key found").contains("wrong password"));
+        let refused = "Fatal: unable to open config file: client.Head: Head \"http://127.0.0.1:1/config\": dial tcp 127.0.0.1:1: connect: connection refused\nIs there a repository at the following location?\nrest:http://127.0.0.1:1/";
+        assert!(
+            kind(refused).contains("cannot be reached"),
+            "{}",
+            kind(refused)
+        );
+        let absent = "Fatal: unable to open config file: stat /r/config: no such file or directory\nIs there a repository at the following location?\n/r";
+        assert!(kind(absent).contains("no restic repository at /r"));
+        let locked = "unable to create lock in backend: repository is already locked exclusively by PID 7 on h by root (UID 0, GID 0)";
+        assert!(kind(locked).contains("locked by another restic"));
+        let full = "Fatal: unable to save snapshot: write /r/data/ab/x: no space left on device";
+        assert!(kind(full).contains("is full"));
+        assert!(kind("something else\n")
+            .contains("restic backup failed (exit status 1): something else"));
+    }
+}
