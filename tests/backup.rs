@@ -363,6 +363,39 @@ fn scheduled_backups_thin_by_keep_and_fail_visibly() {
     );
     let check = last_result(&d, "k", "check-backups:local");
     assert!(check.contains("no errors were found"), "{check}");
+    // Status: each volume's last backup per target, the failure, the check.
+    let (_, status) = d.get("/VolumeDriver.Status");
+    let vol = |name: &str| -> Value {
+        status["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["Name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let k = vol("k")["Backups"].clone();
+    assert_eq!(k[0]["Target"], json!("local"), "{k}");
+    assert_eq!(k[0]["Snapshot"], left[0]["Snapshot"], "{k}");
+    assert_eq!(k[0]["Id"], left[0]["Id"], "{k}");
+    assert!(k[0]["Bytes"].as_u64().unwrap() > 0, "{k}");
+    assert_eq!(k[0]["Timer"], json!("60"), "{k}");
+    assert_eq!(k[0]["LastCheckOk"], json!(true), "{k}");
+    let other = vol("other")["Backups"].clone();
+    let wrong = other
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["Target"] == "wrongpw")
+        .unwrap();
+    assert!(
+        wrong["LastError"]
+            .as_str()
+            .unwrap()
+            .contains("wrong password"),
+        "{other}"
+    );
+    assert!(wrong["Snapshot"].is_null(), "{other}");
     // A bad target name is refused when scheduled.
     let err = cli_fails(&d, &["schedule", "backup:../x", "60", "k"]);
     assert!(err.contains("invalid backup target name"), "{err}");

@@ -126,3 +126,36 @@ pub struct BackupCheckReply {
     #[serde(rename = "Summary", default)]
     pub summary: String,
 }
+
+/// A volume's backups to one target, as `status` shows them: from this
+/// node's record ([`crate::backup::record`]) and the volume's
+/// `backup:<target>` job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStatus {
+    #[serde(rename = "Target")]
+    pub target: String,
+    /// The last backup (or the one found there already).
+    #[serde(rename = "Snapshot", default)]
+    pub snapshot: Option<String>,
+    #[serde(rename = "Id", default)]
+    pub id: Option<String>,
+    /// When it was made (RFC 3339).
+    #[serde(rename = "Time", default)]
+    pub time: Option<String>,
+    #[serde(rename = "AgeSeconds", default)]
+    pub age_seconds: Option<i64>,
+    /// The volume's bytes in it.
+    #[serde(rename = "Bytes", default)]
+    pub bytes: Option<u64>,
+    /// The `backup:<target>` job's timer, when scheduled.
+    #[serde(rename = "Timer", default)]
+    pub timer: Option<String>,
+    /// The last failure, when after the last backup.
+    #[serde(rename = "LastError", default)]
+    pub last_error: Option<String>,
+    /// The target's last check: `ok` or the error, with its time.
+    #[serde(rename = "LastCheck", default)]
+    pub last_check: Option<String>,
+    #[serde(rename = "LastCheckOk", default)]
+    pub last_check_ok: Option<bool>,
+}
