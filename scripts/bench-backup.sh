@@ -69,8 +69,10 @@ PY
     chmod 600 "$work/targets/t$round.env"
     sync
 
-    t=$(now); "$bin" backup "t$round" "$vol" >/dev/null; b1+=("$(secs "$t" "$(now)")")
+    # Both repositories made beforehand: the figures compare backups.
+    restic -r "$work/repo-bv$round" init >/dev/null 2>&1
     restic -r "$work/repo-plain$round" init >/dev/null 2>&1
+    t=$(now); "$bin" backup "t$round" "$vol" >/dev/null; b1+=("$(secs "$t" "$(now)")")
     t=$(now); restic -r "$work/repo-plain$round" backup "$dir" >/dev/null; p1+=("$(secs "$t" "$(now)")")
 
     head -c $((size_mb << 20)) /dev/urandom >"$dir/$(name 7)"

@@ -150,7 +150,10 @@ fn backup_skip_incremental_list_and_restores() {
     assert_eq!(list[0]["Snapshot"], json!(snap1));
     assert!(list[0]["Id"].as_str().unwrap().starts_with(&id1));
     assert_eq!(list[1]["Snapshot"], json!(snap2));
-    assert_eq!(list[1]["Id"], json!(id2));
+    assert!(
+        list[1]["Id"].as_str().unwrap().starts_with(&id2),
+        "{list:?}"
+    );
     assert!(list[1]["Bytes"].as_u64().unwrap() > 40 * 700, "{list:?}");
 
     // Without the plugin: plain restic gives the volume's files.
@@ -377,7 +380,13 @@ fn scheduled_backups_thin_by_keep_and_fail_visibly() {
     let k = vol("k")["Backups"].clone();
     assert_eq!(k[0]["Target"], json!("local"), "{k}");
     assert_eq!(k[0]["Snapshot"], left[0]["Snapshot"], "{k}");
-    assert_eq!(k[0]["Id"], left[0]["Id"], "{k}");
+    assert!(
+        left[0]["Id"]
+            .as_str()
+            .unwrap()
+            .starts_with(k[0]["Id"].as_str().unwrap()),
+        "{k}"
+    );
     assert!(k[0]["Bytes"].as_u64().unwrap() > 0, "{k}");
     assert_eq!(k[0]["Timer"], json!("60"), "{k}");
     assert_eq!(k[0]["LastCheckOk"], json!(true), "{k}");

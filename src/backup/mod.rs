@@ -112,7 +112,7 @@ pub fn list(store: &VolumeStore, target_name: &str, volume: Option<&str>) -> Res
     let mut tags = vec![TAG.to_string()];
     tags.extend(volume.map(volume_tag));
     let restic = restic::Restic::new(&target, &store.config().state_path);
-    let sizes = record::load(&store.config().state_path, &target.name).sizes;
+    let record = record::load(&store.config().state_path, &target.name);
     Ok(restic
         .snapshots(&tags)?
         .into_iter()
@@ -120,7 +120,7 @@ pub fn list(store: &VolumeStore, target_name: &str, volume: Option<&str>) -> Res
             Some(Listed {
                 volume: s.tag("volume")?.to_string(),
                 snapshot: s.tag("snapshot").unwrap_or_default().to_string(),
-                bytes: sizes.get(&s.id).copied(),
+                bytes: record.size_of(&s.id),
                 time: s.time.to_rfc3339(),
                 id: s.id,
             })

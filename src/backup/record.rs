@@ -19,7 +19,8 @@ use super::TargetName;
 pub struct Record {
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeRecord>,
-    /// Restic snapshot id -> bytes of the volume backed up.
+    /// Restic snapshot id (short, 8 hex digits) -> bytes of the volume
+    /// backed up.
     #[serde(default)]
     pub sizes: BTreeMap<String, u64>,
     #[serde(default)]
@@ -51,6 +52,18 @@ pub struct CheckRecord {
     pub time: String,
     pub ok: bool,
     pub detail: String,
+}
+
+/// restic's short id of an id (the sizes' key).
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+impl Record {
+    /// The size of backup `id` (long or short), when this node made it.
+    pub fn size_of(&self, id: &str) -> Option<u64> {
+        self.sizes.get(short(id)).copied()
+    }
 }
 
 fn path(state: &Path, target: &TargetName) -> PathBuf {
@@ -116,8 +129,8 @@ fn now() -> String {
 /// Notes a backup made (or found in the target).
 pub fn note_done(state: &Path, target: &TargetName, volume: &str, done: Done) {
     update(state, target, |r| {
-        if done.added > 0 || !r.sizes.contains_key(&done.id) {
-            r.sizes.insert(done.id.clone(), done.bytes);
+        if done.added > 0 || !r.sizes.contains_key(short(&done.id)) {
+            r.sizes.insert(short(&done.id).to_string(), done.bytes);
         }
         let v = r.volumes.entry(volume.to_string()).or_default();
         v.last = Some(done);
@@ -136,7 +149,7 @@ pub fn note_error(state: &Path, target: &TargetName, volume: &str, error: &str) 
 pub fn forget(state: &Path, target: &TargetName, ids: &[String]) {
     update(state, target, |r| {
         for id in ids {
-            r.sizes.remove(id);
+            r.sizes.remove(short(id));
         }
     });
 }

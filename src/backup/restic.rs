@@ -205,9 +205,11 @@ impl<'a> Restic<'a> {
         self.run(&["init", "--json"], None).map(drop)
     }
 
-    /// `restic snapshots --json`, those with every tag of `tags`.
+    /// `restic snapshots --json`, those with every tag of `tags`. Without
+    /// a lock: a read-only listing, and each restic run costs its key
+    /// derivation already (~0.5 s).
     pub fn snapshots(&self, tags: &[String]) -> Result<Vec<ResticSnapshot>, ResticError> {
-        let mut args = vec!["snapshots", "--json"];
+        let mut args = vec!["snapshots", "--json", "--no-lock"];
         let joined = tags.join(",");
         if !tags.is_empty() {
             args.extend(["--tag", joined.as_str()]);
