@@ -205,6 +205,12 @@ fn backup_skip_incremental_list_and_restores() {
         .unwrap_or_default();
     assert!(staging.is_empty(), "{staging:?}");
 
+    // restic's check, reading a part of the data.
+    let check = cli_ok(&d, &["check-backups", "local", "--read-data-subset", "50%"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    let err = cli_fails(&d, &["check-backups", "local", "--read-data-subset", "all"]);
+    assert!(err.contains("expected n% or n/t"), "{err}");
+
     // A mounted volume is not restored in place.
     d.ok("/VolumeDriver.Mount", json!({"Name": "db", "ID": "c1"}));
     std::fs::write(vol.join("f07"), b"live\n").unwrap();
