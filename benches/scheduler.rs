@@ -111,6 +111,12 @@ impl JobActions for Fake {
     fn sync(&self, _volume: &str, _hosts: &[String]) -> Result<(), ActionFailure> {
         Ok(())
     }
+    fn backup(&self, _volume: &str, _target: &str) -> Result<String, ActionFailure> {
+        Ok(String::new())
+    }
+    fn check_backups(&self, _target: &str) -> Result<String, ActionFailure> {
+        Ok(String::new())
+    }
 }
 
 /// The three jobs of each volume, as (action, timer minutes).

@@ -69,9 +69,10 @@ SUITE=bookworm
 # is linked statically by the ssh2 crate); btrfs-progs runs `btrfs
 # send/receive`; openssh-server is the plugin's sshd (`run --sshd`), so peers
 # can send to this host; openssh-client brings ssh-keygen (its host key) and
-# ssh for rsync; rsync for `buttervolume sync`; tini is PID 1 (reaps zombies).
+# ssh for rsync; rsync for `buttervolume sync`; tini is PID 1 (reaps zombies);
+# restic (a static binary) for `buttervolume backup`.
 # The build checks below fail if the binary needs a library not listed here.
-PACKAGES=libbtrfsutil1,libssl3,btrfs-progs,openssh-client,openssh-server,rsync,tini
+PACKAGES=libbtrfsutil1,libssl3,btrfs-progs,openssh-client,openssh-server,rsync,tini,restic
 # Fixed epoch of the base (not the commit time, so the cache survives commits).
 BASE_EPOCH=1735689600 # 2025-01-01T00:00:00Z
 # Packages only needed to install or configure packages: their files go.

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod backup;
+
 /// Endpoint paths.
 pub mod path {
     pub const SNAPSHOT: &str = "/VolumeDriver.Snapshot";
@@ -326,6 +328,12 @@ pub mod status {
         NeverSent,
         /// A peer's lag is more than twice its replicate job's period.
         PeerLagging,
+        /// A volume's last backup to a target is older than twice its
+        /// `backup:<target>` job's period (or it has none though the job
+        /// ran).
+        BackupLate,
+        /// The last `check-backups` of a target failed.
+        BackupCheckFailed,
         /// Jobs are scheduled for a volume that does not exist here.
         MissingVolume,
         /// The whole schedule is paused.
@@ -340,12 +348,14 @@ pub mod status {
     }
 
     impl ProblemKind {
-        pub const ALL: [ProblemKind; 10] = [
+        pub const ALL: [ProblemKind; 12] = [
             ProblemKind::FollowFailed,
             ProblemKind::JobFailed,
             ProblemKind::SendFailed,
             ProblemKind::NeverSent,
             ProblemKind::PeerLagging,
+            ProblemKind::BackupLate,
+            ProblemKind::BackupCheckFailed,
             ProblemKind::MissingVolume,
             ProblemKind::SchedulePaused,
             ProblemKind::ScheduleUnreadable,
@@ -361,6 +371,8 @@ pub mod status {
                 ProblemKind::SendFailed => "send-failed",
                 ProblemKind::NeverSent => "never-sent",
                 ProblemKind::PeerLagging => "peer-lagging",
+                ProblemKind::BackupLate => "backup-late",
+                ProblemKind::BackupCheckFailed => "backup-check-failed",
                 ProblemKind::MissingVolume => "missing-volume",
                 ProblemKind::SchedulePaused => "schedule-paused",
                 ProblemKind::ScheduleUnreadable => "schedule-unreadable",
@@ -410,6 +422,9 @@ pub mod status {
         /// <result>`) or a send's (`send to <peer>: <error>`).
         #[serde(rename = "LastError", default)]
         pub last_error: Option<String>,
+        /// Its backups per target ([`crate::backup`]).
+        #[serde(rename = "Backups", default)]
+        pub backups: Vec<super::backup::BackupStatus>,
     }
 
     /// A peer this volume is replicated to: one with a sent marker

@@ -62,6 +62,9 @@ pub struct Config {
     /// Where the Prometheus metrics listener binds (`METRICS_ADDR`, e.g.
     /// `127.0.0.1:9470`); `None` (the default, an empty value): no listener.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where backup targets are described, one `<name>.env` file each
+    /// (`BACKUP_TARGETS_PATH`, see [`crate::backup`]).
+    pub backup_targets_path: PathBuf,
 }
 
 /// Which SSH client carries send streams ([`crate::replication::transport`]).
@@ -290,6 +293,7 @@ impl Config {
             ssh_port,
             docker_socket: get("DOCKER_SOCKET", "/var/run/docker.sock").into(),
             ssh_dir: get("SSH_DIR", "/root/.ssh").into(),
+            backup_targets_path: get("BACKUP_TARGETS_PATH", "/etc/buttervolume/backup/").into(),
             volumes_path,
         })
     }

@@ -22,6 +22,7 @@
 //! - [`metrics`]: the Prometheus metrics and their optional listener.
 
 pub mod api;
+pub mod backup;
 pub mod btrfs;
 pub mod cli;
 pub mod client;

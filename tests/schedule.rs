@@ -131,6 +131,14 @@ impl JobActions for Fake {
             &format!("{volume}<{hosts}"),
         )
     }
+    fn backup(&self, volume: &str, target: &str) -> Result<String, ActionFailure> {
+        self.enter(format!("backup {volume} {target}"), volume)?;
+        Ok(format!("backed up {volume} to {target}"))
+    }
+    fn check_backups(&self, target: &str) -> Result<String, ActionFailure> {
+        self.enter(format!("check-backups {target}"), target)?;
+        Ok("no errors were found".into())
+    }
 }
 
 fn t0() -> DateTime<Utc> {

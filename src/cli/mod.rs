@@ -8,6 +8,7 @@
 //! call each to the daemon's socket ([`client`]), one file per family
 //! ([`local`], [`peer`], [`schedule`]), printed by [`print`].
 
+mod backup;
 mod client;
 mod local;
 mod peer;
@@ -55,6 +56,8 @@ pub enum ClientVerb {
     Peer(PeerVerb),
     #[command(flatten)]
     Schedule(ScheduleVerb),
+    #[command(flatten)]
+    Backup(backup::BackupVerb),
 }
 
 /// Verbs that run on this machine rather than call the daemon.
@@ -174,6 +177,7 @@ async fn client_verb(config: &Config, verb: ClientVerb) -> Result<(), Failure> {
         ClientVerb::Local(verb) => local::run(&daemon, verb).await,
         ClientVerb::Peer(verb) => peer::run(&daemon, verb).await,
         ClientVerb::Schedule(verb) => schedule::run(&daemon, verb).await,
+        ClientVerb::Backup(verb) => backup::run(&daemon, verb).await,
     }
 }
 

@@ -188,6 +188,7 @@ mod tests {
                 jobs: vec![],
                 running_jobs: vec!["purge:1d".into()],
                 last_error: None,
+                backups: vec![],
             }],
             schedule_paused: false,
         };

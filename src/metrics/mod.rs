@@ -14,6 +14,7 @@
 //! problems) and what peers did through the forced command, counted from
 //! its log ([`peer_log`]). README has the table of names, types and labels.
 
+mod backups;
 pub mod exposition;
 pub mod listener;
 pub mod peer_log;
@@ -41,7 +42,14 @@ const JOB_BUCKETS: [f64; 13] = [
 ];
 
 /// The kinds of scheduled action, as the `action` label spells them.
-pub const ACTION_KINDS: [&str; 4] = ["snapshot", "replicate", "purge", "synchronize"];
+pub const ACTION_KINDS: [&str; 6] = [
+    "snapshot",
+    "replicate",
+    "purge",
+    "synchronize",
+    "backup",
+    "check-backups",
+];
 
 /// Docker's endpoints; ours are in [`crate::api::path`].
 const DOCKER_ENDPOINTS: [&str; 9] = [
@@ -97,6 +105,8 @@ pub fn action_kind(action: &Action) -> &'static str {
         Action::Replicate { .. } => "replicate",
         Action::Purge { .. } => "purge",
         Action::Synchronize { .. } => "synchronize",
+        Action::Backup { .. } => "backup",
+        Action::CheckBackups { .. } => "check-backups",
     }
 }
 
@@ -249,6 +259,7 @@ fn status_metrics(page: &mut Exposition, status: &StatusReply) {
     }
 
     peer_metrics(page, status);
+    backups::render(page, status);
 
     const PROBLEMS: &str = "buttervolume_problems";
     page.family(
@@ -491,6 +502,7 @@ mod page_tests {
                 jobs: vec![],
                 running_jobs: vec![],
                 last_error: None,
+                backups: vec![],
             }],
             schedule_paused: false,
         };

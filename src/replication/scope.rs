@@ -185,7 +185,10 @@ fn names_peer(action: &Action, peer: &str) -> bool {
     match action {
         Action::Replicate { host } => names::peer_of(host) == peer,
         Action::Synchronize { hosts } => hosts.iter().any(|h| names::peer_of(h) == peer),
-        Action::Snapshot | Action::Purge { .. } => false,
+        Action::Snapshot
+        | Action::Purge { .. }
+        | Action::Backup { .. }
+        | Action::CheckBackups { .. } => false,
     }
 }
 

@@ -11,12 +11,14 @@ use crate::purge::{Pattern, PurgeError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ActionError {
-    #[error("unknown action {0:?}: expected snapshot, replicate:<host>, purge:<pattern> or synchronize:<host>[,<host>...]")]
+    #[error("unknown action {0:?}: expected snapshot, replicate:<host>, purge:<pattern>, synchronize:<host>[,<host>...], backup:<target> or check-backups:<target>")]
     Unknown(String),
     #[error("invalid host {host:?} in action {action:?}: a host name or IP address (letters, digits and '.-_:', an IPv6 address without brackets), optionally user@host")]
     Host { action: String, host: String },
     #[error("invalid action {action:?}: {source}")]
     Purge { action: String, source: PurgeError },
+    #[error("invalid action {action:?}: {reason}")]
+    Target { action: String, reason: String },
     #[error("invalid action {action:?}: {source}")]
     MarkerHost {
         action: String,
@@ -28,9 +30,23 @@ pub enum ActionError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Snapshot,
-    Replicate { host: String },
-    Purge { pattern: String },
-    Synchronize { hosts: Vec<String> },
+    Replicate {
+        host: String,
+    },
+    Purge {
+        pattern: String,
+    },
+    Synchronize {
+        hosts: Vec<String>,
+    },
+    /// `backup:<target>`: back up to a restic target ([`crate::backup`]).
+    Backup {
+        target: String,
+    },
+    /// `check-backups:<target>`: restic's check of the target.
+    CheckBackups {
+        target: String,
+    },
 }
 
 impl Action {
@@ -63,6 +79,22 @@ impl Action {
             Ok(Action::Purge {
                 pattern: pattern.into(),
             })
+        } else if let Some((kind, name)) = text
+            .strip_prefix("backup:")
+            .map(|t| ("backup", t))
+            .or_else(|| text.strip_prefix("check-backups:").map(|t| ("check", t)))
+        {
+            let target = crate::backup::TargetName::parse(name)
+                .map_err(|e| ActionError::Target {
+                    action: text.into(),
+                    reason: e.to_string(),
+                })?
+                .to_string();
+            Ok(if kind == "backup" {
+                Action::Backup { target }
+            } else {
+                Action::CheckBackups { target }
+            })
         } else if let Some(list) = text.strip_prefix("synchronize:") {
             let hosts = list.split(',').map(host).collect::<Result<Vec<_>, _>>()?;
             Ok(Action::Synchronize { hosts })
@@ -74,7 +106,13 @@ impl Action {
     /// Whether the job talks to another node. Remote jobs get their own
     /// worker pool, so slow networks never hold up local snapshots.
     pub fn is_remote(&self) -> bool {
-        matches!(self, Action::Replicate { .. } | Action::Synchronize { .. })
+        matches!(
+            self,
+            Action::Replicate { .. }
+                | Action::Synchronize { .. }
+                | Action::Backup { .. }
+                | Action::CheckBackups { .. }
+        )
     }
 }
 
@@ -107,6 +145,19 @@ mod tests {
         assert!(Action::parse("replicate:root@peer").is_ok());
         assert!(Action::parse("replicate:h").unwrap().is_remote());
         assert!(!Action::parse("purge:1h:1d").unwrap().is_remote());
+        assert_eq!(
+            Action::parse("backup:offsite"),
+            Ok(Action::Backup {
+                target: "offsite".into()
+            })
+        );
+        assert_eq!(
+            Action::parse("check-backups:nas-1"),
+            Ok(Action::CheckBackups {
+                target: "nas-1".into()
+            })
+        );
+        assert!(Action::parse("backup:x").unwrap().is_remote());
     }
 
     #[test]
@@ -127,6 +178,9 @@ mod tests {
             ("synchronize:h1,,h2", "invalid host"),
             ("synchronize:", "invalid host"),
             ("purge:1h", "purge pattern"),
+            ("backup:", "invalid backup target name"),
+            ("backup:../etc", "invalid backup target name"),
+            ("check-backups:a b", "invalid backup target name"),
             ("purge:1x:2y", "purge pattern"),
             (
                 format!("replicate:{}", "h".repeat(62)).as_str(),

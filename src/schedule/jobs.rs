@@ -39,6 +39,10 @@ pub enum JobError {
         hosts: String,
         source: ActionFailure,
     },
+    #[error("backup failed: {0}")]
+    Backup(#[source] ActionFailure),
+    #[error("check of the backups failed: {0}")]
+    CheckBackups(#[source] ActionFailure),
     /// The job could not run to its end: it panicked, or no worker thread
     /// could be started.
     #[error("internal error: {0}")]
@@ -68,6 +72,11 @@ pub trait JobActions: Send + Sync + 'static {
     fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, ActionFailure>;
     /// Pulls a volume's content from hosts.
     fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), ActionFailure>;
+    /// Backs a volume up to a restic target, then thins its backups there
+    /// by the target's `KEEP`; returns a one-line summary.
+    fn backup(&self, volume: &str, target: &str) -> Result<String, ActionFailure>;
+    /// Runs restic's check on a target; returns its summary.
+    fn check_backups(&self, target: &str) -> Result<String, ActionFailure>;
 }
 
 /// The result of a job on a volume Docker created and nothing wrote yet.
@@ -126,6 +135,10 @@ pub fn run(actions: &dyn JobActions, volume: &str, action: &Action) -> Result<St
             let purged = actions.purge(volume, pattern).map_err(JobError::Purge)?;
             Ok(format!("purged {} snapshot(s)", purged.len()))
         }
+        Action::Backup { target } => actions.backup(volume, target).map_err(JobError::Backup),
+        Action::CheckBackups { target } => actions
+            .check_backups(target)
+            .map_err(JobError::CheckBackups),
         Action::Synchronize { hosts } => {
             let snapshot = actions
                 .snapshot(volume)
@@ -200,6 +213,29 @@ impl JobActions for StoreActions {
         )?)
     }
 
+    fn backup(&self, volume: &str, target: &str) -> Result<String, ActionFailure> {
+        let done = crate::backup::backup(&self.store, target, volume)?;
+        let forgotten = crate::backup::keep::thin(&self.store, target, volume)?;
+        let what = if done.created {
+            format!(
+                "backed up {} to {target} as {}",
+                done.snapshot,
+                short(&done.id)
+            )
+        } else {
+            format!("{} already in {target}", done.snapshot)
+        };
+        Ok(if forgotten.is_empty() {
+            what
+        } else {
+            format!("{what}, forgot {} old backup(s)", forgotten.len())
+        })
+    }
+
+    fn check_backups(&self, target: &str) -> Result<String, ActionFailure> {
+        Ok(crate::backup::check(&self.store, target, None)?)
+    }
+
     fn sync(&self, volume: &str, hosts: &[String]) -> Result<(), ActionFailure> {
         Ok(crate::replication::sync(
             &self.store,
@@ -208,4 +244,9 @@ impl JobActions for StoreActions {
             false,
         )?)
     }
+}
+
+/// A restic id as restic prints it.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }

@@ -45,9 +45,15 @@ pub enum VolumeOptionError {
 /// True for keys that name a job (`snapshot`, `replicate:...`, ...).
 fn is_job_key(key: &str) -> bool {
     key == "snapshot"
-        || ["replicate:", "purge:", "synchronize:"]
-            .iter()
-            .any(|prefix| key.starts_with(prefix))
+        || [
+            "replicate:",
+            "purge:",
+            "synchronize:",
+            "backup:",
+            "check-backups:",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
 }
 
 /// Splits Docker's options into the volume's own and the jobs they ask

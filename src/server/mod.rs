@@ -17,6 +17,7 @@
 //! Shutdown: on SIGTERM/SIGINT the listener closes, the socket file is
 //! removed, in-flight requests finish (bounded wait), then the process exits.
 
+mod backup;
 mod connections;
 mod control;
 mod replication;
@@ -106,6 +107,8 @@ pub enum ApiError {
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     /// A handler thread panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -364,6 +367,9 @@ async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Reply> 
         return Some(reply);
     }
     if let Some(reply) = status::route(state, path).await {
+        return Some(reply);
+    }
+    if let Some(reply) = backup::route(state, path, &body).await {
         return Some(reply);
     }
     control::route(state, path, body).await

@@ -35,6 +35,7 @@
 //! snapshot and marker, plus the scheduler's listing. The figures are in
 //! BENCHMARKS.md.
 
+mod backups;
 mod cache;
 mod size;
 #[cfg(test)]
@@ -121,11 +122,15 @@ pub fn collect(
     let mut placed =
         snapshots::by_creation_of_each(store.fs(), &store.config().snapshots_path, &volumes);
     let mut out = Vec::with_capacity(volumes.len());
+    let backup_records = backups::records(store);
+    problems.extend(backups::check_problems(&backup_records));
     for name in &volumes {
         let jobs = jobs_of.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
         let placed = placed.remove(name).unwrap_or_default();
-        let volume = volume_status(store, sizes, name, placed, jobs, now);
+        let mut volume = volume_status(store, sizes, name, placed, jobs, now);
+        volume.backups = backups::of_volume(&backup_records, name, jobs, now);
         problems.extend(volume_problems(&volume, jobs, now));
+        problems.extend(backups::problems(&volume, jobs, now));
         out.push(volume);
     }
     problems.sort_by(|a, b| {
@@ -210,6 +215,7 @@ fn volume_status(
         jobs: jobs.iter().map(|j| job_status(j)).collect(),
         running_jobs,
         last_error,
+        backups: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@
 #                           /   |   \
 #                    v<tag>1 v<tag>2 v<tag>3     hub ends of the veth pairs
 #                       |       |       |
-#   netns <tag>k:     eth0 10.X.0.k/24, lo; sshd on 10.X.0.k:1122
+#   netns <tag>k:     eth0 10.X.0.k/24, lo; sshd on 10.X.0.k:1122 (with an sftp subsystem)
 #
 # The root network namespace has no interface on 10.X.0.0/24: the nodes only
 # reach each other. Each node also has its own mount namespace (persisted as
@@ -317,6 +317,7 @@ UseDNS no
 PrintMotd no
 ExposeAuthInfo yes
 LogLevel VERBOSE
+Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
     mkdir -p /run/sshd
     rm -f "$dir/sshd.pid"
