@@ -33,9 +33,8 @@ fn schedule_list(d: &Daemon, body: &[u8]) -> Value {
 /// The reference's own `Schedule.List` handler (in-process, through
 /// webtest as its test suite runs it) reading `csv`.
 fn reference_listing(csv: &Path) -> Value {
-    let venv = PathBuf::from(
-        std::env::var("BUTTERVOLUME_REFERENCE_VENV").unwrap_or("/opt/bv-ref".into()),
-    );
+    let venv =
+        PathBuf::from(std::env::var("BUTTERVOLUME_REFERENCE_VENV").unwrap_or("/opt/bv-ref".into()));
     assert!(
         venv.join("bin/python").exists(),
         "reference venv missing at {}: run scripts/reference-venv.sh",

@@ -681,8 +681,12 @@ fn an_idle_round_asks_the_peer_once_for_every_volume() {
         );
     }
     let results = || -> Vec<String> {
-        let (_, text) =
-            common::raw_request(&n.socket(&a), "GET", "/VolumeDriver.Schedule.List", br#"{"Detail": true}"#);
+        let (_, text) = common::raw_request(
+            &n.socket(&a),
+            "GET",
+            "/VolumeDriver.Schedule.List",
+            br#"{"Detail": true}"#,
+        );
         let list: serde_json::Value = serde_json::from_str(&text).unwrap();
         ["v1", "v2", "v3"]
             .iter()

@@ -516,10 +516,25 @@ async fn bad_requests_change_nothing() {
         ("snapshot", "1.5", "db", "Invalid timer"),
         ("snapshot", "soon", "db", "Invalid timer"),
         ("snapshot", "", "db", "Invalid timer"),
-        ("snapshot", "cron:0 0 * *", "db", "Invalid timer (cron expression"),
-        ("snapshot", "cron:99 * * * *", "db", "Invalid timer (cron expression"),
+        (
+            "snapshot",
+            "cron:0 0 * *",
+            "db",
+            "Invalid timer (cron expression",
+        ),
+        (
+            "snapshot",
+            "cron:99 * * * *",
+            "db",
+            "Invalid timer (cron expression",
+        ),
         ("snapshot", "99999999999", "db", "too large"),
-        ("snapshot", "60", "../etc", "Invalid characters in volume name"),
+        (
+            "snapshot",
+            "60",
+            "../etc",
+            "Invalid characters in volume name",
+        ),
         ("snapshot", "60", "a@b", "illegal"),
         ("snapshot", "60", "", "required"),
     ] {
