@@ -151,13 +151,13 @@ cmd, sock, *args = sys.argv[1:]
 if cmd == "call":          # call SOCK PATH JSON: prints the reply
     print(json.dumps(call(sock, args[0], json.loads(args[1]))[1]))
 elif cmd == "send":        # send SOCK SNAPSHOT HOST
-    dt, reply = call(sock, "/VolumeDriver.Snapshot.Send", {"Name": args[0], "Host": args[1]})
+    dt, reply = call(sock, "/VolumeDriver.Snapshot.Send", {"Name": args[0], "Host": args[1], "Detail": True})
     print(json.dumps({"seconds": dt, "summary": reply.get("Summary"),
                       "summary_mib": summary_mib(reply), "wire_mib": summary_mib(reply, True)}))
 elif cmd == "snapsend":    # snapsend SOCK VOLUME HOST: Snapshot, then Send it
     t0 = time.perf_counter()
     ds, reply = call(sock, "/VolumeDriver.Snapshot", {"Name": args[0]})
-    dt, sent = call(sock, "/VolumeDriver.Snapshot.Send", {"Name": reply["Snapshot"], "Host": args[1]})
+    dt, sent = call(sock, "/VolumeDriver.Snapshot.Send", {"Name": reply["Snapshot"], "Host": args[1], "Detail": True})
     total = time.perf_counter() - t0
     print(json.dumps({"seconds": total, "snapshot_s": ds, "send_s": dt,
                       "snapshot": reply["Snapshot"], "summary": sent.get("Summary"),

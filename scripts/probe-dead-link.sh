@@ -55,7 +55,7 @@ post bdl1 /VolumeDriver.Snapshot.Send "{\"Name\":\"$s1\",\"Host\":\"$ip2\"}" >/d
 "$nodes" exec bdl1 sh -c 'head -c 400000000 /dev/urandom > /var/lib/buttervolume/volumes/x/big'
 s2=$(post bdl1 /VolumeDriver.Snapshot '{"Name":"x"}' | field Snapshot)
 t0=$(now)
-post bdl1 /VolumeDriver.Snapshot.Send "{\"Name\":\"$s2\",\"Host\":\"$ip2\"}" >"/run/bvnodes/bdl1/blip.json" &
+post bdl1 /VolumeDriver.Snapshot.Send "{\"Name\":\"$s2\",\"Host\":\"$ip2\",\"Detail\":true}" >"/run/bvnodes/bdl1/blip.json" &
 sender=$!
 # Mid-stream: once bdl2 is landing data.
 for ((i = 0; i < 300; i++)); do

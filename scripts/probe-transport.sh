@@ -158,7 +158,7 @@ for rep in $(seq 1 "$REPS"); do
     nx "$a" sync
     t0=$EPOCHREALTIME
     s=$(call /VolumeDriver.Snapshot '{"Name": "big"}' | field Snapshot)
-    summary=$(call /VolumeDriver.Snapshot.Send "{\"Name\": \"$s\", \"Host\": \"$ip\"}" | field Summary)
+    summary=$(call /VolumeDriver.Snapshot.Send "{\"Name\": \"$s\", \"Host\": \"$ip\", \"Detail\": true}" | field Summary)
     t1=$EPOCHREALTIME
     [[ $summary == *incrementally* ]] || die "not incremental: $summary"
     # The send's own time, from its summary ("... MiB in 0.12 s ...").

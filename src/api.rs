@@ -126,6 +126,10 @@ pub struct SendRequest {
     /// MiB/s (default: SEND_BWLIMIT; 0: none).
     #[serde(rename = "BwLimit", default, skip_serializing_if = "Option::is_none")]
     pub bwlimit: Option<u64>,
+    /// Ask for the reply's `Summary` ([`SummaryReply`]); without it the
+    /// reply is the reference's `{"Err": ""}`.
+    #[serde(rename = "Detail", default, skip_serializing_if = "is_false")]
+    pub detail: bool,
 }
 
 /// `Snapshot.Receive` and `Replicate`: upstream's shape, `Name` is the
@@ -146,6 +150,15 @@ pub struct SyncRequest {
     pub hosts: Vec<String>,
     #[serde(rename = "Test", default, skip_serializing_if = "is_false")]
     pub test: bool,
+}
+
+/// `Schedule.List`'s request body (the reference sends none): `Detail`
+/// adds each job's run history and the `Invalid` lines to the reply, which
+/// otherwise has the reference's four fields per job and nothing else.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScheduleListRequest {
+    #[serde(rename = "Detail", default, skip_serializing_if = "is_false")]
+    pub detail: bool,
 }
 
 /// `{Name, Action, Timer}`. The reference does `str(req["Timer"])`, so
@@ -225,7 +238,7 @@ pub struct HandoverReply {
     pub critical_seconds: Option<f64>,
 }
 
-/// `Snapshot.Send`: one line for the operator.
+/// `Snapshot.Send` with `Detail`: one line for the operator.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SummaryReply {
     #[serde(rename = "Summary", default)]
@@ -576,6 +589,7 @@ mod tests {
             test: false,
             compress: None,
             bwlimit: Some(5),
+            detail: false,
         };
         assert_eq!(
             serde_json::to_value(&send).unwrap(),

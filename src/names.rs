@@ -66,7 +66,7 @@ pub enum NameError {
     #[error("\"@\" is illegal in a volume name: {0:?}")]
     At(String),
     #[error(
-        "invalid volume name {0:?}: it must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
+        "Invalid characters in volume name {0:?}: it must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
     )]
     Volume(String),
     #[error(

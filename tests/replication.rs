@@ -137,11 +137,14 @@ fn test_mode_lands_in_the_received_dir_and_errors_are_clear() {
     assert!(!marker.exists());
 
     n.pair(&a, &b);
-    n.ok(
+    // The reference's own request (its test suite's) gets exactly the
+    // reference's reply: the Summary only comes when asked (`Detail`).
+    let reply = n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
         json!({"Name": s, "Host": b_ip, "Test": true}),
     );
+    assert_eq!(reply, json!({"Err": ""}));
     assert!(n.data(&b).join("received").join(&s).exists());
     assert!(!n.data(&b).join("snapshots").join(&s).exists());
 
@@ -317,7 +320,7 @@ fn zstd_on_the_wire_and_bandwidth_limit() {
     let reply = n.ok(
         &a,
         "/VolumeDriver.Snapshot.Send",
-        json!({"Name": s1, "Host": b_ip, "Compress": true}),
+        json!({"Name": s1, "Host": b_ip, "Compress": true, "Detail": true}),
     );
     let summary = reply["Summary"].as_str().unwrap();
     assert!(summary.contains("on the wire"), "{summary}");
@@ -535,7 +538,7 @@ fn receive_pulls_the_peers_newest_snapshot() {
     let e = err(json!({"Name": "nothing", "Host": a_ip}));
     assert!(e.contains("has no snapshot of nothing"), "{e}");
     let e = err(json!({"Name": "../x", "Host": a_ip}));
-    assert!(e.contains("invalid volume name"), "{e}");
+    assert!(e.contains("Invalid characters in volume name"), "{e}");
     let e = err(json!({"Name": "db", "Host": "-oProxyCommand=x"}));
     assert!(e.contains("invalid host"), "{e}");
     n.link(&a, "down");
@@ -678,8 +681,12 @@ fn an_idle_round_asks_the_peer_once_for_every_volume() {
         );
     }
     let results = || -> Vec<String> {
-        let (_, text) =
-            common::raw_request(&n.socket(&a), "GET", "/VolumeDriver.Schedule.List", b"");
+        let (_, text) = common::raw_request(
+            &n.socket(&a),
+            "GET",
+            "/VolumeDriver.Schedule.List",
+            br#"{"Detail": true}"#,
+        );
         let list: serde_json::Value = serde_json::from_str(&text).unwrap();
         ["v1", "v2", "v3"]
             .iter()

@@ -50,7 +50,7 @@ fn send_in_background(
     host: &str,
 ) -> std::thread::JoinHandle<(u16, String)> {
     let socket = n.socket(a);
-    let body = json!({"Name": snap, "Host": host}).to_string();
+    let body = json!({"Name": snap, "Host": host, "Detail": true}).to_string();
     std::thread::spawn(move || {
         common::raw_request_tolerant(&socket, "/VolumeDriver.Snapshot.Send", body.as_bytes())
     })

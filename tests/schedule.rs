@@ -520,14 +520,29 @@ async fn bad_requests_change_nothing() {
         ("replicate:a b", "60", "db", "invalid host"),
         ("synchronize:h1,", "60", "db", "invalid host"),
         ("purge:1h", "60", "db", "purge pattern"),
-        ("snapshot", "-1", "db", "invalid timer"),
-        ("snapshot", "1.5", "db", "invalid timer"),
-        ("snapshot", "soon", "db", "invalid timer"),
-        ("snapshot", "", "db", "invalid timer"),
-        ("snapshot", "cron:0 0 * *", "db", "invalid cron timer"),
-        ("snapshot", "cron:99 * * * *", "db", "invalid cron timer"),
+        ("snapshot", "-1", "db", "Invalid timer"),
+        ("snapshot", "1.5", "db", "Invalid timer"),
+        ("snapshot", "soon", "db", "Invalid timer"),
+        ("snapshot", "", "db", "Invalid timer"),
+        (
+            "snapshot",
+            "cron:0 0 * *",
+            "db",
+            "Invalid timer (cron expression",
+        ),
+        (
+            "snapshot",
+            "cron:99 * * * *",
+            "db",
+            "Invalid timer (cron expression",
+        ),
         ("snapshot", "99999999999", "db", "too large"),
-        ("snapshot", "60", "../etc", "invalid volume name"),
+        (
+            "snapshot",
+            "60",
+            "../etc",
+            "Invalid characters in volume name",
+        ),
         ("snapshot", "60", "a@b", "illegal"),
         ("snapshot", "60", "", "required"),
     ] {
@@ -717,7 +732,7 @@ async fn a_hand_edited_bad_line_is_reported_skipped_and_kept() {
     assert_eq!(listing.invalid[0].line, 2);
     assert_eq!(listing.invalid[0].text, bad);
     assert!(
-        listing.invalid[0].error.contains("invalid timer"),
+        listing.invalid[0].error.contains("Invalid timer"),
         "{:?}",
         listing.invalid[0]
     );
@@ -965,8 +980,15 @@ fn snapshots_of_db(d: &common::Daemon) -> Vec<String> {
     serde_json::from_value(reply["Snapshots"].clone()).unwrap()
 }
 
+/// The listing with its run history, as our CLI asks for it (`Detail`).
 fn schedule_list(d: &common::Daemon) -> serde_json::Value {
-    d.get("/VolumeDriver.Schedule.List").1
+    let (_, text) = common::raw_request(
+        &d.socket,
+        "GET",
+        "/VolumeDriver.Schedule.List",
+        br#"{"Detail": true}"#,
+    );
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The e2e's jobs through our CLI, then one paused: the reference's suffix.
@@ -1189,7 +1211,7 @@ fn the_reference_cli_schedules_on_our_daemon() {
     let out = reference(&["schedule", "snapshot", "soon", "db"]);
     assert!(!out.status.success());
     assert!(
-        common::stderr(&out).contains("invalid timer"),
+        common::stderr(&out).contains("Invalid timer"),
         "{}",
         common::stderr(&out)
     );

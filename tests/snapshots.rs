@@ -174,7 +174,7 @@ fn restore_by_snapshot_and_by_volume_with_backup() {
         "/VolumeDriver.Snapshot.Restore",
         json!({"Name": s2, "Target": "../evil"}),
     );
-    assert!(err.contains("invalid volume name"), "{err}");
+    assert!(err.contains("Invalid characters in volume name"), "{err}");
     // A volume without snapshots: success with nothing done (reference).
     d.ok("/VolumeDriver.Create", json!({"Name": "fresh"}));
     let reply = d.ok("/VolumeDriver.Snapshot.Restore", json!({"Name": "fresh"}));
@@ -281,7 +281,7 @@ fn clone_volume() {
         "/VolumeDriver.Clone",
         json!({"Name": "src", "Target": "a/b"}),
     );
-    assert!(err.contains("invalid volume name"), "{err}");
+    assert!(err.contains("Invalid characters in volume name"), "{err}");
     let reply = d.ok("/VolumeDriver.Get", json!({"Name": "dst"}));
     assert_eq!(reply["Volume"]["Status"]["Options"]["compression"], "zstd");
 }

@@ -85,7 +85,8 @@ fn docker_calls_answer_promptly(d: &Daemon, volume: &str) {
             .unwrap_or_else(|e| panic!("{path} while 1,000 idle connections are open: {e}"));
         let took = started.elapsed();
         println!("{volume}: {path} answered in {took:?}");
-        assert_eq!(reply["Err"], "", "{path}: {reply}");
+        // Activate carries no Err, as in the reference.
+        assert!(reply.get("Err").is_none_or(|e| e == ""), "{path}: {reply}");
         assert!(took < PROMPT, "{path} took {took:?} (more than {PROMPT:?})");
     }
     let list = call(&d.socket, "/VolumeDriver.List", &json!({}), PROMPT).unwrap();

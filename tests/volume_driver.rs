@@ -19,10 +19,13 @@ use serde_json::json;
 #[test]
 fn activate_and_capabilities() {
     let d = Daemon::start("activate");
-    let reply = d.ok("/Plugin.Activate", json!({}));
-    assert_eq!(reply["Implements"], json!(["VolumeDriver"]));
-    let reply = d.ok("/VolumeDriver.Capabilities", json!({}));
-    assert_eq!(reply["Capabilities"]["Scope"], "local");
+    // Exactly the reference's replies: these two carry no Err.
+    let (status, reply) = d.post("/Plugin.Activate", &json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(reply, json!({"Implements": ["VolumeDriver"]}));
+    let (status, reply) = d.post("/VolumeDriver.Capabilities", &json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(reply, json!({"Capabilities": {"Scope": "local"}}));
     // An empty body and no content type are fine, as Docker sends them.
     let (status, body) = raw_request(&d.socket, "POST", "/Plugin.Activate", b"");
     assert_eq!(status, 200);

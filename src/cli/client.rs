@@ -102,6 +102,18 @@ impl Daemon {
         let reply = self.call(Method::GET, path, None).await?;
         decode(path, reply)
     }
+
+    /// GETs with a JSON body: what the reference's GET endpoints accept
+    /// (they read a body and ignore it), for the fields only ours reads.
+    pub async fn get_with<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: impl Serialize,
+    ) -> Result<R, Failure> {
+        let body = serde_json::to_value(body).expect("requests serialize");
+        let reply = self.call(Method::GET, path, Some(body)).await?;
+        decode(path, reply)
+    }
 }
 
 fn decode<R: DeserializeOwned>(path: &str, reply: Value) -> Result<R, Failure> {

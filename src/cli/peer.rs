@@ -49,6 +49,7 @@ pub async fn run(daemon: &Daemon, verb: PeerVerb) -> Result<(), Failure> {
                 test: false,
                 compress: compress.then_some(true),
                 bwlimit,
+                detail: true,
             };
             // Progress on a terminal's stderr while the daemon sends; the
             // one summary line at the end either way (stdout stays empty,

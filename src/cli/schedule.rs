@@ -72,7 +72,10 @@ async fn scheduled(
                 .await?;
         }
         _ => {
-            let reply: Value = daemon.get(path::SCHEDULE_LIST).await?;
+            // Detail: the run history `--verbose` shows and the lines the
+            // scheduler skips (the reference's request gets neither).
+            let request = api::ScheduleListRequest { detail: true };
+            let reply: Value = daemon.get_with(path::SCHEDULE_LIST, request).await?;
             let jobs = reply.get("Schedule").cloned().unwrap_or(json!([]));
             if json {
                 print::json(&jobs);

@@ -6,20 +6,22 @@
 //! rsync pull). The reference stored any action blindly and then silently
 //! never ran it; here an unknown action, a bad purge pattern or a host that
 //! could be read as an ssh option or shell syntax is refused when scheduled.
+//! Every refusal starts with the reference master's words, `Invalid action`,
+//! and says why after them.
 
 use crate::purge::{Pattern, PurgeError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ActionError {
-    #[error("unknown action {0:?}: expected snapshot, replicate:<host>, purge:<pattern>, synchronize:<host>[,<host>...], backup:<target> or check-backups:<target>")]
+    #[error("Invalid action {0:?}: unknown action, expected snapshot, replicate:<host>, purge:<pattern>, synchronize:<host>[,<host>...], backup:<target> or check-backups:<target>")]
     Unknown(String),
-    #[error("invalid host {host:?} in action {action:?}: a host name or IP address (letters, digits and '.-_:', an IPv6 address without brackets), optionally user@host")]
+    #[error("Invalid action {action:?}: invalid host {host:?}, expected a host name or IP address (letters, digits and '.-_:', an IPv6 address without brackets), optionally user@host")]
     Host { action: String, host: String },
-    #[error("invalid action {action:?}: {source}")]
+    #[error("Invalid action {action:?}: {source}")]
     Purge { action: String, source: PurgeError },
-    #[error("invalid action {action:?}: {reason}")]
+    #[error("Invalid action {action:?}: {reason}")]
     Target { action: String, reason: String },
-    #[error("invalid action {action:?}: {source}")]
+    #[error("Invalid action {action:?}: {source}")]
     MarkerHost {
         action: String,
         source: crate::names::NameError,

@@ -311,9 +311,12 @@ mod tests {
         assert!(matches!(invalid[0].error, LineError::Duplicate(2)));
         assert_eq!(invalid[0].number, 3);
         assert!(matches!(invalid[1].error, LineError::UnterminatedQuote));
-        assert!(invalid[2].error.to_string().contains("invalid timer"));
+        assert!(invalid[2].error.to_string().contains("Invalid timer"));
         assert!(invalid[3].error.to_string().contains("unknown action"));
-        assert!(invalid[4].error.to_string().contains("invalid volume name"));
+        assert!(invalid[4]
+            .error
+            .to_string()
+            .contains("Invalid characters in volume name"));
         assert!(matches!(invalid[5].error, LineError::FieldCount(5)));
         assert!(matches!(invalid[6].error, LineError::Active(_)));
         assert!(matches!(invalid[7].error, LineError::NotUtf8));

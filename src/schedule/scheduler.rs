@@ -130,8 +130,14 @@ impl Scheduler {
         only_if_absent: bool,
     ) -> Result<Change, ScheduleError> {
         names::check_volume(name)?;
-        Action::parse(action)?;
         let command = TimerCommand::parse(timer)?;
+        // Only what is written is judged: deleting, pausing or resuming
+        // names a line by its exact text, and a line whose action is now
+        // refused (an older version or a hand edit wrote it) must stay
+        // deletable.
+        if let TimerCommand::Set(_) = command {
+            Action::parse(action)?;
+        }
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut table = inner.lock_table();

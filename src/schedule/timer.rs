@@ -28,13 +28,13 @@ const DAY_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TimerError {
-    #[error("invalid timer {0:?}: expected minutes between runs (a whole number > 0), cron:<crontab expression>, or 0/delete, pause, resume")]
+    #[error("Invalid timer {0:?}: expected minutes between runs (a whole number > 0), cron:<crontab expression>, or 0/delete, pause, resume")]
     Malformed(String),
-    #[error("timer {0:?} is too large: at most {MAX_MINUTES} minutes")]
+    #[error("Invalid timer {0:?}: too large, at most {MAX_MINUTES} minutes")]
     TooLarge(String),
-    #[error("invalid cron timer {expr:?}: {reason}")]
+    #[error("Invalid timer (cron expression {expr:?}): {reason}")]
     Cron { expr: String, reason: String },
-    #[error("invalid timer {timer:?}: it contains {found:?}; control characters (line breaks, tabs, NUL...) and '\"' are not allowed in a timer, which is stored as one schedule.csv line")]
+    #[error("Invalid timer {timer:?}: it contains {found:?}; control characters (line breaks, tabs, NUL...) and '\"' are not allowed in a timer, which is stored as one schedule.csv line")]
     ForbiddenChar { timer: String, found: char },
 }
 

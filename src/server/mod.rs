@@ -6,7 +6,8 @@
 //! is `{}`, any content type is accepted, as Docker sends its own); the path
 //! picks a handler in one of the submodules (one file per family of
 //! endpoints); handlers that touch the disk run on tokio's blocking pool.
-//! Every reply is JSON carrying `Err` (empty on success), HTTP 200 as the
+//! Every reply is JSON carrying `Err` (empty on success; Activate and
+//! Capabilities carry none, as in the reference), HTTP 200 as the
 //! reference does, except unknown paths (404, which Docker reads as "not
 //! implemented") and oversized bodies (413). One log line per request.
 //!
@@ -319,6 +320,7 @@ async fn handle(
                 ),
                 Some(outcome) => {
                     let reply = match outcome {
+                        Ok(value) if volume_driver::WITHOUT_ERR.contains(&path.as_str()) => value,
                         Ok(value) => with_empty_err(value),
                         Err(error) => json!({ "Err": error.to_string() }),
                     };

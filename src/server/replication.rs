@@ -31,6 +31,7 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
 
 async fn send(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: SendRequest = decode(body)?;
+    let detail = req.detail;
     let store = state.store.clone();
     let summary = blocking(move || {
         // The send ends by recording `<snapshot>@<host>`: refuse a host too
@@ -48,7 +49,12 @@ async fn send(state: &Arc<AppState>, body: &Value) -> Reply {
     })
     .await?;
     tracing::info!("{summary}");
-    Ok(to_json(SummaryReply { summary }))
+    // The reference's request gets the reference's reply, `{"Err": ""}`.
+    if detail {
+        Ok(to_json(SummaryReply { summary }))
+    } else {
+        Ok(json!({}))
+    }
 }
 
 async fn receive(state: &Arc<AppState>, body: &Value) -> Reply {

@@ -1,9 +1,10 @@
 //! The scheduler's endpoints: `Schedule`, `Schedule.List`, `Schedule.Pause`
 //! and `Schedule.Resume`, with buttervolume 3.13's JSON (what its CLI and the
-//! cluster's deploy handler send and read). `Schedule.List` adds, per job,
-//! `NextRun`, `LastRun`, `LastResult`, `LastDurationMs`, `Running` and
-//! `Skips`, and an `Invalid` list of the schedule.csv lines being skipped;
-//! clients that only know the reference's four fields ignore them.
+//! cluster's deploy handler send and read). `Schedule.List` answers the
+//! reference's four fields per job and nothing more, unless the request
+//! asks for `Detail` (our CLI does): then each job also has `NextRun`,
+//! `LastRun`, `LastResult`, `LastDurationMs`, `Running` and `Skips`, and
+//! an `Invalid` list names the schedule.csv lines being skipped.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::{blocking, decode, AppState, Reply};
-use crate::api::{path, ScheduleRequest};
+use crate::api::{path, ScheduleListRequest, ScheduleRequest};
 use crate::schedule::{JobView, Listing};
 
 pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Option<Reply> {
@@ -23,9 +24,12 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
                 .map(|_| json!({})),
             Err(e) => Err(e),
         },
-        path::SCHEDULE_LIST => blocking(move || scheduler.list())
-            .await
-            .map(|listing| listing_json(&listing)),
+        path::SCHEDULE_LIST => match decode::<ScheduleListRequest>(body) {
+            Ok(req) => blocking(move || scheduler.list())
+                .await
+                .map(|listing| listing_json(&listing, req.detail)),
+            Err(e) => Err(e),
+        },
         path::SCHEDULE_PAUSE => blocking(move || scheduler.pause_all())
             .await
             .map(|()| json!({})),
@@ -37,10 +41,14 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
     Some(reply)
 }
 
-fn listing_json(listing: &Listing) -> Value {
-    let jobs: Vec<Value> = listing.jobs.iter().map(job_json).collect();
+fn listing_json(listing: &Listing, detail: bool) -> Value {
+    let jobs: Vec<Value> = listing
+        .jobs
+        .iter()
+        .map(|job| job_json(job, detail))
+        .collect();
     let mut reply = json!({ "Schedule": jobs });
-    if !listing.invalid.is_empty() {
+    if detail && !listing.invalid.is_empty() {
         reply["Invalid"] = listing
             .invalid
             .iter()
@@ -50,19 +58,24 @@ fn listing_json(listing: &Listing) -> Value {
     reply
 }
 
-fn job_json(job: &JobView) -> Value {
-    json!({
+/// A job as the reference lists it (four strings, Active as the CSV spells
+/// it), with its run history when asked for.
+fn job_json(job: &JobView, detail: bool) -> Value {
+    let mut value = json!({
         "Name": job.name,
         "Action": job.action,
         "Timer": job.timer,
         "Active": if job.active { "True" } else { "False" },
-        "NextRun": job.next_run.map(local_time),
-        "LastRun": job.last_run.map(local_time),
-        "LastResult": job.last_result,
-        "LastDurationMs": job.last_duration_ms,
-        "Running": job.running,
-        "Skips": job.skips,
-    })
+    });
+    if detail {
+        value["NextRun"] = json!(job.next_run.map(local_time));
+        value["LastRun"] = json!(job.last_run.map(local_time));
+        value["LastResult"] = json!(job.last_result);
+        value["LastDurationMs"] = json!(job.last_duration_ms);
+        value["Running"] = json!(job.running);
+        value["Skips"] = json!(job.skips);
+    }
+    value
 }
 
 /// Times as the node's operator reads them: local, RFC 3339, to the second.

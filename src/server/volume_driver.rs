@@ -15,6 +15,11 @@ use crate::schedule::volume_options;
 use crate::schedule::Scheduler;
 use crate::volumes::{VolumeInfo, VolumeStore};
 
+/// The replies that carry no `Err`, as the reference answers them
+/// (`{"Implements": [...]}` and `{"Capabilities": {...}}`, nothing else):
+/// they cannot fail.
+pub const WITHOUT_ERR: [&str; 2] = ["/Plugin.Activate", "/VolumeDriver.Capabilities"];
+
 /// Docker records a new volume's labels only after our Create returns.
 const LABEL_DELAY: Duration = Duration::from_secs(1);
 

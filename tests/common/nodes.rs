@@ -188,12 +188,12 @@ impl Nodes {
         reply
     }
 
-    /// Sends `snapshot` from `node` to `host` (`Snapshot.Send`), asserting
-    /// success; returns the reply's summary ("... in full", "...
-    /// incrementally from ..."; empty from a reference daemon, which
-    /// gives none).
+    /// Sends `snapshot` from `node` to `host` (`Snapshot.Send`, asking for
+    /// the `Detail`), asserting success; returns the reply's summary ("...
+    /// in full", "... incrementally from ..."; empty from a reference
+    /// daemon, which gives none).
     pub fn send(&self, node: &str, snapshot: &str, host: &str) -> String {
-        let body = serde_json::json!({ "Name": snapshot, "Host": host });
+        let body = serde_json::json!({ "Name": snapshot, "Host": host, "Detail": true });
         let reply = self.ok(node, "/VolumeDriver.Snapshot.Send", body);
         reply["Summary"].as_str().unwrap_or_default().to_string()
     }
