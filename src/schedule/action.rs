@@ -107,6 +107,15 @@ mod tests {
         assert!(Action::parse("replicate:root@peer").is_ok());
         assert!(Action::parse("replicate:h").unwrap().is_remote());
         assert!(!Action::parse("purge:1h:1d").unwrap().is_remote());
+        // Upstream master's patterns: single step, counted steps.
+        for pattern in ["2h", "1h/4:1d/3:1w/4", "1h/48:1d:1w"] {
+            assert_eq!(
+                Action::parse(&format!("purge:{pattern}")),
+                Ok(Action::Purge {
+                    pattern: pattern.into()
+                })
+            );
+        }
     }
 
     #[test]
@@ -126,7 +135,7 @@ mod tests {
             ("replicate:-x@peer", "invalid host"),
             ("synchronize:h1,,h2", "invalid host"),
             ("synchronize:", "invalid host"),
-            ("purge:1h", "purge pattern"),
+            ("purge:1h/4:1d", "write it like 1h/4:1d/3"),
             ("purge:1x:2y", "purge pattern"),
             (
                 format!("replicate:{}", "h".repeat(62)).as_str(),

@@ -106,6 +106,10 @@ pub enum ApiError {
     VolumeOption(#[from] crate::schedule::volume_options::VolumeOptionError),
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),
+    /// 3.13's exact answer to a purge pattern it cannot read (the reason
+    /// goes to the log and the CLI).
+    #[error("Invalid purge pattern")]
+    InvalidPurgePattern,
     /// A handler thread panicked.
     #[error("internal error: {0}")]
     Internal(String),
