@@ -399,3 +399,69 @@ fn a_peers_snapshot_name_does_not_steer_our_purge() {
     }
     assert_eq!(checked, 2, "no timeframe holds both {arrived} and {taken}");
 }
+
+/// 3.13's own purge test, its requests replayed on this daemon: twenty
+/// hourly snapshots, a sent marker and an undatable name; `2h:2h`
+/// deletes 18, `2h:4h:8h:16h` 15 (as of one second after the newest was
+/// taken), an unsorted pattern is its sorted self. Upstream master's
+/// test: a 3-hour-old snapshot and its marker survive `2h`.
+#[test]
+fn the_313_purge_test_counts() {
+    let d = Daemon::start("purge-313-counts");
+    d.ok("/VolumeDriver.Create", json!({"Name": "t"}));
+    let t = buttervolume::names::parse_timestamp(
+        "2026-06-01T12:00:00.000000",
+        buttervolume::names::DTFORMAT,
+    )
+    .unwrap();
+    let fmt = |t: chrono::NaiveDateTime| {
+        buttervolume::names::format_timestamp(t, buttervolume::names::DTFORMAT)
+    };
+    let mut names: Vec<String> = (0..20)
+        .map(|h| format!("t@{}", fmt(t - chrono::Duration::hours(h))))
+        .collect();
+    names.push(format!("t@{}@127.1.2.3", fmt(t)));
+    names.push("t@invalid".into());
+    for name in &names {
+        buttervolume::btrfs::snapshot(&d.volumes().join("t"), &d.snapshots().join(name), false)
+            .unwrap();
+    }
+    let at = fmt(t + chrono::Duration::seconds(1));
+    let purged = |pattern: &str| {
+        d.ok(
+            PURGE,
+            json!({"Name": "t", "Pattern": pattern, "Dryrun": true, "At": at}),
+        )["Purged"]
+            .clone()
+    };
+    for (pattern, deleted) in [("2h:2h", 18), ("2h:4h:8h:16h", 15)] {
+        let reply = purged(pattern);
+        assert_eq!(
+            reply.as_array().unwrap().len(),
+            deleted,
+            "{pattern}: {reply}"
+        );
+    }
+    // 3.13 sorts an unsorted pattern (its count, 18, depends on how long
+    // its test took: ages there are not whole hours).
+    assert_eq!(
+        purged("60m:120m:300m:240m:180m"),
+        purged("60m:120m:180m:240m:300m")
+    );
+
+    d.ok("/VolumeDriver.Create", json!({"Name": "m"}));
+    let old = format!(
+        "m@{}",
+        fmt(buttervolume::names::local_now() - chrono::Duration::hours(3))
+    );
+    let trace = format!("{old}@127.1.2.3");
+    for name in [&old, &trace] {
+        buttervolume::btrfs::snapshot(&d.volumes().join("m"), &d.snapshots().join(name), true)
+            .unwrap();
+    }
+    assert_eq!(
+        d.post(PURGE, &json!({"Name": "m", "Pattern": "2h"})).1,
+        json!({"Err": ""})
+    );
+    assert!(d.snapshots().join(&old).exists() && d.snapshots().join(&trace).exists());
+}
