@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buttervolume::config::Config;
+use buttervolume::config::PurgeTimeframes;
 use buttervolume::names::{self, DTFORMAT, MAX_MARKER_HOST_BYTES, MAX_VOLUME_BYTES};
 use buttervolume::purge::{self, Pattern};
 use buttervolume::replication::forced_command::{self, Request};
@@ -674,9 +675,10 @@ impl Target for Purge {
         let pattern: Vec<String> = (0..parts)
             .map(|_| {
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     *rng.pick(&[0u64, 1, 2, 7, 60, 1000, u64::MAX / 2, u64::MAX]),
-                    rng.pick(&["m", "h", "d", "w", "y", "", "x"])
+                    rng.pick(&["m", "h", "d", "w", "y", "", "x"]),
+                    rng.pick(&["", "", "", "/3", "/1", "/0", "/", "/1.5", "/99999999999"])
                 )
             })
             .collect();
@@ -702,35 +704,47 @@ impl Target for Purge {
             return Ok(false);
         };
         let parts: Vec<&str> = pattern_text.split(':').collect();
-        let well_formed = parts.len() >= 2
-            && parts.iter().all(|p| {
-                p.len() >= 2
-                    && p[..p.len() - 1].bytes().all(|b| b.is_ascii_digit())
-                    && p.ends_with(['m', 'h', 'd', 'w', 'y'])
-            });
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let well_formed = parts.iter().all(|p| {
+            let (duration, count) = p.split_once('/').unwrap_or((p, "1"));
+            duration.len() >= 2
+                && digits(&duration[..duration.len() - 1])
+                && duration.ends_with(['m', 'h', 'd', 'w', 'y'])
+                && digits(count)
+        });
         if !well_formed {
             return Err(format!("accepted the purge pattern {pattern_text:?}"));
         }
-        let doomed = purge::compute_purges(&snapshots, &pattern, self.now, DTFORMAT);
-        let unique: BTreeSet<&String> = doomed.iter().collect();
-        if unique.len() != doomed.len() {
-            return Err("a snapshot is deleted twice".into());
-        }
-        for name in &doomed {
-            if !snapshots.contains(name) {
-                return Err(format!("deletes {name:?}, which is not a candidate"));
-            }
-            let parses = name
-                .split('@')
-                .nth(1)
-                .and_then(|s| names::parse_timestamp(s, DTFORMAT))
-                .is_some();
-            if !parses {
-                return Err(format!("deletes {name:?}, whose timestamp does not parse"));
-            }
+        for timeframes in [PurgeTimeframes::Age, PurgeTimeframes::Calendar] {
+            let doomed =
+                purge::compute_purges(&snapshots, &pattern, timeframes, self.now, DTFORMAT);
+            check_doomed(&snapshots, &doomed)?;
         }
         Ok(true)
     }
+}
+
+/// What any purge may delete: each candidate at most once, never one it
+/// cannot date.
+fn check_doomed(snapshots: &[String], doomed: &[String]) -> Result<(), String> {
+    let unique: BTreeSet<&String> = doomed.iter().collect();
+    if unique.len() != doomed.len() {
+        return Err("a snapshot is deleted twice".into());
+    }
+    for name in doomed {
+        if !snapshots.contains(name) {
+            return Err(format!("deletes {name:?}, which is not a candidate"));
+        }
+        let parses = name
+            .split('@')
+            .nth(1)
+            .and_then(|s| names::parse_timestamp(s, DTFORMAT))
+            .is_some();
+        if !parses {
+            return Err(format!("deletes {name:?}, whose timestamp does not parse"));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- names

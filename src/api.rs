@@ -109,6 +109,12 @@ pub struct PurgeRequest {
     pub pattern: String,
     #[serde(rename = "Dryrun", default)]
     pub dry_run: bool,
+    /// Add `Explain` to the reply: every snapshot's fate and reason.
+    #[serde(rename = "Explain", default, skip_serializing_if = "is_false")]
+    pub explain: bool,
+    /// Evaluate the pattern as of this time (DTFORMAT); only with Dryrun.
+    #[serde(rename = "At", default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,10 +215,29 @@ pub struct CloneReply {
     pub volume_cloned: String,
 }
 
+/// 3.13 answers `{"Err": ""}`: `Purged` only for a dry run, `Explain`
+/// only when asked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PurgeReply {
-    #[serde(rename = "Purged", default)]
-    pub purged: Vec<String>,
+    #[serde(rename = "Purged", default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<Vec<String>>,
+    #[serde(rename = "Explain", default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Vec<PurgeExplained>>,
+}
+
+/// One snapshot's fate in a purge ([`crate::purge::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeExplained {
+    #[serde(rename = "Snapshot")]
+    pub snapshot: String,
+    #[serde(rename = "Keep")]
+    pub keep: bool,
+    #[serde(rename = "Reason")]
+    pub reason: String,
+    /// What the pattern alone decides (differs from `Keep` only for a
+    /// protected send parent or marker).
+    #[serde(rename = "PatternKeeps")]
+    pub pattern_keeps: bool,
 }
 
 /// `Handover` (request: [`PeerVolumeRequest`]).

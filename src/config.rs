@@ -65,6 +65,22 @@ pub struct Config {
     /// Where backup targets are described, one `<name>.env` file each
     /// (`BACKUP_TARGETS_PATH`, see [`crate::backup`]).
     pub backup_targets_path: PathBuf,
+    /// How a purge pattern's timeframes are counted (`PURGE_TIMEFRAMES`).
+    pub purge_timeframes: PurgeTimeframes,
+}
+
+/// How an uncounted purge pattern (`1h:1d:1w`) counts its timeframes
+/// ([`crate::purge`]). Counted patterns (`1h/4:1d/3`) and single-step ones
+/// (`2h`) always use the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PurgeTimeframes {
+    /// `age` (the default): buttervolume 3.13's rule, timeframes counted on
+    /// each snapshot's age at the purge.
+    #[default]
+    Age,
+    /// `calendar`: upstream buttervolume master's rule, timeframes counted
+    /// from 1970-01-01 on the moment each snapshot was taken.
+    Calendar,
 }
 
 /// Which SSH client carries send streams ([`crate::replication::transport`]).
@@ -258,6 +274,15 @@ impl Config {
                 "expected zstd or none",
             )?,
             send_bwlimit,
+            purge_timeframes: keys.choice(
+                "PURGE_TIMEFRAMES",
+                "age",
+                &[
+                    ("age", PurgeTimeframes::Age),
+                    ("calendar", PurgeTimeframes::Calendar),
+                ],
+                "expected age or calendar",
+            )?,
             send_transport: keys.choice(
                 "SEND_TRANSPORT",
                 "auto",
@@ -423,5 +448,17 @@ mod tests {
                 assert!(err.to_string().contains(key), "{key}={bad}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn purge_timeframes_are_age_unless_set_to_calendar() {
+        let c = Config::resolve(&HashMap::new(), &HashMap::new()).unwrap();
+        assert_eq!(c.purge_timeframes, PurgeTimeframes::Age);
+        let ini = parse_ini_defaults("[DEFAULT]\npurge_timeframes = Calendar\n");
+        let c = Config::resolve(&HashMap::new(), &ini).unwrap();
+        assert_eq!(c.purge_timeframes, PurgeTimeframes::Calendar);
+        let env = map(&[("BUTTERVOLUME_PURGE_TIMEFRAMES", "weekly")]);
+        let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("PURGE_TIMEFRAMES"), "{err}");
     }
 }

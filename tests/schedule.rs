@@ -519,7 +519,7 @@ async fn bad_requests_change_nothing() {
         ("replicate:-oProxyCommand=x", "60", "db", "invalid host"),
         ("replicate:a b", "60", "db", "invalid host"),
         ("synchronize:h1,", "60", "db", "invalid host"),
-        ("purge:1h", "60", "db", "purge pattern"),
+        ("purge:1h/4:1d", "60", "db", "purge pattern"),
         ("snapshot", "-1", "db", "Invalid timer"),
         ("snapshot", "1.5", "db", "Invalid timer"),
         ("snapshot", "soon", "db", "Invalid timer"),

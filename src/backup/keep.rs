@@ -7,6 +7,7 @@ use chrono::NaiveDateTime;
 
 use super::restic::{Restic, ResticSnapshot};
 use super::{record, target, volume_tag, Result, TAG};
+use crate::config::PurgeTimeframes;
 use crate::volumes::VolumeStore;
 
 /// Thins `volume`'s backups in `target_name` by its `KEEP` (nothing
@@ -18,7 +19,13 @@ pub fn thin(store: &VolumeStore, target_name: &str, volume: &str) -> Result<Vec<
     };
     let restic = Restic::new(&target, &store.config().state_path);
     let list = restic.snapshots(&[TAG.to_string(), volume_tag(volume)])?;
-    let doomed = to_forget(&list, &pattern, chrono::Local::now().naive_local());
+    let timeframes = store.config().purge_timeframes;
+    let doomed = to_forget(
+        &list,
+        &pattern,
+        timeframes,
+        chrono::Local::now().naive_local(),
+    );
     if !doomed.is_empty() {
         tracing::info!(target = %target.name, volume, count = doomed.len(), "forgetting backups (KEEP)");
         restic.forget_and_prune(&doomed)?;
@@ -29,7 +36,12 @@ pub fn thin(store: &VolumeStore, target_name: &str, volume: &str) -> Result<Vec<
 
 /// The purge rule on backups (oldest first, as listed): the ids to forget,
 /// never the newest. The one place that calls into [`crate::purge`].
-pub fn to_forget(list: &[ResticSnapshot], pattern: &str, now: NaiveDateTime) -> Vec<String> {
+pub fn to_forget(
+    list: &[ResticSnapshot],
+    pattern: &str,
+    timeframes: PurgeTimeframes,
+    now: NaiveDateTime,
+) -> Vec<String> {
     let Ok(pattern) = crate::purge::Pattern::parse(pattern) else {
         return Vec::new();
     };
@@ -40,10 +52,11 @@ pub fn to_forget(list: &[ResticSnapshot], pattern: &str, now: NaiveDateTime) -> 
             name: s.id.clone(),
             taken: Some(s.time.with_timezone(&chrono::Local).naive_local()),
             order: (0, i as u64),
+            received: false,
         })
         .collect();
     let newest = list.last().map(|s| s.id.as_str());
-    crate::purge::plan(&candidates, &pattern, now)
+    crate::purge::plan(&candidates, &pattern, timeframes, now)
         .into_iter()
         .filter(|id| Some(id.as_str()) != newest)
         .collect()
@@ -70,7 +83,7 @@ mod tests {
             .rev()
             .map(|h| snap(&format!("id{h:02}"), h, now))
             .collect();
-        let gone = to_forget(&list, "1h:1d:1w", now.naive_local());
+        let gone = to_forget(&list, "1h:1d:1w", PurgeTimeframes::Age, now.naive_local());
         assert!(!gone.is_empty());
         assert!(!gone.contains(&"id00".to_string()));
         // Within the first day nothing goes.
@@ -83,7 +96,7 @@ mod tests {
             .rev()
             .map(|i| snap(&format!("o{i}"), 24 * 400 + i, now))
             .collect();
-        let mut gone = to_forget(&old, "1h:1d", now.naive_local());
+        let mut gone = to_forget(&old, "1h:1d", PurgeTimeframes::Age, now.naive_local());
         gone.sort();
         assert_eq!(gone, vec!["o1".to_string(), "o2".to_string()]);
     }

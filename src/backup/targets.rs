@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(env["AWS_SECRET_ACCESS_KEY"], "a=b");
         assert!(!env.contains_key("KEEP"));
         assert_eq!(keep.as_deref(), Some("1h:1d:1w"));
-        for bad in ["just words", "lower=1", "A=\"open", "KEEP=1h", "1A=x"] {
+        for bad in ["just words", "lower=1", "A=\"open", "KEEP=1h/4:1d", "1A=x"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -39,13 +39,23 @@ pub enum LocalVerb {
     },
     /// Delete a snapshot
     Rm { name: String },
-    /// Purge old snapshots using a purge pattern (e.g. 4h:1d:1w)
+    /// Purge old snapshots using a purge pattern (e.g. 4h:1d:1w, 1h/24:1d/7)
     Purge {
         pattern: String,
         name: String,
         /// Don't really purge but tell what would be deleted
         #[arg(long)]
         dryrun: bool,
+        /// Print every snapshot, kept or deleted, and why
+        #[arg(long)]
+        explain: bool,
+        /// Evaluate the pattern as of this time (DTFORMAT, like a snapshot
+        /// name's date); only with --dryrun
+        #[arg(long, requires = "dryrun")]
+        at: Option<String>,
+        /// Print JSON (the Explain entries with --explain, else the list)
+        #[arg(long)]
+        json: bool,
     },
     /// Show every volume's snapshots, replication to peers, jobs and the
     /// problems (first)
@@ -109,15 +119,31 @@ pub async fn run(daemon: &Daemon, verb: LocalVerb) -> Result<(), Failure> {
             pattern,
             name,
             dryrun,
+            explain,
+            at,
+            json,
         } => {
+            // The socket answers 3.13's bare "Invalid purge pattern": say
+            // why here.
+            crate::purge::Pattern::parse(&pattern)?;
             let request = api::PurgeRequest {
                 name,
                 pattern,
                 dry_run: dryrun,
+                explain,
+                at,
             };
             let reply: api::PurgeReply = daemon.post(path::PURGE, request).await?;
-            if dryrun {
-                print::list(&reply.purged, false);
+            if let Some(entries) = reply.explain.filter(|_| explain) {
+                if json {
+                    print::json(&json!(entries));
+                } else {
+                    for entry in &entries {
+                        println!("{}", crate::purge::explain::line(entry));
+                    }
+                }
+            } else if dryrun {
+                print::list(&reply.purged.unwrap_or_default(), json);
             }
         }
         LocalVerb::Status { json } => {

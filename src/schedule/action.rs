@@ -160,6 +160,15 @@ mod tests {
             })
         );
         assert!(Action::parse("backup:x").unwrap().is_remote());
+        // Upstream master's patterns: single step, counted steps.
+        for pattern in ["2h", "1h/4:1d/3:1w/4", "1h/48:1d:1w"] {
+            assert_eq!(
+                Action::parse(&format!("purge:{pattern}")),
+                Ok(Action::Purge {
+                    pattern: pattern.into()
+                })
+            );
+        }
     }
 
     #[test]
@@ -179,10 +188,10 @@ mod tests {
             ("replicate:-x@peer", "invalid host"),
             ("synchronize:h1,,h2", "invalid host"),
             ("synchronize:", "invalid host"),
-            ("purge:1h", "purge pattern"),
             ("backup:", "invalid backup target name"),
             ("backup:../etc", "invalid backup target name"),
             ("check-backups:a b", "invalid backup target name"),
+            ("purge:1h/4:1d", "write it like 1h/4:1d/3"),
             ("purge:1x:2y", "purge pattern"),
             (
                 format!("replicate:{}", "h".repeat(62)).as_str(),

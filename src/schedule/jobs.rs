@@ -205,12 +205,15 @@ impl JobActions for StoreActions {
     }
 
     fn purge(&self, volume: &str, pattern: &str) -> Result<Vec<String>, ActionFailure> {
-        Ok(crate::snapshots::purge(
-            &self.store,
-            volume,
-            pattern,
-            false,
-        )?)
+        let pattern = crate::purge::Pattern::parse(pattern)?;
+        let options = crate::snapshots::PurgeOptions::default();
+        Ok(
+            crate::snapshots::purge(&self.store, volume, &pattern, &options)?
+                .into_iter()
+                .filter(|d| !d.keep())
+                .map(|d| d.name)
+                .collect(),
+        )
     }
 
     fn backup(&self, volume: &str, target: &str) -> Result<String, ActionFailure> {

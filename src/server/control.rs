@@ -13,6 +13,7 @@ use crate::api::{
 };
 use crate::labels;
 use crate::names;
+use crate::purge::Pattern;
 use crate::snapshots;
 use crate::takeover;
 
@@ -107,12 +108,32 @@ async fn clone(state: &Arc<AppState>, body: &Value) -> Reply {
     Ok(to_json(CloneReply { volume_cloned }))
 }
 
+/// 3.13's reply: `{"Err": ""}`, `Purged` for a dry run, `Explain` when
+/// asked; an invalid pattern answers 3.13's exact text (the log says why).
 async fn purge(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: PurgeRequest = decode(body)?;
+    let pattern = Pattern::parse(&req.pattern).map_err(|e| {
+        tracing::error!(volume = %req.name, error = %e, "purge refused");
+        ApiError::InvalidPurgePattern
+    })?;
     let store = state.store.clone();
-    let purged =
-        blocking(move || snapshots::purge(&store, &req.name, &req.pattern, req.dry_run)).await?;
-    Ok(to_json(PurgeReply { purged }))
+    let options = snapshots::PurgeOptions {
+        dry_run: req.dry_run,
+        at: req.at.clone(),
+    };
+    let volume = req.name.clone();
+    let decisions = blocking(move || snapshots::purge(&store, &volume, &pattern, &options)).await?;
+    let purged = req.dry_run.then(|| {
+        decisions
+            .iter()
+            .filter(|d| !d.keep())
+            .map(|d| d.name.clone())
+            .collect()
+    });
+    let explain = req
+        .explain
+        .then(|| decisions.iter().map(|d| d.explained()).collect());
+    Ok(to_json(PurgeReply { purged, explain }))
 }
 
 /// Everything about one volume, labels refreshed from Docker when it answers.

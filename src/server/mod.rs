@@ -110,6 +110,10 @@ pub enum ApiError {
     Status(#[from] crate::status::StatusError),
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// 3.13's exact answer to a purge pattern it cannot read (the reason
+    /// goes to the log and the CLI).
+    #[error("Invalid purge pattern")]
+    InvalidPurgePattern,
     /// A handler thread panicked.
     #[error("internal error: {0}")]
     Internal(String),

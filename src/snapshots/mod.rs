@@ -27,7 +27,7 @@ use chrono::{Duration, NaiveDateTime};
 use crate::btrfs::{self, BtrfsError};
 use crate::fsutil;
 use crate::names::{self, NameError};
-use crate::purge::{self, Pattern, PurgeError};
+use crate::purge::{self, Pattern};
 use crate::subvolumes::Subvolumes;
 use crate::volumes::{VolumeError, VolumeStore};
 
@@ -39,8 +39,12 @@ pub enum SnapshotError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     Btrfs(#[from] BtrfsError),
-    #[error(transparent)]
-    Purge(#[from] PurgeError),
+    #[error("At (evaluate the pattern as of another time) is only accepted with Dryrun: a purge deletes as of now")]
+    AtWithoutDryrun,
+    #[error(
+        "invalid At {at:?}: expected a time in DTFORMAT ({dtformat}), like a snapshot's name has"
+    )]
+    BadAt { at: String, dtformat: String },
     #[error("No such snapshot: {0}")]
     NoSuchSnapshot(String),
     #[error("volume {0} already exists")]
@@ -313,49 +317,77 @@ pub fn remove(store: &VolumeStore, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// When a snapshot was taken, for its age: the timestamp in its name, or,
-/// when that is after `now` (a peer's clock ahead of ours, or a hostile
-/// name), its creation time on this node. A future name can therefore
-/// neither live forever nor count as young for longer than it has existed.
+/// When a snapshot was taken, for its age and its calendar timeframe:
+/// the timestamp in its name, except
+/// - a name dated after `now` (a peer's clock ahead of ours, or a hostile
+///   name): its creation time on this node, so a future name can neither
+///   live forever nor count as young for longer than it has existed;
+/// - a received snapshot (read-only with a received UUID) whose
+///   peer-chosen name claims it is older than its arrival here: its
+///   arrival, so a peer cannot age it into a timeframe it would hold
+///   against ours.
 fn taken_for_purge(placed: &Placed, now: NaiveDateTime, dtformat: &str) -> Option<NaiveDateTime> {
     let named = names::parse_timestamp(names::timestamp_of(&placed.name)?, dtformat)?;
-    if named <= now {
-        return Some(named);
+    let created = chrono::DateTime::from_timestamp(placed.identity.otime, 0)
+        .map(|t| t.with_timezone(&chrono::Local).naive_local());
+    if named > now {
+        return Some(created.unwrap_or(now).min(now));
     }
-    let created = chrono::DateTime::from_timestamp(placed.identity.otime, 0)?
-        .with_timezone(&chrono::Local)
-        .naive_local();
-    Some(created.min(now))
+    match created {
+        Some(arrived) if placed.identity.received_uuid.is_some() && named < arrived => {
+            Some(arrived)
+        }
+        _ => Some(named),
+    }
 }
 
-/// `VolumeDriver.Snapshots.Purge`: deletes (or with `dry_run` only lists)
-/// the snapshots of `volume` that `pattern` does not keep.
+/// What a purge asks besides the volume and the pattern.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeOptions {
+    /// Delete nothing.
+    pub dry_run: bool,
+    /// Evaluate the pattern as of this time (DTFORMAT) instead of now;
+    /// only with `dry_run`.
+    pub at: Option<String>,
+}
+
+/// `VolumeDriver.Snapshots.Purge`: every snapshot of `volume` (markers
+/// included) with its fate under `pattern`; the ones not kept are deleted
+/// unless `dry_run`.
 pub fn purge(
     store: &VolumeStore,
     volume: &str,
-    pattern: &str,
-    dry_run: bool,
-) -> Result<Vec<String>> {
+    pattern: &Pattern,
+    options: &PurgeOptions,
+) -> Result<Vec<purge::Decision>> {
     names::check_volume(volume)?;
-    let pattern = Pattern::parse(pattern)?;
-    let now = names::local_now();
+    let dtformat = &store.config().dtformat;
+    let now = match &options.at {
+        None => names::local_now(),
+        Some(_) if !options.dry_run => return Err(SnapshotError::AtWithoutDryrun),
+        Some(at) => names::parse_timestamp(at, dtformat).ok_or_else(|| SnapshotError::BadAt {
+            at: at.clone(),
+            dtformat: dtformat.clone(),
+        })?,
+    };
     let candidates: Vec<purge::Candidate> =
         by_creation(store.fs(), &store.config().snapshots_path, volume, true)
             .into_iter()
             .map(|placed| purge::Candidate {
-                taken: taken_for_purge(&placed, now, &store.config().dtformat),
+                taken: taken_for_purge(&placed, now, dtformat),
                 order: placed.order(),
+                received: placed.identity.received_uuid.is_some(),
                 name: placed.name,
             })
             .collect();
-    let doomed = purge::plan(&candidates, &pattern, now);
-    if !dry_run {
-        for name in &doomed {
-            let path = store.config().snapshots_path.join(name);
-            let _guard = store.lock_snapshot(name);
+    let decisions = purge::decide(&candidates, pattern, store.config().purge_timeframes, now);
+    if !options.dry_run {
+        for doomed in decisions.iter().filter(|d| !d.keep()) {
+            let path = store.config().snapshots_path.join(&doomed.name);
+            let _guard = store.lock_snapshot(&doomed.name);
             store.fs().delete(&path)?;
-            tracing::info!(snapshot = %name, "purged");
+            tracing::info!(snapshot = %doomed.name, reason = %doomed.reason(), "purged");
         }
     }
-    Ok(doomed)
+    Ok(decisions)
 }

@@ -276,10 +276,85 @@ fn purge_keeps_the_newest_sent_parent_of_each_host() {
     )
     .unwrap();
     // Everything is years old: the pattern alone would delete all of it.
-    let doomed = purge(&f.store, "db", "1h:1d", false).unwrap();
+    let doomed = purged(&f, "db", "1h:1d", PurgeOptions::default());
     assert_eq!(doomed, vec![older.to_string(), newer.to_string()]);
     let left = list(&f.store, Some("db")).unwrap();
     assert_eq!(left, vec![sent.to_string(), marker]);
+}
+
+/// What a purge of `volume` deletes (or would, on a dry run).
+fn purged(f: &Fixture, volume: &str, pattern: &str, options: PurgeOptions) -> Vec<String> {
+    let pattern = Pattern::parse(pattern).unwrap();
+    purge(&f.store, volume, &pattern, &options)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.keep())
+        .map(|d| d.name)
+        .collect()
+}
+
+/// Issue 20 item 3: a received `logs@<2 h ago - 1 s>` made `purge 1h:1d`
+/// delete our own `logs@<2 h ago>` (both in hour 2, and the older one is
+/// kept). A received snapshot is aged from its arrival here when its
+/// peer-chosen name claims it is older: it just arrived, so it is young,
+/// and ours is alone in its hour. Fails on the old code.
+#[test]
+fn a_received_snapshot_cannot_age_itself_into_our_timeframe() {
+    let f = fixture();
+    let source = f.volume("logs", "data");
+    let now = names::local_now();
+    let stamp = |t: NaiveDateTime| format!("logs@{}", names::format_timestamp(t, DTFORMAT));
+    let ours = stamp(now - chrono::Duration::hours(2));
+    let theirs = stamp(now - chrono::Duration::hours(2) - chrono::Duration::seconds(1));
+    f.named_snapshot("logs", &ours);
+    f.fs.receive(&source, &f.snapshots_dir().join(&theirs), "peer-uuid");
+    let dry = PurgeOptions {
+        dry_run: true,
+        at: None,
+    };
+    assert_eq!(
+        purged(&f, "logs", "1h:1d", dry.clone()),
+        Vec::<String>::new()
+    );
+    // Had it arrived two hours ago, it is ours that survives in the
+    // shared hour: a received snapshot never displaces a local one.
+    let arrived = chrono::Utc::now().timestamp() - 2 * 3600 - 1;
+    f.fs.set_otime(&f.snapshots_dir().join(&theirs), arrived);
+    assert_eq!(purged(&f, "logs", "1h:1d", dry), vec![theirs]);
+}
+
+#[test]
+fn at_is_a_dry_run_only_and_in_dtformat() {
+    let f = fixture();
+    f.volume("db", "db");
+    let pattern = Pattern::parse("1h:1d").unwrap();
+    let options = |dry_run: bool, at: &str| PurgeOptions {
+        dry_run,
+        at: Some(at.into()),
+    };
+    let err = purge(
+        &f.store,
+        "db",
+        &pattern,
+        &options(false, "2026-01-01T00:00:00.000000"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SnapshotError::AtWithoutDryrun), "{err}");
+    let err = purge(&f.store, "db", &pattern, &options(true, "yesterday")).unwrap_err();
+    assert!(err.to_string().contains("DTFORMAT"), "{err}");
+    // As of a time before it was taken, a snapshot is young.
+    f.named_snapshot("db", "db@2020-01-01T00:00:00.000000");
+    let at = options(true, "2020-01-01T00:30:00.000000");
+    assert_eq!(purged(&f, "db", "1h:1d", at), Vec::<String>::new());
+    let at = options(true, "2020-01-03T00:00:00.000000");
+    assert_eq!(
+        purged(&f, "db", "1h:1d", at),
+        vec!["db@2020-01-01T00:00:00.000000".to_string()]
+    );
+    assert!(f
+        .snapshots_dir()
+        .join("db@2020-01-01T00:00:00.000000")
+        .exists());
 }
 
 fn placed(name: &str, otime: &str) -> Placed {
@@ -328,9 +403,13 @@ fn a_future_name_is_aged_from_its_creation_here() {
         name: future.name.clone(),
         taken: Some(taken),
         order: future.order(),
+        received: false,
     }];
     let pattern = Pattern::parse("1h:1d").unwrap();
-    assert_eq!(purge::plan(&candidates, &pattern, now), vec![future.name]);
+    assert_eq!(
+        purge::plan(&candidates, &pattern, purge::PurgeTimeframes::Age, now),
+        vec![future.name]
+    );
     assert_eq!(
         taken_for_purge(
             &placed("db@garbage", "2026-05-01T00:00:00.000000"),
