@@ -210,10 +210,14 @@ async fn tick_costs(volumes: usize, workers: usize) {
     write_schedule(&csv, volumes);
     let fake = Fake::new(NO_WORK, jobs);
     let t0 = Utc::now();
-    let clock = Arc::new(ManualClock::new(t0));
     let mut opts = SchedulerOptions::for_schedule(csv);
     opts.workers = workers;
+    // A new job first runs at the scheduler's next round: the scheduler
+    // starts one round before t0, so every job is due at t0.
+    let round = TimeDelta::from_std(opts.tick).expect("a round fits");
+    let clock = Arc::new(ManualClock::new(t0 - round));
     let sched = Scheduler::new(opts, fake.clone(), clock.clone());
+    clock.set(t0);
 
     let bytes = std::fs::read(sched.options().schedule.clone()).expect("reading the CSV");
     let started = Instant::now();

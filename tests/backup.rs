@@ -287,7 +287,14 @@ fn bad_inputs_are_clear_errors_that_change_nothing() {
 
 /// The scheduled job's last result for volume `name` and `action`.
 fn last_result(d: &Daemon, name: &str, action: &str) -> String {
-    let (_, list) = d.get("/VolumeDriver.Schedule.List");
+    // LastResult comes with Detail only (the reference's keys otherwise).
+    let (_, text) = common::raw_request(
+        &d.socket,
+        "GET",
+        "/VolumeDriver.Schedule.List",
+        br#"{"Detail": true}"#,
+    );
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
     list["Schedule"]
         .as_array()
         .unwrap()
