@@ -1,0 +1,258 @@
+//! `Status` (no request body): what `buttervolume status` shows. Times
+//! are RFC 3339 in UTC; ages and lags are whole seconds at `Now`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// When the status was taken: every age is counted from it.
+    #[serde(rename = "Now", with = "time")]
+    pub now: DateTime<Utc>,
+    /// Worst first.
+    #[serde(rename = "Problems", default)]
+    pub problems: Vec<Problem>,
+    /// Volumes with a problem first, then by name.
+    #[serde(rename = "Volumes", default)]
+    pub volumes: Vec<VolumeStatus>,
+    /// The schedule is globally paused: no job runs.
+    #[serde(rename = "SchedulePaused", default)]
+    pub schedule_paused: bool,
+}
+
+/// Something an operator should look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "Kind")]
+    pub kind: ProblemKind,
+    #[serde(rename = "Volume", default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    #[serde(rename = "Peer", default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(rename = "Message")]
+    pub message: String,
+}
+
+/// The kinds of problem, worst first (the order `Problems` is sorted in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// A follow step failed (a refused first Mount, a final send that did
+    /// not reach the peer): the app's state is not where it should be.
+    FollowFailed,
+    /// A scheduled job whose last run failed.
+    JobFailed,
+    /// The last send of the volume to a peer failed (a `send`, the
+    /// deploy handler's; a failing replicate job shows as
+    /// `JobFailed`): cleared by the next send to it that succeeds.
+    SendFailed,
+    /// `replicate:<peer>` is scheduled and no send to the peer ever
+    /// succeeded (no sent marker).
+    NeverSent,
+    /// A peer's lag is more than twice its replicate job's period.
+    PeerLagging,
+    /// A volume's last backup to a target is older than twice its
+    /// `backup:<target>` job's period (or it has none though the job
+    /// ran).
+    BackupLate,
+    /// The last `check-backups` of a target failed.
+    BackupCheckFailed,
+    /// Jobs are scheduled for a volume that does not exist here.
+    MissingVolume,
+    /// The whole schedule is paused.
+    SchedulePaused,
+    /// schedule.csv could not be read.
+    ScheduleUnreadable,
+    /// A schedule.csv line the scheduler skips.
+    InvalidScheduleLine,
+    /// A paired key installed without `--peer`: it reads every volume
+    /// here ([`crate::replication::scope`]).
+    UnscopedKey,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 12] = [
+        ProblemKind::FollowFailed,
+        ProblemKind::JobFailed,
+        ProblemKind::SendFailed,
+        ProblemKind::NeverSent,
+        ProblemKind::PeerLagging,
+        ProblemKind::BackupLate,
+        ProblemKind::BackupCheckFailed,
+        ProblemKind::MissingVolume,
+        ProblemKind::SchedulePaused,
+        ProblemKind::ScheduleUnreadable,
+        ProblemKind::InvalidScheduleLine,
+        ProblemKind::UnscopedKey,
+    ];
+
+    /// The kind as JSON spells it (`job-failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::FollowFailed => "follow-failed",
+            ProblemKind::JobFailed => "job-failed",
+            ProblemKind::SendFailed => "send-failed",
+            ProblemKind::NeverSent => "never-sent",
+            ProblemKind::PeerLagging => "peer-lagging",
+            ProblemKind::BackupLate => "backup-late",
+            ProblemKind::BackupCheckFailed => "backup-check-failed",
+            ProblemKind::MissingVolume => "missing-volume",
+            ProblemKind::SchedulePaused => "schedule-paused",
+            ProblemKind::ScheduleUnreadable => "schedule-unreadable",
+            ProblemKind::InvalidScheduleLine => "invalid-schedule-line",
+            ProblemKind::UnscopedKey => "unscoped-key",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Allocated bytes as `du` counts them, from the last background
+    /// measurement (`None`: not measured yet).
+    #[serde(rename = "SizeBytes", default)]
+    pub size_bytes: Option<u64>,
+    #[serde(rename = "SizeMeasuredAt", default, with = "time_opt")]
+    pub size_measured_at: Option<DateTime<Utc>>,
+    /// The volume changed since that measurement (a new one is on its
+    /// way).
+    #[serde(rename = "SizeStale", default)]
+    pub size_stale: bool,
+    /// Snapshots of the volume here (sent markers not counted).
+    #[serde(rename = "Snapshots")]
+    pub snapshots: usize,
+    /// The newest snapshot in btrfs creation order.
+    #[serde(rename = "NewestSnapshot", default)]
+    pub newest_snapshot: Option<String>,
+    /// When it was created here.
+    #[serde(rename = "NewestSnapshotCreated", default, with = "time_opt")]
+    pub newest_snapshot_created: Option<DateTime<Utc>>,
+    #[serde(rename = "NewestSnapshotAgeSeconds", default)]
+    pub newest_snapshot_age_seconds: Option<i64>,
+    #[serde(rename = "Peers", default)]
+    pub peers: Vec<PeerStatus>,
+    /// Follow-the-container state: `off`, `on <peer>` with whether a
+    /// container uses it here, and the last follow failure if any.
+    #[serde(rename = "Follow", default)]
+    pub follow: Option<String>,
+    #[serde(rename = "Jobs", default)]
+    pub jobs: Vec<JobStatus>,
+    /// Actions of this volume's jobs running now.
+    #[serde(rename = "RunningJobs", default)]
+    pub running_jobs: Vec<String>,
+    /// The most recent failure of the volume: a job's (`<action>:
+    /// <result>`) or a send's (`send to <peer>: <error>`).
+    #[serde(rename = "LastError", default)]
+    pub last_error: Option<String>,
+    /// Its backups per target ([`crate::backup`]).
+    #[serde(rename = "Backups", default)]
+    pub backups: Vec<super::backup::BackupStatus>,
+}
+
+/// A peer this volume is replicated to: one with a sent marker
+/// (`<volume>@<ts>@<peer>`, recorded after each successful send, or
+/// receive, with it), or one a `replicate:<peer>` job names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    #[serde(rename = "Host")]
+    pub host: String,
+    /// The newest snapshot the peer is known to hold (the newest
+    /// marker's snapshot); `None`: never sent.
+    #[serde(rename = "SentSnapshot", default)]
+    pub sent_snapshot: Option<String>,
+    /// When that marker was recorded: the last successful replication.
+    #[serde(rename = "LastSuccess", default, with = "time_opt")]
+    pub last_success: Option<DateTime<Utc>>,
+    /// How long this node has held a snapshot the peer lacks: 0 when
+    /// the peer holds the newest snapshot, else the age of the oldest
+    /// snapshot created after the one it holds (of the oldest
+    /// snapshot, when it holds none).
+    #[serde(rename = "LagSeconds")]
+    pub lag_seconds: i64,
+    /// Snapshots created here after the one the peer holds.
+    #[serde(rename = "UnsentSnapshots")]
+    pub unsent_snapshots: usize,
+    /// The timer of the volume's `replicate:<peer>` job, if any.
+    #[serde(rename = "ReplicateTimer", default)]
+    pub replicate_timer: Option<String>,
+    /// The last send of the volume to the peer failed (since the
+    /// daemon started, until one succeeds): why.
+    #[serde(
+        rename = "LastFailure",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_failure: Option<String>,
+    #[serde(
+        rename = "LastFailureAt",
+        default,
+        with = "time_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_failure_at: Option<DateTime<Utc>>,
+}
+
+/// One scheduled job of the volume, as `Schedule.List` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    #[serde(rename = "Action")]
+    pub action: String,
+    #[serde(rename = "Timer")]
+    pub timer: String,
+    #[serde(rename = "Active")]
+    pub active: bool,
+    #[serde(rename = "Running")]
+    pub running: bool,
+    #[serde(rename = "LastRun", default, with = "time_opt")]
+    pub last_run: Option<DateTime<Utc>>,
+    #[serde(rename = "NextRun", default, with = "time_opt")]
+    pub next_run: Option<DateTime<Utc>>,
+    #[serde(rename = "LastOk", default)]
+    pub last_ok: Option<bool>,
+    #[serde(rename = "LastResult", default)]
+    pub last_result: Option<String>,
+    #[serde(rename = "LastDurationMs", default)]
+    pub last_duration_ms: Option<u64>,
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn parse<E: serde::de::Error>(s: &str) -> Result<DateTime<Utc>, E> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(E::custom)
+}
+
+mod time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        super::parse(&String::deserialize(d)?)
+    }
+}
+
+mod time_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::rfc3339(t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse(&s))
+            .transpose()
+    }
+}
