@@ -244,6 +244,9 @@ impl Cluster {
                 a,
                 BIN,
                 "RUST_LOG=debug",
+                // Rounds every 2 s: the handler's new jobs first run at
+                // the next round, which steps wait on.
+                "BUTTERVOLUME_TIMER=2",
                 "BUTTERVOLUME_SEND_BWLIMIT=32",
                 &format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}"),
             ]);

@@ -151,6 +151,10 @@ fn a_schedule_nobody_could_run_is_refused_in_the_references_words() {
         assert_eq!(keys(&reply), set(&["Err"]), "{request}: {reply}");
         let err = reply["Err"].as_str().unwrap();
         assert!(err.starts_with(start), "{request}: {err}");
+        // The master's own words for a pattern's bad unit follow.
+        if request["Action"] == "purge:5x" {
+            assert!(err.contains("unknown unit 'x'"), "{err}");
+        }
     }
     assert_eq!(schedule_list(&d, b""), json!({"Err": "", "Schedule": []}));
 }
