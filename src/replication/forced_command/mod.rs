@@ -269,8 +269,8 @@ pub fn sendable(fs: &dyn Subvolumes, path: &Path) -> Result<(), Refusal> {
     }
 }
 
-/// Refuses a snapshot `path` that `scope` does not see (reported as out of
-/// scope only when it exists: a peer learns nothing of other volumes).
+/// Refuses a snapshot `path` that `scope` does not see, the same way
+/// whether it exists or not: a peer learns nothing of other volumes.
 pub fn in_scope(fs: &dyn Subvolumes, scope: &Scope, path: &Path) -> Result<(), Refusal> {
     let Some(name) = path.file_name() else {
         return Err(Refusal::NoSuchSnapshot(path.into()));
