@@ -101,13 +101,20 @@ pub enum FollowError {
     Volume(#[from] VolumeError),
 }
 
-/// The last follow failure of each volume in this process, for `status`
-/// and the metrics; cleared by the next follow step that succeeds.
-static LAST_FAILURE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+/// The last follow failure of each volume (one per store, for `status`
+/// and the metrics); cleared by the next follow step that succeeds.
+#[derive(Default)]
+pub struct Failures(Mutex<BTreeMap<String, String>>);
+
+impl Failures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Records the outcome of a follow step of `volume`.
-pub fn record(volume: &str, outcome: Result<(), &FollowError>) {
-    let mut failures = LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+pub fn record(store: &VolumeStore, volume: &str, outcome: Result<(), &FollowError>) {
+    let mut failures = store.follow_failures().lock();
     match outcome {
         Ok(()) => failures.remove(volume),
         Err(e) => failures.insert(volume.to_string(), e.to_string()),
@@ -115,9 +122,8 @@ pub fn record(volume: &str, outcome: Result<(), &FollowError>) {
 }
 
 /// The last follow failure of `volume`, if the last step failed.
-pub fn last_failure(volume: &str) -> Option<String> {
-    let failures = LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
-    failures.get(volume).cloned()
+pub fn last_failure(store: &VolumeStore, volume: &str) -> Option<String> {
+    store.follow_failures().lock().get(volume).cloned()
 }
 
 /// A local snapshot with the lineage its metadata records.

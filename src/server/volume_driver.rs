@@ -90,7 +90,7 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
         if store.mount_count(&req.name) == 0 {
             if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let followed = follow::before_first_mount(&store, &peer, &req.name);
-                follow::record(&req.name, followed.as_ref().map(|_| ()));
+                follow::record(&store, &req.name, followed.as_ref().map(|_| ()));
                 followed?;
             }
         }
@@ -116,7 +116,7 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
             if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let sent = follow::after_last_unmount(&store, &peer, &req.name);
-                follow::record(&req.name, sent.as_ref().map(|_| ()));
+                follow::record(&store, &req.name, sent.as_ref().map(|_| ()));
                 tracing::info!(volume = %req.name, "followed: {}", sent?);
             }
         }

@@ -18,31 +18,43 @@
 //! volume is still the subvolume it was a snapshot of, or the one the
 //! restore put in place, not written since, and the snapshot is still
 //! there, with the same UUID); anything else falls back to the scan.
-//! In memory, per snapshots directory, lost with the process (then the
-//! restored volume gets its own snapshot, as without the record).
+//! In memory, in the store that owns them ([`Holders`], one per
+//! [`VolumeStore`]), lost with the process (then the restored volume gets
+//! its own snapshot, as without the record).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
 use super::Placed;
 use crate::btrfs::SubvolumeIdentity;
 use crate::volumes::VolumeStore;
 
-/// (snapshots dir, volume) → its newest snapshot of its subvolume.
-static NEWEST: Mutex<Option<HashMap<(PathBuf, String), Placed>>> = Mutex::new(None);
+/// What one store remembers between rounds.
+#[derive(Default)]
+pub struct Holders {
+    /// Volume → its newest snapshot of its subvolume.
+    newest: Mutex<HashMap<String, Placed>>,
+    /// Volume → the last restore without a backup.
+    restored: Mutex<HashMap<String, Restored>>,
+}
 
-fn key(store: &VolumeStore, volume: &str) -> (PathBuf, String) {
-    (store.config().snapshots_path.clone(), volume.to_string())
+impl Holders {
+    fn newest(&self) -> std::sync::MutexGuard<'_, HashMap<String, Placed>> {
+        self.newest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn restored(&self) -> std::sync::MutexGuard<'_, HashMap<String, Restored>> {
+        self.restored.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Remembers `snapshot`, a snapshot of `volume`'s subvolume just taken or
 /// found newest.
 pub(super) fn note(store: &VolumeStore, volume: &str, snapshot: &Placed) {
-    let mut newest = NEWEST.lock().unwrap_or_else(PoisonError::into_inner);
-    newest
-        .get_or_insert_with(HashMap::new)
-        .insert(key(store, volume), snapshot.clone());
+    store
+        .holders()
+        .newest()
+        .insert(volume.to_string(), snapshot.clone());
 }
 
 /// The remembered snapshot of `volume`, when it still holds the volume's
@@ -53,10 +65,7 @@ pub(super) fn recall(
     volume: &str,
     current: &SubvolumeIdentity,
 ) -> Option<Placed> {
-    let known = {
-        let newest = NEWEST.lock().unwrap_or_else(PoisonError::into_inner);
-        newest.as_ref()?.get(&key(store, volume))?.clone()
-    };
+    let known = store.holders().newest().get(volume)?.clone();
     let of_this = known.identity.parent_uuid.as_deref() == Some(current.uuid.as_str());
     if !of_this || current.generation > known.identity.otransid {
         return None;
@@ -81,9 +90,6 @@ struct Restored {
     source: Placed,
 }
 
-/// (snapshots dir, volume) → the last restore without a backup.
-static RESTORED: Mutex<Option<HashMap<(PathBuf, String), Restored>>> = Mutex::new(None);
-
 /// Remembers that `volume`, now the subvolume `current` (read after a
 /// flush), holds `source`'s state, `source` being a snapshot of that volume
 /// name.
@@ -93,9 +99,8 @@ pub(super) fn note_restored(
     current: &SubvolumeIdentity,
     source: &Placed,
 ) {
-    let mut restored = RESTORED.lock().unwrap_or_else(PoisonError::into_inner);
-    restored.get_or_insert_with(HashMap::new).insert(
-        key(store, volume),
+    store.holders().restored().insert(
+        volume.to_string(),
         Restored {
             volume_uuid: current.uuid.clone(),
             generation: current.generation,
@@ -106,10 +111,7 @@ pub(super) fn note_restored(
 
 /// Forgets what a restore put in place (another restore replaced it).
 pub(super) fn forget_restored(store: &VolumeStore, volume: &str) {
-    let mut restored = RESTORED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(map) = restored.as_mut() {
-        map.remove(&key(store, volume));
-    }
+    store.holders().restored().remove(volume);
 }
 
 /// The snapshot `volume` was restored from, when the volume (`current`,
@@ -120,10 +122,7 @@ pub(super) fn recall_restored(
     volume: &str,
     current: &SubvolumeIdentity,
 ) -> Option<Placed> {
-    let known = {
-        let restored = RESTORED.lock().unwrap_or_else(PoisonError::into_inner);
-        restored.as_ref()?.get(&key(store, volume))?.clone()
-    };
+    let known = store.holders().restored().get(volume)?.clone();
     if known.volume_uuid != current.uuid || current.generation > known.generation {
         return None;
     }

@@ -12,7 +12,7 @@
 //! - clone moves the new subvolume in with `RENAME_NOREPLACE`, so an existing
 //!   volume is never overwritten, even by a racing create.
 
-mod holders;
+pub mod holders;
 mod restore;
 #[cfg(test)]
 mod tests;

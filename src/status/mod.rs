@@ -131,7 +131,7 @@ pub fn collect(
         let placed = placed.remove(name).unwrap_or_default();
         let mut volume = volume_status(store, sizes, name, placed, jobs, now);
         volume.backups = backups::of_volume(&backup_records, name, jobs, now);
-        problems.extend(volume_problems(&volume, jobs, now));
+        problems.extend(volume_problems(store, &volume, jobs, now));
         problems.extend(backups::problems(&volume, jobs, now));
         out.push(volume);
     }
@@ -236,7 +236,7 @@ fn follow_state(store: &VolumeStore, name: &str, jobs: &[&JobView]) -> Option<St
         0 => "idle here",
         _ => "in use here",
     };
-    Some(match crate::follow::last_failure(name) {
+    Some(match crate::follow::last_failure(store, name) {
         Some(failure) => format!("on {peer}, {here}; last step failed: {failure}"),
         None => format!("on {peer}, {here}"),
     })
@@ -353,7 +353,12 @@ pub fn human_duration(seconds: i64) -> String {
     }
 }
 
-fn volume_problems(volume: &VolumeStatus, jobs: &[&JobView], now: DateTime<Utc>) -> Vec<Problem> {
+fn volume_problems(
+    store: &VolumeStore,
+    volume: &VolumeStatus,
+    jobs: &[&JobView],
+    now: DateTime<Utc>,
+) -> Vec<Problem> {
     let problem = |kind, peer: Option<&str>, message: String| Problem {
         kind,
         volume: Some(volume.name.clone()),
@@ -361,7 +366,7 @@ fn volume_problems(volume: &VolumeStatus, jobs: &[&JobView], now: DateTime<Utc>)
         message,
     };
     let mut out = Vec::new();
-    if let Some(failure) = crate::follow::last_failure(&volume.name) {
+    if let Some(failure) = crate::follow::last_failure(store, &volume.name) {
         out.push(problem(ProblemKind::FollowFailed, None, failure));
     }
     for job in jobs.iter().filter(|j| j.last_ok == Some(false)) {

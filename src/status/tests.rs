@@ -335,7 +335,7 @@ fn a_failed_follow_step_is_the_first_problem_until_one_succeeds() {
         ours: "fw@1".into(),
         theirs: "fw@2".into(),
     };
-    crate::follow::record("fw", Err(&failure));
+    crate::follow::record(&f.store, "fw", Err(&failure));
     let status = f.collect(&listed(vec![job("fw", "replicate:h", "60")]));
     assert_eq!(status.problems[0].kind, ProblemKind::FollowFailed);
     assert_eq!(status.problems[0].message, failure.to_string());
@@ -344,7 +344,7 @@ fn a_failed_follow_step_is_the_first_problem_until_one_succeeds() {
         state.starts_with("on h, idle here; last step failed: fw moved on"),
         "{state}"
     );
-    crate::follow::record("fw", Ok(()));
+    crate::follow::record(&f.store, "fw", Ok(()));
     let status = f.collect(&listed(vec![job("fw", "replicate:h", "60")]));
     assert!(status
         .problems

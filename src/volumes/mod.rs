@@ -132,6 +132,11 @@ pub struct VolumeStore {
     /// Held by a send, a receive, a restore or a remove of the volume (see
     /// [`Activity`]); each refuses while another holds it, saying which.
     activities: ActivityLocks,
+    /// The newest snapshot of each volume and what a restore put in place,
+    /// remembered between rounds ([`crate::snapshots::holders`]).
+    holders: crate::snapshots::holders::Holders,
+    /// The last follow failure of each volume ([`crate::follow`]).
+    follow_failures: crate::follow::Failures,
 }
 
 impl VolumeStore {
@@ -157,6 +162,8 @@ impl VolumeStore {
             locks: NameLocks::default(),
             snapshot_locks: NameLocks::default(),
             activities: ActivityLocks::default(),
+            holders: Default::default(),
+            follow_failures: Default::default(),
             config,
             fs,
         };
@@ -177,6 +184,14 @@ impl VolumeStore {
     /// The btrfs operations, real or fake.
     pub fn fs(&self) -> &dyn Subvolumes {
         &*self.fs
+    }
+
+    pub fn holders(&self) -> &crate::snapshots::holders::Holders {
+        &self.holders
+    }
+
+    pub fn follow_failures(&self) -> &crate::follow::Failures {
+        &self.follow_failures
     }
 
     /// How many containers have `name` mounted.
