@@ -19,7 +19,6 @@
 //! of the round with the same error, after one attempt.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,19 +51,21 @@ struct Asked {
     answer: Answer,
 }
 
-/// (snapshots dir, peer) → its last answer. The inner lock is held while
-/// asking, so the jobs of a round ask once.
+/// A peer's last answer. The inner lock is held while asking, so the jobs
+/// of a round ask once.
 type Slot = Arc<Mutex<Option<Asked>>>;
-static ANSWERS: Mutex<Option<HashMap<(PathBuf, String), Slot>>> = Mutex::new(None);
+
+/// Peer → its last answer: one per store ([`VolumeStore::newest_answers`]).
+#[derive(Default)]
+pub struct Answers(Mutex<HashMap<String, Slot>>);
 
 fn slot(store: &VolumeStore, host: &str) -> Slot {
-    let mut answers = ANSWERS.lock().unwrap_or_else(PoisonError::into_inner);
-    let key = (store.config().snapshots_path.clone(), host.to_string());
-    answers
-        .get_or_insert_with(HashMap::new)
-        .entry(key)
-        .or_default()
-        .clone()
+    let mut answers = store
+        .newest_answers()
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    answers.entry(host.to_string()).or_default().clone()
 }
 
 /// The peer's newest snapshot of `volume`, from this round's answer

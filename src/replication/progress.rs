@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -112,12 +112,6 @@ impl Drop for Running<'_> {
 }
 
 impl Transfers {
-    /// The daemon's registry.
-    pub fn global() -> &'static Transfers {
-        static GLOBAL: OnceLock<Transfers> = OnceLock::new();
-        GLOBAL.get_or_init(Transfers::default)
-    }
-
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Transfer>>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -159,36 +153,42 @@ use crate::names::peer_of;
 
 type Failures = BTreeMap<(String, String), SendFailure>;
 
-/// The last send of each (volume, peer) that failed in this process, until
-/// one succeeds: what `status` shows for sends that are no job (the
-/// `send` verb, the deploy handler's), and for jobs' too.
-fn failures() -> MutexGuard<'static, Failures> {
-    static FAILURES: Mutex<Failures> = Mutex::new(BTreeMap::new());
-    FAILURES.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// The last send of each (volume, peer) that failed, until one succeeds:
+/// what `status` shows for sends that are no job (the `send` verb, the
+/// deploy handler's), and for jobs' too. One per store
+/// ([`crate::volumes::VolumeStore::send_failures`]).
+#[derive(Default)]
+pub struct SendFailures(Mutex<Failures>);
 
-/// Records how a send of `volume` to `host` ended.
-pub fn record_outcome(volume: &str, host: &str, outcome: Result<(), String>) {
-    let key = (volume.to_string(), peer_of(host).to_string());
-    match outcome {
-        Ok(()) => failures().remove(&key),
-        Err(message) => failures().insert(
-            key,
-            SendFailure {
-                message,
-                at: Utc::now(),
-            },
-        ),
-    };
-}
+impl SendFailures {
+    fn lock(&self) -> MutexGuard<'_, Failures> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-/// The peers whose last send of `volume` failed, by peer.
-pub fn send_failures(volume: &str) -> BTreeMap<String, SendFailure> {
-    failures()
-        .iter()
-        .filter(|((v, _), _)| v == volume)
-        .map(|((_, peer), failure)| (peer.clone(), failure.clone()))
-        .collect()
+    /// Records how a send of `volume` to `host` ended.
+    pub fn record(&self, volume: &str, host: &str, outcome: Result<(), String>) {
+        let key = (volume.to_string(), peer_of(host).to_string());
+        let mut failures = self.lock();
+        match outcome {
+            Ok(()) => failures.remove(&key),
+            Err(message) => failures.insert(
+                key,
+                SendFailure {
+                    message,
+                    at: Utc::now(),
+                },
+            ),
+        };
+    }
+
+    /// The peers whose last send of `volume` failed, by peer.
+    pub fn of(&self, volume: &str) -> BTreeMap<String, SendFailure> {
+        self.lock()
+            .iter()
+            .filter(|((v, _), _)| v == volume)
+            .map(|((_, peer), failure)| (peer.clone(), failure.clone()))
+            .collect()
+    }
 }
 
 /// A reader that adds what it reads to a transfer's stream bytes.
@@ -211,6 +211,9 @@ mod tests {
 
     #[test]
     fn a_failure_is_kept_per_volume_and_peer_until_a_send_succeeds() {
+        let failures = SendFailures::default();
+        let record_outcome = |v: &str, h: &str, o| failures.record(v, h, o);
+        let send_failures = |v: &str| failures.of(v);
         record_outcome("progress-t1", "root@10.9.0.2", Err("cut".into()));
         record_outcome("progress-t1", "10.9.0.3", Err("full".into()));
         record_outcome("progress-t2", "10.9.0.2", Err("other".into()));

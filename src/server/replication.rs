@@ -12,7 +12,6 @@ use crate::api::{
     path, HandoverReply, PeerVolumeRequest, SendRequest, SnapshotReply, SummaryReply, SyncRequest,
     TransferStatus, TransfersReply,
 };
-use crate::replication::progress::Transfers;
 use crate::replication::{self, SendOptions};
 use crate::{names, snapshots};
 
@@ -130,7 +129,7 @@ async fn sync(state: &Arc<AppState>, body: &Value) -> Reply {
 /// size: the volume's last size measurement (the one `status` shows),
 /// asked for in the background when there is none or it is out of date.
 async fn transfers(state: &Arc<AppState>) -> Reply {
-    let running = Transfers::global().list();
+    let running = state.store.transfers().list();
     if running.is_empty() {
         return Ok(to_json(TransfersReply::default()));
     }

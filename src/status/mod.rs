@@ -188,7 +188,7 @@ fn volume_status(
         .map(|j| j.action.clone())
         .collect();
     running_jobs.sort();
-    let failed_sends = crate::replication::progress::send_failures(name);
+    let failed_sends = store.send_failures().of(name);
     let job_error = jobs
         .iter()
         .filter(|j| j.last_ok == Some(false))

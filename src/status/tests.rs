@@ -418,7 +418,6 @@ fn a_user_at_host_job_is_the_peer_its_markers_name() {
 
 #[test]
 fn a_failed_send_shows_on_its_peer_first_until_one_succeeds() {
-    use crate::replication::progress::record_outcome;
     let f = fixture();
     f.volume("aab");
     f.volume("sf");
@@ -426,7 +425,9 @@ fn a_failed_send_shows_on_its_peer_first_until_one_succeeds() {
     f.marker("sf@1", "10.1.0.3", 390);
     f.snapshot("sf@2", 30);
     // The final send of sf@2 was cut (a `send`, no job).
-    record_outcome("sf", "root@10.1.0.3", Err("the link went down".into()));
+    f.store
+        .send_failures()
+        .record("sf", "root@10.1.0.3", Err("the link went down".into()));
     let status = f.collect(&listed(vec![]));
     assert_eq!(status.problems.len(), 1, "{:?}", status.problems);
     let problem = &status.problems[0];
@@ -456,14 +457,16 @@ fn a_failed_send_shows_on_its_peer_first_until_one_succeeds() {
     let kinds: Vec<ProblemKind> = status.problems.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [ProblemKind::JobFailed]);
     // A send to a peer never sent to before shows that peer too.
-    record_outcome("aab", "10.1.0.4", Err("refused".into()));
+    f.store
+        .send_failures()
+        .record("aab", "10.1.0.4", Err("refused".into()));
     let status = f.collect(&listed(vec![]));
     let aab = volume(&status, "aab");
     assert_eq!(aab.peers.len(), 1);
     assert_eq!(aab.peers[0].sent_snapshot, None);
     // The next send that succeeds clears it.
-    record_outcome("sf", "10.1.0.3", Ok(()));
-    record_outcome("aab", "10.1.0.4", Ok(()));
+    f.store.send_failures().record("sf", "10.1.0.3", Ok(()));
+    f.store.send_failures().record("aab", "10.1.0.4", Ok(()));
     let status = f.collect(&listed(vec![]));
     assert!(status.problems.is_empty(), "{:?}", status.problems);
     assert_eq!(volume(&status, "sf").last_error, None);

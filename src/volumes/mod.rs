@@ -137,6 +137,12 @@ pub struct VolumeStore {
     holders: crate::snapshots::holders::Holders,
     /// The last follow failure of each volume ([`crate::follow`]).
     follow_failures: crate::follow::Failures,
+    /// Each peer's last `list-newest` answer ([`crate::replication::newest`]).
+    newest_answers: crate::replication::newest::Answers,
+    /// The sends running now ([`crate::replication::progress`]).
+    transfers: crate::replication::progress::Transfers,
+    /// The last failed send of each volume and peer.
+    send_failures: crate::replication::progress::SendFailures,
 }
 
 impl VolumeStore {
@@ -164,6 +170,9 @@ impl VolumeStore {
             activities: ActivityLocks::default(),
             holders: Default::default(),
             follow_failures: Default::default(),
+            newest_answers: Default::default(),
+            transfers: Default::default(),
+            send_failures: Default::default(),
             config,
             fs,
         };
@@ -192,6 +201,18 @@ impl VolumeStore {
 
     pub fn follow_failures(&self) -> &crate::follow::Failures {
         &self.follow_failures
+    }
+
+    pub fn newest_answers(&self) -> &crate::replication::newest::Answers {
+        &self.newest_answers
+    }
+
+    pub fn transfers(&self) -> &crate::replication::progress::Transfers {
+        &self.transfers
+    }
+
+    pub fn send_failures(&self) -> &crate::replication::progress::SendFailures {
+        &self.send_failures
     }
 
     /// How many containers have `name` mounted.

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::progress::{self, Counting, Transfer, Transfers};
+use super::progress::{Counting, Transfer};
 use super::protocol::{by_peer_creation, ListedSnapshot, PeerRequest};
 use super::transport::{self, Input, Peer, SshSettings, TransportError};
 use super::{receive, ReplicationError, SendOptions, SendReport, PIPE_SIZE};
@@ -128,7 +128,7 @@ pub fn send_with(
         .map_err(ReplicationError::Busy)?;
     let sent = send_held(store, snapshot, &volume, host, test, options);
     let outcome = sent.as_ref().map(|_| ()).map_err(|e| e.to_string());
-    progress::record_outcome(&volume, host, outcome);
+    store.send_failures().record(&volume, host, outcome);
     sent
 }
 
@@ -143,7 +143,7 @@ fn send_held(
 ) -> Result<SendReport, ReplicationError> {
     let path = store.config().snapshots_path.join(snapshot);
     let started = Instant::now();
-    let running = Transfers::global().begin(snapshot, host);
+    let running = store.transfers().begin(snapshot, host);
     let config = store.config();
     let peer = transport::open(host, &SshSettings::of(config))?;
     let local_id = store.fs().identity(&path)?;
