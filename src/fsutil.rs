@@ -12,6 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Makes temporary names unique within this process (with its pid): a
+/// counter, not state.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A name unique within this process and across processes (pid + counter +

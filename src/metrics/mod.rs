@@ -113,6 +113,9 @@ pub struct Registry {
     peer_log: peer_log::PeerLog,
 }
 
+/// Global on purpose: counters are bumped from deep inside requests,
+/// transfers and jobs, and Prometheus reads one page per process; the
+/// node's state proper is passed with the store ([`crate::volumes`]).
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
 
 /// The process-wide registry.

@@ -101,7 +101,9 @@ pub fn of(store: &VolumeStore, host: &str, volume: &str) -> Result<Newest, Repli
 fn ask(store: &VolumeStore, host: &str) -> Answer {
     let run = || -> Result<Option<HashMap<String, ListedSnapshot>>, ReplicationError> {
         transport::check_host(host)?;
-        let peer = transport::open(host, &SshSettings::of(store.config()))?;
+        let peer = store
+            .sessions()
+            .open(host, &SshSettings::of(store.config()))?;
         let reply = peer.run(&PeerRequest::ListNewest { test: false }.to_command())?;
         if reply.status != 0 {
             // An older forced command refuses the verb: ask per volume.

@@ -156,7 +156,7 @@ pub fn receive(
         message,
     };
 
-    let peer = transport::open(host, &SshSettings::of(config))?;
+    let peer = store.sessions().open(host, &SshSettings::of(config))?;
     let remote = list_on(&peer, volume, &fail)?;
     let local = by_creation(store.fs(), &config.snapshots_path, volume, false);
     let taken = |name: &str| config.snapshots_path.join(name).exists();
@@ -207,7 +207,7 @@ pub fn list_peer(
     names::check_volume(volume)?;
     transport::check_host(host)?;
     let config = store.config();
-    let peer = transport::open(host, &SshSettings::of(config))?;
+    let peer = store.sessions().open(host, &SshSettings::of(config))?;
     let fail = |message: String| ReplicationError::Receive {
         volume: volume.into(),
         host: host.into(),

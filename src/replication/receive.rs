@@ -95,7 +95,9 @@ fn pid_alive(pid: i32) -> bool {
 /// runs several at once (pulls of different volumes: two apps starting,
 /// idle rounds), and each receive first sweeps leftovers: those of its own
 /// pid that are not in here are a previous incarnation's (a restarted
-/// plugin gets the same pid in its namespace), these are live.
+/// plugin gets the same pid in its namespace), these are live. Process-wide
+/// on purpose: staging names carry this process's pid, and the forced
+/// command (a process with no store) receives through the same code.
 static IN_PROGRESS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 fn in_progress() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {

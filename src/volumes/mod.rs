@@ -143,6 +143,8 @@ pub struct VolumeStore {
     transfers: crate::replication::progress::Transfers,
     /// The last failed send of each volume and peer.
     send_failures: crate::replication::progress::SendFailures,
+    /// SSH sessions kept per peer between transfers.
+    sessions: crate::replication::transport::Sessions,
 }
 
 impl VolumeStore {
@@ -173,6 +175,7 @@ impl VolumeStore {
             newest_answers: Default::default(),
             transfers: Default::default(),
             send_failures: Default::default(),
+            sessions: Default::default(),
             config,
             fs,
         };
@@ -213,6 +216,10 @@ impl VolumeStore {
 
     pub fn send_failures(&self) -> &crate::replication::progress::SendFailures {
         &self.send_failures
+    }
+
+    pub fn sessions(&self) -> &crate::replication::transport::Sessions {
+        &self.sessions
     }
 
     /// How many containers have `name` mounted.

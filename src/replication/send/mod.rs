@@ -145,7 +145,7 @@ fn send_held(
     let started = Instant::now();
     let running = store.transfers().begin(snapshot, host);
     let config = store.config();
-    let peer = transport::open(host, &SshSettings::of(config))?;
+    let peer = store.sessions().open(host, &SshSettings::of(config))?;
     let local_id = store.fs().identity(&path)?;
     let Some(plan) = plan(store, &peer, snapshot, &local_id, test, options)? else {
         record_marker(store, snapshot, volume, host)?;

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use openssh::{openssh_installed, ssh_argv, ssh_options, stream_with_openssh, Input};
-pub use pool::{open, Lease};
+pub use pool::{Lease, Sessions};
 pub use session::{Output, Peer};
 
 #[derive(Debug, thiserror::Error)]

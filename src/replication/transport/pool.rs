@@ -3,7 +3,8 @@
 //! volume (each connection is a TCP + key exchange + authentication, and
 //! a process forked by the peer's sshd).
 //!
-//! [`open`] lends a session: a kept one if there is one for this peer and
+//! One [`Sessions`] per store ([`crate::volumes::VolumeStore::sessions`]).
+//! [`Sessions::open`] lends a session: a kept one if there is one for this peer and
 //! these settings, else a new connection. Dropping the [`Lease`] gives it
 //! back unless an error happened on it. A kept session is used by one
 //! caller at a time (libssh2 sessions are not shared between threads
@@ -28,7 +29,9 @@ struct Kept {
     since: Instant,
 }
 
-static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+/// The sessions kept between transfers.
+#[derive(Default)]
+pub struct Sessions(Mutex<Vec<Kept>>);
 
 /// A libssh2 session was opened (the metrics page counts them per peer;
 /// reuse keeps the count low).
@@ -36,45 +39,52 @@ pub(super) fn count_opened(host: &str) {
     crate::metrics::record_session_opened(host);
 }
 
-fn kept() -> std::sync::MutexGuard<'static, Vec<Kept>> {
-    KEPT.lock().unwrap_or_else(PoisonError::into_inner)
-}
+impl Sessions {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-/// A session to `target` (`[user@]host`): a kept one, or a new one.
-pub fn open(target: &str, settings: &SshSettings) -> Result<Lease, TransportError> {
-    // Sessions are closed (a message to the peer) outside the lock.
-    let mut expired = Vec::new();
-    let reused = {
-        let mut kept = kept();
-        let mut i = 0;
-        while i < kept.len() {
-            if kept[i].since.elapsed() >= IDLE_MAX {
-                expired.push(kept.swap_remove(i));
-            } else {
-                i += 1;
+    /// A session to `target` (`[user@]host`): a kept one, or a new one.
+    pub fn open(&self, target: &str, settings: &SshSettings) -> Result<Lease<'_>, TransportError> {
+        // Sessions are closed (a message to the peer) outside the lock.
+        let mut expired = Vec::new();
+        let reused = {
+            let mut kept = self.kept();
+            let mut i = 0;
+            while i < kept.len() {
+                if kept[i].since.elapsed() >= IDLE_MAX {
+                    expired.push(kept.swap_remove(i));
+                } else {
+                    i += 1;
+                }
             }
-        }
-        kept.iter()
-            .position(|k| k.peer.target() == target && k.peer.settings() == settings)
-            .map(|i| kept.swap_remove(i).peer)
-    };
-    drop(expired);
-    let peer = match reused {
-        Some(peer) => {
-            peer.set_reused();
-            peer
-        }
-        None => Peer::connect(target, settings)?,
-    };
-    Ok(Lease { peer: Some(peer) })
+            kept.iter()
+                .position(|k| k.peer.target() == target && k.peer.settings() == settings)
+                .map(|i| kept.swap_remove(i).peer)
+        };
+        drop(expired);
+        let peer = match reused {
+            Some(peer) => {
+                peer.set_reused();
+                peer
+            }
+            None => Peer::connect(target, settings)?,
+        };
+        Ok(Lease {
+            sessions: self,
+            peer: Some(peer),
+        })
+    }
 }
 
-/// A session lent by [`open`]; given back when dropped, unless broken.
-pub struct Lease {
+/// A session lent by [`Sessions::open`]; given back when dropped, unless
+/// broken.
+pub struct Lease<'a> {
+    sessions: &'a Sessions,
     peer: Option<Peer>,
 }
 
-impl Deref for Lease {
+impl Deref for Lease<'_> {
     type Target = Peer;
     fn deref(&self) -> &Peer {
         self.peer
@@ -83,7 +93,7 @@ impl Deref for Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let Some(peer) = self.peer.take() else {
             return;
@@ -91,7 +101,7 @@ impl Drop for Lease {
         if peer.is_broken() {
             return;
         }
-        let mut kept = kept();
+        let mut kept = self.sessions.kept();
         let same = kept
             .iter()
             .filter(|k| k.peer.target() == peer.target())
