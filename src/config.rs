@@ -67,6 +67,18 @@ pub struct Config {
     pub backup_targets_path: PathBuf,
     /// How a purge pattern's timeframes are counted (`PURGE_TIMEFRAMES`).
     pub purge_timeframes: PurgeTimeframes,
+    /// Cluster mode on etcd ([`crate::cluster`]).
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode's settings: `ETCD_ENDPOINTS` (empty: pair mode),
+/// `NODE_NAME`, `OWNER_TTL`, `MAX_LAG_ON_FAILOVER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub endpoints: Vec<String>,
+    pub node_name: String,
+    pub owner_ttl_secs: u64,
+    pub max_lag_secs: u64,
 }
 
 /// How an uncounted purge pattern (`1h:1d:1w`) counts its timeframes
@@ -258,7 +270,24 @@ impl Config {
             ("no", false),
             ("0", false),
         ];
+        let cluster = ClusterConfig {
+            endpoints: get("ETCD_ENDPOINTS", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect(),
+            node_name: match get("NODE_NAME", "") {
+                n if n.trim().is_empty() => nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "localhost".into()),
+                n => n.trim().to_string(),
+            },
+            owner_ttl_secs: keys.positive("OWNER_TTL", 15, SECONDS)?.max(3),
+            max_lag_secs: get("MAX_LAG_ON_FAILOVER", "0").trim().parse().unwrap_or(0),
+        };
         Ok(Config {
+            cluster,
             follow: keys.choice("FOLLOW", "true", BOOLEAN, "expected true or false")?,
             metrics_addr,
             send_compression: keys.choice(

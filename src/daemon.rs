@@ -82,6 +82,15 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
         }
     };
     let store = Arc::new(store);
+    // Cluster mode (crate::cluster): connects lazily, so an etcd without
+    // quorum does not keep the socket from serving.
+    let cluster = match crate::cluster::Cluster::start(&config).await {
+        Ok(cluster) => cluster.map(Arc::new),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the etcd client: cluster mode is off");
+            None
+        }
+    };
     // The scheduler starts once the store is open (its jobs use it) and
     // stops dispatching as soon as the termination signal arrives, while
     // the server drains; its in-flight jobs get a bounded grace period.
@@ -94,6 +103,11 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     let sshd_task =
         with_sshd.then(|| tokio::spawn(crate::sshd::supervise(config.clone(), stop_rx.clone())));
     let scheduler_task = tokio::spawn(scheduler.clone().run(stop_rx.clone()));
+    if let Some(cluster) = cluster {
+        tracing::info!(node = %cluster.node, ttl = ?cluster.ttl, "cluster mode on etcd");
+        store.set_cluster(cluster.clone());
+        crate::cluster::watchdog::spawn(cluster, store.clone(), stop_rx.clone());
+    }
     let state = Arc::new(AppState {
         config: config.clone(),
         store,

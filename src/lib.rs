@@ -24,6 +24,7 @@
 pub mod api;
 pub mod backup;
 pub mod btrfs;
+pub mod cluster;
 pub mod cli;
 pub mod client;
 pub mod config;

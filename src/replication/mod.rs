@@ -46,6 +46,8 @@ pub enum ReplicationError {
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]
     Btrfs(#[from] BtrfsError),

@@ -254,7 +254,7 @@ fn fetch(
     };
     let expected = parent.map(|p| p.key.as_str());
     let (landed, output) = peer.pull(&request.to_command(), |stream| {
-        receive::receive(snapshots_path, stream, expected)
+        receive::receive(snapshots_path, stream, expected, &|_| Ok(()))
     })?;
     let landed = match landed {
         Ok(landed) if output.status == 0 => landed,

@@ -43,6 +43,8 @@ pub enum ReceiveError {
     Name(String),
     #[error("btrfs receive failed: {0}")]
     Receive(String),
+    #[error("{0}")]
+    NotAdmitted(String),
     #[error("the received subvolume is incomplete ({0}); deleted")]
     Incomplete(&'static str),
     #[error("the received snapshot does not descend from the expected parent {expected}; deleted")]
@@ -254,10 +256,14 @@ fn find_parent(dest: &Path, name: &str, key: &str) -> Result<PathBuf, ReceiveErr
 /// stream's end command (`-e`); every command it gets has passed
 /// [`Confinement`]. A refused stream kills it before the refused command
 /// reaches it, and the staged subvolume is deleted: nothing lands.
+///
+/// `admit` is asked, with the snapshot's name, before it lands: its `Err`
+/// refuses it (cluster mode's stale-epoch rule) and nothing lands.
 pub fn receive(
     dest: &Path,
     input: &mut dyn Read,
     expected_parent: Option<&str>,
+    admit: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<Received, ReceiveError> {
     std::fs::create_dir_all(dest).map_err(|source| ReceiveError::Io {
         context: "creating the destination",
@@ -274,6 +280,7 @@ pub fn receive(
     if !status.success() {
         return Err(ReceiveError::Receive(receive_stderr.trim().to_string()));
     }
+    admit(&name).map_err(ReceiveError::NotAdmitted)?;
     land(dest, &staged, name, incremental, bytes, expected_parent)
 }
 

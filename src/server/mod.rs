@@ -101,6 +101,10 @@ pub enum ApiError {
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
     #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    ClusterMount(#[from] crate::cluster::mount::MountError),
+    #[error(transparent)]
     Handover(#[from] crate::handover::HandoverError),
     #[error(transparent)]
     Takeover(#[from] crate::takeover::TakeoverError),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{blocking, decode, ApiError, AppState, Reply};
 use crate::api::{CreateRequest, MountRequest, NameRequest};
+use crate::cluster;
 use crate::follow;
 use crate::labels;
 use crate::schedule::volume_options;
@@ -88,7 +89,10 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
             return Ok(store.existing(&req.name)?);
         };
         if store.mount_count(&req.name) == 0 {
-            if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
+            if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
+                let follows = follow::enabled(&store, &req.name);
+                cluster::mount::before_first_mount(&cluster, &store, &req.name, &peer, follows)?;
+            } else if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let followed = follow::before_first_mount(&store, &peer, &req.name);
                 follow::record(&store, &req.name, followed.as_ref().map(|_| ()));
                 followed?;
@@ -114,7 +118,14 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
         };
         store.unmount(&req.name, id)?;
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
-            if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
+            if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
+                let follows = follow::enabled(&store, &req.name);
+                let sent =
+                    cluster::mount::after_last_unmount(&cluster, &store, &req.name, &peer, follows)?;
+                if let Some(sent) = sent {
+                    tracing::info!(volume = %req.name, "followed: {sent}");
+                }
+            } else if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let sent = follow::after_last_unmount(&store, &peer, &req.name);
                 follow::record(&store, &req.name, sent.as_ref().map(|_| ()));
                 tracing::info!(volume = %req.name, "followed: {}", sent?);
@@ -124,6 +135,17 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
     })
     .await?;
     Ok(json!({}))
+}
+
+/// In cluster mode, a replicated volume (an active `replicate:` line) has
+/// an owner ([`cluster`]): the cluster and the line's peer.
+fn owned_volume(
+    store: &VolumeStore,
+    scheduler: &Scheduler,
+    volume: &str,
+) -> Option<(std::sync::Arc<cluster::Cluster>, String)> {
+    let cluster = store.cluster()?.clone();
+    Some((cluster, scheduler.replicate_peer(volume)?))
 }
 
 /// The peer `volume` follows its container to: the host of its active

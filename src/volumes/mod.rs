@@ -145,6 +145,9 @@ pub struct VolumeStore {
     send_failures: crate::replication::progress::SendFailures,
     /// SSH sessions kept per peer between transfers.
     sessions: crate::replication::transport::Sessions,
+    /// Cluster mode ([`crate::cluster`]), set once at daemon start; unset
+    /// in pair mode and in CLI processes.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl VolumeStore {
@@ -176,6 +179,7 @@ impl VolumeStore {
             transfers: Default::default(),
             send_failures: Default::default(),
             sessions: Default::default(),
+            cluster: Default::default(),
             config,
             fs,
         };
@@ -191,6 +195,16 @@ impl VolumeStore {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Cluster mode, when this daemon runs in it.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Turns cluster mode on (daemon start, once).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The btrfs operations, real or fake.

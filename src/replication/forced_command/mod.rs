@@ -68,6 +68,12 @@ pub enum Request {
         zstd: bool,
         /// Reply with one JSON line (our own protocol) or quietly (reference).
         json: bool,
+        /// The sender's epoch ([`crate::cluster::admit_push`]).
+        epoch: Option<u64>,
+    },
+    /// Cluster mode's ping ([`crate::cluster::ping::serve`]).
+    Alive {
+        from: String,
     },
     List {
         dir: PathBuf,
@@ -94,6 +100,7 @@ impl Request {
     /// of rsync's volumes are).
     fn data_dir<'a>(&'a self, config: &'a Config) -> &'a Path {
         match self {
+            Request::Alive { .. } => &config.snapshots_path,
             Request::Receive { dir, .. }
             | Request::List { dir, .. }
             | Request::ListNewest { dir } => dir,
@@ -129,12 +136,15 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, Refusal> {
             test,
             zstd,
             parent_uuid,
+            epoch,
         } => Request::Receive {
             dir: data_dir(test),
             parent_uuid,
             zstd,
             json: true,
+            epoch,
         },
+        PeerRequest::Alive { from } => Request::Alive { from },
         PeerRequest::List { volume, test } => Request::List {
             dir: data_dir(test),
             volume,
@@ -163,6 +173,7 @@ pub fn parse(config: &Config, original: &str) -> Result<Request, Refusal> {
             parent_uuid: None,
             zstd: false,
             json: false,
+            epoch: None,
         },
         PeerRequest::BtrfsDelete { dir, snapshot } => Request::Delete {
             path: one_of(&dir, &receive_dirs)
@@ -310,15 +321,18 @@ pub fn run(config: &Config, peer: Option<&str>) -> i32 {
             parent_uuid,
             zstd,
             json,
+            epoch,
         } => {
             let to = Receiving {
                 config,
                 scope: &scope,
                 original: &original,
                 dir: &dir,
+                epoch,
             };
             return to.serve(parent_uuid.as_deref(), zstd, json);
         }
+        Request::Alive { from } => return crate::cluster::ping::serve(config, &from),
         Request::List { dir, volume } => {
             list(&fs, &scope, &dir, &volume, &mut std::io::stdout().lock());
             return 0;
@@ -385,6 +399,7 @@ struct Receiving<'a> {
     scope: &'a Scope,
     original: &'a str,
     dir: &'a Path,
+    epoch: Option<u64>,
 }
 
 impl Receiving<'_> {
@@ -403,7 +418,10 @@ impl Receiving<'_> {
         } else {
             Box::new(std::io::BufReader::with_capacity(super::PIPE_SIZE, stdin))
         };
-        match receive::receive(self.dir, &mut input, parent_uuid) {
+        let admit = |name: &str| {
+            crate::cluster::admit_push(self.config, crate::names::volume_of(name), self.epoch)
+        };
+        match receive::receive(self.dir, &mut input, parent_uuid, &admit) {
             Ok(received) => {
                 // Before the reply: the sender's next request may read it.
                 if let Err(e) = scope::record_received(self.config, self.scope, &received) {

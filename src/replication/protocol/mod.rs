@@ -65,6 +65,14 @@ pub enum PeerRequest {
         zstd: bool,
         /// The parent key (received UUID, else UUID) of an incremental send.
         parent_uuid: Option<String>,
+        /// Cluster mode: the sender's epoch of the volume it pushes
+        /// ([`crate::cluster::admit_push`]).
+        epoch: Option<u64>,
+    },
+    /// Cluster mode's ping ([`crate::cluster::ping`]): `from` (a node name)
+    /// asks whether this node is alive and which epochs it knows.
+    Alive {
+        from: String,
     },
     List {
         volume: String,
@@ -247,6 +255,7 @@ impl PeerRequest {
                 test,
                 zstd,
                 parent_uuid,
+                epoch,
             } => {
                 let mut command = format!("buttervolume receive{}", test_flag(*test));
                 if *zstd {
@@ -255,8 +264,12 @@ impl PeerRequest {
                 if let Some(uuid) = parent_uuid {
                     command.push_str(&format!(" --parent-uuid {uuid}"));
                 }
+                if let Some(epoch) = epoch {
+                    command.push_str(&format!(" --epoch {epoch}"));
+                }
                 command
             }
+            PeerRequest::Alive { from } => format!("buttervolume alive {from}"),
             PeerRequest::List { volume, test } => {
                 format!("buttervolume list {volume}{}", test_flag(*test))
             }
@@ -307,12 +320,16 @@ impl PeerRequest {
         }
         match words.as_slice() {
             ["buttervolume", "receive", rest @ ..] => {
-                let (mut test, mut zstd, mut parent_uuid) = (false, false, None);
+                let (mut test, mut zstd, mut parent_uuid, mut epoch) = (false, false, None, None);
                 let mut it = rest.iter();
                 while let Some(word) = it.next() {
                     match *word {
                         "--test" => test = true,
                         "--zstd" => zstd = true,
+                        "--epoch" => match it.next().and_then(|e| e.parse().ok()) {
+                            Some(e) => epoch = Some(e),
+                            None => return Err(ProtocolError::ReceiveOption("--epoch".into())),
+                        },
                         "--parent-uuid" => match it.next() {
                             Some(u) if is_uuid(u) => parent_uuid = Some(u.to_string()),
                             _ => return Err(ProtocolError::Uuid),
@@ -324,6 +341,13 @@ impl PeerRequest {
                     test,
                     zstd,
                     parent_uuid,
+                    epoch,
+                })
+            }
+            ["buttervolume", "alive", from] => {
+                crate::cluster::records::check_node(from).map_err(|_| ProtocolError::NotAllowed)?;
+                Ok(PeerRequest::Alive {
+                    from: from.to_string(),
                 })
             }
             ["buttervolume", "list", volume, rest @ ..] => {

@@ -10,12 +10,15 @@ fn every_request_round_trips() {
             test: false,
             zstd: false,
             parent_uuid: None,
+            epoch: None,
         },
         PeerRequest::Receive {
             test: true,
             zstd: true,
             parent_uuid: Some(uuid),
+            epoch: Some(7),
         },
+        PeerRequest::Alive { from: "n1".into() },
         PeerRequest::List {
             volume: "db".into(),
             test: true,

@@ -234,10 +234,15 @@ fn plan(
         });
     }
     let parent = choose_parent(local, local_id.creation_order(), &remote);
+    let epoch = match store.cluster() {
+        Some(cluster) => cluster.push_epoch(&volume)?,
+        None => None,
+    };
     let receive = PeerRequest::Receive {
         test,
         zstd: options.compress,
         parent_uuid: parent.as_ref().map(|p| receive::parent_key(&p.identity)),
+        epoch,
     };
     Ok(Some(Plan {
         parent: parent.map(|p| p.name),

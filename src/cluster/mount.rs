@@ -1,0 +1,108 @@
+//! A replicated volume's first Mount and last Unmount in cluster mode:
+//! ownership first ([`Cluster::claim`]), then the state to start from.
+//!
+//! - taken over from a dead owner: the freshest replica here is restored
+//!   (the dead peer is not asked);
+//! - owned here already: the state here is the newest (this node wrote
+//!   last), nothing to ask;
+//! - taken (free or released): the follow asks the peer as in pair mode;
+//!   a peer that cannot answer is not a refusal when etcd's replica
+//!   records show every other node's newest snapshot is here.
+//!
+//! A node that was fenced and now gets the volume back first puts its
+//! freshest non-diverged state in place: what it wrote while cut off stays
+//! in the diverged snapshot.
+
+use super::{failover, Claimed, Cluster, ClusterError};
+use crate::follow::{self, FollowError};
+use crate::volumes::VolumeStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Follow(#[from] FollowError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshots::SnapshotError),
+}
+
+/// The first Mount of `volume` (replicated to `peer`) here. Blocking.
+pub fn before_first_mount(
+    cluster: &Cluster,
+    store: &VolumeStore,
+    volume: &str,
+    peer: &str,
+    follows: bool,
+) -> Result<(), MountError> {
+    let claimed = cluster.claim(store, volume, peer)?;
+    let result = start_from(cluster, store, volume, peer, follows, &claimed);
+    if result.is_err() && !matches!(claimed, Claimed::Mine) {
+        // The Mount fails: nobody writes here, the volume is free again.
+        cluster.release(volume);
+    }
+    result
+}
+
+fn start_from(
+    cluster: &Cluster,
+    store: &VolumeStore,
+    volume: &str,
+    peer: &str,
+    follows: bool,
+    claimed: &Claimed,
+) -> Result<(), MountError> {
+    let was_fenced = cluster.local().is_fenced(volume);
+    match claimed {
+        Claimed::TookOver { .. } => {
+            failover::restore_freshest(cluster, store, volume)?;
+        }
+        // Owned here at the epoch etcd confirms: what is here is the
+        // newest state (a fence, if any, was a precaution).
+        Claimed::Mine => {}
+        Claimed::Taken { .. } => {
+            if was_fenced {
+                failover::restore_freshest(cluster, store, volume)?;
+            }
+            if follows {
+                let followed = follow::before_first_mount(store, peer, volume);
+                follow::record(store, volume, followed.as_ref().map(|_| ()));
+                match followed {
+                    Ok(_) => {}
+                    Err(FollowError::Unreachable { .. })
+                        if failover::others_newest_here(cluster, store, volume)? =>
+                    {
+                        tracing::info!(
+                            volume,
+                            peer,
+                            "the peer does not answer, but etcd shows its newest snapshot is here"
+                        );
+                        failover::restore_freshest(cluster, store, volume)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    if was_fenced {
+        cluster.unfence(store, volume)?;
+    }
+    Ok(())
+}
+
+/// The last Unmount: the follow's final send (when it follows), then the
+/// volume is released. Returns the follow's summary.
+pub fn after_last_unmount(
+    cluster: &Cluster,
+    store: &VolumeStore,
+    volume: &str,
+    peer: &str,
+    follows: bool,
+) -> Result<Option<String>, FollowError> {
+    let sent = follows.then(|| follow::after_last_unmount(store, peer, volume));
+    if let Some(outcome) = &sent {
+        follow::record(store, volume, outcome.as_ref().map(|_| ()));
+    }
+    cluster.release(volume);
+    sent.transpose()
+}
