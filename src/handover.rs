@@ -11,6 +11,10 @@
 //!   its incremental send, the downtime-critical part, timed. The peer
 //!   restores it at the app's first Mount there (follow) or on `restore`.
 //!
+//! In cluster mode ([`crate::cluster`]) the final phase also hands the
+//! volume's ownership to the target's node (next epoch), so its Mount
+//! takes it at once.
+//!
 //! Idempotent and safe to retry after any failure: a snapshot the peer
 //! has is not sent again, nothing is deleted here or there, and this node
 //! keeps its data (the peer confirms each send before it is recorded).
@@ -34,6 +38,10 @@ pub enum HandoverError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cluster mode: {0} does not answer the ping that names its node, so ownership cannot be handed to it")]
+    TargetSilent(String),
 }
 
 /// Which half of the handover a call did.
@@ -86,6 +94,13 @@ pub fn handover(
     if store.mount_count(volume) == 0 {
         let started = Instant::now();
         let (snapshot, bytes) = round(store, volume, host)?;
+        if let Some(cluster) = store.cluster() {
+            // Ownership goes with the final state, at once (no TTL).
+            let target = crate::cluster::ping::ping(cluster.ssh(), host, &cluster.node)
+                .ok_or_else(|| HandoverError::TargetSilent(host.into()))?;
+            let epoch = cluster.hand_to(volume, &target.node)?;
+            tracing::info!(volume, to = %target.node, epoch, "handed ownership over");
+        }
         return Ok(HandoverReport {
             phase: Phase::HandedOver,
             snapshot,

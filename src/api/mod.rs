@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub mod backup;
+pub mod cluster;
 
 /// Endpoint paths.
 pub mod path {
@@ -37,7 +38,7 @@ pub mod path {
 
     /// Every endpoint of this plugin beyond Docker's own: what the
     /// metrics label by name (anything else is `other`).
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         SNAPSHOT,
         SNAPSHOT_LIST,
         SNAPSHOT_REMOVE,
@@ -60,6 +61,7 @@ pub mod path {
         super::backup::path::BACKUP_LIST,
         super::backup::path::BACKUP_RESTORE,
         super::backup::path::BACKUP_CHECK,
+        super::cluster::path::OWNER,
     ];
 }
 

@@ -18,6 +18,9 @@ pub struct StatusReply {
     /// The schedule is globally paused: no job runs.
     #[serde(rename = "SchedulePaused", default)]
     pub schedule_paused: bool,
+    /// Cluster mode's figures ([`crate::cluster`]); absent in pair mode.
+    #[serde(rename = "Cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::ClusterStatus>,
 }
 
 /// Something an operator should look at.
@@ -37,6 +40,12 @@ pub struct Problem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
+    /// Cluster mode made a volume read-only: this node lost etcd and its
+    /// peer, or another node took the volume over.
+    Fenced,
+    /// Cluster mode keeps what a fenced node wrote after a takeover as a
+    /// snapshot: an operator decides what to do with it.
+    Diverged,
     /// A follow step failed (a refused first Mount, a final send that did
     /// not reach the peer): the app's state is not where it should be.
     FollowFailed,
@@ -71,7 +80,9 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 12] = [
+    pub const ALL: [ProblemKind; 14] = [
+        ProblemKind::Fenced,
+        ProblemKind::Diverged,
         ProblemKind::FollowFailed,
         ProblemKind::JobFailed,
         ProblemKind::SendFailed,
@@ -101,6 +112,8 @@ impl ProblemKind {
             ProblemKind::ScheduleUnreadable => "schedule-unreadable",
             ProblemKind::InvalidScheduleLine => "invalid-schedule-line",
             ProblemKind::UnscopedKey => "unscoped-key",
+            ProblemKind::Fenced => "fenced",
+            ProblemKind::Diverged => "diverged",
         }
     }
 }

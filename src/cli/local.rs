@@ -63,6 +63,13 @@ pub enum LocalVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster mode: show a volume's owner, epoch and lease, and whether
+    /// it is fenced or keeps a diverged state here
+    Owner {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a volume's options, labels, non-migrable flag and snapshots
     Inspect {
         name: String,
@@ -148,6 +155,15 @@ pub async fn run(daemon: &Daemon, verb: LocalVerb) -> Result<(), Failure> {
         }
         LocalVerb::Status { json } => {
             super::status::print(&daemon.get(path::STATUS).await?, json);
+        }
+        LocalVerb::Owner { name: volume, json } => {
+            let reply: crate::api::cluster::OwnerReply =
+                daemon.post(crate::api::cluster::path::OWNER, name(volume)).await?;
+            if json {
+                print::json(&json!(reply));
+            } else {
+                print::owner(&reply);
+            }
         }
         LocalVerb::Inspect { name: volume, json } => {
             let reply: Value = daemon.post(path::INSPECT, name(volume)).await?;

@@ -116,3 +116,41 @@ pub fn inspect(volume: &Value) {
         }
     }
 }
+
+/// `buttervolume owner <volume>` for a person.
+pub fn owner(reply: &crate::api::cluster::OwnerReply) {
+    let since = |t: i64| crate::cluster::format_time(t);
+    match &reply.owner {
+        Some(r) => {
+            let alive = match reply.owner_alive {
+                Some(true) => "lease alive",
+                Some(false) => "lease expired",
+                None => "lease unknown",
+            };
+            let use_ = if r.mounted { "in use" } else { "released" };
+            println!(
+                "{}: owner {} epoch {} since {} ({use_}, {alive})",
+                reply.name,
+                r.node,
+                r.epoch,
+                since(r.since)
+            );
+            if !r.how.is_empty() {
+                println!("  {}", r.how);
+            }
+        }
+        None => match &reply.etcd_error {
+            Some(e) => println!("{}: owner unknown ({e})", reply.name),
+            None => println!("{}: no owner (never mounted in cluster mode)", reply.name),
+        },
+    }
+    if let Some(k) = &reply.known {
+        println!("  known on {}: {} epoch {}", reply.node, k.node, k.epoch);
+    }
+    if reply.fenced {
+        println!("  fenced here: read-only");
+    }
+    for d in &reply.diverged {
+        println!("  diverged state kept here: {d}");
+    }
+}

@@ -55,6 +55,7 @@ pub mod local;
 pub mod mount;
 pub mod ping;
 pub mod records;
+pub mod report;
 pub mod rule;
 pub mod watchdog;
 

@@ -15,6 +15,7 @@
 //! its log ([`peer_log`]). README has the table of names, types and labels.
 
 mod backups;
+mod cluster;
 pub mod exposition;
 pub mod listener;
 pub mod peer_log;
@@ -244,6 +245,7 @@ fn status_metrics(page: &mut Exposition, status: &StatusReply) {
 
     peer_metrics(page, status);
     backups::render(page, status);
+    cluster::render(page, status);
 
     const PROBLEMS: &str = "buttervolume_problems";
     page.family(

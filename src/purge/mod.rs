@@ -109,6 +109,9 @@ pub enum Protection {
     /// The snapshot the newest marker to this host marks: the parent of
     /// the next send there.
     Parent(String),
+    /// A diverged state kept by cluster mode ([`crate::cluster::local`]):
+    /// only an operator removes it.
+    Diverged,
 }
 
 /// One snapshot's fate.

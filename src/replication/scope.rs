@@ -48,9 +48,17 @@ const RECEIVED_DIR: &str = "received-from";
 /// The forced command's option that scopes a key.
 pub const PEER_OPTION: &str = "--peer";
 
-/// What one request of a paired key may see in one data directory.
+/// What one request of a paired key may see in one data directory. A
+/// diverged state kept by cluster mode ([`crate::cluster::local`]) is
+/// never seen by any peer: it must not travel.
 #[derive(Debug)]
-pub enum Scope {
+pub struct Scope {
+    who: Who,
+    hidden: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+enum Who {
     /// A key installed without `--peer`: everything, as before scoping.
     Unscoped,
     Peer(PeerScope),
@@ -77,8 +85,16 @@ impl Scope {
     /// The scope of `peer` (`None`: unscoped) in `dir`, from this node's
     /// schedule as it is now. An unreadable schedule names no volume.
     pub fn load(config: &Config, peer: Option<&str>, dir: &Path) -> Scope {
+        let hidden = crate::cluster::local::Local::of(config)
+            .diverged()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         let Some(peer) = peer else {
-            return Scope::Unscoped;
+            return Scope {
+                who: Who::Unscoped,
+                hidden,
+            };
         };
         let peer = names::peer_of(peer).to_string();
         let schedule = std::fs::read(&config.schedule).unwrap_or_default();
@@ -87,21 +103,32 @@ impl Scope {
             .filter(|job| names_peer(&job.action, &peer))
             .map(|job| job.name().to_string())
             .collect();
-        Scope::Peer(PeerScope {
-            peer,
-            scheduled,
-            dir: dir.to_path_buf(),
-            records: records_dir(config),
-            marked: OnceCell::new(),
-            sent_states: OnceCell::new(),
-        })
+        Scope {
+            who: Who::Peer(PeerScope {
+                peer,
+                scheduled,
+                dir: dir.to_path_buf(),
+                records: records_dir(config),
+                marked: OnceCell::new(),
+                sent_states: OnceCell::new(),
+            }),
+            hidden,
+        }
+    }
+
+    /// An unscoped key's scope, nothing hidden.
+    pub fn unscoped() -> Scope {
+        Scope {
+            who: Who::Unscoped,
+            hidden: BTreeSet::new(),
+        }
     }
 
     /// The peer this scope is for (`None` when unscoped).
     pub fn peer(&self) -> Option<&str> {
-        match self {
-            Scope::Unscoped => None,
-            Scope::Peer(p) => Some(&p.peer),
+        match &self.who {
+            Who::Unscoped => None,
+            Who::Peer(p) => Some(&p.peer),
         }
     }
 
@@ -109,17 +136,20 @@ impl Scope {
     /// for rsync) is visible: a schedule line or a sent marker names the
     /// peer.
     pub fn whole_volume(&self, volume: &str) -> bool {
-        match self {
-            Scope::Unscoped => true,
-            Scope::Peer(p) => p.scheduled.contains(volume) || p.marked().contains(volume),
+        match &self.who {
+            Who::Unscoped => true,
+            Who::Peer(p) => p.scheduled.contains(volume) || p.marked().contains(volume),
         }
     }
 
     /// True when the snapshot `name` (of the scope's directory) is visible.
     pub fn sees(&self, fs: &dyn Subvolumes, name: &str) -> bool {
-        match self {
-            Scope::Unscoped => true,
-            Scope::Peer(p) => {
+        if self.hidden.contains(name) {
+            return false;
+        }
+        match &self.who {
+            Who::Unscoped => true,
+            Who::Peer(p) => {
                 names::check_snapshot(name).is_ok()
                     && (self.whole_volume(names::volume_of(name))
                         || p.sent(fs, name)

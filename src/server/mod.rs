@@ -19,6 +19,7 @@
 //! removed, in-flight requests finish (bounded wait), then the process exits.
 
 mod backup;
+mod cluster;
 mod connections;
 mod control;
 mod replication;
@@ -380,6 +381,9 @@ async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Reply> 
         return Some(reply);
     }
     if let Some(reply) = backup::route(state, path, &body).await {
+        return Some(reply);
+    }
+    if let Some(reply) = cluster::route(state, path, &body).await {
         return Some(reply);
     }
     control::route(state, path, body).await

@@ -380,7 +380,11 @@ pub fn purge(
                 name: placed.name,
             })
             .collect();
-    let decisions = purge::decide(&candidates, pattern, store.config().purge_timeframes, now);
+    let mut decisions = purge::decide(&candidates, pattern, store.config().purge_timeframes, now);
+    let cluster = crate::cluster::local::Local::of(store.config());
+    for d in decisions.iter_mut().filter(|d| cluster.is_diverged(&d.name)) {
+        d.protected.push(purge::Protection::Diverged);
+    }
     if !options.dry_run {
         for doomed in decisions.iter().filter(|d| !d.keep()) {
             let path = store.config().snapshots_path.join(&doomed.name);

@@ -117,6 +117,10 @@ pub fn collect(
     sizes.retain(&volumes);
     let mut problems = schedule_problems(schedule, &volumes);
     problems.extend(key_problems(store.config()));
+    let cluster = store.cluster().map(|c| crate::cluster::report::status(c));
+    if let Some(c) = &cluster {
+        problems.extend(crate::cluster::report::problems(c));
+    }
     let mut jobs_of: BTreeMap<&str, Vec<&JobView>> = BTreeMap::new();
     for job in schedule.jobs() {
         jobs_of.entry(job.name.as_str()).or_default().push(job);
@@ -149,6 +153,7 @@ pub fn collect(
         problems,
         volumes: out,
         schedule_paused: matches!(schedule, ScheduleState::Paused),
+        cluster,
     })
 }
 

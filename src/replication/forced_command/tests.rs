@@ -135,7 +135,7 @@ fn the_listing_is_in_creation_order_with_identities() {
         fs.snapshot(&volume, &dir.path().join(name), true).unwrap();
     }
     let mut out = Vec::new();
-    list(&fs, &Scope::Unscoped, dir.path(), "db", &mut out);
+    list(&fs, &Scope::unscoped(), dir.path(), "db", &mut out);
     let listed = ListedSnapshot::parse_listing(&out).unwrap();
     let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
@@ -188,7 +188,7 @@ fn list_newest_gives_each_volumes_newest_snapshot_by_creation() {
     )
     .unwrap();
     let mut out = Vec::new();
-    list_newest(&fs, &Scope::Unscoped, dir.path(), &mut out);
+    list_newest(&fs, &Scope::unscoped(), dir.path(), &mut out);
     let listed = ListedSnapshot::parse_listing(&out).unwrap();
     let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
