@@ -191,6 +191,7 @@ mod tests {
                 backups: vec![],
             }],
             schedule_paused: false,
+            cluster: None,
         };
         let text = render(&status);
         let lines: Vec<&str> = text.lines().collect();

@@ -22,6 +22,8 @@ pub enum EtcdError {
     Client(#[from] etcd_client::Error),
     #[error("etcd: the lease expired")]
     LeaseExpired,
+    #[error("cluster state: {0}")]
+    Local(#[from] std::io::Error),
 }
 
 type Result<T> = std::result::Result<T, EtcdError>;

@@ -7,6 +7,8 @@
 //!   watchdog and stays so until etcd confirms this node still owns it;
 //! - `diverged/<snapshot>`: a snapshot keeping what a fenced owner wrote
 //!   after another node took its volume over; never purged;
+//! - `node`: this node's `NODE_NAME`; `daemon.lock`: held by the running
+//!   daemon ([`DaemonLock`]);
 //! - `promise/<node>`: when this node last answered `node`'s ping (boot
 //!   clock, seconds): it does not take `node`'s volumes over before
 //!   `OWNER_TTL` after that.
@@ -77,6 +79,31 @@ impl Local {
             .collect()
     }
 
+    /// Records this node's `NODE_NAME` (daemon start in cluster mode): the
+    /// forced command, which sshd starts without the daemon's settings,
+    /// reads it from here.
+    pub fn set_identity(&self, node: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        fsutil::write_atomic(&self.dir.join("node"), node.as_bytes())
+    }
+
+    /// This node's name in cluster mode (`None`: it never ran in it).
+    pub fn identity(&self) -> Option<String> {
+        let name = std::fs::read_to_string(self.dir.join("node")).ok()?;
+        super::records::check_node(name.trim()).ok()?;
+        Some(name.trim().to_string())
+    }
+
+    /// The volumes `node` (this node) owns with a container, with their
+    /// peer: the ones fencing guards.
+    pub fn owned_mounted(&self, node: &str) -> Vec<(String, String)> {
+        self.known()
+            .into_iter()
+            .filter(|(_, r)| r.node == node && r.mounted)
+            .map(|(v, r)| (v, r.peer))
+            .collect()
+    }
+
     pub fn is_fenced(&self, volume: &str) -> bool {
         self.file("fenced", volume).exists()
     }
@@ -139,6 +166,42 @@ impl Local {
         let text = std::fs::read_to_string(self.file("promise", node)).ok()?;
         let at: f64 = text.trim().parse().ok()?;
         Some(Duration::from_secs_f64((boot_secs() - at).max(0.0)))
+    }
+}
+
+/// The daemon's liveness lock: held (flock) by the daemon for its whole
+/// life, released by the kernel when it dies, even by kill -9. The forced
+/// command tells a dead daemon from a live one by trying it.
+pub struct DaemonLock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Local {
+    fn lock_file(&self) -> std::io::Result<std::fs::File> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("daemon.lock"))
+    }
+
+    /// Takes the lock (waits while a forced command probes it).
+    pub fn hold_daemon_lock(&self) -> std::io::Result<DaemonLock> {
+        let held = nix::fcntl::Flock::lock(self.lock_file()?, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| std::io::Error::from(e))?;
+        Ok(DaemonLock { _held: held })
+    }
+
+    /// True while a daemon holds the lock.
+    pub fn daemon_alive(&self) -> bool {
+        let Ok(file) = self.lock_file() else {
+            return false;
+        };
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(_probe) => false,
+            Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+        }
     }
 }
 

@@ -111,8 +111,10 @@ pub enum ClusterError {
 /// What a first Mount got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
-    /// Owned here already.
-    Mine,
+    /// Owned here already: `mounted` when etcd still shows it in use here
+    /// (a restart: the state here is the newest); else released here or
+    /// handed here by `handover` (the peer may hold a newer state).
+    Mine { mounted: bool },
     /// Taken (free or released), epoch given; a `from` node released it.
     Taken { epoch: u64, from: Option<String> },
     /// Taken over from a dead owner: restore the freshest replica here.
@@ -135,6 +137,8 @@ pub struct Liveness {
 
 /// Cluster mode's state for one node (held by the store).
 pub struct Cluster {
+    /// Held while this daemon lives ([`local::DaemonLock`]).
+    _daemon_lock: local::DaemonLock,
     pub node: String,
     pub ttl: Duration,
     pub(crate) max_lag: u64,
@@ -157,12 +161,16 @@ impl Cluster {
             return Ok(None);
         }
         let etcd = Etcd::connect(&settings.endpoints).await?;
+        let local = Local::of(config);
+        local.set_identity(&settings.node_name)?;
+        let daemon_lock = local.hold_daemon_lock()?;
         Ok(Some(Cluster {
+            _daemon_lock: daemon_lock,
             node: settings.node_name.clone(),
             ttl: Duration::from_secs(settings.owner_ttl_secs),
             max_lag: settings.max_lag_secs,
             etcd,
-            local: Local::of(config),
+            local,
             runtime: tokio::runtime::Handle::current(),
             ssh: crate::replication::transport::SshSettings::of(config),
             liveness: Mutex::new(Liveness {
@@ -219,12 +227,45 @@ impl Cluster {
     }
 
     /// The first Mount of `volume` here, which replicates to `peer`.
-    /// Blocking.
+    /// Blocking. A volume mounted by an owner whose lease still lives but
+    /// who does not answer over SSH (its daemon died: its forced command
+    /// fenced it; or its node is gone) is waited for, up to `OWNER_TTL`
+    /// and a second, and taken over once the lease expired.
     pub fn claim(
         &self,
         store: &crate::volumes::VolumeStore,
         volume: &str,
         peer: &str,
+    ) -> Result<Claimed, ClusterError> {
+        let deadline = Instant::now() + self.ttl + Duration::from_secs(1);
+        let mut silent: Option<String> = None;
+        loop {
+            match self.claim_once(store, volume, peer, silent.as_deref()) {
+                Err(ClusterError::OwnedElsewhere { owner, .. })
+                    if silent.as_deref() != Some(owner.as_str())
+                        && !ping::answers(self, peer, &owner) =>
+                {
+                    tracing::info!(volume, owner, "the owner does not answer: waiting for its lease to expire");
+                    silent = Some(owner);
+                }
+                Err(ClusterError::OwnedElsewhere { .. })
+                    if silent.is_some() && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One evaluation of the rule; `silent` is an owner this Mount already
+    /// checked over SSH without an answer.
+    fn claim_once(
+        &self,
+        store: &crate::volumes::VolumeStore,
+        volume: &str,
+        peer: &str,
+        silent: Option<&str>,
     ) -> Result<Claimed, ClusterError> {
         let etcd_err = |source| ClusterError::Etcd {
             volume: volume.into(),
@@ -237,7 +278,7 @@ impl Cluster {
             Err(e) => {
                 let mine = self.local.owner(volume).filter(|r| r.node == self.node);
                 return match mine {
-                    Some(_) if !self.local.is_fenced(volume) => Ok(Claimed::Mine),
+                    Some(r) if !self.local.is_fenced(volume) => Ok(Claimed::Mine { mounted: r.mounted }),
                     _ => Err(etcd_err(e)),
                 };
             }
@@ -275,7 +316,7 @@ impl Cluster {
                     new.peer = peer.into();
                     swap(&new, None)?;
                 }
-                Ok(Claimed::Mine)
+                Ok(Claimed::Mine { mounted: r.mounted })
             }
             Claim::Take { from } => {
                 let how = match &from {
@@ -295,7 +336,8 @@ impl Cluster {
             }),
             Claim::Failover { from } => {
                 let promised = self.local.since_promise(&from);
-                if !rule::promise_over(self.ttl, promised) || ping::answers(self, peer) {
+                let answers = silent != Some(from.as_str()) && ping::answers(self, peer, &from);
+                if !rule::promise_over(self.ttl, promised) || answers {
                     return Err(ClusterError::OwnerAnswers {
                         volume: volume.into(),
                         owner: from,

@@ -3,9 +3,10 @@
 //!
 //! - taken over from a dead owner: the freshest replica here is restored
 //!   (the dead peer is not asked);
-//! - owned here already: the state here is the newest (this node wrote
-//!   last), nothing to ask;
-//! - taken (free or released): the follow asks the peer as in pair mode;
+//! - still in use here (a restart): the state here is the newest, nothing
+//!   to ask;
+//! - taken (free or released), or released or handed here: the follow
+//!   asks the peer as in pair mode;
 //!   a peer that cannot answer is not a refusal when etcd's replica
 //!   records show every other node's newest snapshot is here.
 //!
@@ -37,7 +38,7 @@ pub fn before_first_mount(
 ) -> Result<(), MountError> {
     let claimed = cluster.claim(store, volume, peer)?;
     let result = start_from(cluster, store, volume, peer, follows, &claimed);
-    if result.is_err() && !matches!(claimed, Claimed::Mine) {
+    if result.is_err() && !matches!(claimed, Claimed::Mine { mounted: true }) {
         // The Mount fails: nobody writes here, the volume is free again.
         cluster.release(volume);
     }
@@ -57,11 +58,13 @@ fn start_from(
         Claimed::TookOver { .. } => {
             failover::restore_freshest(cluster, store, volume)?;
         }
-        // Owned here at the epoch etcd confirms: what is here is the
-        // newest state (a fence, if any, was a precaution).
-        Claimed::Mine => {}
-        Claimed::Taken { .. } => {
-            if was_fenced {
+        // Still in use here at the epoch etcd confirms (a restart): what
+        // is here is the newest state (a fence, if any, was a precaution).
+        Claimed::Mine { mounted: true } => {}
+        Claimed::Mine { mounted: false } | Claimed::Taken { .. } => {
+            // Back from a fence with another node's epoch in between: start
+            // from the freshest state that is not the diverged one.
+            if was_fenced && matches!(claimed, Claimed::Taken { .. }) {
                 failover::restore_freshest(cluster, store, volume)?;
             }
             if follows {

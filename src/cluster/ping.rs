@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::local::Local;
 use super::records;
 use crate::config::Config;
+use crate::subvolumes::Subvolumes;
 use crate::replication::protocol::PeerRequest;
 use crate::replication::transport::{Peer, SshSettings};
 
@@ -75,20 +76,44 @@ pub fn ping(settings: &SshSettings, host: &str, me: &str) -> Option<AliveReply> 
     rx.recv_timeout(PING_TIMEOUT).ok().flatten()
 }
 
-/// True when the owner on `host` answers a ping from this node.
-pub fn answers(cluster: &super::Cluster, host: &str) -> bool {
-    ping(cluster.ssh(), host, &cluster.node).is_some()
+/// True when `owner`, reached at `host`, answers a ping from this node.
+pub fn answers(cluster: &super::Cluster, host: &str, owner: &str) -> bool {
+    ping(cluster.ssh(), host, &cluster.node).is_some_and(|r| r.node == owner)
 }
 
-/// The forced command's side: promise, then answer.
+/// The forced command's side: promise, then answer. When this node's
+/// daemon is dead (its lock is free), nothing here can fence later: the
+/// volumes it owns with a container are made read-only now, and no answer
+/// is given, so the asking peer may take them over once the lease expired.
 pub fn serve(config: &Config, from: &str) -> i32 {
     let local = Local::of(config);
+    let Some(me) = local.identity() else {
+        eprintln!("buttervolume: this node does not run in cluster mode");
+        return 1;
+    };
+    if !local.daemon_alive() {
+        let fs = crate::subvolumes::Btrfs;
+        let mut fenced = Vec::new();
+        for (volume, _) in local.owned_mounted(&me) {
+            let path = config.volumes_path.join(&volume);
+            let done = local.set_fenced(&volume, true).is_ok()
+                && (!path.exists() || fs.set_read_only(&path, true).is_ok());
+            if done {
+                fenced.push(volume);
+            }
+        }
+        eprintln!(
+            "buttervolume: the daemon is not running here; made read-only: {}",
+            fenced.join(" ")
+        );
+        return 1;
+    }
     if let Err(e) = local.promise(from) {
         eprintln!("buttervolume: cannot record the answer to {from}: {e}");
         return 1;
     }
     let reply = AliveReply {
-        node: config.cluster.node_name.clone(),
+        node: me,
         epochs: local
             .known()
             .into_iter()

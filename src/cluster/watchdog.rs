@@ -21,7 +21,15 @@ use super::{failover, ping, rule, Cluster};
 use crate::volumes::VolumeStore;
 
 /// Starts the three tasks; they end when `stop` turns true.
+/// A fence survives a restart: the volumes fenced before (a kill -9
+/// between the marker and the ioctl included) are made read-only again
+/// first.
 pub fn spawn(cluster: Arc<Cluster>, store: Arc<VolumeStore>, stop: watch::Receiver<bool>) {
+    for volume in cluster.local().fenced() {
+        if let Err(e) = make_read_only(&store, &cluster, &volume) {
+            tracing::error!(volume, error = %e, "cannot keep the fenced volume read-only");
+        }
+    }
     tokio::spawn(lease(cluster.clone(), store.clone(), stop.clone()));
     tokio::spawn(pings(cluster.clone(), stop.clone()));
     tokio::spawn(fence(cluster, store, stop));
@@ -136,8 +144,18 @@ fn changed_replicas(
 
 /// After a (re)grant: each fenced volume is unfenced when etcd says this
 /// node still owns it at the epoch it knows; else what it wrote since is
-/// kept as a diverged snapshot and it stays read-only.
+/// kept as a diverged snapshot and it stays read-only. A volume etcd says
+/// is mounted here while no container uses it (a daemon killed during a
+/// Mount) is released.
 fn reconcile(cluster: &Cluster, store: &VolumeStore) {
+    if let Ok(records) = cluster.wait(cluster.etcd().owners()) {
+        for (volume, r) in records {
+            if r.node == cluster.node && r.mounted && store.mount_count(&volume) == 0 {
+                tracing::info!(volume, "held in etcd without a container here: released");
+                cluster.release(&volume);
+            }
+        }
+    }
     for volume in cluster.local().fenced() {
         let Ok(seen) = cluster.wait(cluster.etcd().owner(&volume)) else {
             return;
@@ -188,13 +206,7 @@ pub fn make_read_only(store: &VolumeStore, cluster: &Cluster, volume: &str) -> s
 
 /// The volumes mounted here as their owner, with their peer.
 fn owned(cluster: &Cluster) -> Vec<(String, String)> {
-    cluster
-        .local()
-        .known()
-        .into_iter()
-        .filter(|(_, r)| r.node == cluster.node && r.mounted)
-        .map(|(v, r)| (v, r.peer))
-        .collect()
+    cluster.local().owned_mounted(&cluster.node)
 }
 
 async fn pings(cluster: Arc<Cluster>, mut stop: watch::Receiver<bool>) {

@@ -71,6 +71,7 @@ mod page_tests {
                 backups: vec![],
             }],
             schedule_paused: false,
+            cluster: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let text = render(&status, &dir.path().join("none.log"));

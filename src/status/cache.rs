@@ -55,6 +55,7 @@ mod tests {
             problems: Vec::new(),
             volumes: Vec::new(),
             schedule_paused: n % 2 == 1,
+            cluster: None,
         })
     }
 

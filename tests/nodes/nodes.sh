@@ -55,6 +55,8 @@ usage: nodes.sh <command> [args]
                                   $RUN/<node>/btrfs.sock, log $RUN/<node>/daemon.log
   daemon-stop <node>              SIGTERM the daemon and wait for it
   daemon-kill <node>              SIGKILL the daemon (and its children)
+  etcd-start <node> <member>...   an etcd member (clients on <ip>:2379)
+  etcd-stop <node>
   docker-start <node>             start the node's own dockerd (driver `btrfs` = the
                                   node's daemon; image bv-busybox imported)
   docker <node> <args...>         the docker CLI against the node's dockerd
@@ -365,6 +367,7 @@ node_down() {
     # their own (not found by kill_node_procs).
     if [[ -d $dir/docker ]]; then "$DOCKERD_SH" stop "$dir/docker" || warn "$node: dockerd stop failed"; fi
     stop_pidfile "$dir/daemon.pid" 5
+    stop_pidfile "$dir/etcd.pid" 5
     stop_pidfile "$dir/sshd.pid" 2
     node_release_mounts "$node"
     if netns_exists "$node"; then
@@ -550,6 +553,52 @@ cmd_daemon_kill() {
     rm -f "$file"
 }
 
+# ---------------------------------------------------------------- etcd
+
+# A member of an etcd cluster whose members are <member>... (node names,
+# this node among them), in the node's network namespace: clients on
+# <ip>:2379, peers on <ip>:2380, data in $RUN/<node>/etcd (kept across
+# restarts). A partitioned node's member loses quorum, as in production.
+cmd_etcd_start() {
+    [[ $# -ge 2 ]] || die "usage: nodes.sh etcd-start <node> <member>..."
+    local node=$1 dir=$RUN/$1 m cluster="" pid i ip
+    shift
+    require_node "$node"
+    command -v etcd >/dev/null || die "etcd is not installed (Debian: etcd-server)"
+    for m in "$@"; do
+        require_node "$m"
+        cluster+="${cluster:+,}$m=http://$(node_ip "$m"):2380"
+    done
+    ip=$(node_ip "$node")
+    pid=$(pid_from "$dir/etcd.pid" || true)
+    if [[ -n $pid ]] && alive "$pid"; then return 0; fi
+    mkdir -p "$dir/etcd"
+    echo "=== $(date '+%F %T') etcd-start" >>"$dir/etcd.log"
+    setsid nsenter --net="/run/netns/$node" -- \
+        /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$dir/etcd.pid" etcd \
+        --name "$node" --data-dir "$dir/etcd" \
+        --listen-client-urls "http://$ip:2379,http://127.0.0.1:2379" \
+        --advertise-client-urls "http://$ip:2379" \
+        --listen-peer-urls "http://$ip:2380" \
+        --initial-advertise-peer-urls "http://$ip:2380" \
+        --initial-cluster "$cluster" --initial-cluster-state new \
+        --initial-cluster-token "bv-$node-${cluster//[^0-9]/}" \
+        --heartbeat-interval 100 --election-timeout 1000 \
+        </dev/null >>"$dir/etcd.log" 2>&1 &
+    for ((i = 0; i < 50; i++)); do
+        pid=$(pid_from "$dir/etcd.pid" || true)
+        if [[ -n $pid ]]; then return 0; fi
+        sleep 0.1
+    done
+    die "$node: etcd did not start (log: $dir/etcd.log)"
+}
+
+cmd_etcd_stop() {
+    [[ $# -eq 1 ]] || die "usage: nodes.sh etcd-stop <node>"
+    require_node "$1"
+    stop_pidfile "$RUN/$1/etcd.pid" 5
+}
+
 # ---------------------------------------------------------------- docker
 
 cmd_docker_start() {
@@ -591,6 +640,8 @@ case $cmd in
     daemon-start) cmd_daemon_start "$@" ;;
     daemon-stop) cmd_daemon_stop "$@" ;;
     daemon-kill) cmd_daemon_kill "$@" ;;
+    etcd-start) cmd_etcd_start "$@" ;;
+    etcd-stop) cmd_etcd_stop "$@" ;;
     docker-start) cmd_docker_start "$@" ;;
     docker) cmd_docker "$@" ;;
     docker-stop) cmd_docker_stop "$@" ;;

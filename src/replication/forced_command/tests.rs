@@ -51,7 +51,8 @@ fn accepts_exactly_the_protocol() {
             dir: c.snapshots_path.clone(),
             parent_uuid: None,
             zstd: false,
-            json: true
+            json: true,
+            epoch: None,
         }
     );
     let uuid = "0b7c8a34-5a2e-7b4b-9c55-0123456789ab";
