@@ -186,7 +186,7 @@ fn cluster_a_live_owner_keeps_its_volume_and_a_release_or_handover_moves_it() {
     let (da, db) = (r.n.dockerd(a), r.n.dockerd(b));
     r.volume("app", true, true);
     da.docker(&[
-        "run", "-d", "--name", "w", "-v", "app:/data", "bv-busybox", "sh", "-c",
+        "run", "-d", "--name", "writer", "-v", "app:/data", "bv-busybox", "sh", "-c",
         "echo one > /data/f && sleep 1000",
     ]);
     let record = r.owner(a, "app")["Owner"].clone();
@@ -200,7 +200,7 @@ fn cluster_a_live_owner_keeps_its_volume_and_a_release_or_handover_moves_it() {
     assert_eq!(r.owner(b, "app")["Owner"]["Node"], a.as_str());
 
     // a's app stops: released; b's app takes it (next epoch) with a's data.
-    da.docker(&["rm", "-f", "w"]);
+    da.docker(&["rm", "-f", "writer"]);
     let released = r.owner(a, "app")["Owner"].clone();
     assert_eq!(released["Mounted"], false, "{released}");
     assert_eq!(db.in_container("app", "cat /data/f"), "one");

@@ -582,7 +582,7 @@ cmd_etcd_start() {
         --listen-peer-urls "http://$ip:2380" \
         --initial-advertise-peer-urls "http://$ip:2380" \
         --initial-cluster "$cluster" --initial-cluster-state new \
-        --initial-cluster-token "bv-$node-${cluster//[^0-9]/}" \
+        --initial-cluster-token "bv-$(printf %s "$cluster" | md5sum | cut -c1-12)" \
         --heartbeat-interval 100 --election-timeout 1000 \
         </dev/null >>"$dir/etcd.log" 2>&1 &
     for ((i = 0; i < 50; i++)); do
