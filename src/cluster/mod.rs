@@ -85,7 +85,7 @@ pub enum ClusterError {
     },
     #[error("{volume}: another node changed its owner at the same time; try again")]
     Raced { volume: String },
-    #[error("{volume} was taken over by {owner} (epoch {epoch}) while this node was cut off: this node's writes since are kept as a diverged snapshot; the mount is refused while {owner} owns it")]
+    #[error("{volume} is owned by {owner} (epoch {epoch}), which took it over while this node was cut off: this node's writes since are kept as a diverged snapshot; the mount is refused")]
     Stale {
         volume: String,
         owner: String,
@@ -433,6 +433,19 @@ impl Cluster {
         }
         self.local.set_fenced(volume, false)?;
         Ok(())
+    }
+
+    /// Refuses when the newest owner record known here names another node
+    /// (this node was fenced and another took the volume over).
+    pub fn still_owner(&self, volume: &str) -> Result<(), ClusterError> {
+        match self.local.owner(volume) {
+            Some(r) if r.node != self.node => Err(ClusterError::Stale {
+                volume: volume.into(),
+                owner: r.node,
+                epoch: r.epoch,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The epoch a push of `volume` from here carries; refused when

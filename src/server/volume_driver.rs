@@ -88,6 +88,10 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
         let Some(id) = req.docker_id() else {
             return Ok(store.existing(&req.name)?);
         };
+        if let Some(cluster) = store.cluster().filter(|_| store.mount_count(&req.name) > 0) {
+            // Another container here: only while this node still owns it.
+            cluster.still_owner(&req.name)?;
+        }
         if store.mount_count(&req.name) == 0 {
             if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
                 let follows = follow::enabled(&store, &req.name);
