@@ -333,8 +333,8 @@ fn cluster_a_partitioned_owner_is_read_only_before_the_takeover_then_passive() {
     // Passive now: b released at its app's end; a's next app starts from
     // b's state, not from its diverged one.
     assert_eq!(da.in_container("app", "cat /data/b"), "b");
-    let owner = r.owner(a, "app")["Owner"].clone();
-    assert_eq!(owner["Node"], a.as_str(), "{owner}");
+    let owner = r.owner(a, "app");
+    assert_eq!(owner["Owner"]["Node"], a.as_str(), "{owner}");
 }
 
 #[test]

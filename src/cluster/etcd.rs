@@ -75,11 +75,27 @@ impl Etcd {
     /// One keep-alive of `lease`: `Ok` once etcd confirmed it.
     pub async fn keep_alive(&self, lease: i64) -> Result<()> {
         let mut c = self.client.clone();
-        let (mut keeper, mut stream) = bounded(c.lease_keep_alive(lease)).await?;
-        bounded(keeper.keep_alive()).await?;
-        match bounded(stream.message()).await? {
-            Some(r) if r.ttl() > 0 => Ok(()),
-            _ => Err(EtcdError::LeaseExpired),
+        let answer = async {
+            let (mut keeper, mut stream) = bounded(c.lease_keep_alive(lease)).await?;
+            bounded(keeper.keep_alive()).await?;
+            bounded(stream.message()).await
+        };
+        match answer.await {
+            Ok(Some(r)) if r.ttl() > 0 => Ok(()),
+            Ok(_) => Err(EtcdError::LeaseExpired),
+            // An expired lease is also answered "not found" (as a gRPC
+            // status, or as the client's keep-alive error text).
+            Err(EtcdError::Client(etcd_client::Error::GRpcStatus(s)))
+                if s.code() == tonic::Code::NotFound =>
+            {
+                Err(EtcdError::LeaseExpired)
+            }
+            Err(EtcdError::Client(etcd_client::Error::LeaseKeepAliveError(m)))
+                if m.contains("not found") =>
+            {
+                Err(EtcdError::LeaseExpired)
+            }
+            Err(e) => Err(e),
         }
     }
 

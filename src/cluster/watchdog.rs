@@ -51,6 +51,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::Receiver<bool>) {
     let every = cluster.ttl / 3;
     let mut failing = false;
+    let mut failures = 0u32;
     loop {
         let sent = Instant::now();
         let lease = { cluster.liveness().lease };
@@ -89,6 +90,7 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                     tracing::info!("etcd answers again");
                 }
                 failing = false;
+                failures = 0;
                 let (c, s) = (cluster.clone(), store.clone());
                 let changed = blocking(move || changed_replicas(&c, &s)).await.unwrap_or_default();
                 for (volume, record) in changed {
@@ -106,7 +108,13 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                 if !failing {
                     tracing::warn!(error = %e, "etcd does not answer");
                 }
+                tracing::debug!(error = %e, failures, "etcd request failed");
                 failing = true;
+                failures += 1;
+                if failures % 3 == 0 {
+                    tracing::debug!("reconnecting to etcd");
+                    cluster.reconnect().await;
+                }
             }
         }
         let wait = if failing { Duration::from_millis(500) } else { every };
@@ -232,8 +240,9 @@ async fn pings(cluster: Arc<Cluster>, mut stop: watch::Receiver<bool>) {
             // at once (the learned record is not this node's anymore).
             for (volume, (epoch, owner)) in reply.epochs {
                 let mine = cluster.local().owner(&volume);
-                if mine.is_some_and(|m| m.node == cluster.node && epoch > m.epoch) {
-                    cluster.liveness().taken.insert(volume.clone());
+                let taken = mine.is_some_and(|m| m.node == cluster.node && epoch > m.epoch)
+                    && cluster.liveness().taken.insert(volume.clone());
+                if taken {
                     tracing::warn!(volume, owner, epoch, "the peer says it took the volume over");
                 }
             }
