@@ -3,6 +3,7 @@
 //! error, never a wait (a Mount must answer within Docker's timeout, the
 //! fencing watchdog must see a lost quorum in time).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
@@ -44,27 +45,64 @@ pub struct Versioned<T> {
     pub mod_revision: i64,
 }
 
-/// An etcd client (cheap to clone: one connection pool).
+/// An etcd client (cheap to clone: the clones share one connection
+/// pool, which [`Etcd::reconnect`] replaces for all).
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    client: Arc<Mutex<Client>>,
+    endpoints: Arc<Vec<String>>,
 }
 
 impl Etcd {
     /// A client for `endpoints`; connects lazily, so an unreachable etcd
     /// does not stop the daemon from starting.
     pub async fn connect(endpoints: &[String]) -> Result<Etcd> {
+        let client = Self::fresh(endpoints).await?;
+        Ok(Etcd {
+            client: Arc::new(Mutex::new(client)),
+            endpoints: Arc::new(endpoints.to_vec()),
+        })
+    }
+
+    async fn fresh(endpoints: &[String]) -> Result<Client> {
         let options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
-        let client = bounded(Client::connect(endpoints, Some(options))).await?;
-        Ok(Etcd { client })
+        bounded(Client::connect(endpoints, Some(options))).await
+    }
+
+    fn client(&self) -> Client {
+        self.client.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the connection pool with a fresh one: after a partition,
+    /// a pool whose connections all failed may not come back on its own,
+    /// and one may keep routing to a member that went away.
+    pub async fn reconnect(&self) {
+        match Self::fresh(&self.endpoints).await {
+            Ok(fresh) => *self.client.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Err(e) => tracing::warn!(error = %e, "cannot reconnect to etcd"),
+        }
+    }
+
+    /// One request, tried again once on a fresh pool when it fails.
+    async fn call<T, Fut>(&self, request: impl Fn(Client) -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        match bounded(request(self.client())).await {
+            Err(EtcdError::Client(_) | EtcdError::Timeout(_)) => {
+                self.reconnect().await;
+                bounded(request(self.client())).await
+            }
+            other => other,
+        }
     }
 
     /// A new lease of `ttl` seconds with this node's alive key on it.
     pub async fn grant(&self, node: &str, ttl: u64) -> Result<i64> {
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let lease = bounded(c.lease_grant(ttl as i64, None)).await?.id();
         let put = PutOptions::new().with_lease(lease);
         let alive = records::now().to_string();
@@ -74,7 +112,7 @@ impl Etcd {
 
     /// One keep-alive of `lease`: `Ok` once etcd confirmed it.
     pub async fn keep_alive(&self, lease: i64) -> Result<()> {
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let answer = async {
             let (mut keeper, mut stream) = bounded(c.lease_keep_alive(lease)).await?;
             bounded(keeper.keep_alive()).await?;
@@ -101,22 +139,32 @@ impl Etcd {
 
     /// Gives the lease back (a clean stop: the node is not alive anymore).
     pub async fn revoke(&self, lease: i64) -> Result<()> {
-        let mut c = self.client.clone();
+        let mut c = self.client();
         bounded(c.lease_revoke(lease)).await?;
         Ok(())
     }
 
     /// True while `node`'s lease lives.
     pub async fn alive(&self, node: &str) -> Result<bool> {
-        let mut c = self.client.clone();
-        let r = bounded(c.get(records::alive_key(node), None)).await?;
+        let key = records::alive_key(node);
+        let r = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(!r.kvs().is_empty())
     }
 
     /// The owner record of `volume` (`None`: never owned, or unreadable).
     pub async fn owner(&self, volume: &str) -> Result<Option<Versioned<OwnerRecord>>> {
-        let mut c = self.client.clone();
-        let r = bounded(c.get(records::owner_key(volume), None)).await?;
+        let key = records::owner_key(volume);
+        let r = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(r.kvs().first().and_then(|kv| {
             Some(Versioned {
                 record: records::parse(kv.value())?,
@@ -127,9 +175,8 @@ impl Etcd {
 
     /// Every owner record, by volume.
     pub async fn owners(&self) -> Result<Vec<(String, OwnerRecord)>> {
-        let mut c = self.client.clone();
         let prefix = records::owner_prefix();
-        let r = bounded(c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let r = self.prefix(&prefix).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| {
@@ -166,23 +213,31 @@ impl Etcd {
         let txn = Txn::new()
             .when(when)
             .and_then(vec![TxnOp::put(key, value, None)]);
-        let mut c = self.client.clone();
-        Ok(bounded(c.txn(txn)).await?.succeeded())
+        let r = self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(r.succeeded())
     }
 
     /// Records the newest snapshot of `volume` this node holds.
     pub async fn put_replica(&self, volume: &str, node: &str, r: &ReplicaRecord) -> Result<()> {
-        let mut c = self.client.clone();
+        let key = records::replica_key(volume, node);
         let value = serde_json::to_vec(r).expect("a record serializes");
-        bounded(c.put(records::replica_key(volume, node), value, None)).await?;
+        self.call(|mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// Every node's newest snapshot of `volume`, by node.
     pub async fn replicas(&self, volume: &str) -> Result<Vec<(String, ReplicaRecord)>> {
-        let mut c = self.client.clone();
         let prefix = records::replica_prefix(volume);
-        let r = bounded(c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let r = self.prefix(&prefix).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| {
@@ -190,5 +245,13 @@ impl Etcd {
                 Some((node, records::parse(kv.value())?))
             })
             .collect())
+    }
+
+    async fn prefix(&self, prefix: &str) -> Result<etcd_client::GetResponse> {
+        self.call(|mut c| {
+            let prefix = prefix.to_string();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await
     }
 }

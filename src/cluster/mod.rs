@@ -131,8 +131,6 @@ pub struct Liveness {
     pub lease_since: Option<Instant>,
     /// Per peer host: when the last ping it answered was sent.
     pub peer_ok: std::collections::BTreeMap<String, Instant>,
-    /// Volumes a peer's ping answer shows taken over: fenced at once.
-    pub taken: std::collections::BTreeSet<String>,
 }
 
 /// Cluster mode's state for one node (held by the store).
@@ -142,8 +140,7 @@ pub struct Cluster {
     pub node: String,
     pub ttl: Duration,
     pub(crate) max_lag: u64,
-    etcd: Mutex<Etcd>,
-    endpoints: Vec<String>,
+    etcd: Etcd,
     local: Local,
     runtime: tokio::runtime::Handle,
     ssh: crate::replication::transport::SshSettings,
@@ -170,8 +167,7 @@ impl Cluster {
             node: settings.node_name.clone(),
             ttl: Duration::from_secs(settings.owner_ttl_secs),
             max_lag: settings.max_lag_secs,
-            etcd: Mutex::new(etcd),
-            endpoints: settings.endpoints.clone(),
+            etcd,
             local,
             runtime: tokio::runtime::Handle::current(),
             ssh: crate::replication::transport::SshSettings::of(config),
@@ -180,7 +176,6 @@ impl Cluster {
                 etcd_ok: Instant::now(),
                 lease_since: None,
                 peer_ok: Default::default(),
-                taken: Default::default(),
             }),
             replicas_put: Default::default(),
             takeovers: Default::default(),
@@ -195,18 +190,8 @@ impl Cluster {
         &self.ssh
     }
 
-    /// The etcd client (a cheap clone of the current one).
-    pub fn etcd(&self) -> Etcd {
-        self.etcd.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces the etcd client with a fresh one: after a partition, a
-    /// client whose connections all failed may not come back on its own.
-    pub async fn reconnect(&self) {
-        match Etcd::connect(&self.endpoints).await {
-            Ok(fresh) => *self.etcd.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
-            Err(e) => tracing::warn!(error = %e, "cannot reconnect to etcd"),
-        }
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
     }
 
     pub fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
@@ -283,7 +268,7 @@ impl Cluster {
             volume: volume.into(),
             source,
         };
-        let seen = match self.wait(self.etcd().owner(volume)) {
+        let seen = match self.wait(self.etcd.owner(volume)) {
             Ok(seen) => seen,
             // Failsafe: a volume owned here, not fenced, stays mountable
             // while etcd is away (a restart during an etcd outage).
@@ -301,7 +286,7 @@ impl Cluster {
         }
         let owner_alive = match record {
             Some(r) if r.node != self.node && r.mounted => {
-                self.wait(self.etcd().alive(&r.node)).map_err(etcd_err)?
+                self.wait(self.etcd.alive(&r.node)).map_err(etcd_err)?
             }
             _ => true,
         };
@@ -309,7 +294,7 @@ impl Cluster {
         let revision = seen.as_ref().map(|v| v.mod_revision);
         let swap = |new: &OwnerRecord, dead: Option<&str>| -> Result<(), ClusterError> {
             let won = self
-                .wait(self.etcd().swap_owner(volume, revision, dead, new))
+                .wait(self.etcd.swap_owner(volume, revision, dead, new))
                 .map_err(etcd_err)?;
             if !won {
                 return Err(ClusterError::Raced {
@@ -373,7 +358,7 @@ impl Cluster {
     /// elsewhere then waits for this node's lease, or fails over.
     pub fn release(&self, volume: &str) {
         let result = self.wait(async {
-            let Some(seen) = self.etcd().owner(volume).await? else {
+            let Some(seen) = self.etcd.owner(volume).await? else {
                 return Ok(false);
             };
             if seen.record.node != self.node || !seen.record.mounted {
@@ -402,7 +387,7 @@ impl Cluster {
             volume: volume.into(),
             source,
         };
-        let seen = self.wait(self.etcd().owner(volume)).map_err(etcd_err)?;
+        let seen = self.wait(self.etcd.owner(volume)).map_err(etcd_err)?;
         if let Some(s) = &seen {
             if s.record.node != self.node {
                 return Err(ClusterError::NotOwner {
@@ -423,7 +408,7 @@ impl Cluster {
         };
         let revision = seen.as_ref().map(|s| s.mod_revision);
         let won = self
-            .wait(self.etcd().swap_owner(volume, revision, None, &new))
+            .wait(self.etcd.swap_owner(volume, revision, None, &new))
             .map_err(etcd_err)?;
         if !won {
             return Err(ClusterError::Raced {

@@ -54,6 +54,12 @@ fn start_from(
     claimed: &Claimed,
 ) -> Result<(), MountError> {
     let was_fenced = cluster.local().is_fenced(volume);
+    if was_fenced {
+        // No container uses it here (a first Mount) and any diverged
+        // state is kept as a snapshot: writable again, so a restore can
+        // swap it out (btrfs refuses to move a read-only subvolume).
+        cluster.unfence(store, volume)?;
+    }
     match claimed {
         Claimed::TookOver { .. } => {
             failover::restore_freshest(cluster, store, volume)?;
@@ -86,9 +92,6 @@ fn start_from(
                 }
             }
         }
-    }
-    if was_fenced {
-        cluster.unfence(store, volume)?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::etcd::EtcdError;
+use super::records::OwnerRecord;
 use super::{failover, ping, rule, Cluster};
 use crate::volumes::VolumeStore;
 
@@ -31,7 +32,7 @@ pub fn spawn(cluster: Arc<Cluster>, store: Arc<VolumeStore>, stop: watch::Receiv
         }
     }
     tokio::spawn(lease(cluster.clone(), store.clone(), stop.clone()));
-    tokio::spawn(pings(cluster.clone(), stop.clone()));
+    tokio::spawn(pings(cluster.clone(), store.clone(), stop.clone()));
     tokio::spawn(fence(cluster, store, stop));
 }
 
@@ -113,7 +114,7 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                 failures += 1;
                 if failures % 3 == 0 {
                     tracing::debug!("reconnecting to etcd");
-                    cluster.reconnect().await;
+                    cluster.etcd().reconnect().await;
                 }
             }
         }
@@ -217,7 +218,7 @@ fn owned(cluster: &Cluster) -> Vec<(String, String)> {
     cluster.local().owned_mounted(&cluster.node)
 }
 
-async fn pings(cluster: Arc<Cluster>, mut stop: watch::Receiver<bool>) {
+async fn pings(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::Receiver<bool>) {
     let quiet = cluster.ttl / 3 + Duration::from_millis(500);
     loop {
         if !pause(&mut stop, Duration::from_millis(500)).await {
@@ -236,15 +237,30 @@ async fn pings(cluster: Arc<Cluster>, mut stop: watch::Receiver<bool>) {
             let reply = blocking(move || ping::ping(c.ssh(), &host, &c.node)).await.flatten();
             let Some(reply) = reply else { continue };
             cluster.liveness().peer_ok.insert(peer.clone(), sent);
-            // Volumes the peer knows taken over: fenced by the fence task
-            // at once (the learned record is not this node's anymore).
+            // Volumes the peer knows taken over: fenced now, and the newer
+            // owner learned (this node stops pushing them).
             for (volume, (epoch, owner)) in reply.epochs {
                 let mine = cluster.local().owner(&volume);
-                let taken = mine.is_some_and(|m| m.node == cluster.node && epoch > m.epoch)
-                    && cluster.liveness().taken.insert(volume.clone());
-                if taken {
-                    tracing::warn!(volume, owner, epoch, "the peer says it took the volume over");
+                if !mine.is_some_and(|m| m.node == cluster.node && epoch > m.epoch) {
+                    continue;
                 }
+                tracing::warn!(volume, owner, epoch, "the peer says it took the volume over");
+                let (c, s) = (cluster.clone(), store.clone());
+                blocking(move || {
+                    let learned = OwnerRecord {
+                        node: owner,
+                        epoch,
+                        since: super::records::now(),
+                        mounted: true,
+                        peer: String::new(),
+                        how: "reported by the peer".into(),
+                    };
+                    let _ = c.local().learn(&volume, &learned);
+                    if let Err(e) = make_read_only(&s, &c, &volume) {
+                        tracing::error!(volume, error = %e, "cannot fence the volume");
+                    }
+                })
+                .await;
             }
         }
     }
@@ -257,7 +273,7 @@ async fn fence(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
         }
         let limit = cluster.ttl.saturating_sub(rule::margin(cluster.ttl));
         let quiet = cluster.liveness().etcd_ok.elapsed() >= limit;
-        if !quiet && cluster.liveness().taken.is_empty() {
+        if !quiet {
             continue;
         }
         let owned = owned(&cluster);
@@ -267,9 +283,9 @@ async fn fence(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
             owned
                 .into_iter()
                 .filter(|(v, _)| !cluster.local().is_fenced(v))
-                .filter(|(v, peer)| {
+                .filter(|(_, peer)| {
                     let since_peer = l.peer_ok.get(peer).map(|t| t.elapsed());
-                    l.taken.contains(v) || rule::must_fence(cluster.ttl, since_etcd, since_peer)
+                    rule::must_fence(cluster.ttl, since_etcd, since_peer)
                 })
                 .map(|(v, _)| v)
                 .collect()
