@@ -5,9 +5,21 @@
 //! then the `[DEFAULT]` section of `/etc/buttervolume/config.ini`, then the
 //! built-in default. `SSH_PORT` is read from the plain `SSH_PORT` variable, as
 //! the reference (and the managed plugin's settable env) does.
+//!
+//! Each key is defined once in [`settings`] (key, source, default, meaning):
+//! [`Config::resolve`] reads it through that definition and README's
+//! configuration table is generated from it. [`cluster`] checks the
+//! cluster-mode settings.
 
-use std::collections::HashMap;
+pub mod cluster;
+pub mod settings;
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+
+pub use cluster::ClusterConfig;
+use settings::{Setting, Source};
 
 /// The socket's file name, in the legacy plugin dir and in a managed
 /// plugin's own dir alike.
@@ -17,7 +29,7 @@ pub const SOCKET_FILE: &str = "btrfs.sock";
 pub const CONFIG_INI: &str = "/etc/buttervolume/config.ini";
 
 /// Every setting the daemon and the CLI need, resolved once at start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub volumes_path: PathBuf,
     pub snapshots_path: PathBuf,
@@ -67,6 +79,9 @@ pub struct Config {
     pub backup_targets_path: PathBuf,
     /// How a purge pattern's timeframes are counted (`PURGE_TIMEFRAMES`).
     pub purge_timeframes: PurgeTimeframes,
+    /// Cluster mode (ownership on etcd): `ETCD_ENDPOINTS`, `NODE_NAME`,
+    /// `OWNER_TTL`, `MAX_LAG_ON_FAILOVER`.
+    pub cluster: ClusterConfig,
 }
 
 /// How an uncounted purge pattern (`1h:1d:1w`) counts its timeframes
@@ -96,14 +111,8 @@ pub enum SendTransport {
     Libssh2,
 }
 
-/// Default of `SSH_TIMEOUT`.
-pub const DEFAULT_SSH_TIMEOUT_SECS: u64 = 30;
-/// Default of `SCHEDULE_WORKERS`.
+/// Default of `SCHEDULE_WORKERS` (the scheduler's own default).
 pub const DEFAULT_SCHEDULE_WORKERS: usize = 4;
-/// Default of `READ_TIMEOUT`.
-pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 10;
-/// Default of `MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -120,63 +129,93 @@ pub enum ConfigError {
     },
 }
 
-/// Where a key's value comes from, in the reference's order.
+/// Where a key's value comes from, in the reference's order; remembers
+/// which keys were read (a test checks every [`settings::SETTINGS`] entry is).
 struct Keys<'a> {
     env: &'a HashMap<String, String>,
     ini: &'a HashMap<String, String>,
+    read: RefCell<BTreeSet<&'static str>>,
 }
 
 impl Keys<'_> {
-    /// `BUTTERVOLUME_<KEY>`, else `key` in the ini's `[DEFAULT]`, else
-    /// `default`. The reference uses `environ.get(...) or config.get(...)`:
-    /// an empty environment variable counts as unset.
-    fn get(&self, key: &str, default: &str) -> String {
-        self.env
-            .get(&format!("BUTTERVOLUME_{key}"))
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .or_else(|| self.ini.get(&key.to_ascii_lowercase()).cloned())
-            .unwrap_or_else(|| default.to_string())
+    /// The setting's text: see [`settings::Source`]. The reference uses
+    /// `environ.get(...) or config.get(...)`: an empty environment
+    /// variable counts as unset. `derived` is the default of a
+    /// [`settings::Default::Derived`] setting.
+    fn raw(&self, setting: &Setting, derived: Option<&str>) -> String {
+        self.read.borrow_mut().insert(setting.key);
+        let default = match (setting.default, derived) {
+            (settings::Default::Text(text), None) => text.to_string(),
+            (settings::Default::Derived(_), Some(value)) => value.to_string(),
+            _ => unreachable!("{}: a derived default is computed by resolve", setting.key),
+        };
+        match setting.source {
+            Source::PlainEnv => self
+                .env
+                .get(setting.key)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or(default),
+            Source::Buttervolume => self
+                .env
+                .get(&format!("BUTTERVOLUME_{}", setting.key))
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .or_else(|| self.ini.get(&setting.key.to_ascii_lowercase()).cloned())
+                .unwrap_or(default),
+        }
     }
 
-    /// A whole number greater than 0.
-    fn positive(
+    fn get(&self, setting: &Setting) -> String {
+        self.raw(setting, None)
+    }
+
+    fn invalid(setting: &Setting, value: String, reason: &'static str) -> ConfigError {
+        ConfigError::Invalid {
+            key: setting.key,
+            value,
+            reason,
+        }
+    }
+
+    /// Parsed by `parse`, whose error is the reason given.
+    fn parsed<T>(
         &self,
-        key: &'static str,
-        default: u64,
+        setting: &Setting,
+        derived: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, &'static str>,
+    ) -> Result<T, ConfigError> {
+        let raw = self.raw(setting, derived);
+        parse(raw.trim()).map_err(|reason| Self::invalid(setting, raw, reason))
+    }
+
+    /// A whole number at least `min`.
+    fn at_least(
+        &self,
+        setting: &Setting,
+        min: u64,
         reason: &'static str,
     ) -> Result<u64, ConfigError> {
-        let raw = self.get(key, &default.to_string());
-        raw.trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(ConfigError::Invalid {
-                key,
-                value: raw,
-                reason,
-            })
+        self.parsed(setting, None, |raw| {
+            raw.parse::<u64>().ok().filter(|n| *n >= min).ok_or(reason)
+        })
     }
 
     /// One of a few words (case-insensitive), each meaning a value.
     fn choice<T: Copy>(
         &self,
-        key: &'static str,
-        default: &str,
+        setting: &Setting,
         words: &[(&str, T)],
         reason: &'static str,
     ) -> Result<T, ConfigError> {
-        let raw = self.get(key, default);
-        let word = raw.trim().to_ascii_lowercase();
-        words
-            .iter()
-            .find(|(w, _)| *w == word)
-            .map(|(_, value)| *value)
-            .ok_or(ConfigError::Invalid {
-                key,
-                value: raw,
-                reason,
-            })
+        self.parsed(setting, None, |raw| {
+            let word = raw.to_ascii_lowercase();
+            words
+                .iter()
+                .find(|(w, _)| *w == word)
+                .map(|(_, value)| *value)
+                .ok_or(reason)
+        })
     }
 }
 
@@ -200,55 +239,32 @@ impl Config {
     }
 
     /// Resolves every key from an environment and the `[DEFAULT]` section of
-    /// a config file. Pure, so tests can feed it anything.
+    /// a config file. Pure (but for the host name, `NODE_NAME`'s default),
+    /// so tests can feed it anything.
     pub fn resolve(
         env: &HashMap<String, String>,
         ini: &HashMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let keys = Keys { env, ini };
-        let get = |key: &str, default: &str| keys.get(key, default);
-        let runpath = get("RUNPATH", "/run/docker");
+        let keys = Keys {
+            env,
+            ini,
+            read: RefCell::default(),
+        };
+        Config::from_keys(&keys)
+    }
+
+    fn from_keys(keys: &Keys) -> Result<Config, ConfigError> {
+        use settings::*;
+        let runpath = keys.get(&RUNPATH);
         let default_socket = Path::new(&runpath).join("plugins").join(SOCKET_FILE);
-        let port_raw = env
-            .get("SSH_PORT")
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .unwrap_or_else(|| "1122".into());
-        let ssh_port = port_raw
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or(ConfigError::Invalid {
-                key: "SSH_PORT",
-                value: port_raw.clone(),
-                reason: "expected a TCP port number",
-            })?;
-        let volumes_path = PathBuf::from(get("VOLUMES_PATH", "/var/lib/buttervolume/volumes/"));
+        let volumes_path = PathBuf::from(keys.get(&VOLUMES_PATH));
         // State lives beside the volumes dir by default, so one data mount
         // (the managed plugin's /var/lib/buttervolume) carries everything.
         let default_state = volumes_path
             .parent()
             .unwrap_or(Path::new("/var/lib/buttervolume"))
             .join("state");
-        let bwlimit_raw = get("SEND_BWLIMIT", "0");
-        let send_bwlimit = bwlimit_raw
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| ConfigError::Invalid {
-                key: "SEND_BWLIMIT",
-                value: bwlimit_raw.clone(),
-                reason: "expected MiB/s as a whole number (0: no limit)",
-            })?;
-        let metrics_raw = get("METRICS_ADDR", "");
-        let metrics_addr = match metrics_raw.trim() {
-            "" => None,
-            addr => Some(addr.parse().map_err(|_| ConfigError::Invalid {
-                key: "METRICS_ADDR",
-                value: metrics_raw.clone(),
-                reason: "expected an IP address and a port, like 127.0.0.1:9470 or [::1]:9470 (empty: no metrics listener)",
-            })?),
-        };
+        let endpoints = keys.parsed(&ETCD_ENDPOINTS, None, cluster::parse_endpoints)?;
         const SECONDS: &str = "expected a positive number of seconds";
         const BOOLEAN: &[(&str, bool)] = &[
             ("true", true),
@@ -259,11 +275,15 @@ impl Config {
             ("0", false),
         ];
         Ok(Config {
-            follow: keys.choice("FOLLOW", "true", BOOLEAN, "expected true or false")?,
-            metrics_addr,
+            follow: keys.choice(&FOLLOW, BOOLEAN, "expected true or false")?,
+            metrics_addr: keys.parsed(&METRICS_ADDR, None, |raw| match raw {
+                "" => Ok(None),
+                addr => addr.parse().map(Some).map_err(|_| {
+                    "expected an IP address and a port, like 127.0.0.1:9470 or [::1]:9470 (empty: no metrics listener)"
+                }),
+            })?,
             send_compression: keys.choice(
-                "SEND_COMPRESSION",
-                "",
+                &SEND_COMPRESSION,
                 &[
                     ("", false),
                     ("none", false),
@@ -273,10 +293,12 @@ impl Config {
                 ],
                 "expected zstd or none",
             )?,
-            send_bwlimit,
+            send_bwlimit: keys.parsed(&SEND_BWLIMIT, None, |raw| {
+                raw.parse::<u64>()
+                    .map_err(|_| "expected MiB/s as a whole number (0: no limit)")
+            })?,
             purge_timeframes: keys.choice(
-                "PURGE_TIMEFRAMES",
-                "age",
+                &PURGE_TIMEFRAMES,
                 &[
                     ("age", PurgeTimeframes::Age),
                     ("calendar", PurgeTimeframes::Calendar),
@@ -284,8 +306,7 @@ impl Config {
                 "expected age or calendar",
             )?,
             send_transport: keys.choice(
-                "SEND_TRANSPORT",
-                "auto",
+                &SEND_TRANSPORT,
                 &[
                     ("auto", SendTransport::Auto),
                     ("openssh", SendTransport::OpenSsh),
@@ -293,33 +314,62 @@ impl Config {
                 ],
                 "expected auto, openssh or libssh2",
             )?,
-            ssh_timeout_secs: keys.positive("SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT_SECS, SECONDS)?,
-            schedule_workers: keys.positive(
-                "SCHEDULE_WORKERS",
-                DEFAULT_SCHEDULE_WORKERS as u64,
+            ssh_timeout_secs: keys.at_least(&SSH_TIMEOUT, 1, SECONDS)?,
+            schedule_workers: keys.at_least(
+                &SCHEDULE_WORKERS,
+                1,
                 "expected a number of jobs at once, at least 1",
             )? as usize,
-            read_timeout_secs: keys.positive("READ_TIMEOUT", DEFAULT_READ_TIMEOUT_SECS, SECONDS)?,
-            max_connections: keys.positive(
-                "MAX_CONNECTIONS",
-                DEFAULT_MAX_CONNECTIONS as u64,
+            read_timeout_secs: keys.at_least(&READ_TIMEOUT, 1, SECONDS)?,
+            max_connections: keys.at_least(
+                &MAX_CONNECTIONS,
+                1,
                 "expected a number of connections, at least 1",
             )? as usize,
-            snapshots_path: get("SNAPSHOTS_PATH", "/var/lib/buttervolume/snapshots/").into(),
-            test_remote_path: get("TEST_REMOTE_PATH", "/var/lib/buttervolume/received/").into(),
-            state_path: get("STATE_PATH", &default_state.to_string_lossy()).into(),
-            schedule: get("SCHEDULE", "/etc/buttervolume/schedule.csv").into(),
-            drivername: get("DRIVERNAME", "anybox/buttervolume:latest"),
-            socket: get("SOCKET", &default_socket.to_string_lossy()).into(),
+            snapshots_path: keys.get(&SNAPSHOTS_PATH).into(),
+            test_remote_path: keys.get(&TEST_REMOTE_PATH).into(),
+            state_path: keys
+                .raw(&STATE_PATH, Some(&default_state.to_string_lossy()))
+                .into(),
+            schedule: keys.get(&SCHEDULE).into(),
+            drivername: keys.get(&DRIVERNAME),
+            socket: keys
+                .raw(&SOCKET, Some(&default_socket.to_string_lossy()))
+                .into(),
             runpath: runpath.into(),
-            timer: keys.positive("TIMER", 60, SECONDS)?,
-            dtformat: get("DTFORMAT", crate::names::DTFORMAT),
-            loglevel: get("LOGLEVEL", "INFO"),
-            ssh_port,
-            docker_socket: get("DOCKER_SOCKET", "/var/run/docker.sock").into(),
-            ssh_dir: get("SSH_DIR", "/root/.ssh").into(),
-            backup_targets_path: get("BACKUP_TARGETS_PATH", "/etc/buttervolume/backup/").into(),
+            timer: keys.at_least(&TIMER, 1, SECONDS)?,
+            dtformat: keys.get(&DTFORMAT),
+            loglevel: keys.get(&LOGLEVEL),
+            ssh_port: keys.parsed(&SSH_PORT, None, |raw| {
+                raw.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or("expected a TCP port number")
+            })?,
+            docker_socket: keys.get(&DOCKER_SOCKET).into(),
+            ssh_dir: keys.get(&SSH_DIR).into(),
+            backup_targets_path: keys.get(&BACKUP_TARGETS_PATH).into(),
             volumes_path,
+            cluster: ClusterConfig {
+                node_name: keys.parsed(&NODE_NAME, Some(&cluster::host_name()), |raw| {
+                    // Only cluster mode uses it: an odd host name never
+                    // stops a pair-mode node.
+                    match endpoints.is_empty() {
+                        true => Ok(raw.to_string()),
+                        false => cluster::check_node_name(raw).map(|()| raw.to_string()),
+                    }
+                })?,
+                endpoints,
+                owner_ttl_secs: keys.at_least(
+                    &OWNER_TTL,
+                    cluster::MIN_OWNER_TTL_SECS,
+                    "expected a number of seconds, at least 3",
+                )?,
+                max_lag_secs: keys.parsed(&MAX_LAG_ON_FAILOVER, None, |raw| {
+                    raw.parse::<u64>()
+                        .map_err(|_| "expected a whole number of seconds (0: no bound)")
+                })?,
+            },
         })
     }
 
@@ -377,88 +427,4 @@ pub fn parse_ini_defaults(text: &str) -> HashMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_match_the_reference() {
-        let c = Config::resolve(&HashMap::new(), &HashMap::new()).unwrap();
-        assert_eq!(c.volumes_path, Path::new("/var/lib/buttervolume/volumes/"));
-        assert_eq!(c.socket, Path::new("/run/docker/plugins/btrfs.sock"));
-        assert_eq!(c.state_path, Path::new("/var/lib/buttervolume/state"));
-        assert_eq!(c.timer, 60);
-        assert_eq!(c.ssh_port, 1122);
-        assert_eq!(c.metrics_addr, None);
-        assert_eq!(
-            c.schedule_disabled(),
-            Path::new("/etc/buttervolume/schedule.csv.disabled")
-        );
-    }
-
-    #[test]
-    fn env_beats_ini_beats_default() {
-        let ini = parse_ini_defaults(
-            "[DEFAULT]\nVOLUMES_PATH = /ini/vols\nTIMER: 5\n[other]\nSOCKET=/nope\n",
-        );
-        let env = map(&[("BUTTERVOLUME_TIMER", "7"), ("BUTTERVOLUME_RUNPATH", "/r")]);
-        let c = Config::resolve(&env, &ini).unwrap();
-        assert_eq!(c.volumes_path, Path::new("/ini/vols"));
-        assert_eq!(c.timer, 7);
-        assert_eq!(c.socket, Path::new("/r/plugins/btrfs.sock"));
-    }
-
-    #[test]
-    fn metrics_addr_is_an_address_and_a_port() {
-        let ini = parse_ini_defaults("[DEFAULT]\nmetrics_addr = 127.0.0.1:9470\n");
-        let c = Config::resolve(&HashMap::new(), &ini).unwrap();
-        assert_eq!(c.metrics_addr, Some("127.0.0.1:9470".parse().unwrap()));
-        let env = map(&[("BUTTERVOLUME_METRICS_ADDR", "[::1]:9")]);
-        let c = Config::resolve(&env, &ini).unwrap();
-        assert_eq!(c.metrics_addr, Some("[::1]:9".parse().unwrap()));
-        for bad in ["9470", "localhost:9470", "127.0.0.1", "127.0.0.1:x"] {
-            let env = map(&[("BUTTERVOLUME_METRICS_ADDR", bad)]);
-            let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
-            assert!(err.to_string().contains("METRICS_ADDR"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn bad_numbers_are_clear_errors() {
-        let env = map(&[("BUTTERVOLUME_TIMER", "soon")]);
-        let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
-        assert!(err.to_string().contains("TIMER"), "{err}");
-        let env = map(&[("SSH_PORT", "99999")]);
-        assert!(Config::resolve(&env, &HashMap::new()).is_err());
-        for key in [
-            "SCHEDULE_WORKERS",
-            "READ_TIMEOUT",
-            "MAX_CONNECTIONS",
-            "SSH_TIMEOUT",
-        ] {
-            for bad in ["0", "-1", "ten", "1.5"] {
-                let env = map(&[(&format!("BUTTERVOLUME_{key}"), bad)]);
-                let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
-                assert!(err.to_string().contains(key), "{key}={bad}: {err}");
-            }
-        }
-    }
-
-    #[test]
-    fn purge_timeframes_are_age_unless_set_to_calendar() {
-        let c = Config::resolve(&HashMap::new(), &HashMap::new()).unwrap();
-        assert_eq!(c.purge_timeframes, PurgeTimeframes::Age);
-        let ini = parse_ini_defaults("[DEFAULT]\npurge_timeframes = Calendar\n");
-        let c = Config::resolve(&HashMap::new(), &ini).unwrap();
-        assert_eq!(c.purge_timeframes, PurgeTimeframes::Calendar);
-        let env = map(&[("BUTTERVOLUME_PURGE_TIMEFRAMES", "weekly")]);
-        let err = Config::resolve(&env, &HashMap::new()).unwrap_err();
-        assert!(err.to_string().contains("PURGE_TIMEFRAMES"), "{err}");
-    }
-}
+mod tests;
