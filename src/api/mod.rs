@@ -12,9 +12,19 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub mod backup;
+pub mod endpoint;
 
-/// Endpoint paths.
+/// Endpoint paths; [`endpoint::ENDPOINTS`] is the table of them all.
 pub mod path {
+    pub const ACTIVATE: &str = "/Plugin.Activate";
+    pub const CAPABILITIES: &str = "/VolumeDriver.Capabilities";
+    pub const CREATE: &str = "/VolumeDriver.Create";
+    pub const REMOVE: &str = "/VolumeDriver.Remove";
+    pub const MOUNT: &str = "/VolumeDriver.Mount";
+    pub const UNMOUNT: &str = "/VolumeDriver.Unmount";
+    pub const PATH: &str = "/VolumeDriver.Path";
+    pub const GET: &str = "/VolumeDriver.Get";
+    pub const LIST: &str = "/VolumeDriver.List";
     pub const SNAPSHOT: &str = "/VolumeDriver.Snapshot";
     pub const SNAPSHOT_LIST: &str = "/VolumeDriver.Snapshot.List";
     pub const SNAPSHOT_REMOVE: &str = "/VolumeDriver.Snapshot.Remove";
@@ -34,33 +44,6 @@ pub mod path {
     pub const STATUS: &str = "/VolumeDriver.Status";
     /// The sends running now (GET, no body).
     pub const TRANSFERS: &str = "/VolumeDriver.Transfers";
-
-    /// Every endpoint of this plugin beyond Docker's own: what the
-    /// metrics label by name (anything else is `other`).
-    pub const ALL: [&str; 22] = [
-        SNAPSHOT,
-        SNAPSHOT_LIST,
-        SNAPSHOT_REMOVE,
-        SNAPSHOT_RESTORE,
-        SNAPSHOT_SEND,
-        SNAPSHOT_RECEIVE,
-        REPLICATE,
-        HANDOVER,
-        CLONE,
-        PURGE,
-        INSPECT,
-        SYNC,
-        SCHEDULE,
-        SCHEDULE_LIST,
-        SCHEDULE_PAUSE,
-        SCHEDULE_RESUME,
-        STATUS,
-        TRANSFERS,
-        super::backup::path::BACKUP,
-        super::backup::path::BACKUP_LIST,
-        super::backup::path::BACKUP_RESTORE,
-        super::backup::path::BACKUP_CHECK,
-    ];
 }
 
 /// `{"Name": ...}`: a volume or a snapshot, depending on the endpoint.
