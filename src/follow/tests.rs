@@ -23,19 +23,12 @@ fn here(
     lineage: &[&str],
 ) -> Known {
     Known {
-        placed: Placed {
-            name: name.into(),
-            identity: SubvolumeIdentity {
-                uuid: uuid.into(),
-                parent_uuid: Some(of.into()),
-                received_uuid: received.map(String::from),
-                read_only: true,
-                otime: 0,
-                id: 256 + order,
-                otransid: order,
-                generation: order,
-            },
-        },
+        placed: Placed::example(
+            name,
+            SubvolumeIdentity::example(uuid, order)
+                .parent(Some(of))
+                .received(received),
+        ),
         lineage: lineage.iter().map(|s| s.to_string()).collect(),
     }
 }
