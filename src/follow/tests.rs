@@ -185,3 +185,22 @@ fn a_peer_line_claiming_a_local_snapshot_never_restores_it() {
         }
     );
 }
+
+/// `-o follow=false` (any case) turns follow off for that volume only.
+#[test]
+fn the_follow_option_turns_it_off_per_volume() {
+    let (_dir, _fs, store) = crate::subvolumes::fake::store();
+    let opts = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    store.create("off", &opts(&[("follow", "False")])).unwrap();
+    store.create("on", &opts(&[("follow", "true")])).unwrap();
+    store.create("plain", &opts(&[])).unwrap();
+    assert!(!enabled(&store, "off"));
+    assert!(enabled(&store, "on"));
+    assert!(enabled(&store, "plain"));
+    assert!(!enabled(&store, "missing"));
+}
