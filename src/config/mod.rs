@@ -112,7 +112,7 @@ pub enum SendTransport {
 }
 
 /// Default of `SCHEDULE_WORKERS` (the scheduler's own default).
-pub const DEFAULT_SCHEDULE_WORKERS: usize = 4;
+pub const DEFAULT_SCHEDULE_WORKERS: usize = settings::SCHEDULE_WORKERS.default_number();
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

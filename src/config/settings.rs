@@ -55,6 +55,24 @@ impl Setting {
             doc,
         }
     }
+
+    /// The default as a whole number, at compile time (for the constants
+    /// other modules need, so the number is written once, here).
+    pub const fn default_number(&self) -> usize {
+        let Default::Text(text) = self.default else {
+            panic!("a derived default is no number")
+        };
+        let bytes = text.as_bytes();
+        assert!(!bytes.is_empty(), "an empty default is no number");
+        let mut n = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            assert!(bytes[i].is_ascii_digit(), "the default is no number");
+            n = n * 10 + (bytes[i] - b'0') as usize;
+            i += 1;
+        }
+        n
+    }
 }
 
 pub const VOLUMES_PATH: Setting = Setting::new(

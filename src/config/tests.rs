@@ -141,10 +141,7 @@ fn documented_defaults_are_the_defaults() {
             );
         }
     }
-    assert_eq!(
-        settings::SCHEDULE_WORKERS.default,
-        settings::Default::Text("4")
-    );
+    assert_eq!(DEFAULT_SCHEDULE_WORKERS, 4);
     assert_eq!(unset.schedule_workers, DEFAULT_SCHEDULE_WORKERS);
     assert_eq!(unset.cluster.node_name, cluster::host_name());
 }
