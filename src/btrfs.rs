@@ -97,6 +97,46 @@ impl SubvolumeIdentity {
     }
 }
 
+/// Identities for unit tests, instead of each test module spelling out
+/// every field.
+#[cfg(test)]
+impl SubvolumeIdentity {
+    /// A read-only subvolume `uuid`, the `order`-th created here
+    /// (transaction `order`, id `256 + order`, so [`Self::creation_order`]
+    /// follows `order`), with no parent, nothing received, created at the
+    /// epoch.
+    pub fn example(uuid: &str, order: u64) -> SubvolumeIdentity {
+        SubvolumeIdentity {
+            uuid: uuid.into(),
+            parent_uuid: None,
+            received_uuid: None,
+            read_only: true,
+            otime: 0,
+            id: 256 + order,
+            otransid: order,
+            generation: order,
+        }
+    }
+
+    /// A snapshot of the subvolume `parent` (its parent UUID).
+    pub fn parent(mut self, parent: Option<&str>) -> SubvolumeIdentity {
+        self.parent_uuid = parent.map(String::from);
+        self
+    }
+
+    /// Received from a peer as the state `received` (its received UUID).
+    pub fn received(mut self, received: Option<&str>) -> SubvolumeIdentity {
+        self.received_uuid = received.map(String::from);
+        self
+    }
+
+    /// Created at `otime`, seconds since the epoch.
+    pub fn at(mut self, otime: i64) -> SubvolumeIdentity {
+        self.otime = otime;
+        self
+    }
+}
+
 /// True if `path` is on a btrfs filesystem.
 pub fn is_btrfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)

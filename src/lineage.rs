@@ -85,16 +85,9 @@ mod tests {
     use super::*;
 
     fn identity(uuid: &str, of: Option<&str>, received: Option<&str>, n: u64) -> SubvolumeIdentity {
-        SubvolumeIdentity {
-            uuid: uuid.into(),
-            parent_uuid: of.map(String::from),
-            received_uuid: received.map(String::from),
-            read_only: true,
-            otime: 0,
-            id: 256 + n,
-            otransid: n,
-            generation: n,
-        }
+        SubvolumeIdentity::example(uuid, n)
+            .parent(of)
+            .received(received)
     }
 
     fn listed(uuid: &str, received: Option<&str>, n: u64, lineage: &[&str]) -> ListedSnapshot {

@@ -90,11 +90,53 @@ pub fn migrate(fs: &dyn Subvolumes, volumes_dir: &Path) -> usize {
 /// The Docker label that marks a volume as bound to its node.
 pub const NONMIGRABLE_LABEL: &str = "com.github.mlfmonde.cluster.nonmigrable";
 
+/// The `-o key=value` options a volume was created with: stored and shown
+/// (Get, Inspect) as given, a JSON object of strings, and read once, when
+/// the metadata is decoded, into what they mean.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+pub struct VolumeOptions {
+    given: BTreeMap<String, String>,
+    follow: bool,
+}
+
+impl VolumeOptions {
+    /// The options as given (values lower-cased at creation).
+    pub fn given(&self) -> &BTreeMap<String, String> {
+        &self.given
+    }
+
+    /// False when created with `-o follow=false`: the volume never follows
+    /// its container ([`crate::follow`]); true otherwise.
+    pub fn follow(&self) -> bool {
+        self.follow
+    }
+}
+
+impl From<BTreeMap<String, String>> for VolumeOptions {
+    fn from(given: BTreeMap<String, String>) -> VolumeOptions {
+        let follow = given.get("follow").map(String::as_str) != Some("false");
+        VolumeOptions { given, follow }
+    }
+}
+
+impl From<VolumeOptions> for BTreeMap<String, String> {
+    fn from(options: VolumeOptions) -> BTreeMap<String, String> {
+        options.given
+    }
+}
+
+impl Default for VolumeOptions {
+    fn default() -> VolumeOptions {
+        VolumeOptions::from(BTreeMap::new())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeMetadata {
     /// Options given at creation (`docker volume create -o k=v`), normalized.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: VolumeOptions,
     /// Set by `-o nonmigrable=true` or by the Docker label.
     #[serde(default)]
     pub nonmigrable: bool,
@@ -180,6 +222,26 @@ impl VolumeMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The follow option is read once into a flag; the stored JSON is the
+    /// options as given, byte for byte as before.
+    #[test]
+    fn options_keep_their_json_and_read_follow_once() {
+        let stored = br#"{"options":{"compression":"zstd","follow":"false"},"nonmigrable":false,"labels":{},"created_at":null}"#;
+        let meta = VolumeMetadata::decode(Path::new("v"), Some(stored.to_vec()));
+        assert!(!meta.options.follow());
+        assert_eq!(meta.options.given()["compression"], "zstd");
+        assert_eq!(meta.encode(), stored.to_vec());
+        for (json, follow) in [
+            (&br#"{"options":{"follow":"true"}}"#[..], true),
+            (br#"{"options":{}}"#, true),
+            (br#"{}"#, true),
+        ] {
+            let meta = VolumeMetadata::decode(Path::new("v"), Some(json.to_vec()));
+            assert_eq!(meta.options.follow(), follow);
+        }
+        assert!(VolumeMetadata::default().options.follow());
+    }
 
     #[test]
     fn label_turns_nonmigrable_on() {

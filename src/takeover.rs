@@ -225,19 +225,10 @@ mod tests {
     }
 
     fn here(name: &str, uuid: &str, received: Option<&str>) -> Placed {
-        Placed {
-            name: name.into(),
-            identity: SubvolumeIdentity {
-                uuid: uuid.into(),
-                parent_uuid: None,
-                received_uuid: received.map(String::from),
-                read_only: true,
-                otime: 0,
-                id: 300,
-                otransid: 40,
-                generation: 40,
-            },
-        }
+        Placed::example(
+            name,
+            SubvolumeIdentity::example(uuid, 40).received(received),
+        )
     }
 
     fn ok(peer: &str, listing: Vec<ListedSnapshot>) -> Answer {

@@ -13,117 +13,101 @@ pub mod path {
 
 /// `Backup`: back up volume `Name` to `Target`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupRequest {
-    #[serde(rename = "Target")]
     pub target: String,
-    #[serde(rename = "Name")]
     pub name: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupReply {
     /// The local snapshot backed up.
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
     /// The restic snapshot id holding it.
-    #[serde(rename = "Id")]
     pub id: String,
     /// False when the target held that snapshot already.
-    #[serde(rename = "Created")]
     pub created: bool,
-    #[serde(rename = "FilesNew", default)]
+    #[serde(default)]
     pub files_new: u64,
-    #[serde(rename = "FilesChanged", default)]
+    #[serde(default)]
     pub files_changed: u64,
-    #[serde(rename = "FilesUnmodified", default)]
+    #[serde(default)]
     pub files_unmodified: u64,
     /// Bytes the repository grew by.
-    #[serde(rename = "BytesAdded", default)]
+    #[serde(default)]
     pub bytes_added: u64,
     /// Bytes of the volume's files.
-    #[serde(rename = "Bytes", default)]
+    #[serde(default)]
     pub bytes: u64,
 }
 
 /// `Backup.List`: the backups in `Target` (of volume `Name` when given).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupListRequest {
-    #[serde(rename = "Target")]
     pub target: String,
-    #[serde(rename = "Name", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupListReply {
-    #[serde(rename = "Backups", default)]
+    #[serde(default)]
     pub backups: Vec<BackupEntry>,
 }
 
 /// One backup, oldest first in the list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupEntry {
-    #[serde(rename = "Volume")]
     pub volume: String,
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
-    #[serde(rename = "Id")]
     pub id: String,
     /// When restic made it (RFC 3339).
-    #[serde(rename = "Time")]
     pub time: String,
     /// The volume's bytes, when this node made the backup.
-    #[serde(rename = "Bytes")]
     pub bytes: Option<u64>,
 }
 
 /// `Backup.Restore`: `Name` is `<volume>` (its newest backup) or
 /// `<volume>@<timestamp>`; `NewName` a new volume (default: in place).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupRestoreRequest {
-    #[serde(rename = "Target")]
     pub target: String,
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "NewName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupRestoreReply {
-    #[serde(rename = "Volume")]
     pub volume: String,
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
-    #[serde(rename = "Id")]
     pub id: String,
     /// In place: the snapshot keeping the volume's previous state.
-    #[serde(
-        rename = "VolumeBackup",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_backup: Option<String>,
 }
 
 /// `Backup.Check`: restic's check of `Target`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupCheckRequest {
-    #[serde(rename = "Target")]
     pub target: String,
     /// `--read-data-subset` (`n%` or `n/t`).
-    #[serde(
-        rename = "ReadDataSubset",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_subset: Option<String>,
 }
 
 /// `Backup.Check`: restic's last line.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupCheckReply {
-    #[serde(rename = "Summary", default)]
+    #[serde(default)]
     pub summary: String,
 }
 
@@ -131,31 +115,31 @@ pub struct BackupCheckReply {
 /// node's record ([`crate::backup::record`]) and the volume's
 /// `backup:<target>` job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BackupStatus {
-    #[serde(rename = "Target")]
     pub target: String,
     /// The last backup (or the one found there already).
-    #[serde(rename = "Snapshot", default)]
+    #[serde(default)]
     pub snapshot: Option<String>,
-    #[serde(rename = "Id", default)]
+    #[serde(default)]
     pub id: Option<String>,
     /// When it was made (RFC 3339).
-    #[serde(rename = "Time", default)]
+    #[serde(default)]
     pub time: Option<String>,
-    #[serde(rename = "AgeSeconds", default)]
+    #[serde(default)]
     pub age_seconds: Option<i64>,
     /// The volume's bytes in it.
-    #[serde(rename = "Bytes", default)]
+    #[serde(default)]
     pub bytes: Option<u64>,
     /// The `backup:<target>` job's timer, when scheduled.
-    #[serde(rename = "Timer", default)]
+    #[serde(default)]
     pub timer: Option<String>,
     /// The last failure, when after the last backup.
-    #[serde(rename = "LastError", default)]
+    #[serde(default)]
     pub last_error: Option<String>,
     /// The target's last check: `ok` or the error, with its time.
-    #[serde(rename = "LastCheck", default)]
+    #[serde(default)]
     pub last_check: Option<String>,
-    #[serde(rename = "LastCheckOk", default)]
+    #[serde(default)]
     pub last_check_ok: Option<bool>,
 }

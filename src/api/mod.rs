@@ -1,6 +1,8 @@
 //! The control API's wire format, shared by the server and the CLI: the
 //! endpoint paths and the JSON request and reply bodies, field names as
-//! buttervolume 3.13 spells them (capitalized), so both ends read one
+//! buttervolume 3.13 spells them (`rename_all = "PascalCase"`, and a
+//! `rename` for the three that are not: `ID`, `Dryrun`, `BwLimit`;
+//! `wire_tests` pins every type's names), so both ends read one
 //! definition. Docker's own `VolumeDriver` calls are here too, since the
 //! server decodes them the same way.
 //!
@@ -13,9 +15,21 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub mod backup;
 pub mod cluster;
+pub mod endpoint;
+#[cfg(test)]
+mod wire_tests;
 
-/// Endpoint paths.
+/// Endpoint paths; [`endpoint::ENDPOINTS`] is the table of them all.
 pub mod path {
+    pub const ACTIVATE: &str = "/Plugin.Activate";
+    pub const CAPABILITIES: &str = "/VolumeDriver.Capabilities";
+    pub const CREATE: &str = "/VolumeDriver.Create";
+    pub const REMOVE: &str = "/VolumeDriver.Remove";
+    pub const MOUNT: &str = "/VolumeDriver.Mount";
+    pub const UNMOUNT: &str = "/VolumeDriver.Unmount";
+    pub const PATH: &str = "/VolumeDriver.Path";
+    pub const GET: &str = "/VolumeDriver.Get";
+    pub const LIST: &str = "/VolumeDriver.List";
     pub const SNAPSHOT: &str = "/VolumeDriver.Snapshot";
     pub const SNAPSHOT_LIST: &str = "/VolumeDriver.Snapshot.List";
     pub const SNAPSHOT_REMOVE: &str = "/VolumeDriver.Snapshot.Remove";
@@ -35,66 +49,38 @@ pub mod path {
     pub const STATUS: &str = "/VolumeDriver.Status";
     /// The sends running now (GET, no body).
     pub const TRANSFERS: &str = "/VolumeDriver.Transfers";
-
-    /// Every endpoint of this plugin beyond Docker's own: what the
-    /// metrics label by name (anything else is `other`).
-    pub const ALL: [&str; 23] = [
-        SNAPSHOT,
-        SNAPSHOT_LIST,
-        SNAPSHOT_REMOVE,
-        SNAPSHOT_RESTORE,
-        SNAPSHOT_SEND,
-        SNAPSHOT_RECEIVE,
-        REPLICATE,
-        HANDOVER,
-        CLONE,
-        PURGE,
-        INSPECT,
-        SYNC,
-        SCHEDULE,
-        SCHEDULE_LIST,
-        SCHEDULE_PAUSE,
-        SCHEDULE_RESUME,
-        STATUS,
-        TRANSFERS,
-        super::backup::path::BACKUP,
-        super::backup::path::BACKUP_LIST,
-        super::backup::path::BACKUP_RESTORE,
-        super::backup::path::BACKUP_CHECK,
-        super::cluster::path::OWNER,
-    ];
 }
 
 /// `{"Name": ...}`: a volume or a snapshot, depending on the endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct NameRequest {
-    #[serde(rename = "Name")]
     pub name: String,
 }
 
 /// `Snapshot`: `IfChanged` skips a volume unchanged since its newest
 /// snapshot (the reply's `Created` says which happened).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SnapshotRequest {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "IfChanged", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub if_changed: bool,
 }
 
 /// Docker's `VolumeDriver.Create`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreateRequest {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Opts", default)]
+    #[serde(default)]
     pub opts: Option<HashMap<String, String>>,
 }
 
 /// Docker's `VolumeDriver.Mount` and `Unmount`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct MountRequest {
-    #[serde(rename = "Name")]
     pub name: String,
     /// Docker's mount ID. Docker always sends one; raw-API clients (the
     /// reference's own tests among them) may not.
@@ -112,78 +98,74 @@ impl MountRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct RestoreRequest {
     /// A snapshot, or a volume meaning its newest snapshot.
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Target", default)]
+    #[serde(default)]
     pub target: Option<String>,
-    #[serde(rename = "Force", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub force: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct CloneRequest {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Target", default)]
+    #[serde(default)]
     pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct PurgeRequest {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Pattern")]
     pub pattern: String,
     #[serde(rename = "Dryrun", default)]
     pub dry_run: bool,
     /// Add `Explain` to the reply: every snapshot's fate and reason.
-    #[serde(rename = "Explain", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub explain: bool,
     /// Evaluate the pattern as of this time (DTFORMAT); only with Dryrun.
-    #[serde(rename = "At", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SendRequest {
     /// The snapshot.
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Host")]
     pub host: String,
-    #[serde(rename = "Test", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub test: bool,
     /// zstd on the wire (default: SEND_COMPRESSION).
-    #[serde(rename = "Compress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
     /// MiB/s (default: SEND_BWLIMIT; 0: none).
     #[serde(rename = "BwLimit", default, skip_serializing_if = "Option::is_none")]
     pub bwlimit: Option<u64>,
     /// Ask for the reply's `Summary` ([`SummaryReply`]); without it the
     /// reply is the reference's `{"Err": ""}`.
-    #[serde(rename = "Detail", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub detail: bool,
 }
 
 /// `Snapshot.Receive` and `Replicate`: upstream's shape, `Name` is the
 /// volume.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct PeerVolumeRequest {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Host")]
     pub host: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SyncRequest {
-    #[serde(rename = "Volumes")]
     pub volumes: Vec<String>,
-    #[serde(rename = "Hosts")]
     pub hosts: Vec<String>,
-    #[serde(rename = "Test", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub test: bool,
 }
 
@@ -191,152 +173,136 @@ pub struct SyncRequest {
 /// adds each job's run history and the `Invalid` lines to the reply, which
 /// otherwise has the reference's four fields per job and nothing else.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ScheduleListRequest {
-    #[serde(rename = "Detail", default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub detail: bool,
 }
 
 /// `{Name, Action, Timer}`. The reference does `str(req["Timer"])`, so
 /// Timer may be a JSON number as well as a string.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ScheduleRequest {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Action")]
     pub action: String,
-    #[serde(rename = "Timer", deserialize_with = "string_or_number")]
+    #[serde(deserialize_with = "string_or_number")]
     pub timer: String,
 }
 
 /// `{"Snapshot": name}` (Snapshot), with `Summary` (Receive, Replicate).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SnapshotReply {
-    #[serde(rename = "Snapshot", default)]
+    #[serde(default)]
     pub snapshot: String,
-    #[serde(rename = "Summary", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// `Snapshot` only: false when `IfChanged` found nothing new and
     /// `Snapshot` names the newest existing one.
-    #[serde(rename = "Created", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SnapshotsReply {
-    #[serde(rename = "Snapshots", default)]
+    #[serde(default)]
     pub snapshots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct RestoreReply {
     /// The snapshot of what the target held, when it existed.
-    #[serde(
-        rename = "VolumeBackup",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_backup: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct CloneReply {
-    #[serde(rename = "VolumeCloned", default)]
+    #[serde(default)]
     pub volume_cloned: String,
 }
 
 /// 3.13 answers `{"Err": ""}`: `Purged` only for a dry run, `Explain`
 /// only when asked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct PurgeReply {
-    #[serde(rename = "Purged", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged: Option<Vec<String>>,
-    #[serde(rename = "Explain", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Vec<PurgeExplained>>,
 }
 
 /// One snapshot's fate in a purge ([`crate::purge::explain`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct PurgeExplained {
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
-    #[serde(rename = "Keep")]
     pub keep: bool,
-    #[serde(rename = "Reason")]
     pub reason: String,
     /// What the pattern alone decides (differs from `Keep` only for a
     /// protected send parent or marker).
-    #[serde(rename = "PatternKeeps")]
     pub pattern_keeps: bool,
 }
 
 /// `Handover` (request: [`PeerVolumeRequest`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct HandoverReply {
     /// `presynced` (the app still runs here: stop it and call again) or
     /// `handed-over` (the final state is on the peer).
-    #[serde(rename = "Phase")]
     pub phase: String,
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
-    #[serde(rename = "Rounds")]
     pub rounds: usize,
     /// Stream bytes moved by this call.
-    #[serde(rename = "Bytes")]
     pub bytes: u64,
     /// The final snapshot and send: the downtime-critical part.
-    #[serde(
-        rename = "CriticalSeconds",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical_seconds: Option<f64>,
 }
 
 /// `Snapshot.Send` with `Detail`: one line for the operator.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SummaryReply {
-    #[serde(rename = "Summary", default)]
+    #[serde(default)]
     pub summary: String,
 }
 
 /// `Transfers`: the sends running now on the daemon, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct TransfersReply {
-    #[serde(rename = "Transfers", default)]
+    #[serde(default)]
     pub transfers: Vec<TransferStatus>,
 }
 
 /// One send in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct TransferStatus {
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
     /// As the send was asked for (`user@host` included).
-    #[serde(rename = "Host")]
     pub host: String,
     /// RFC 3339, UTC.
-    #[serde(rename = "StartedAt")]
     pub started_at: String,
-    #[serde(rename = "ElapsedSeconds")]
     pub elapsed_seconds: f64,
     /// `true`: a full send, `false`: incremental, absent: the peer is
     /// still being asked.
-    #[serde(rename = "Full", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<bool>,
     /// Stream bytes read from the send so far (before zstd).
-    #[serde(rename = "Bytes")]
     pub bytes: u64,
     /// Bytes written to the SSH channel so far (updated every 0.5 s).
-    #[serde(rename = "WireBytes")]
     pub wire_bytes: u64,
     /// What the whole stream should come to, when it can be told: a full
     /// send, from the volume's last size measurement (`status`'s). Absent
     /// for an incremental send: nothing measures a difference up front.
-    #[serde(
-        rename = "EstimatedBytes",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_bytes: Option<u64>,
 }
 

@@ -5,18 +5,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct StatusReply {
     /// When the status was taken: every age is counted from it.
-    #[serde(rename = "Now", with = "time")]
+    #[serde(with = "time")]
     pub now: DateTime<Utc>,
     /// Worst first.
-    #[serde(rename = "Problems", default)]
+    #[serde(default)]
     pub problems: Vec<Problem>,
     /// Volumes with a problem first, then by name.
-    #[serde(rename = "Volumes", default)]
+    #[serde(default)]
     pub volumes: Vec<VolumeStatus>,
     /// The schedule is globally paused: no job runs.
-    #[serde(rename = "SchedulePaused", default)]
+    #[serde(default)]
     pub schedule_paused: bool,
     /// Cluster mode's figures ([`crate::cluster`]); absent in pair mode.
     #[serde(rename = "Cluster", default, skip_serializing_if = "Option::is_none")]
@@ -25,14 +26,13 @@ pub struct StatusReply {
 
 /// Something an operator should look at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Problem {
-    #[serde(rename = "Kind")]
     pub kind: ProblemKind,
-    #[serde(rename = "Volume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
-    #[serde(rename = "Peer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
-    #[serde(rename = "Message")]
     pub message: String,
 }
 
@@ -119,47 +119,46 @@ impl ProblemKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct VolumeStatus {
-    #[serde(rename = "Name")]
     pub name: String,
     /// Allocated bytes as `du` counts them, from the last background
     /// measurement (`None`: not measured yet).
-    #[serde(rename = "SizeBytes", default)]
+    #[serde(default)]
     pub size_bytes: Option<u64>,
-    #[serde(rename = "SizeMeasuredAt", default, with = "time_opt")]
+    #[serde(default, with = "time_opt")]
     pub size_measured_at: Option<DateTime<Utc>>,
     /// The volume changed since that measurement (a new one is on its
     /// way).
-    #[serde(rename = "SizeStale", default)]
+    #[serde(default)]
     pub size_stale: bool,
     /// Snapshots of the volume here (sent markers not counted).
-    #[serde(rename = "Snapshots")]
     pub snapshots: usize,
     /// The newest snapshot in btrfs creation order.
-    #[serde(rename = "NewestSnapshot", default)]
+    #[serde(default)]
     pub newest_snapshot: Option<String>,
     /// When it was created here.
-    #[serde(rename = "NewestSnapshotCreated", default, with = "time_opt")]
+    #[serde(default, with = "time_opt")]
     pub newest_snapshot_created: Option<DateTime<Utc>>,
-    #[serde(rename = "NewestSnapshotAgeSeconds", default)]
+    #[serde(default)]
     pub newest_snapshot_age_seconds: Option<i64>,
-    #[serde(rename = "Peers", default)]
+    #[serde(default)]
     pub peers: Vec<PeerStatus>,
     /// Follow-the-container state: `off`, `on <peer>` with whether a
     /// container uses it here, and the last follow failure if any.
-    #[serde(rename = "Follow", default)]
+    #[serde(default)]
     pub follow: Option<String>,
-    #[serde(rename = "Jobs", default)]
+    #[serde(default)]
     pub jobs: Vec<JobStatus>,
     /// Actions of this volume's jobs running now.
-    #[serde(rename = "RunningJobs", default)]
+    #[serde(default)]
     pub running_jobs: Vec<String>,
     /// The most recent failure of the volume: a job's (`<action>:
     /// <result>`) or a send's (`send to <peer>: <error>`).
-    #[serde(rename = "LastError", default)]
+    #[serde(default)]
     pub last_error: Option<String>,
     /// Its backups per target ([`crate::backup`]).
-    #[serde(rename = "Backups", default)]
+    #[serde(default)]
     pub backups: Vec<super::backup::BackupStatus>,
 }
 
@@ -167,65 +166,51 @@ pub struct VolumeStatus {
 /// (`<volume>@<ts>@<peer>`, recorded after each successful send, or
 /// receive, with it), or one a `replicate:<peer>` job names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct PeerStatus {
-    #[serde(rename = "Host")]
     pub host: String,
     /// The newest snapshot the peer is known to hold (the newest
     /// marker's snapshot); `None`: never sent.
-    #[serde(rename = "SentSnapshot", default)]
+    #[serde(default)]
     pub sent_snapshot: Option<String>,
     /// When that marker was recorded: the last successful replication.
-    #[serde(rename = "LastSuccess", default, with = "time_opt")]
+    #[serde(default, with = "time_opt")]
     pub last_success: Option<DateTime<Utc>>,
     /// How long this node has held a snapshot the peer lacks: 0 when
     /// the peer holds the newest snapshot, else the age of the oldest
     /// snapshot created after the one it holds (of the oldest
     /// snapshot, when it holds none).
-    #[serde(rename = "LagSeconds")]
     pub lag_seconds: i64,
     /// Snapshots created here after the one the peer holds.
-    #[serde(rename = "UnsentSnapshots")]
     pub unsent_snapshots: usize,
     /// The timer of the volume's `replicate:<peer>` job, if any.
-    #[serde(rename = "ReplicateTimer", default)]
+    #[serde(default)]
     pub replicate_timer: Option<String>,
     /// The last send of the volume to the peer failed (since the
     /// daemon started, until one succeeds): why.
-    #[serde(
-        rename = "LastFailure",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
-    #[serde(
-        rename = "LastFailureAt",
-        default,
-        with = "time_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "time_opt", skip_serializing_if = "Option::is_none")]
     pub last_failure_at: Option<DateTime<Utc>>,
 }
 
 /// One scheduled job of the volume, as `Schedule.List` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct JobStatus {
-    #[serde(rename = "Action")]
     pub action: String,
-    #[serde(rename = "Timer")]
     pub timer: String,
-    #[serde(rename = "Active")]
     pub active: bool,
-    #[serde(rename = "Running")]
     pub running: bool,
-    #[serde(rename = "LastRun", default, with = "time_opt")]
+    #[serde(default, with = "time_opt")]
     pub last_run: Option<DateTime<Utc>>,
-    #[serde(rename = "NextRun", default, with = "time_opt")]
+    #[serde(default, with = "time_opt")]
     pub next_run: Option<DateTime<Utc>>,
-    #[serde(rename = "LastOk", default)]
+    #[serde(default)]
     pub last_ok: Option<bool>,
-    #[serde(rename = "LastResult", default)]
+    #[serde(default)]
     pub last_result: Option<String>,
-    #[serde(rename = "LastDurationMs", default)]
+    #[serde(default)]
     pub last_duration_ms: Option<u64>,
 }
 

@@ -246,7 +246,7 @@ pub fn enabled(store: &VolumeStore, volume: &str) -> bool {
         return false;
     };
     let metadata = store.read_metadata(&path).unwrap_or_default();
-    metadata.options.get("follow").map(String::as_str) != Some("false")
+    metadata.options.follow()
 }
 
 /// What the first Mount did.

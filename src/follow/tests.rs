@@ -23,19 +23,12 @@ fn here(
     lineage: &[&str],
 ) -> Known {
     Known {
-        placed: Placed {
-            name: name.into(),
-            identity: SubvolumeIdentity {
-                uuid: uuid.into(),
-                parent_uuid: Some(of.into()),
-                received_uuid: received.map(String::from),
-                read_only: true,
-                otime: 0,
-                id: 256 + order,
-                otransid: order,
-                generation: order,
-            },
-        },
+        placed: Placed::example(
+            name,
+            SubvolumeIdentity::example(uuid, order)
+                .parent(Some(of))
+                .received(received),
+        ),
         lineage: lineage.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -191,4 +184,23 @@ fn a_peer_line_claiming_a_local_snapshot_never_restores_it() {
             snapshot: "db@1".into()
         }
     );
+}
+
+/// `-o follow=false` (any case) turns follow off for that volume only.
+#[test]
+fn the_follow_option_turns_it_off_per_volume() {
+    let (_dir, _fs, store) = crate::subvolumes::fake::store();
+    let opts = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    store.create("off", &opts(&[("follow", "False")])).unwrap();
+    store.create("on", &opts(&[("follow", "true")])).unwrap();
+    store.create("plain", &opts(&[])).unwrap();
+    assert!(!enabled(&store, "off"));
+    assert!(enabled(&store, "on"));
+    assert!(enabled(&store, "plain"));
+    assert!(!enabled(&store, "missing"));
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use exposition::{Exposition, Histogram, Kind};
 use peer_log::{refusal_kinds, PeerCounts};
 
-use crate::api::{path, ProblemKind, StatusReply};
+use crate::api::{ProblemKind, StatusReply};
 use crate::schedule::Action;
 
 /// Buckets of request durations, in seconds (a send through the socket can
@@ -51,34 +51,6 @@ pub const ACTION_KINDS: [&str; 6] = [
     "backup",
     "check-backups",
 ];
-
-/// Docker's endpoints; ours are in [`crate::api::path`].
-const DOCKER_ENDPOINTS: [&str; 9] = [
-    "/Plugin.Activate",
-    "/VolumeDriver.Capabilities",
-    "/VolumeDriver.Create",
-    "/VolumeDriver.Remove",
-    "/VolumeDriver.Mount",
-    "/VolumeDriver.Unmount",
-    "/VolumeDriver.Path",
-    "/VolumeDriver.Get",
-    "/VolumeDriver.List",
-];
-
-/// The `endpoint` label of a request path: a known endpoint, `other` for
-/// anything else (a client's unknown paths never make new series).
-pub fn endpoint_label(request_path: &str) -> &'static str {
-    let list_prefix = format!("{}/", path::SNAPSHOT_LIST);
-    if request_path.starts_with(&list_prefix) {
-        return path::SNAPSHOT_LIST;
-    }
-    DOCKER_ENDPOINTS
-        .iter()
-        .chain(path::ALL.iter())
-        .find(|e| **e == request_path)
-        .copied()
-        .unwrap_or("other")
-}
 
 /// The `action` label of a scheduled action.
 pub fn action_kind(action: &Action) -> &'static str {
@@ -130,9 +102,10 @@ impl Registry {
     }
 }
 
-/// One request on the plugin socket, answered in `elapsed`.
-pub fn record_request(request_path: &str, ok: bool, elapsed: Duration) {
-    let endpoint = endpoint_label(request_path);
+/// One request on the plugin socket, answered in `elapsed`; `endpoint` is
+/// its label ([`crate::api::endpoint::label`]: a known endpoint's path or
+/// `other`, so a client's unknown paths never make new series).
+pub fn record_request(endpoint: &'static str, ok: bool, elapsed: Duration) {
     let mut counters = registry().lock();
     *counters.requests.entry((endpoint, ok)).or_default() += 1;
     counters

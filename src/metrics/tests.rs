@@ -3,25 +3,6 @@
 use super::*;
 
 #[test]
-fn endpoints_are_a_closed_set() {
-    assert_eq!(endpoint_label("/VolumeDriver.Mount"), "/VolumeDriver.Mount");
-    assert_eq!(endpoint_label(path::STATUS), path::STATUS);
-    assert_eq!(
-        endpoint_label("/VolumeDriver.Snapshot.List/db"),
-        path::SNAPSHOT_LIST
-    );
-    // Every endpoint of ours, Handover, Transfers and the backups too.
-    for endpoint in path::ALL {
-        assert_eq!(endpoint_label(endpoint), endpoint);
-    }
-    assert_eq!(endpoint_label("/VolumeDriver.Handover"), path::HANDOVER);
-    assert_eq!(endpoint_label("/VolumeDriver.Transfers"), path::TRANSFERS);
-    for unknown in ["/", "/x", "/VolumeDriver.Mount/x", "/VolumeDriver.Nope"] {
-        assert_eq!(endpoint_label(unknown), "other", "{unknown}");
-    }
-}
-
-#[test]
 fn action_kinds_cover_every_action() {
     for (text, kind) in [
         ("snapshot", "snapshot"),

@@ -284,19 +284,7 @@ mod tests {
     }
 
     fn here(name: &str, uuid: &str, received: Option<&str>) -> Placed {
-        Placed {
-            name: name.into(),
-            identity: SubvolumeIdentity {
-                uuid: uuid.into(),
-                parent_uuid: None,
-                received_uuid: received.map(String::from),
-                read_only: true,
-                otime: 0,
-                id: 300,
-                otransid: 9,
-                generation: 9,
-            },
-        }
+        Placed::example(name, SubvolumeIdentity::example(uuid, 9).received(received))
     }
 
     #[test]

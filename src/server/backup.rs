@@ -7,15 +7,16 @@ use serde_json::Value;
 
 use super::{blocking, decode, to_json, AppState, Reply};
 use crate::api::backup::{
-    path, BackupCheckReply, BackupCheckRequest, BackupEntry, BackupListReply, BackupListRequest,
+    BackupCheckReply, BackupCheckRequest, BackupEntry, BackupListReply, BackupListRequest,
     BackupReply, BackupRequest, BackupRestoreReply, BackupRestoreRequest,
 };
+use crate::api::endpoint::Backup;
 use crate::backup;
 
-pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Option<Reply> {
+pub async fn route(state: &Arc<AppState>, endpoint: Backup, body: &Value) -> Reply {
     let store = state.store.clone();
-    let reply = match endpoint {
-        path::BACKUP => match decode::<BackupRequest>(body) {
+    match endpoint {
+        Backup::Backup => match decode::<BackupRequest>(body) {
             Ok(req) => blocking(move || backup::backup(&store, &req.target, &req.name))
                 .await
                 .map(|b| {
@@ -32,7 +33,7 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
                 }),
             Err(e) => Err(e),
         },
-        path::BACKUP_LIST => match decode::<BackupListRequest>(body) {
+        Backup::List => match decode::<BackupListRequest>(body) {
             Ok(req) => blocking(move || backup::list(&store, &req.target, req.name.as_deref()))
                 .await
                 .map(|list| {
@@ -51,7 +52,7 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
                 }),
             Err(e) => Err(e),
         },
-        path::BACKUP_RESTORE => match decode::<BackupRestoreRequest>(body) {
+        Backup::Restore => match decode::<BackupRestoreRequest>(body) {
             Ok(req) => blocking(move || {
                 backup::restore::restore(&store, &req.target, &req.name, req.new_name.as_deref())
             })
@@ -66,7 +67,7 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
             }),
             Err(e) => Err(e),
         },
-        path::BACKUP_CHECK => match decode::<BackupCheckRequest>(body) {
+        Backup::Check => match decode::<BackupCheckRequest>(body) {
             Ok(req) => blocking(move || {
                 backup::check(&store, &req.target, req.read_data_subset.as_deref())
             })
@@ -74,7 +75,5 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Optio
             .map(|summary| to_json(BackupCheckReply { summary })),
             Err(e) => Err(e),
         },
-        _ => return None,
-    };
-    Some(reply)
+    }
 }

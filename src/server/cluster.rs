@@ -5,17 +5,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{blocking, decode, to_json, ApiError, AppState, Reply};
-use crate::api::cluster::path;
 use crate::api::NameRequest;
 
-pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Option<Reply> {
-    if endpoint != path::OWNER {
-        return None;
-    }
-    Some(owner(state, body).await)
-}
-
-async fn owner(state: &Arc<AppState>, body: &Value) -> Reply {
+pub async fn route(state: &Arc<AppState>, body: &Value) -> Reply {
     let req: NameRequest = decode(body)?;
     crate::names::check_volume(&req.name)?;
     let Some(cluster) = state.store.cluster().cloned() else {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{blocking, decode, to_json, ApiError, AppState, Reply};
+use crate::api::endpoint::Control;
 use crate::api::{
-    path, CloneReply, CloneRequest, NameRequest, PurgeReply, PurgeRequest, RestoreReply,
-    RestoreRequest, SnapshotReply, SnapshotRequest, SnapshotsReply,
+    CloneReply, CloneRequest, NameRequest, PurgeReply, PurgeRequest, RestoreReply, RestoreRequest,
+    SnapshotReply, SnapshotRequest, SnapshotsReply,
 };
 use crate::labels;
 use crate::names;
@@ -17,15 +18,21 @@ use crate::purge::Pattern;
 use crate::snapshots;
 use crate::takeover;
 
-pub async fn route(state: &Arc<AppState>, endpoint: &str, body: Value) -> Option<Reply> {
-    if let Some(volume) = endpoint.strip_prefix("/VolumeDriver.Snapshot.List/") {
-        return Some(list(state, Some(volume.to_string())).await);
+/// `volume`: the `<volume>` of a `Snapshot.List/<volume>` request.
+pub async fn route(
+    state: &Arc<AppState>,
+    endpoint: Control,
+    volume: Option<&str>,
+    body: Value,
+) -> Reply {
+    if let (Control::SnapshotList, Some(volume)) = (endpoint, volume) {
+        return list(state, Some(volume.to_string())).await;
     }
-    let reply = match endpoint {
-        path::SNAPSHOT => snapshot(state, &body).await,
+    match endpoint {
+        Control::Snapshot => snapshot(state, &body).await,
         // 3.13 sends GET (every volume's) or uses the path suffix above;
         // the 3.4 CLI POSTs `{"Name": V}` (or `null`) and expects only V's.
-        path::SNAPSHOT_LIST => match body.get("Name") {
+        Control::SnapshotList => match body.get("Name") {
             None | Some(Value::Null) => list(state, None).await,
             Some(_) => match decode::<NameRequest>(&body) {
                 Ok(req) => match names::check_volume(&req.name) {
@@ -35,17 +42,15 @@ pub async fn route(state: &Arc<AppState>, endpoint: &str, body: Value) -> Option
                 Err(e) => Err(e),
             },
         },
-        path::SNAPSHOT_REMOVE => remove(state, &body).await,
-        path::SNAPSHOT_RESTORE => restore(state, &body).await,
-        path::CLONE => clone(state, &body).await,
-        path::PURGE => purge(state, &body).await,
-        path::INSPECT => match decode::<NameRequest>(&body) {
+        Control::SnapshotRemove => remove(state, &body).await,
+        Control::SnapshotRestore => restore(state, &body).await,
+        Control::Clone => clone(state, &body).await,
+        Control::Purge => purge(state, &body).await,
+        Control::Inspect => match decode::<NameRequest>(&body) {
             Ok(req) => inspect(state, req.name).await,
             Err(e) => Err(e),
         },
-        _ => return None,
-    };
-    Some(reply)
+    }
 }
 
 async fn snapshot(state: &Arc<AppState>, body: &Value) -> Reply {

@@ -25,6 +25,8 @@ mod control;
 mod replication;
 mod schedule;
 mod status;
+#[cfg(test)]
+mod tests;
 mod volume_driver;
 
 use std::convert::Infallible;
@@ -45,6 +47,7 @@ use tokio::sync::Semaphore;
 use connections::Connections;
 pub use connections::{raise_fd_limit, ServerLimits};
 
+use crate::api::endpoint::{self, Endpoint};
 use crate::config::Config;
 use crate::volumes::VolumeStore;
 
@@ -316,31 +319,55 @@ async fn handle(
             format!("request body not received within {read_timeout:?}"),
         )),
     };
-    let (status, reply) = match body {
-        Err((status, message)) => (status, json!({ "Err": message })),
+    let answer = match body {
+        Err((status, message)) => Answer {
+            status,
+            reply: json!({ "Err": message }),
+            label: endpoint::label(&path),
+            volume: None,
+        },
         Ok(body) => {
-            let volume = body.get("Name").and_then(Value::as_str).map(str::to_string);
             // A running handler is never evicted to make room.
             let _busy = slot.busy();
-            match route(&state, &path, body).await {
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({ "Err": format!("unknown endpoint {method} {path}") }),
-                ),
-                Some(outcome) => {
-                    let reply = match outcome {
-                        Ok(value) if volume_driver::WITHOUT_ERR.contains(&path.as_str()) => value,
-                        Ok(value) => with_empty_err(value),
-                        Err(error) => json!({ "Err": error.to_string() }),
-                    };
-                    log_request(&path, volume.as_deref(), &reply, started);
-                    return json_response(StatusCode::OK, &reply);
-                }
-            }
+            answer(&state, &method, &path, body).await
         }
     };
-    log_request(&path, None, &reply, started);
-    json_response(status, &reply)
+    log_request(&path, &answer, started);
+    json_response(answer.status, &answer.reply)
+}
+
+/// What a request gets, and what its log line and metrics say.
+struct Answer {
+    status: StatusCode,
+    reply: Value,
+    /// The metrics `endpoint` label ([`endpoint::label`]).
+    label: &'static str,
+    volume: Option<String>,
+}
+
+/// Answers a request whose body was read: the endpoint's handler, or 404
+/// for a path that names none ([`endpoint::find`]).
+async fn answer(state: &Arc<AppState>, method: &hyper::Method, path: &str, body: Value) -> Answer {
+    let Some((route, volume_suffix)) = endpoint::find(path) else {
+        return Answer {
+            status: StatusCode::NOT_FOUND,
+            reply: json!({ "Err": format!("unknown endpoint {method} {path}") }),
+            label: endpoint::OTHER,
+            volume: None,
+        };
+    };
+    let volume = body.get("Name").and_then(Value::as_str).map(str::to_string);
+    let reply = match dispatch(state, route.endpoint, volume_suffix, body).await {
+        Ok(value) if !route.carries_err => value,
+        Ok(value) => with_empty_err(value),
+        Err(error) => json!({ "Err": error.to_string() }),
+    };
+    Answer {
+        status: StatusCode::OK,
+        reply,
+        label: route.label(),
+        volume,
+    }
 }
 
 fn with_empty_err(mut value: Value) -> Value {
@@ -350,43 +377,49 @@ fn with_empty_err(mut value: Value) -> Value {
     value
 }
 
-fn log_request(endpoint: &str, volume: Option<&str>, reply: &Value, started: Instant) {
+fn log_request(path: &str, answer: &Answer, started: Instant) {
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;
-    let err = reply
+    let err = answer
+        .reply
         .get("Err")
         .and_then(Value::as_str)
         .filter(|e| !e.is_empty());
-    crate::metrics::record_request(endpoint, err.is_none(), elapsed);
+    crate::metrics::record_request(answer.label, err.is_none(), elapsed);
+    let volume = answer.volume.as_deref();
     match err {
-        None => tracing::info!(endpoint, volume, outcome = "ok", micros, "request"),
-        Some(err) => tracing::warn!(endpoint, volume, outcome = "error", err, micros, "request"),
+        None => tracing::info!(endpoint = path, volume, outcome = "ok", micros, "request"),
+        Some(err) => {
+            tracing::warn!(
+                endpoint = path,
+                volume,
+                outcome = "error",
+                err,
+                micros,
+                "request"
+            )
+        }
     }
 }
 
-/// Picks the handler for a path; `None` is "unknown endpoint".
-/// The method is not checked: Docker POSTs everything, the reference CLI
-/// GETs the lists, and both must work.
-async fn route(state: &Arc<AppState>, path: &str, body: Value) -> Option<Reply> {
-    if let Some(reply) = volume_driver::route(state, path, &body).await {
-        return Some(reply);
+/// The endpoint's handler, in its family's module. The method is not
+/// checked: Docker POSTs everything, the reference CLI GETs the lists,
+/// and both must work.
+async fn dispatch(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    volume_suffix: Option<&str>,
+    body: Value,
+) -> Reply {
+    match endpoint {
+        Endpoint::Docker(e) => volume_driver::route(state, e, &body).await,
+        Endpoint::Control(e) => control::route(state, e, volume_suffix, body).await,
+        Endpoint::Replication(e) => replication::route(state, e, &body).await,
+        Endpoint::Schedule(e) => schedule::route(state, e, &body).await,
+        Endpoint::Status => status::route(state).await,
+        Endpoint::Backup(e) => backup::route(state, e, &body).await,
+        Endpoint::Owner => cluster::route(state, &body).await,
     }
-    if let Some(reply) = replication::route(state, path, &body).await {
-        return Some(reply);
-    }
-    if let Some(reply) = schedule::route(state, path, &body).await {
-        return Some(reply);
-    }
-    if let Some(reply) = status::route(state, path).await {
-        return Some(reply);
-    }
-    if let Some(reply) = backup::route(state, path, &body).await {
-        return Some(reply);
-    }
-    if let Some(reply) = cluster::route(state, path, &body).await {
-        return Some(reply);
-    }
-    control::route(state, path, body).await
 }
 
 /// Runs blocking filesystem work off the async threads.

@@ -8,24 +8,23 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{blocking, decode, to_json, ApiError, AppState, Reply};
+use crate::api::endpoint::Replication;
 use crate::api::{
-    path, HandoverReply, PeerVolumeRequest, SendRequest, SnapshotReply, SummaryReply, SyncRequest,
+    HandoverReply, PeerVolumeRequest, SendRequest, SnapshotReply, SummaryReply, SyncRequest,
     TransferStatus, TransfersReply,
 };
 use crate::replication::{self, SendOptions};
 use crate::{names, snapshots};
 
-pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Option<Reply> {
-    let reply = match endpoint {
-        path::SNAPSHOT_SEND => send(state, body).await,
-        path::SNAPSHOT_RECEIVE => receive(state, body).await,
-        path::REPLICATE => replicate(state, body).await,
-        path::HANDOVER => handover(state, body).await,
-        path::SYNC => sync(state, body).await,
-        path::TRANSFERS => transfers(state).await,
-        _ => return None,
-    };
-    Some(reply)
+pub async fn route(state: &Arc<AppState>, endpoint: Replication, body: &Value) -> Reply {
+    match endpoint {
+        Replication::Send => send(state, body).await,
+        Replication::Receive => receive(state, body).await,
+        Replication::Replicate => replicate(state, body).await,
+        Replication::Handover => handover(state, body).await,
+        Replication::Sync => sync(state, body).await,
+        Replication::Transfers => transfers(state).await,
+    }
 }
 
 async fn send(state: &Arc<AppState>, body: &Value) -> Reply {

@@ -12,33 +12,32 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::{blocking, decode, AppState, Reply};
-use crate::api::{path, ScheduleListRequest, ScheduleRequest};
+use crate::api::endpoint::Schedule;
+use crate::api::{ScheduleListRequest, ScheduleRequest};
 use crate::schedule::{JobView, Listing};
 
-pub async fn route(state: &Arc<AppState>, endpoint: &str, body: &Value) -> Option<Reply> {
+pub async fn route(state: &Arc<AppState>, endpoint: Schedule, body: &Value) -> Reply {
     let scheduler = state.scheduler.clone();
-    let reply = match endpoint {
-        path::SCHEDULE => match decode::<ScheduleRequest>(body) {
+    match endpoint {
+        Schedule::Schedule => match decode::<ScheduleRequest>(body) {
             Ok(req) => blocking(move || scheduler.schedule(&req.name, &req.action, &req.timer))
                 .await
                 .map(|_| json!({})),
             Err(e) => Err(e),
         },
-        path::SCHEDULE_LIST => match decode::<ScheduleListRequest>(body) {
+        Schedule::List => match decode::<ScheduleListRequest>(body) {
             Ok(req) => blocking(move || scheduler.list())
                 .await
                 .map(|listing| listing_json(&listing, req.detail)),
             Err(e) => Err(e),
         },
-        path::SCHEDULE_PAUSE => blocking(move || scheduler.pause_all())
+        Schedule::Pause => blocking(move || scheduler.pause_all())
             .await
             .map(|()| json!({})),
-        path::SCHEDULE_RESUME => blocking(move || scheduler.resume_all())
+        Schedule::Resume => blocking(move || scheduler.resume_all())
             .await
             .map(|()| json!({})),
-        _ => return None,
-    };
-    Some(reply)
+    }
 }
 
 fn listing_json(listing: &Listing, detail: bool) -> Value {

@@ -4,14 +4,10 @@
 use std::sync::Arc;
 
 use super::{blocking, to_json, AppState, Reply};
-use crate::api::path;
 
-pub async fn route(state: &Arc<AppState>, endpoint: &str) -> Option<Reply> {
-    if endpoint != path::STATUS {
-        return None;
-    }
+pub async fn route(state: &Arc<AppState>) -> Reply {
     let state = state.clone();
     let status =
         blocking(move || crate::status::gather(&state.store, &state.scheduler, &state.sizes)).await;
-    Some(status.map(to_json))
+    status.map(to_json)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{blocking, decode, ApiError, AppState, Reply};
+use crate::api::endpoint::Docker;
 use crate::api::{CreateRequest, MountRequest, NameRequest};
 use crate::cluster;
 use crate::follow;
@@ -16,28 +17,23 @@ use crate::schedule::volume_options;
 use crate::schedule::Scheduler;
 use crate::volumes::{VolumeInfo, VolumeStore};
 
-/// The replies that carry no `Err`, as the reference answers them
-/// (`{"Implements": [...]}` and `{"Capabilities": {...}}`, nothing else):
-/// they cannot fail.
-pub const WITHOUT_ERR: [&str; 2] = ["/Plugin.Activate", "/VolumeDriver.Capabilities"];
-
 /// Docker records a new volume's labels only after our Create returns.
 const LABEL_DELAY: Duration = Duration::from_secs(1);
 
-pub async fn route(state: &Arc<AppState>, path: &str, body: &Value) -> Option<Reply> {
-    let reply = match path {
-        "/Plugin.Activate" => Ok(json!({ "Implements": ["VolumeDriver"] })),
-        "/VolumeDriver.Capabilities" => Ok(json!({ "Capabilities": { "Scope": "local" } })),
-        "/VolumeDriver.Create" => create(state, body).await,
-        "/VolumeDriver.Remove" => remove(state, body).await,
-        "/VolumeDriver.Mount" => mount(state, body).await,
-        "/VolumeDriver.Unmount" => unmount(state, body).await,
-        "/VolumeDriver.Path" => volume_path(state, body).await,
-        "/VolumeDriver.Get" => get(state, body).await,
-        "/VolumeDriver.List" => list(state).await,
-        _ => return None,
-    };
-    Some(reply)
+/// Activate and Capabilities cannot fail, and answer without `Err`
+/// (see [`crate::api::endpoint::Route::carries_err`]).
+pub async fn route(state: &Arc<AppState>, endpoint: Docker, body: &Value) -> Reply {
+    match endpoint {
+        Docker::Activate => Ok(json!({ "Implements": ["VolumeDriver"] })),
+        Docker::Capabilities => Ok(json!({ "Capabilities": { "Scope": "local" } })),
+        Docker::Create => create(state, body).await,
+        Docker::Remove => remove(state, body).await,
+        Docker::Mount => mount(state, body).await,
+        Docker::Unmount => unmount(state, body).await,
+        Docker::Path => volume_path(state, body).await,
+        Docker::Get => get(state, body).await,
+        Docker::List => list(state).await,
+    }
 }
 
 /// Creates the volume, then writes the schedule lines its options ask for

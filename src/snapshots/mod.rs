@@ -223,6 +223,18 @@ pub struct Placed {
     pub identity: btrfs::SubvolumeIdentity,
 }
 
+#[cfg(test)]
+impl Placed {
+    /// The snapshot `name` with `identity` (unit tests: see
+    /// [`btrfs::SubvolumeIdentity::example`]).
+    pub fn example(name: &str, identity: btrfs::SubvolumeIdentity) -> Placed {
+        Placed {
+            name: name.into(),
+            identity,
+        }
+    }
+}
+
 impl Placed {
     /// Its place in btrfs creation order
     /// ([`btrfs::SubvolumeIdentity::creation_order`]).

@@ -362,19 +362,11 @@ fn placed(name: &str, otime: &str) -> Placed {
         .unwrap()
         .and_local_timezone(chrono::Local)
         .unwrap();
-    Placed {
-        name: name.into(),
-        identity: btrfs::SubvolumeIdentity {
-            uuid: "0b7c8a34-5a2e-7b4b-9c55-0123456789ab".into(),
-            parent_uuid: None,
-            received_uuid: None,
-            read_only: true,
-            otime: local.timestamp(),
-            id: 256,
-            otransid: 1,
-            generation: 1,
-        },
-    }
+    Placed::example(
+        name,
+        btrfs::SubvolumeIdentity::example("0b7c8a34-5a2e-7b4b-9c55-0123456789ab", 1)
+            .at(local.timestamp()),
+    )
 }
 
 #[test]

@@ -374,7 +374,7 @@ impl VolumeStore {
                 .set_xattr(path, "btrfs.compression", algorithm.as_bytes())?;
         }
         let metadata = VolumeMetadata {
-            options: options.given.clone(),
+            options: options.given.clone().into(),
             nonmigrable: options.nonmigrable,
             labels: BTreeMap::new(),
             created_at: Some(chrono::Local::now().to_rfc3339()),
@@ -465,7 +465,7 @@ impl VolumeStore {
             name: name.into(),
             mountpoint: path,
             created_at,
-            options: metadata.options,
+            options: metadata.options.into(),
             labels: metadata.labels,
             nonmigrable: metadata.nonmigrable,
             mounts: self.mounts.count(name),

@@ -60,7 +60,8 @@ impl CreateOptions {
             match key.as_str() {
                 "copyonwrite" => parsed.copy_on_write = parse_bool(key, raw, &value)?,
                 "nonmigrable" => parsed.nonmigrable = parse_bool(key, raw, &value)?,
-                // Read back by the follow rule from the metadata's options.
+                // Stored as given; the metadata reads it into a flag
+                // (`metadata::VolumeOptions::follow`).
                 "follow" => {
                     parse_bool(key, raw, &value)?;
                 }

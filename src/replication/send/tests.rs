@@ -3,19 +3,10 @@
 use super::*;
 
 fn placed(name: &str, n: u64, received: Option<&str>) -> Placed {
-    Placed {
-        name: name.into(),
-        identity: SubvolumeIdentity {
-            uuid: format!("local-{n}"),
-            parent_uuid: None,
-            received_uuid: received.map(String::from),
-            read_only: true,
-            otime: 0,
-            id: 255 + n,
-            otransid: n,
-            generation: n,
-        },
-    }
+    Placed::example(
+        name,
+        SubvolumeIdentity::example(&format!("local-{n}"), n).received(received),
+    )
 }
 
 fn listed(name: &str, uuid: &str, received: Option<&str>) -> ListedSnapshot {
