@@ -65,6 +65,9 @@ pub struct Config {
     /// Where backup targets are described, one `<name>.env` file each
     /// (`BACKUP_TARGETS_PATH`, see [`crate::backup`]).
     pub backup_targets_path: PathBuf,
+    /// How long a restic repository locked by another restic is tried
+    /// again before the backup fails (`BACKUP_LOCK_WAIT`, seconds).
+    pub backup_lock_wait_secs: u64,
     /// How a purge pattern's timeframes are counted (`PURGE_TIMEFRAMES`).
     pub purge_timeframes: PurgeTimeframes,
 }
@@ -319,6 +322,7 @@ impl Config {
             docker_socket: get("DOCKER_SOCKET", "/var/run/docker.sock").into(),
             ssh_dir: get("SSH_DIR", "/root/.ssh").into(),
             backup_targets_path: get("BACKUP_TARGETS_PATH", "/etc/buttervolume/backup/").into(),
+            backup_lock_wait_secs: keys.positive("BACKUP_LOCK_WAIT", 120, SECONDS)?,
             volumes_path,
         })
     }

@@ -1,9 +1,15 @@
 //! Backups to a real restic repository (Debian's `restic`, a local
 //! repository inside the test btrfs): backup, skip of an unchanged volume,
 //! incremental second backup, list, restore into a new volume and in
-//! place, a plain `restic restore` of our backup, and the bad inputs.
+//! place, a plain `restic restore` of our backup, and the bad inputs;
+//! [`once`]: one restic run per backup and restore, skips decided by the
+//! repository; [`faults`]: a locked repository, a full target.
 
 mod common;
+#[path = "backup/faults.rs"]
+mod faults;
+#[path = "backup/once.rs"]
+mod once;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
