@@ -81,18 +81,19 @@ fn one_restic_run_per_backup_and_restore_and_the_repository_decides_skips() {
     let again = backup(&d);
     assert_eq!(again["Created"], json!(false), "{again}");
     assert_eq!(again["Snapshot"], json!(snap3), "{again}");
-    assert_eq!(again["Id"], json!(id3), "{again}");
+    assert!(again["Id"].as_str().unwrap().starts_with(&id3), "{again}");
     // A lost record: the same.
     std::fs::remove_file(&record).unwrap();
     let again = backup(&d);
     assert_eq!(again["Created"], json!(false), "{again}");
-    assert_eq!(backups(&d, "db").len(), 3);
     let seen = seen + 3;
     let skips = restic_runs(&d, seen - 2);
     assert!(
         skips.len() == 2 && skips.iter().all(|r| r.contains("\"snapshots\"")),
-        "one listing per skip: {skips:?}"
+        "one listing per skip: {skips:#?}"
     );
+    assert_eq!(backups(&d, "db").len(), 3);
+    let seen = seen + 1;
 
     // The last backup forgotten behind our back while the record says the
     // volume's state is in the repository: it is backed up again.
