@@ -462,16 +462,31 @@ fn sftp_target_on_a_second_node() {
     // The repository is the account's, in its chroot on b.
     let out = n.exec(
         &b,
-        &["stat", "-c", "%u", "/var/lib/buttervolume/sftp/bvbackup/data/app/config"],
+        &[
+            "stat",
+            "-c",
+            "%u",
+            "/var/lib/buttervolume/sftp/bvbackup/data/app/config",
+        ],
     );
-    assert!(out.status.success(), "no repository on {b}: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "no repository on {b}: {}",
+        stderr(&out)
+    );
     assert_eq!(stdout(&out).trim(), uid.to_string());
     // The key gets sftp and nothing else: no command, no root login.
     let ssh = |user: &str| {
         n.exec(
             &a,
             &[
-                "ssh", "-p", "1122", "-o", "BatchMode=yes", &format!("{user}@{b_ip}"), "id",
+                "ssh",
+                "-p",
+                "1122",
+                "-o",
+                "BatchMode=yes",
+                &format!("{user}@{b_ip}"),
+                "id",
             ],
         )
     };
@@ -479,7 +494,11 @@ fn sftp_target_on_a_second_node() {
     assert!(!stdout(&out).contains("uid="), "{}", stdout(&out));
     let out = ssh("root");
     assert!(!out.status.success() && !stdout(&out).contains("uid="));
-    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
 
     let again = stdout(&n.cli(&a, &["backup", "remote", "app"]));
     assert!(again.contains("already in remote"), "{again}");

@@ -93,8 +93,10 @@ pub struct BackupRestoreRequest {
 pub struct BackupRestoreReply {
     #[serde(rename = "Volume")]
     pub volume: String,
+    /// The local snapshot the backup was made from (its `snapshot:` tag).
     #[serde(rename = "Snapshot")]
     pub snapshot: String,
+    /// The restic snapshot restored (restic's short id, as `Backup`'s).
     #[serde(rename = "Id")]
     pub id: String,
     /// In place: the snapshot keeping the volume's previous state.

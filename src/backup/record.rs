@@ -86,13 +86,15 @@ impl Record {
         self.snapshots.get(short(id)).map(String::as_str)
     }
 
-    /// `volume`'s last backup to `repository`, as this node recorded it.
+    /// `volume`'s last backup to `repository`, as this node recorded it
+    /// (a record from before the repository was noted counts: a parent
+    /// restic does not have costs one more run, never a wrong backup).
     pub fn last_known(&self, volume: &str, repository: &str) -> Option<&Done> {
         self.volumes
             .get(volume)?
             .last
             .as_ref()
-            .filter(|d| d.repository.as_deref() == Some(repository))
+            .filter(|d| d.repository.as_deref().is_none_or(|r| r == repository))
     }
 }
 

@@ -353,7 +353,8 @@ mod tests {
             env: [("RESTIC_REPOSITORY".to_string(), "/r".to_string())].into(),
             keep: None,
         };
-        let config = crate::config::Config::resolve(&Default::default(), &Default::default()).unwrap();
+        let config =
+            crate::config::Config::resolve(&Default::default(), &Default::default()).unwrap();
         let r = Restic::new(&target, &config);
         let kind = |stderr: &str| r.classify("backup", 1, stderr, "").to_string();
         assert!(kind("Fatal: wrong password or no key found").contains("wrong password"));

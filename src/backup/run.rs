@@ -99,7 +99,14 @@ fn backup_to(store: &VolumeStore, target: &super::Target, volume: &str) -> Resul
             let source = snapshots::snapshot_path(store, &held.name)?;
             store.fs().snapshot(&source, &staged, true)?;
             let parent = existing.last().map(|s| s.id.as_str());
-            let outcome = run(&restic, &staged, volume, &held.name, &held.identity.uuid, parent);
+            let outcome = run(
+                &restic,
+                &staged,
+                volume,
+                &held.name,
+                &held.identity.uuid,
+                parent,
+            );
             drop_staged(store, &staged);
             Ok(done(&restic, volume, &held.name, parent, outcome?))
         }
@@ -113,9 +120,8 @@ fn backup_to(store: &VolumeStore, target: &super::Target, volume: &str) -> Resul
             };
             let outcome = match attempt(hint.as_deref()) {
                 Err(BackupError::Restic(ResticError::Absent(_))) => {
-                    listing(target, &restic, volume).and_then(|existing| {
-                        attempt(existing.last().map(|s| s.id.as_str()))
-                    })
+                    listing(target, &restic, volume)
+                        .and_then(|existing| attempt(existing.last().map(|s| s.id.as_str())))
                 }
                 Err(BackupError::Restic(e)) if hint.is_some() && parent_gone(&e) => {
                     tracing::info!(target = %target.name, volume, parent = hint.as_deref(),
@@ -143,11 +149,7 @@ fn parent_gone(e: &ResticError) -> bool {
 
 /// The volume's backups in the repository, oldest first; an absent
 /// repository is initialised (when a local one's parent dir exists).
-fn listing(
-    target: &super::Target,
-    restic: &Restic,
-    volume: &str,
-) -> Result<Vec<ResticSnapshot>> {
+fn listing(target: &super::Target, restic: &Restic, volume: &str) -> Result<Vec<ResticSnapshot>> {
     match restic.snapshots(&[TAG.to_string(), volume_tag(volume)]) {
         Ok(list) => Ok(list),
         Err(ResticError::Absent(repo)) => {

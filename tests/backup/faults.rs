@@ -37,7 +37,10 @@ impl Locker {
         let _ = stdin.write_all(b"");
         drop(stdin);
         let status = self.0.wait().unwrap();
-        assert!(!status.success(), "restic key passwd took an empty password");
+        assert!(
+            !status.success(),
+            "restic key passwd took an empty password"
+        );
         assert!(common::entries(&d.root.join("repo/locks")).is_empty());
     }
 }
@@ -71,13 +74,21 @@ impl Drop for Tmpfs {
     }
 }
 
-/// What a failed backup must leave as it was.
-fn local_state(d: &Daemon, volume: &str) -> (Vec<String>, Vec<(String, Vec<u8>)>, Vec<String>) {
-    (
-        common::entries(&d.snapshots()),
-        files(&d.volumes().join(volume)),
-        common::entries(&d.volumes().join(".staging")),
-    )
+/// What a failed backup must leave as it was: the snapshots, the
+/// volume's files, the staging dir.
+#[derive(Debug, PartialEq)]
+struct Local {
+    snapshots: Vec<String>,
+    files: Vec<(String, Vec<u8>)>,
+    staging: Vec<String>,
+}
+
+fn local_state(d: &Daemon, volume: &str) -> Local {
+    Local {
+        snapshots: common::entries(&d.snapshots()),
+        files: files(&d.volumes().join(volume)),
+        staging: common::entries(&d.volumes().join(".staging")),
+    }
 }
 
 fn failed_job(d: &Daemon, volume: &str, action: &str) -> String {
@@ -118,7 +129,10 @@ fn a_locked_repository_fails_after_the_lock_wait_and_changes_nothing() {
     assert_eq!(local_state(&d, "v"), before);
     assert_eq!(backups(&d, "v").len(), 1);
     let (_, status) = d.get("/VolumeDriver.Status");
-    assert!(status.to_string().contains("locked by another restic"), "{status}");
+    assert!(
+        status.to_string().contains("locked by another restic"),
+        "{status}"
+    );
 
     // Once the lock is gone, the same backup goes through.
     locker.release(&d);
