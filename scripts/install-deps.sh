@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
     btrfs-progs libbtrfsutil-dev libclang-dev pkg-config   # build + btrfs
     openssh-server openssh-client rsync                    # replication
+    restic                                                 # backups (issue 25)
     docker.io docker-compose busybox-static                # Docker e2e tests
     iproute2 util-linux curl python3-venv attr             # test harness
     prometheus                                             # metrics tests (a real server scrapes)

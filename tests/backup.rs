@@ -1,9 +1,18 @@
 //! Backups to a real restic repository (Debian's `restic`, a local
 //! repository inside the test btrfs): backup, skip of an unchanged volume,
 //! incremental second backup, list, restore into a new volume and in
-//! place, a plain `restic restore` of our backup, and the bad inputs.
+//! place, a plain `restic restore` of our backup, and the bad inputs;
+//! [`once`]: one restic run per backup and restore, skips decided by the
+//! repository; [`faults`]: a locked repository, a full target; [`sftp`]:
+//! a repository on a second node over SFTP.
 
 mod common;
+#[path = "backup/faults.rs"]
+mod faults;
+#[path = "backup/once.rs"]
+mod once;
+#[path = "backup/sftp.rs"]
+mod sftp;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -421,45 +430,4 @@ fn scheduled_backups_thin_by_keep_and_fail_visibly() {
     // A bad target name is refused when scheduled.
     let err = cli_fails(&d, &["schedule", "backup:../x", "60", "k"]);
     assert!(err.contains("invalid backup target name"), "{err}");
-}
-
-/// A target on another node over SFTP, reached with the node's own SSH key,
-/// authorised there for sftp only (`command="sftp-server",restrict`).
-#[test]
-fn sftp_target_on_a_second_node() {
-    let n = common::nodes::Nodes::up("bks", 2, "3G");
-    let (a, b) = (n.name(1), n.name(2));
-    n.pair_with(&a, &b, "/usr/lib/openssh/sftp-server");
-    let b_ip = n.ip(&b);
-    let out = n.exec(&b, &["mkdir", "-p", "/var/lib/buttervolume/restic"]);
-    assert!(out.status.success());
-    let config = n.data(&a).join("config/backup");
-    std::fs::create_dir_all(&config).unwrap();
-    private_file(&config.join("remote.pw"), "over sftp\n");
-    private_file(
-        &config.join("remote.env"),
-        &format!(
-            "RESTIC_REPOSITORY=sftp://root@{b_ip}:1122//var/lib/buttervolume/restic/app\n\
-             RESTIC_PASSWORD_FILE=/etc/buttervolume/backup/remote.pw\n"
-        ),
-    );
-    n.ok(&a, "/VolumeDriver.Create", json!({"Name": "app"}));
-    let vol = n.data(&a).join("volumes/app");
-    fill(&vol);
-
-    let out = n.cli(&a, &["backup", "remote", "app"]);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), n.log(&a));
-    let first = stdout(&out);
-    assert!(first.starts_with("app@"), "{first}");
-    let out = n.exec(
-        &b,
-        &["test", "-f", "/var/lib/buttervolume/restic/app/config"],
-    );
-    assert!(out.status.success(), "no repository on {b}");
-    let again = stdout(&n.cli(&a, &["backup", "remote", "app"]));
-    assert!(again.contains("already in remote"), "{again}");
-
-    let out = n.cli(&a, &["restore-backup", "remote", "app", "copy"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(files(&n.data(&a).join("volumes/copy")), files(&vol));
 }

@@ -86,7 +86,9 @@ pub struct BackupRestoreRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct BackupRestoreReply {
     pub volume: String,
+    /// The local snapshot the backup was made from (its `snapshot:` tag).
     pub snapshot: String,
+    /// The restic snapshot restored (restic's short id, as `Backup`'s).
     pub id: String,
     /// In place: the snapshot keeping the volume's previous state.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,7 +17,7 @@ pub fn thin(store: &VolumeStore, target_name: &str, volume: &str) -> Result<Vec<
     let Some(pattern) = target.keep.clone() else {
         return Ok(Vec::new());
     };
-    let restic = Restic::new(&target, &store.config().state_path);
+    let restic = Restic::new(&target, store.config());
     let list = restic.snapshots(&[TAG.to_string(), volume_tag(volume)])?;
     let timeframes = store.config().purge_timeframes;
     let doomed = to_forget(

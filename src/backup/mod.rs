@@ -111,7 +111,7 @@ pub fn list(store: &VolumeStore, target_name: &str, volume: Option<&str>) -> Res
     }
     let mut tags = vec![TAG.to_string()];
     tags.extend(volume.map(volume_tag));
-    let restic = restic::Restic::new(&target, &store.config().state_path);
+    let restic = restic::Restic::new(&target, store.config());
     let record = record::load(&store.config().state_path, &target.name);
     Ok(restic
         .snapshots(&tags)?
@@ -147,7 +147,7 @@ pub fn check(store: &VolumeStore, target_name: &str, subset: Option<&str>) -> Re
         }
     }
     let target = target(store, target_name)?;
-    let restic = restic::Restic::new(&target, &store.config().state_path);
+    let restic = restic::Restic::new(&target, store.config());
     let outcome = restic.check(subset);
     let state = &store.config().state_path;
     let summary = match &outcome {

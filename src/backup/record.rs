@@ -1,8 +1,15 @@
 //! What this node remembers of its backups, per target, in
 //! `STATE_PATH/backups/<target>.json`: each volume's last backup (or last
 //! error), the size of each backup it made, and the last check. Read by
-//! `backups` (sizes), `status` and the metrics; a lost file loses nothing
-//! but those figures (the repository is the truth).
+//! `backups` (sizes), `status` and the metrics; by `backup` for the parent
+//! of the next backup ([`Record::last_known`]) and by `restore-backup` for
+//! the snapshot name of a backup it restored ([`Record::snapshot_of`]).
+//! Neither can be wrong for being stale: a parent only steers restic's
+//! change detection (one restic no longer has costs a run without it), and
+//! an id names the content of its restic snapshot, tags included. A lost
+//! file loses those figures and costs a full read of the next backup (the
+//! repository is the truth; whether it holds a snapshot is always asked
+//! there).
 //!
 //! Updates are read-modify-write under an advisory lock on the file's
 //! `.lock` sibling and written atomically.
@@ -25,6 +32,10 @@ pub struct Record {
     pub sizes: BTreeMap<String, u64>,
     #[serde(default)]
     pub check: Option<CheckRecord>,
+    /// Restic snapshot id (short) -> the local snapshot it holds, for the
+    /// backups this node made.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, String>,
 }
 
 /// A volume's backups to one target, as last seen.
@@ -45,6 +56,10 @@ pub struct Done {
     pub bytes: u64,
     /// Bytes the repository grew by (0 when skipped).
     pub added: u64,
+    /// The target's `RESTIC_REPOSITORY` then: a target file pointed at
+    /// another repository gives no parent from this record.
+    #[serde(default)]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +78,23 @@ impl Record {
     /// The size of backup `id` (long or short), when this node made it.
     pub fn size_of(&self, id: &str) -> Option<u64> {
         self.sizes.get(short(id)).copied()
+    }
+
+    /// The local snapshot backup `id` (long or short) holds, when this
+    /// node made it.
+    pub fn snapshot_of(&self, id: &str) -> Option<&str> {
+        self.snapshots.get(short(id)).map(String::as_str)
+    }
+
+    /// `volume`'s last backup to `repository`, as this node recorded it
+    /// (a record from before the repository was noted counts: a parent
+    /// restic does not have costs one more run, never a wrong backup).
+    pub fn last_known(&self, volume: &str, repository: &str) -> Option<&Done> {
+        self.volumes
+            .get(volume)?
+            .last
+            .as_ref()
+            .filter(|d| d.repository.as_deref().is_none_or(|r| r == repository))
     }
 }
 
@@ -132,6 +164,8 @@ pub fn note_done(state: &Path, target: &TargetName, volume: &str, done: Done) {
         if done.added > 0 || !r.sizes.contains_key(short(&done.id)) {
             r.sizes.insert(short(&done.id).to_string(), done.bytes);
         }
+        r.snapshots
+            .insert(short(&done.id).to_string(), done.snapshot.clone());
         let v = r.volumes.entry(volume.to_string()).or_default();
         v.last = Some(done);
         v.error = None;
@@ -150,6 +184,7 @@ pub fn forget(state: &Path, target: &TargetName, ids: &[String]) {
     update(state, target, |r| {
         for id in ids {
             r.sizes.remove(short(id));
+            r.snapshots.remove(short(id));
         }
     });
 }

@@ -54,13 +54,31 @@ const UNREACHABLE: &[&str] = &[
     "connection reset",
 ];
 
-/// Waits between tries on a locked repository (about two minutes in all).
+/// Waits between tries on a locked repository, cut to BACKUP_LOCK_WAIT
+/// in all.
 const LOCK_RETRY_SECS: [u64; 7] = [1, 2, 4, 8, 16, 30, 60];
+
+/// The waits between tries on a locked repository that fit in `budget`
+/// seconds (the last one shortened to fit).
+fn lock_waits(budget: u64) -> Vec<u64> {
+    let mut left = budget;
+    let mut out = Vec::new();
+    for w in LOCK_RETRY_SECS.iter().copied().chain(std::iter::repeat(60)) {
+        if left == 0 {
+            break;
+        }
+        out.push(w.min(left));
+        left -= w.min(left);
+    }
+    out
+}
 
 /// One way to call restic on one target.
 pub struct Restic<'a> {
     target: &'a Target,
     cache: PathBuf,
+    /// BACKUP_LOCK_WAIT: how long a locked repository is tried again.
+    lock_wait_secs: u64,
 }
 
 /// A snapshot as `restic snapshots --json` lists it.
@@ -108,11 +126,17 @@ pub struct BackupSummary {
 }
 
 impl<'a> Restic<'a> {
-    pub fn new(target: &'a Target, state_path: &Path) -> Restic<'a> {
+    pub fn new(target: &'a Target, config: &crate::config::Config) -> Restic<'a> {
         Restic {
             target,
-            cache: state_path.join("backup-cache"),
+            cache: config.state_path.join("backup-cache"),
+            lock_wait_secs: config.backup_lock_wait_secs,
         }
+    }
+
+    /// The target restic runs on.
+    pub fn target(&self) -> &Target {
+        self.target
     }
 
     fn command(&self, args: &[&str], cwd: Option<&Path>) -> Command {
@@ -139,13 +163,14 @@ impl<'a> Restic<'a> {
     /// Runs restic with `args`; stdout on success, the mapped error else.
     /// A repository locked by another restic (a check or a prune holds it
     /// exclusively; restic 0.14 has no `--retry-lock`) is tried again for
-    /// about two minutes before [`ResticError::Locked`] is returned.
+    /// BACKUP_LOCK_WAIT seconds (waits of 1, 2, 4... s) before
+    /// [`ResticError::Locked`] is returned.
     pub fn run(&self, args: &[&str], cwd: Option<&Path>) -> Result<String, ResticError> {
-        let mut waits = LOCK_RETRY_SECS.iter();
+        let mut waits = lock_waits(self.lock_wait_secs).into_iter();
         loop {
             match self.run_once(args, cwd) {
                 Err(ResticError::Locked { .. }) if waits.len() > 0 => {
-                    let secs = *waits.next().expect("checked above");
+                    let secs = waits.next().expect("checked above");
                     tracing::info!(target = %self.target.name, secs, "repository locked, retrying");
                     std::thread::sleep(std::time::Duration::from_secs(secs));
                 }
@@ -251,10 +276,37 @@ impl<'a> Restic<'a> {
             })
     }
 
-    /// `restic restore <id> --target <dir>`.
-    pub fn restore(&self, id: &str, dir: &Path) -> Result<(), ResticError> {
+    /// `restic restore latest --tag <tags> --target <dir>`: the newest
+    /// backup (by restic's time) carrying every tag of `tags`, chosen by
+    /// restic in the same run (no listing first). Its short id, or `None`
+    /// when no backup has those tags.
+    pub fn restore_latest(
+        &self,
+        tags: &[String],
+        dir: &Path,
+    ) -> Result<Option<String>, ResticError> {
+        let joined = tags.join(",");
         let dir = dir.to_string_lossy();
-        self.run(&["restore", id, "--target", &dir], None).map(drop)
+        let args = ["restore", "latest", "--tag", &joined, "--target", &dir];
+        match self.run(&args, None) {
+            // "restoring <Snapshot 3d87b2f2 of [/p] at ... by u@h> to /dir"
+            Ok(out) => out
+                .lines()
+                .find_map(|l| l.strip_prefix("restoring <Snapshot "))
+                .and_then(|rest| rest.split_whitespace().next())
+                .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|id| Some(id.to_string()))
+                .ok_or_else(|| ResticError::Output {
+                    command: "restore".into(),
+                    detail: "no \"restoring <Snapshot\" line".into(),
+                }),
+            Err(ResticError::Failed { detail, .. })
+                if detail.contains("latest snapshot for criteria not found") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `restic forget <ids>` then `restic prune`.
@@ -301,7 +353,9 @@ mod tests {
             env: [("RESTIC_REPOSITORY".to_string(), "/r".to_string())].into(),
             keep: None,
         };
-        let r = Restic::new(&target, Path::new("/state"));
+        let config =
+            crate::config::Config::resolve(&Default::default(), &Default::default()).unwrap();
+        let r = Restic::new(&target, &config);
         let kind = |stderr: &str| r.classify("backup", 1, stderr, "").to_string();
         assert!(kind("Fatal: wrong password or no key found").contains("wrong password"));
         let refused = "Fatal: unable to open config file: client.Head: Head \"http://127.0.0.1:1/config\": dial tcp 127.0.0.1:1: connect: connection refused\nIs there a repository at the following location?\nrest:http://127.0.0.1:1/";
@@ -318,5 +372,13 @@ mod tests {
         assert!(kind(full).contains("is full"));
         assert!(kind("something else\n")
             .contains("restic backup failed (exit status 1): something else"));
+    }
+
+    #[test]
+    fn lock_waits_fit_the_budget() {
+        assert_eq!(lock_waits(0), Vec::<u64>::new());
+        assert_eq!(lock_waits(2), vec![1, 1]);
+        assert_eq!(lock_waits(120), vec![1, 2, 4, 8, 16, 30, 59]);
+        assert_eq!(lock_waits(200).iter().sum::<u64>(), 200);
     }
 }

@@ -8,9 +8,19 @@
 //! snapshot, as `restore` does, then the two are swapped in one
 //! `RENAME_EXCHANGE`). A failed or killed restore leaves the volume as it
 //! was and a staging leftover swept at the next start.
+//!
+//! One restic run: `restic restore latest --tag buttervolume,volume:<v>`
+//! (plus `snapshot:<name>` for a named one) lets restic choose the newest
+//! backup by its time, as a listing first would, without that listing's
+//! run (each run pays restic's key derivation, ~0.5 s). The reply's
+//! snapshot name is the named one, else this node's record of the backup
+//! it made with that id ([`super::record::Record::snapshot_of`]: an id
+//! names the restic snapshot's content, tags included, so this cannot be
+//! stale), else, for a backup another node made, a listing after the
+//! restore.
 
-use super::restic::{Restic, ResticSnapshot};
-use super::{target, volume_tag, BackupError, Result, TAG};
+use super::restic::Restic;
+use super::{record, target, volume_tag, BackupError, Result, TAG};
 use crate::fsutil;
 use crate::names;
 use crate::snapshots::SnapshotError;
@@ -58,20 +68,17 @@ pub fn restore(
     if !in_place {
         names::check_new_volume(&dest)?;
     }
-    let restic = Restic::new(&target, &store.config().state_path);
-    let chosen = choose(
-        restic.snapshots(&[TAG.to_string(), volume_tag(&volume)])?,
-        wanted.as_deref(),
-    )
-    .ok_or_else(|| BackupError::NoBackup {
+    let restic = Restic::new(&target, store.config());
+    let mut tags = vec![TAG.to_string(), volume_tag(&volume)];
+    tags.extend(wanted.as_ref().map(|w| format!("snapshot:{w}")));
+    let no_backup = || BackupError::NoBackup {
         volume: volume.clone(),
         target: target.name.to_string(),
         at: wanted
             .as_ref()
             .map(|w| format!(" of {w}"))
             .unwrap_or_default(),
-    })?;
-    let snapshot = chosen.tag("snapshot").unwrap_or_default().to_string();
+    };
 
     let _held = store.exclusive(&dest, Activity::Restore)?;
     if in_place {
@@ -86,8 +93,10 @@ pub fn restore(
     }
     let staged = store.staging_path(&dest)?;
     store.fs().create(&staged)?;
-    let built = (|| -> Result<()> {
-        restic.restore(&chosen.id, &staged)?;
+    let built = (|| -> Result<String> {
+        let id = restic
+            .restore_latest(&tags, &staged)?
+            .ok_or_else(no_backup)?;
         let mut metadata = if in_place {
             store.read_metadata(&dest_path).unwrap_or_default()
         } else {
@@ -99,12 +108,19 @@ pub fn restore(
         };
         metadata.lineage.clear();
         store.write_metadata(&staged, &metadata)?;
-        Ok(())
+        Ok(id)
     })();
-    if let Err(e) = built {
-        let _ = store.fs().delete(&staged);
-        return Err(e);
-    }
+    let id = match built {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = store.fs().delete(&staged);
+            return Err(e);
+        }
+    };
+    let snapshot = match &wanted {
+        Some(w) => w.clone(),
+        None => snapshot_name(store, &restic, &volume, &id),
+    };
     let previous = if in_place {
         let kept = match crate::snapshots::timestamped_snapshot(store, &dest, &dest_path) {
             Ok(k) => k,
@@ -132,18 +148,32 @@ pub fn restore(
         }
         None
     };
-    tracing::info!(target = %target.name, volume = dest, id = chosen.id, snapshot, "restored a backup");
+    tracing::info!(target = %target.name, volume = dest, id, snapshot, "restored a backup");
     Ok(Restored {
         volume: dest,
         snapshot,
-        id: chosen.id,
+        id,
         previous,
     })
 }
 
-/// The newest backup (by restic's time), or the one of snapshot `wanted`.
-fn choose(list: Vec<ResticSnapshot>, wanted: Option<&str>) -> Option<ResticSnapshot> {
-    list.into_iter()
-        .rev()
-        .find(|s| wanted.is_none_or(|w| s.tag("snapshot") == Some(w)))
+/// The local snapshot the backup `id` (short) holds: this node's record
+/// when it made it, else its tag in a listing (a backup another node made).
+fn snapshot_name(store: &VolumeStore, restic: &Restic, volume: &str, id: &str) -> String {
+    let known = record::load(&store.config().state_path, &restic.target().name);
+    if let Some(name) = known.snapshot_of(id) {
+        return name.to_string();
+    }
+    match restic.snapshots(&[TAG.to_string(), volume_tag(volume)]) {
+        Ok(list) => list
+            .iter()
+            .find(|s| s.id.starts_with(id))
+            .and_then(|s| s.tag("snapshot"))
+            .unwrap_or_default()
+            .to_string(),
+        Err(e) => {
+            tracing::warn!(volume, id, error = %e, "restored; cannot list the backup's snapshot name");
+            String::new()
+        }
+    }
 }

@@ -77,6 +77,9 @@ pub struct Config {
     /// Where backup targets are described, one `<name>.env` file each
     /// (`BACKUP_TARGETS_PATH`, see [`crate::backup`]).
     pub backup_targets_path: PathBuf,
+    /// How long a restic repository locked by another restic is tried
+    /// again before the backup fails (`BACKUP_LOCK_WAIT`, seconds).
+    pub backup_lock_wait_secs: u64,
     /// How a purge pattern's timeframes are counted (`PURGE_TIMEFRAMES`).
     pub purge_timeframes: PurgeTimeframes,
     /// Cluster mode (ownership on etcd): `ETCD_ENDPOINTS`, `NODE_NAME`,
@@ -349,6 +352,7 @@ impl Config {
             docker_socket: keys.get(&DOCKER_SOCKET).into(),
             ssh_dir: keys.get(&SSH_DIR).into(),
             backup_targets_path: keys.get(&BACKUP_TARGETS_PATH).into(),
+            backup_lock_wait_secs: keys.at_least(&BACKUP_LOCK_WAIT, 1, SECONDS)?,
             volumes_path,
             cluster: ClusterConfig {
                 node_name: keys.parsed(&NODE_NAME, Some(&cluster::host_name()), |raw| {

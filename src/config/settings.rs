@@ -185,6 +185,11 @@ pub const BACKUP_TARGETS_PATH: Setting = Setting::new(
     "/etc/buttervolume/backup/",
     "one `<target>.env` per restic repository (see \"Backups\")",
 );
+pub const BACKUP_LOCK_WAIT: Setting = Setting::new(
+    "BACKUP_LOCK_WAIT",
+    "120",
+    "seconds a restic repository locked by another restic is tried again before the backup fails",
+);
 pub const PURGE_TIMEFRAMES: Setting = Setting::new(
     "PURGE_TIMEFRAMES",
     "age",
@@ -237,6 +242,7 @@ pub const SETTINGS: &[Setting] = &[
     FOLLOW,
     METRICS_ADDR,
     BACKUP_TARGETS_PATH,
+    BACKUP_LOCK_WAIT,
     PURGE_TIMEFRAMES,
     ETCD_ENDPOINTS,
     NODE_NAME,

@@ -243,6 +243,63 @@ impl Placed {
     }
 }
 
+/// What [`hold_or_stage`] found or made.
+#[derive(Debug)]
+pub enum Staged {
+    /// The volume is unchanged since this snapshot of it.
+    Held(Placed),
+    /// A read-only snapshot of the volume, taken at the staging path given,
+    /// to become snapshot `name` ([`publish_staged`]) once it served, or
+    /// to be deleted: until then nobody else sees it.
+    Taken {
+        name: String,
+        identity: btrfs::SubvolumeIdentity,
+    },
+}
+
+/// [`snapshot_if_changed`] whose new snapshot stays private at `staged`
+/// (in the staging dir) under the name it will have: a backup publishes
+/// it only once restic holds it, so a failed backup leaves nothing here.
+pub fn hold_or_stage(store: &VolumeStore, volume: &str, staged: &Path) -> Result<Staged> {
+    let path = store.existing(volume)?;
+    let _guard = store.lock(volume);
+    if let Some(holder) = unchanged_since(store, &path, volume)? {
+        return Ok(Staged::Held(holder));
+    }
+    let mut stamp = names::local_now();
+    let name = loop {
+        let name = format!(
+            "{volume}@{}",
+            names::format_timestamp(stamp, &store.config().dtformat)
+        );
+        if name.len() > names::MAX_NAME_BYTES {
+            return Err(NameError::TooLong(name).into());
+        }
+        if !store.config().snapshots_path.join(&name).exists() {
+            break name;
+        }
+        stamp += Duration::microseconds(1);
+    };
+    store.fs().snapshot(&path, staged, true)?;
+    let identity = store.fs().identity(staged)?;
+    Ok(Staged::Taken { name, identity })
+}
+
+/// Moves a snapshot [`hold_or_stage`] took into SNAPSHOTS_PATH as `name`
+/// (never over an existing one). btrfs refuses to move a read-only
+/// subvolume to another directory, so it is writable for the move only;
+/// its UUID and creation generation stay those of the moment it was taken.
+pub fn publish_staged(store: &VolumeStore, staged: &Path, name: &str) -> Result<()> {
+    let dest = snapshot_path(store, name)?;
+    store.fs().set_read_only(staged, false)?;
+    if let Err(e) = fsutil::rename_noreplace(staged, &dest) {
+        let _ = store.fs().set_read_only(staged, true);
+        return Err(io(format!("moving the snapshot {name} into place"))(e));
+    }
+    store.fs().set_read_only(&dest, true)?;
+    Ok(())
+}
+
 /// The snapshots of `volume` in `dir` (with its sent markers when
 /// `markers`), oldest first in btrfs creation order. This is the one
 /// definition of "newest" for restore, parent choice, purge protection and

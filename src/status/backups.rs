@@ -171,6 +171,7 @@ mod tests {
             time: (now - chrono::Duration::hours(hours)).to_rfc3339(),
             bytes: 10,
             added: 10,
+            repository: None,
         };
         let mut records = BTreeMap::new();
         for (target, hours) in [("fresh", 1), ("stale", 3)] {

@@ -48,6 +48,10 @@ usage: nodes.sh <command> [args]
   down <tag>                      stop and remove everything of <tag> (best effort)
   pair <from> <to> [command]      let <from> ssh to <to> (root@<to-ip>:$PORT) with a
                                   forced command (default: /usr/local/bin/buttervolume ssh-command)
+  sftp-account <node> <user> <from>
+                                  an sftp-only account <user> on <node> for <from>'s key
+                                  (chrooted to $DATA/sftp/<user>, writable dir /data there;
+                                  the account exists in the node's mount namespace only)
   exec <node> <cmd...>            run cmd in the node's net+mount namespaces (with
                                   BUTTERVOLUME_SOCKET and SSH_PORT set for that node)
   daemon-start <node> <binary> [KEY=VAL...]
@@ -448,6 +452,69 @@ REPLACE_LINE='f=$1; touch "$f"; chmod 600 "$f"
 { grep -vF -- "$2" "$f" || true; printf "%s\n" "$3"; } >"$f.new"
 mv "$f.new" "$f"'
 
+# ---------------------------------------------------------------- sftp-account
+
+# An sftp-only account on a node, for another node's key. The nodes share
+# the host's /etc, so the account is made in the node's mount namespace
+# only: copies of the host's /etc/passwd and /etc/group with the account
+# added are bind-mounted over them there (the host's files are never
+# written). sshd (re-read with SIGHUP) forces internal-sftp for it,
+# chrooted to $DATA/sftp/<user> (root's, as ChrootDirectory wants), whose
+# data/ is the account's; its key is in $RUN/<node>/sftp/<user>.keys.
+# Prints the account's uid.
+cmd_sftp_account() {
+    [[ $# -eq 3 ]] || die "usage: nodes.sh sftp-account <node> <user> <from-node>"
+    local node=$1 user=$2 from=$3 dir=$RUN/$1 uid pub hostkey ip pid i
+    require_node "$node"
+    require_node "$from"
+    [[ $user =~ ^[a-z][a-z0-9]{0,15}$ ]] || die "bad user name '$user'"
+    ! grep -q "^$user:" /etc/passwd || die "$user is an account of the host already"
+    uid=61000 # one no host account or group has
+    while cut -d: -f3 /etc/passwd /etc/group | grep -qx "$uid"; do uid=$((uid + 1)); done
+    pub=$(in_mnt "$from" cat /root/.ssh/id_ed25519.pub)
+    install -d -m 755 "$dir/sftp"
+    { cat /etc/passwd; echo "$user:x:$uid:$uid:sftp only:/:/usr/sbin/nologin"; } >"$dir/sftp/passwd"
+    { cat /etc/group; echo "$user:x:$uid:"; } >"$dir/sftp/group"
+    printf 'restrict %s\n' "$pub" >"$dir/sftp/$user.keys"
+    chmod 644 "$dir/sftp/passwd" "$dir/sftp/group" "$dir/sftp/$user.keys"
+    in_mnt "$node" sh -ec '
+        dir=$1 user=$2 uid=$3 data=$4
+        for f in passwd group; do
+            if findmnt -n --mountpoint "/etc/$f" >/dev/null; then umount "/etc/$f"; fi
+            mount --bind "$dir/sftp/$f" "/etc/$f"
+        done
+        install -d -m 755 -o root -g root "$data/sftp" "$data/sftp/$user"
+        install -d -m 700 -o "$uid" -g "$uid" "$data/sftp/$user/data"
+    ' sh "$dir" "$user" "$uid" "$DATA"
+    ip=$(node_ip "$node")
+    if ! grep -qx "Match User $user" "$dir/sshd_config"; then
+        cat >>"$dir/sshd_config" <<EOF
+Match User $user
+    AuthorizedKeysFile $dir/sftp/$user.keys
+    ChrootDirectory $DATA/sftp/$user
+    ForceCommand internal-sftp
+    AllowTcpForwarding no
+    X11Forwarding no
+    PermitTTY no
+EOF
+        pid=$(pid_from "$dir/sshd.pid")
+        [[ -n $pid ]] || die "$node: no sshd pid"
+        local listening
+        listening=$(grep -c "Server listening on" "$dir/sshd.log" || true)
+        kill -HUP "$pid"
+        # sshd executes itself again on SIGHUP: wait for the new listener.
+        for ((i = 0; i < 100; i++)); do
+            (($(grep -c "Server listening on" "$dir/sshd.log" || true) > listening)) && break
+            sleep 0.1
+        done
+        ((i < 100)) || die "$node: sshd did not come back after SIGHUP"
+    fi
+    hostkey=$(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")
+    in_mnt "$from" sh -ec "$REPLACE_LINE" sh /root/.ssh/known_hosts "[$ip]:$PORT " \
+        "[$ip]:$PORT $hostkey"
+    echo "$uid"
+}
+
 # ---------------------------------------------------------------- exec, ip, link
 
 cmd_exec() {
@@ -634,6 +701,7 @@ case $cmd in
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     pair) cmd_pair "$@" ;;
+    sftp-account) cmd_sftp_account "$@" ;;
     exec) cmd_exec "$@" ;;
     ip) cmd_ip "$@" ;;
     link) cmd_link "$@" ;;
