@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::http::{parse_json, raw_request, raw_request_tolerant};
@@ -158,7 +160,7 @@ impl Daemon {
         self.child = Some(child);
         let socket = self.socket.clone();
         wait_until(
-            &format!(
+            format!(
                 "the daemon to open {} (log: {})",
                 socket.display(),
                 self.log.display()
@@ -241,6 +243,14 @@ impl Daemon {
         assert_eq!(status, 200, "{path} {body}: {reply}");
         assert_eq!(reply["Err"], "", "{path} {body}: {reply}");
         reply
+    }
+
+    /// POSTs a typed request (an `api` type), asserts success and reads
+    /// the typed reply.
+    pub fn call<R: DeserializeOwned>(&self, path: &str, request: &impl Serialize) -> R {
+        let reply = self.ok(path, serde_json::to_value(request).unwrap());
+        serde_json::from_value(reply.clone())
+            .unwrap_or_else(|e| panic!("{path}: unexpected reply ({e}): {reply}"))
     }
 
     /// POSTs and asserts failure, returning the `Err` text.

@@ -119,7 +119,7 @@ pub fn scrape(node: &str, port: u16) -> Page {
     // Milliseconds, as the page gives it.
     let asked = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let mut page = None;
-    crate::wait_until(&format!("a page of {node} read after {asked}"), 10, || {
+    crate::wait_until(format!("a page of {node} read after {asked}"), 10, || {
         let (status, body) =
             http_get(node, port, "/metrics").unwrap_or_else(|| panic!("nothing on {node}:{port}"));
         assert_eq!(status, 200, "{body}");

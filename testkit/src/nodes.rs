@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use buttervolume::api::{path, NameRequest, SendRequest, SnapshotReply, SummaryReply};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::dockerd::{tail, Dockerd};
@@ -188,20 +191,31 @@ impl Nodes {
         reply
     }
 
+    /// POSTs a typed request, asserts success and reads the typed reply.
+    pub fn call<R: DeserializeOwned>(&self, node: &str, path: &str, request: &impl Serialize) -> R {
+        let body = serde_json::to_value(request).unwrap();
+        let reply = self.ok(node, path, body);
+        serde_json::from_value(reply.clone())
+            .unwrap_or_else(|e| panic!("{node} {path}: unexpected reply ({e}): {reply}"))
+    }
+
     /// Sends `snapshot` from `node` to `host` (`Snapshot.Send`, asking for
     /// the `Detail`), asserting success; returns the reply's summary ("...
     /// in full", "... incrementally from ..."; empty from a reference
     /// daemon, which gives none).
     pub fn send(&self, node: &str, snapshot: &str, host: &str) -> String {
-        let body = serde_json::json!({ "Name": snapshot, "Host": host, "Detail": true });
-        let reply = self.ok(node, "/VolumeDriver.Snapshot.Send", body);
-        reply["Summary"].as_str().unwrap_or_default().to_string()
+        let reply: SummaryReply = self.call(
+            node,
+            path::SNAPSHOT_SEND,
+            &send_request(snapshot, host, true),
+        );
+        reply.summary
     }
 
     /// [`Nodes::send`] that must fail; returns the error.
     pub fn send_err(&self, node: &str, snapshot: &str, host: &str) -> String {
-        let body = serde_json::json!({ "Name": snapshot, "Host": host });
-        let reply = self.post(node, "/VolumeDriver.Snapshot.Send", &body);
+        let body = serde_json::to_value(send_request(snapshot, host, false)).unwrap();
+        let reply = self.post(node, path::SNAPSHOT_SEND, &body);
         let err = reply["Err"].as_str().unwrap_or_default().to_string();
         assert!(
             !err.is_empty(),
@@ -212,14 +226,12 @@ impl Nodes {
 
     /// Snapshots `volume` on `node`; returns the snapshot's name.
     pub fn snapshot(&self, node: &str, volume: &str) -> String {
-        self.ok(
-            node,
-            "/VolumeDriver.Snapshot",
-            serde_json::json!({ "Name": volume }),
-        )["Snapshot"]
-            .as_str()
-            .expect("a snapshot name")
-            .to_string()
+        let request = NameRequest {
+            name: volume.to_string(),
+        };
+        let reply: SnapshotReply = self.call(node, path::SNAPSHOT, &request);
+        assert!(!reply.snapshot.is_empty(), "a snapshot name");
+        reply.snapshot
     }
 
     /// The sent markers `<snapshot>@<host>` on `node`, sorted.
@@ -247,5 +259,17 @@ impl Drop for Nodes {
             }
         }
         let _ = nodes_sh(&["down", &self.tag]);
+    }
+}
+
+/// `Snapshot.Send` of `snapshot` to `host`; `detail`: ask for the summary.
+fn send_request(snapshot: &str, host: &str, detail: bool) -> SendRequest {
+    SendRequest {
+        name: snapshot.to_string(),
+        host: host.to_string(),
+        test: false,
+        compress: None,
+        bwlimit: None,
+        detail,
     }
 }

@@ -235,7 +235,7 @@ fn store(test: &str) -> (Arc<VolumeStore>, std::path::PathBuf) {
 
 /// Waits (bounded) until `activity` holds `name`.
 fn wait_for_holder(store: &VolumeStore, name: &str, activity: Activity) {
-    testkit::wait_until(&format!("{activity:?} to start on {name}"), 10, || {
+    testkit::wait_until(format!("{activity:?} to start on {name}"), 10, || {
         store.activity(name) == Some(activity)
     });
 }

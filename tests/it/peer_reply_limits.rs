@@ -62,7 +62,7 @@ fn send_fails_within(n: &Nodes, node: &str, snap: &str, host: &str, secs: u64) -
     let pending = std::thread::spawn(move || {
         testkit::raw_request_tolerant(&socket, "/VolumeDriver.Snapshot.Send", body.as_bytes())
     });
-    wait_until(&format!("the send of {snap} to end"), secs, || {
+    wait_until(format!("the send of {snap} to end"), secs, || {
         pending.is_finished()
     });
     let (_, reply) = pending.join().unwrap();

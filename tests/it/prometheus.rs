@@ -25,7 +25,7 @@ fn now() -> f64 {
 fn samples_after(prom: &Prometheus, selector: &str, since: f64, count: usize) -> Vec<(f64, f64)> {
     let mut after = Vec::new();
     wait_until(
-        &format!("{count} scrapes of {selector} read after {since}"),
+        format!("{count} scrapes of {selector} read after {since}"),
         60,
         || {
             let read_at = prom.samples("buttervolume_status_timestamp_seconds", "1m");

@@ -57,7 +57,7 @@ fn send_in_background(
 /// Waits until the receiver is busy landing a stream with some data in it.
 fn wait_for_transfer(n: &Nodes, b: &str) {
     let snapshots = n.data(b).join("snapshots");
-    wait_until(&format!("a transfer with data in it on {b}"), 30, || {
+    wait_until(format!("a transfer with data in it on {b}"), 30, || {
         entries(&snapshots)
             .into_iter()
             .filter(|e| e.starts_with(".recv."))

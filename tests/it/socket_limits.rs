@@ -197,7 +197,7 @@ fn docker_is_served_while_a_thousand_idle_connections_are_open() {
     // Their descriptors were released: back near the baseline, waiting on
     // the daemon's observable fd count.
     wait_until(
-        &format!("the daemon's descriptors back near {baseline}"),
+        format!("the daemon's descriptors back near {baseline}"),
         10,
         || open_fds(&d) <= baseline + 8,
     );

@@ -48,7 +48,7 @@ fn with_metrics(n: &Nodes, node: &str) -> u16 {
         node,
         &[&format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}")],
     );
-    wait_until(&format!("{node}'s metrics listener"), 10, || {
+    wait_until(format!("{node}'s metrics listener"), 10, || {
         http_get(node, port, "/metrics").is_some_and(|(s, _)| s == 200)
     });
     port

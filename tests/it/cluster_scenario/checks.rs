@@ -117,7 +117,7 @@ impl Cluster {
         let prefix = format!("{volume}@");
         let mut found = String::new();
         wait_until(
-            &format!(
+            format!(
                 "the scheduled replication of {volume} to {}",
                 self.names[slave]
             ),
@@ -194,7 +194,7 @@ impl Cluster {
         let dir = self.data(k).join("snapshots");
         let mut taken = None;
         wait_until(
-            &format!(
+            format!(
                 "{step}: a status of node {} taken while its snapshots stayed put",
                 k + 1
             ),

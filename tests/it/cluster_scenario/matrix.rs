@@ -68,7 +68,7 @@ fn the_deploy_handlers_transition_matrix_on_three_nodes() {
     // The new master's status: the new slave holds what the marker says,
     // replicated by the scheduled line, nothing left unsent.
     wait_until(
-        &format!("{step}: node 2's status of {data} caught up"),
+        format!("{step}: node 2's status of {data} caught up"),
         60,
         || {
             let (st, _) = c.status_and_metrics(step, n2);

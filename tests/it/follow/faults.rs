@@ -163,7 +163,7 @@ fn start_on_b(p: &Pair) -> std::thread::JoinHandle<Output> {
 fn wait_mid_stream(n: &Nodes, node: &str) -> String {
     let mut found = String::new();
     wait_until(
-        &format!("a stream with data in it landing on {node}"),
+        format!("a stream with data in it landing on {node}"),
         120,
         || {
             let snapshots = n.data(node).join("snapshots");
