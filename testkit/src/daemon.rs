@@ -27,6 +27,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// A program (and its arguments) the daemon runs under, e.g. prlimit.
     wrapper: Vec<String>,
+    /// The daemon's program: ours ([`bin`]) unless the builder said.
+    program: String,
 }
 
 /// How to start a [`Daemon`]: `Daemon::builder(test)`, then `.env(k, v)`,
@@ -37,6 +39,7 @@ pub struct DaemonBuilder {
     socket: Option<PathBuf>,
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
+    program: Option<String>,
 }
 
 impl DaemonBuilder {
@@ -61,6 +64,15 @@ impl DaemonBuilder {
         self
     }
 
+    /// Another daemon program than ours, given the same private paths:
+    /// the reference buttervolume ([`crate::reference_bin`]) in the
+    /// benchmarks. Its data dirs and an empty schedule are made first (the
+    /// reference makes none).
+    pub fn program(mut self, program: &str) -> Self {
+        self.program = Some(program.to_string());
+        self
+    }
+
     /// Makes the data dirs under the shared test btrfs and starts the
     /// daemon; returns once it serves.
     pub fn start(self) -> Daemon {
@@ -71,6 +83,12 @@ impl DaemonBuilder {
             cleanup_dir(&root);
         }
         std::fs::create_dir_all(&root).unwrap();
+        if self.program.is_some() {
+            for dir in ["volumes", "snapshots", "received", "state", "config"] {
+                std::fs::create_dir_all(root.join(dir)).unwrap();
+            }
+            std::fs::write(root.join("config/schedule.csv"), "").unwrap();
+        }
         let socket = self.socket.unwrap_or_else(|| root.join("bv.sock"));
         let d = |sub: &str| format!("{}/{sub}/", root.display());
         let mut env = vec![
@@ -110,6 +128,7 @@ impl DaemonBuilder {
             env,
             child: None,
             wrapper: self.wrapper,
+            program: self.program.unwrap_or_else(|| bin().to_string()),
         };
         daemon.spawn();
         daemon
@@ -124,6 +143,7 @@ impl Daemon {
             socket: None,
             env: Vec::new(),
             wrapper: Vec::new(),
+            program: None,
         }
     }
 
@@ -145,10 +165,10 @@ impl Daemon {
         let mut command = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(bin());
+                c.args(args).arg(&self.program);
                 c
             }
-            None => Command::new(bin()),
+            None => Command::new(&self.program),
         };
         let child = command
             .arg("run")

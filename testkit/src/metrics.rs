@@ -3,11 +3,9 @@
 //! Prometheus server (the Debian package) run inside a node.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -42,20 +40,7 @@ pub fn free_port(node: &str) -> u16 {
 /// when nothing answers.
 pub fn http_get(node: &str, port: u16, path: &str) -> Option<(u16, String)> {
     let path = path.to_string();
-    in_netns(node, move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        // HTTP/1.0: the answer ends with the connection, never chunked.
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).ok()?;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Some((status, body.to_string()))
-    })
+    in_netns(node, move || crate::http::tcp_get(port, &path))
 }
 
 /// One page of the text format: `name{labels}` as printed → value.

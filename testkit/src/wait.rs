@@ -15,9 +15,38 @@ pub fn wait_until(what: impl Display, secs: u64, mut check: impl FnMut() -> bool
 /// [`wait_until`] for a probe that gives a value once the condition holds;
 /// returns that value.
 #[track_caller]
-pub fn wait_for<T>(what: impl Display, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: impl Display, secs: u64, probe: impl FnMut() -> Option<T>) -> T {
+    poll(
+        what,
+        secs,
+        Duration::from_millis(5),
+        Duration::from_millis(100),
+        probe,
+    )
+}
+
+/// [`wait_for`] polling every `every` (no back-off): for a benchmark that
+/// times how long the condition takes to show.
+#[track_caller]
+pub fn wait_for_every<T>(
+    what: impl Display,
+    secs: u64,
+    every: Duration,
+    probe: impl FnMut() -> Option<T>,
+) -> T {
+    poll(what, secs, every, every, probe)
+}
+
+#[track_caller]
+fn poll<T>(
+    what: impl Display,
+    secs: u64,
+    first: Duration,
+    longest: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut pause = Duration::from_millis(5);
+    let mut pause = first;
     loop {
         if let Some(found) = probe() {
             return found;
@@ -27,7 +56,7 @@ pub fn wait_for<T>(what: impl Display, secs: u64, mut probe: impl FnMut() -> Opt
             "timed out after {secs} s waiting for {what}"
         );
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(longest);
     }
 }
 

@@ -1,0 +1,50 @@
+//! buttervolume's benchmarks, one subcommand each, on the `testkit`
+//! fixtures (the same daemons the integration tests start), reading typed
+//! API replies and printing one markdown table (`report`):
+//!
+//! ```text
+//! flock /tmp/cargo.lock cargo build --release
+//! cargo run --release -p bench -- status
+//! cargo run --release -p bench -- volumes
+//! ```
+//!
+//! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
+//! `/mnt/buttervolume-test`; `scripts/test-btrfs.sh` makes one). The daemon
+//! is `target/release/buttervolume` beside this program, or
+//! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
+//! BENCHMARKS.md.
+
+mod report;
+mod status;
+mod volumes;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "buttervolume's benchmarks (figures in BENCHMARKS.md)")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// What Status and a /metrics scrape cost, and a background size
+    /// measurement.
+    Status(status::Options),
+    /// Local API latency of our daemon vs the reference 3.13, side by side.
+    Volumes(volumes::Options),
+}
+
+fn main() {
+    let args = Args::parse();
+    println!("binary: {}", testkit::bin());
+    println!("load average at start: {}", report::load_average());
+    let table = match args.bench {
+        Bench::Status(options) => status::run(&options),
+        Bench::Volumes(options) => volumes::run(&options),
+    };
+    println!("load average at end: {}", report::load_average());
+    println!();
+    print!("{table}");
+}
