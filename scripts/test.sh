@@ -124,7 +124,7 @@ elif [ $# -gt 0 ]; then
 else
     run cargo fmt --all -- --check
     run cargo clippy --workspace --all-targets -- -D warnings
-    run cargo test --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
+    run cargo test --workspace --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
     # The bounded fuzz harness, briefly (BENCHMARKS.md has the long runs).
     run env FUZZ_SECONDS="${FUZZ_SECONDS:-2}" scripts/fuzz.sh
 fi

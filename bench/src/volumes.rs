@@ -184,7 +184,8 @@ fn measure(o: &Options, d: &Daemon, who: &str) -> Figures {
 /// Runs the phases on a fresh daemon, then removes it and waits until
 /// btrfs has cleaned its subvolumes up.
 fn run_daemon(o: &Options, who: &str, program: Option<&str>) -> Figures {
-    let mut builder = Daemon::builder(&format!("bench-volumes-{who}"));
+    // Info, the daemons' default (the harness's is debug).
+    let mut builder = Daemon::builder(&format!("bench-volumes-{who}")).env("RUST_LOG", "info");
     if let Some(program) = program {
         builder = builder.program(program);
     }
