@@ -6,6 +6,8 @@
 //! flock /tmp/cargo.lock cargo build --release
 //! cargo run --release -p bench -- status
 //! cargo run --release -p bench -- volumes
+//! cargo run --release -p bench -- snapshot-breakdown
+//! cargo run --release -p bench -- receive
 //! ```
 //!
 //! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
@@ -14,7 +16,9 @@
 //! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
 //! BENCHMARKS.md.
 
+mod receive;
 mod report;
+mod snapshot_breakdown;
 mod status;
 mod volumes;
 
@@ -34,6 +38,12 @@ enum Bench {
     Status(status::Options),
     /// Local API latency of our daemon vs the reference 3.13, side by side.
     Volumes(volumes::Options),
+    /// Where a Snapshot request's time goes: the ioctl, the request, the
+    /// reference's `btrfs` CLI call.
+    SnapshotBreakdown(snapshot_breakdown::Options),
+    /// The receiving side alone: plain `btrfs receive` vs our forced
+    /// command, from the same full stream.
+    Receive(receive::Options),
 }
 
 fn main() {
@@ -43,6 +53,8 @@ fn main() {
     let table = match args.bench {
         Bench::Status(options) => status::run(&options),
         Bench::Volumes(options) => volumes::run(&options),
+        Bench::SnapshotBreakdown(options) => snapshot_breakdown::run(&options),
+        Bench::Receive(options) => receive::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();
