@@ -8,6 +8,7 @@
 //! cargo run --release -p bench -- volumes
 //! cargo run --release -p bench -- snapshot-breakdown
 //! cargo run --release -p bench -- receive
+//! cargo run --release -p bench -- probe-dead-link
 //! ```
 //!
 //! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
@@ -16,6 +17,7 @@
 //! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
 //! BENCHMARKS.md.
 
+mod probe_dead_link;
 mod receive;
 mod report;
 mod snapshot_breakdown;
@@ -44,6 +46,8 @@ enum Bench {
     /// The receiving side alone: plain `btrfs receive` vs our forced
     /// command, from the same full stream.
     Receive(receive::Options),
+    /// How the libssh2 transport meets a link that dies (two nodes).
+    ProbeDeadLink(probe_dead_link::Options),
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn main() {
         Bench::Volumes(options) => volumes::run(&options),
         Bench::SnapshotBreakdown(options) => snapshot_breakdown::run(&options),
         Bench::Receive(options) => receive::run(&options),
+        Bench::ProbeDeadLink(options) => probe_dead_link::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();

@@ -61,7 +61,7 @@ fn clear(landed: &Path, mnt: &Path) {
 }
 
 /// `bytes` of pseudo-random data (xorshift: nothing compresses or dedups).
-fn write_random(path: &Path, bytes: usize) {
+pub(crate) fn write_random(path: &Path, bytes: usize) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
