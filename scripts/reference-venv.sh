@@ -10,7 +10,7 @@ if [ ! -x "$venv/bin/buttervolume" ]; then
 fi
 echo "reference buttervolume: $("$venv/bin/buttervolume" --version)"
 # The 3.4 CLI, which the cluster's consul image builds and drives the plugin
-# with (tests/reference_cli.rs checks its requests too).
+# with (tests/it/reference_cli.rs checks its requests too).
 venv34=${BUTTERVOLUME_REFERENCE34_VENV:-/opt/bv-ref34}
 if [ ! -x "$venv34/bin/buttervolume" ]; then
     python3 -m venv "$venv34"

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine, as root:
 #
-#   scripts/test.sh                 format, lint, every unit and integration test
-#   scripts/test.sh <cargo test args>   only `cargo test <args>` (e.g. --test docker_e2e)
+#   scripts/test.sh                   format, lint, every unit and integration test
+#   scripts/test.sh <filter> [args]   only the unit and integration tests whose
+#                                     path contains <filter> (e.g. `swarm`,
+#                                     `schedule::`): `cargo test --lib --bins
+#                                     --test it -- <filter> [args]`
+#   scripts/test.sh --<cargo test args>   only `cargo test <args>`, e.g.
+#                                     `--test it replication::` or `--lib purge`
+#
+# The integration tests are one binary, tests/it/ (one module per area; the
+# fixtures are the testkit/ crate), so a test's path is `<area>::<name>`,
+# e.g. `schedule::a_job_runs_once`. `--test <area>` (the layout before one
+# binary) still works: it runs `--test it <area>::`.
 #
 # Safe next to a production buttervolume and the host's Docker: the tests
 # never use the host's dockerd, /run/docker/plugins, /var/lib/buttervolume or
@@ -98,12 +108,23 @@ run() {
     return "$rc"
 }
 
-if [ $# -gt 0 ]; then
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    # A filter: the unit tests (lib, bin) and the integration binary.
+    run cargo test --lib --bins --test it --no-fail-fast -- "$@"
+elif [ "${1:-}" = --test ] && [ -n "${2:-}" ] && [ "$2" != it ]; then
+    # The former per-file binaries: `--test <area> [filter] [-- args]`.
+    filter=$2::
+    shift 2
+    if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then filter=$1; shift; fi
+    [ "${1:-}" != -- ] || shift
+    echo "the integration tests are one binary: cargo test --test it -- $filter $*" >&2
+    run cargo test --test it -- "$filter" "$@"
+elif [ $# -gt 0 ]; then
     run cargo test "$@"
 else
     run cargo fmt --all -- --check
-    run cargo clippy --all-targets -- -D warnings
-    run cargo test --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
+    run cargo clippy --workspace --all-targets -- -D warnings
+    run cargo test --workspace --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
     # The bounded fuzz harness, briefly (BENCHMARKS.md has the long runs).
     run env FUZZ_SECONDS="${FUZZ_SECONDS:-2}" scripts/fuzz.sh
 fi

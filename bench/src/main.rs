@@ -1,0 +1,67 @@
+//! buttervolume's benchmarks, one subcommand each, on the `testkit`
+//! fixtures (the same daemons the integration tests start), reading typed
+//! API replies and printing one markdown table (`report`):
+//!
+//! ```text
+//! flock /tmp/cargo.lock cargo build --release
+//! cargo run --release -p bench -- status
+//! cargo run --release -p bench -- volumes
+//! cargo run --release -p bench -- snapshot-breakdown
+//! cargo run --release -p bench -- receive
+//! cargo run --release -p bench -- probe-dead-link
+//! ```
+//!
+//! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
+//! `/mnt/buttervolume-test`; `scripts/test-btrfs.sh` makes one). The daemon
+//! is `target/release/buttervolume` beside this program, or
+//! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
+//! BENCHMARKS.md.
+
+mod probe_dead_link;
+mod receive;
+mod report;
+mod snapshot_breakdown;
+mod status;
+mod volumes;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "buttervolume's benchmarks (figures in BENCHMARKS.md)")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// What Status and a /metrics scrape cost, and a background size
+    /// measurement.
+    Status(status::Options),
+    /// Local API latency of our daemon vs the reference 3.13, side by side.
+    Volumes(volumes::Options),
+    /// Where a Snapshot request's time goes: the ioctl, the request, the
+    /// reference's `btrfs` CLI call.
+    SnapshotBreakdown(snapshot_breakdown::Options),
+    /// The receiving side alone: plain `btrfs receive` vs our forced
+    /// command, from the same full stream.
+    Receive(receive::Options),
+    /// How the libssh2 transport meets a link that dies (two nodes).
+    ProbeDeadLink(probe_dead_link::Options),
+}
+
+fn main() {
+    let args = Args::parse();
+    println!("binary: {}", testkit::bin());
+    println!("load average at start: {}", report::load_average());
+    let table = match args.bench {
+        Bench::Status(options) => status::run(&options),
+        Bench::Volumes(options) => volumes::run(&options),
+        Bench::SnapshotBreakdown(options) => snapshot_breakdown::run(&options),
+        Bench::Receive(options) => receive::run(&options),
+        Bench::ProbeDeadLink(options) => probe_dead_link::run(&options),
+    };
+    println!("load average at end: {}", report::load_average());
+    println!();
+    print!("{table}");
+}
