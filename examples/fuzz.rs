@@ -460,6 +460,11 @@ impl Target for ForcedCommand {
                     return Err(format!("list-newest in {dir:?}"));
                 }
             }
+            Request::Alive { from } => {
+                if buttervolume::cluster::records::check_node(from).is_err() {
+                    return Err(format!("alive from an illegal node name {from:?}"));
+                }
+            }
             Request::Delete { path } => {
                 let parent = path.parent().unwrap_or(Path::new(""));
                 let name = path

@@ -44,9 +44,9 @@
 pub mod api;
 pub mod backup;
 pub mod btrfs;
-pub mod cluster;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod docker;

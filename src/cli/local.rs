@@ -157,8 +157,9 @@ pub async fn run(daemon: &Daemon, verb: LocalVerb) -> Result<(), Failure> {
             super::status::print(&daemon.get(path::STATUS).await?, json);
         }
         LocalVerb::Owner { name: volume, json } => {
-            let reply: crate::api::cluster::OwnerReply =
-                daemon.post(crate::api::cluster::path::OWNER, name(volume)).await?;
+            let reply: crate::api::cluster::OwnerReply = daemon
+                .post(crate::api::cluster::path::OWNER, name(volume))
+                .await?;
             if json {
                 print::json(&json!(reply));
             } else {

@@ -6,9 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::records::{self, OwnerRecord, ReplicaRecord};
 
@@ -73,7 +71,10 @@ impl Etcd {
     }
 
     fn client(&self) -> Client {
-        self.client.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the connection pool with a fresh one: after a partition,

@@ -13,8 +13,7 @@ use crate::volumes::VolumeStore;
 pub fn newest_here(cluster: &Cluster, store: &VolumeStore, volume: &str) -> Option<Placed> {
     snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false)
         .into_iter()
-        .filter(|p| !cluster.local().is_diverged(&p.name))
-        .next_back()
+        .rfind(|p| !cluster.local().is_diverged(&p.name))
 }
 
 /// A snapshot's identity across nodes: its received UUID, else its UUID.
@@ -50,7 +49,7 @@ pub fn check_lag(
         .wait(cluster.etcd().replicas(volume))
         .map_err(|source| ClusterError::Etcd {
             volume: volume.into(),
-            source,
+            source: Box::new(source),
         })?;
     let theirs = replicas.iter().find(|(n, _)| n == from).map(|(_, r)| r);
     let lag = match (theirs, &ours) {
@@ -123,7 +122,7 @@ pub fn others_newest_here(
         .wait(cluster.etcd().replicas(volume))
         .map_err(|source| ClusterError::Etcd {
             volume: volume.into(),
-            source,
+            source: Box::new(source),
         })?;
     let here: Vec<String> =
         snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false)

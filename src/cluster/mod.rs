@@ -81,7 +81,7 @@ pub enum ClusterError {
     #[error("cannot reach etcd to take ownership of {volume} ({source}); a takeover needs etcd's quorum")]
     Etcd {
         volume: String,
-        source: EtcdError,
+        source: Box<EtcdError>,
     },
     #[error("{volume}: another node changed its owner at the same time; try again")]
     Raced { volume: String },
@@ -198,7 +198,9 @@ impl Cluster {
         self.liveness.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn replicas_put(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+    pub fn replicas_put(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
         self.replicas_put.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -242,7 +244,11 @@ impl Cluster {
                     if silent.as_deref() != Some(owner.as_str())
                         && !ping::answers(self, peer, &owner) =>
                 {
-                    tracing::info!(volume, owner, "the owner does not answer: waiting for its lease to expire");
+                    tracing::info!(
+                        volume,
+                        owner,
+                        "the owner does not answer: waiting for its lease to expire"
+                    );
                     silent = Some(owner);
                 }
                 Err(ClusterError::OwnedElsewhere { .. })
@@ -266,7 +272,7 @@ impl Cluster {
     ) -> Result<Claimed, ClusterError> {
         let etcd_err = |source| ClusterError::Etcd {
             volume: volume.into(),
-            source,
+            source: Box::new(source),
         };
         let seen = match self.wait(self.etcd.owner(volume)) {
             Ok(seen) => seen,
@@ -275,7 +281,9 @@ impl Cluster {
             Err(e) => {
                 let mine = self.local.owner(volume).filter(|r| r.node == self.node);
                 return match mine {
-                    Some(r) if !self.local.is_fenced(volume) => Ok(Claimed::Mine { mounted: r.mounted }),
+                    Some(r) if !self.local.is_fenced(volume) => {
+                        Ok(Claimed::Mine { mounted: r.mounted })
+                    }
                     _ => Err(etcd_err(e)),
                 };
             }
@@ -290,7 +298,9 @@ impl Cluster {
             }
             _ => true,
         };
-        let epoch = record.map_or(0, |r| r.epoch).max(self.local.owner(volume).map_or(0, |r| r.epoch));
+        let epoch = record
+            .map_or(0, |r| r.epoch)
+            .max(self.local.owner(volume).map_or(0, |r| r.epoch));
         let revision = seen.as_ref().map(|v| v.mod_revision);
         let swap = |new: &OwnerRecord, dead: Option<&str>| -> Result<(), ClusterError> {
             let won = self
@@ -341,7 +351,10 @@ impl Cluster {
                     });
                 }
                 let how = failover::check_lag(self, store, volume, &from)?;
-                swap(&self.record(epoch + 1, true, peer, how.clone()), Some(&from))?;
+                swap(
+                    &self.record(epoch + 1, true, peer, how.clone()),
+                    Some(&from),
+                )?;
                 self.takeovers
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(volume, from, epoch = epoch + 1, "{how}");
@@ -385,7 +398,7 @@ impl Cluster {
     pub fn hand_to(&self, volume: &str, node: &str) -> Result<u64, ClusterError> {
         let etcd_err = |source| ClusterError::Etcd {
             volume: volume.into(),
-            source,
+            source: Box::new(source),
         };
         let seen = self.wait(self.etcd.owner(volume)).map_err(etcd_err)?;
         if let Some(s) = &seen {
@@ -421,7 +434,11 @@ impl Cluster {
 
     /// Makes a fenced volume writable again and forgets the fence (this
     /// node owns it again, etcd said so).
-    pub fn unfence(&self, store: &crate::volumes::VolumeStore, volume: &str) -> Result<(), ClusterError> {
+    pub fn unfence(
+        &self,
+        store: &crate::volumes::VolumeStore,
+        volume: &str,
+    ) -> Result<(), ClusterError> {
         if let Ok(path) = store.existing(volume) {
             store
                 .fs()

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::local::Local;
 use super::records;
 use crate::config::Config;
-use crate::subvolumes::Subvolumes;
 use crate::replication::protocol::PeerRequest;
 use crate::replication::transport::{Peer, SshSettings};
+use crate::subvolumes::Subvolumes;
 
 /// The longest a ping may take, connection included.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
@@ -138,7 +138,10 @@ mod tests {
         };
         let bytes = serde_json::to_vec(&reply).unwrap();
         assert_eq!(AliveReply::parse(&bytes), Some(reply));
-        assert_eq!(AliveReply::parse(b"{\"Node\":\"../x\",\"Epochs\":{}}"), None);
+        assert_eq!(
+            AliveReply::parse(b"{\"Node\":\"../x\",\"Epochs\":{}}"),
+            None
+        );
         assert_eq!(
             AliveReply::parse(b"{\"Node\":\"n\",\"Epochs\":{\"a/b\":[1,\"n\"]}}"),
             None

@@ -40,10 +40,7 @@ pub fn owner(cluster: &Cluster, volume: &str) -> OwnerReply {
 pub fn status(cluster: &Cluster) -> ClusterStatus {
     let (since_etcd, lease_age) = {
         let l = cluster.liveness();
-        let lease_age = l
-            .lease
-            .and(l.lease_since)
-            .map(|t| t.elapsed().as_secs());
+        let lease_age = l.lease.and(l.lease_since).map(|t| t.elapsed().as_secs());
         (l.etcd_ok.elapsed().as_secs(), lease_age)
     };
     ClusterStatus {
@@ -80,7 +77,9 @@ pub fn problems(status: &ClusterStatus) -> Vec<Problem> {
         kind: ProblemKind::Fenced,
         volume: Some(v.clone()),
         peer: None,
-        message: format!("{v} is read-only here: this node lost etcd and its peer, or another node took it over"),
+        message: format!(
+            "{v} is read-only here: this node lost etcd and its peer, or another node took it over"
+        ),
     });
     let diverged = status.diverged.iter().map(|d| Problem {
         kind: ProblemKind::Diverged,

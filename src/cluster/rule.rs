@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(margin(ttl), s(5));
         assert!(!must_fence(ttl, s(9), None));
         assert!(must_fence(ttl, s(10), None));
-        assert!(!must_fence(ttl, s(14), Some(s(2))), "the peer answers: failsafe");
+        assert!(
+            !must_fence(ttl, s(14), Some(s(2))),
+            "the peer answers: failsafe"
+        );
         assert!(must_fence(ttl, s(14), Some(s(10))));
         assert!(!must_fence(ttl, s(1), Some(s(60))), "etcd answers");
         // Fencing comes before the lease can expire (ttl after the last

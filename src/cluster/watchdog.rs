@@ -57,7 +57,11 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
         let sent = Instant::now();
         let lease = { cluster.liveness().lease };
         let result = match lease {
-            None => match cluster.etcd().grant(&cluster.node, cluster.ttl.as_secs()).await {
+            None => match cluster
+                .etcd()
+                .grant(&cluster.node, cluster.ttl.as_secs())
+                .await
+            {
                 Ok(id) => {
                     {
                         let mut l = cluster.liveness();
@@ -93,7 +97,9 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                 failing = false;
                 failures = 0;
                 let (c, s) = (cluster.clone(), store.clone());
-                let changed = blocking(move || changed_replicas(&c, &s)).await.unwrap_or_default();
+                let changed = blocking(move || changed_replicas(&c, &s))
+                    .await
+                    .unwrap_or_default();
                 for (volume, record) in changed {
                     if cluster
                         .etcd()
@@ -112,13 +118,17 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                 tracing::debug!(error = %e, failures, "etcd request failed");
                 failing = true;
                 failures += 1;
-                if failures % 3 == 0 {
+                if failures.is_multiple_of(3) {
                     tracing::debug!("reconnecting to etcd");
                     cluster.etcd().reconnect().await;
                 }
             }
         }
-        let wait = if failing { Duration::from_millis(500) } else { every };
+        let wait = if failing {
+            Duration::from_millis(500)
+        } else {
+            every
+        };
         if !pause(&mut stop, wait.saturating_sub(sent.elapsed())).await {
             return;
         }
@@ -139,11 +149,9 @@ fn changed_replicas(
     crate::snapshots::by_creation_of_each(store.fs(), dir, &volumes)
         .into_iter()
         .filter_map(|(v, placed)| {
-            let newest = placed
-                .into_iter()
-                .filter(|p| !crate::names::is_marker(&p.name))
-                .filter(|p| !cluster.local().is_diverged(&p.name))
-                .next_back()?;
+            let newest = placed.into_iter().rfind(|p| {
+                !crate::names::is_marker(&p.name) && !cluster.local().is_diverged(&p.name)
+            })?;
             let record = failover::replica_record(&newest);
             let written = cluster.replicas_put().get(&v) == Some(&record.key);
             (!written).then_some((v, record))
@@ -173,8 +181,14 @@ fn reconcile(cluster: &Cluster, store: &VolumeStore) {
         match seen.map(|s| s.record) {
             Some(r) if r.node == cluster.node && known.is_some_and(|k| k.epoch == r.epoch) => {
                 match cluster.unfence(store, &volume) {
-                    Ok(()) => tracing::info!(volume, epoch = r.epoch, "etcd confirms this node still owns the volume: writable again"),
-                    Err(e) => tracing::error!(volume, error = %e, "cannot make the volume writable again"),
+                    Ok(()) => tracing::info!(
+                        volume,
+                        epoch = r.epoch,
+                        "etcd confirms this node still owns the volume: writable again"
+                    ),
+                    Err(e) => {
+                        tracing::error!(volume, error = %e, "cannot make the volume writable again")
+                    }
                 }
             }
             Some(r) => {
@@ -234,7 +248,9 @@ async fn pings(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
             let sent = Instant::now();
             let c = cluster.clone();
             let host = peer.clone();
-            let reply = blocking(move || ping::ping(c.ssh(), &host, &c.node)).await.flatten();
+            let reply = blocking(move || ping::ping(c.ssh(), &host, &c.node))
+                .await
+                .flatten();
             let Some(reply) = reply else { continue };
             cluster.liveness().peer_ok.insert(peer.clone(), sent);
             // Volumes the peer knows taken over: fenced now, and the newer
@@ -244,7 +260,12 @@ async fn pings(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                 if !mine.is_some_and(|m| m.node == cluster.node && epoch > m.epoch) {
                     continue;
                 }
-                tracing::warn!(volume, owner, epoch, "the peer says it took the volume over");
+                tracing::warn!(
+                    volume,
+                    owner,
+                    epoch,
+                    "the peer says it took the volume over"
+                );
                 let (c, s) = (cluster.clone(), store.clone());
                 blocking(move || {
                     let learned = OwnerRecord {
@@ -294,7 +315,10 @@ async fn fence(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
             let (c, s) = (cluster.clone(), store.clone());
             let v = volume.clone();
             match blocking(move || make_read_only(&s, &c, &v)).await {
-                Some(Ok(())) => tracing::warn!(volume, "fenced: neither etcd nor the peer answered in time, the volume is read-only"),
+                Some(Ok(())) => tracing::warn!(
+                    volume,
+                    "fenced: neither etcd nor the peer answered in time, the volume is read-only"
+                ),
                 Some(Err(e)) => tracing::error!(volume, error = %e, "cannot fence the volume"),
                 None => {}
             }

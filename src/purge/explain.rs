@@ -44,7 +44,9 @@ impl Protection {
         match self {
             Protection::Marker(host) => format!("the newest sent marker to {host}"),
             Protection::Parent(host) => format!("the parent of the next send to {host}"),
-            Protection::Diverged => "a diverged state kept by cluster mode (remove it by hand)".into(),
+            Protection::Diverged => {
+                "a diverged state kept by cluster mode (remove it by hand)".into()
+            }
         }
     }
 }

@@ -15,7 +15,8 @@ pub async fn route(state: &Arc<AppState>, body: &Value) -> Reply {
             "cluster mode is off on this node (ETCD_ENDPOINTS is empty)",
         ));
     };
-    let reply = blocking(move || Ok::<_, ApiError>(crate::cluster::report::owner(&cluster, &req.name)))
-        .await?;
+    let reply =
+        blocking(move || Ok::<_, ApiError>(crate::cluster::report::owner(&cluster, &req.name)))
+            .await?;
     Ok(to_json(reply))
 }

@@ -120,8 +120,9 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
             if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
                 let follows = follow::enabled(&store, &req.name);
-                let sent =
-                    cluster::mount::after_last_unmount(&cluster, &store, &req.name, &peer, follows)?;
+                let sent = cluster::mount::after_last_unmount(
+                    &cluster, &store, &req.name, &peer, follows,
+                )?;
                 if let Some(sent) = sent {
                     tracing::info!(volume = %req.name, "followed: {sent}");
                 }

@@ -451,7 +451,10 @@ pub fn purge(
             .collect();
     let mut decisions = purge::decide(&candidates, pattern, store.config().purge_timeframes, now);
     let cluster = crate::cluster::local::Local::of(store.config());
-    for d in decisions.iter_mut().filter(|d| cluster.is_diverged(&d.name)) {
+    for d in decisions
+        .iter_mut()
+        .filter(|d| cluster.is_diverged(&d.name))
+    {
         d.protected.push(purge::Protection::Diverged);
     }
     if !options.dry_run {

@@ -5,7 +5,6 @@
 //! own dockerd. Every test names its cluster tag; the tests take one lock,
 //! so their timings do not depend on each other's load.
 
-
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -51,9 +50,12 @@ impl Ring {
             .collect::<Vec<_>>()
             .join(",");
         wait_until("etcd's quorum", 60, || {
-            n.exec(&a, &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"])
-                .status
-                .success()
+            n.exec(
+                &a,
+                &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
+            )
+            .status
+            .success()
         });
         let ring = Ring {
             a_ip: ips[0].clone(),
@@ -79,30 +81,22 @@ impl Ring {
         let name = format!("BUTTERVOLUME_NODE_NAME={node}");
         let ttl = format!("BUTTERVOLUME_OWNER_TTL={TTL}");
         self.n.start_with(node, &[&endpoints, &name, &ttl]);
-        wait_until(&format!("{node}'s lease"), 30, || {
+        wait_until(format!("{node}'s lease"), 30, || {
             !self.cluster(node)["LeaseAgeSeconds"].is_null()
         });
     }
 
     /// The cluster part of `node`'s status.
     fn cluster(&self, node: &str) -> Value {
-        let (_, text) = testkit::raw_request(
-            &self.n.socket(node),
-            "POST",
-            "/VolumeDriver.Status",
-            b"{}",
-        );
+        let (_, text) =
+            testkit::raw_request(&self.n.socket(node), "POST", "/VolumeDriver.Status", b"{}");
         let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         status["Cluster"].clone()
     }
 
     fn status(&self, node: &str) -> Value {
-        let (_, text) = testkit::raw_request(
-            &self.n.socket(node),
-            "POST",
-            "/VolumeDriver.Status",
-            b"{}",
-        );
+        let (_, text) =
+            testkit::raw_request(&self.n.socket(node), "POST", "/VolumeDriver.Status", b"{}");
         serde_json::from_str(&text).unwrap()
     }
 
@@ -150,7 +144,9 @@ impl Ring {
     /// A file of the node's data dir, read inside the node (works while
     /// its daemon is down).
     fn read(&self, node: &str, path: &str) -> Option<String> {
-        let out = self.n.exec(node, &["cat", &format!("/var/lib/buttervolume/{path}")]);
+        let out = self
+            .n
+            .exec(node, &["cat", &format!("/var/lib/buttervolume/{path}")]);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -166,9 +162,19 @@ impl Ring {
     /// `/data/log` every 100 ms (a write that fails is skipped).
     fn app(&self, node: &str, volume: &str) {
         let mount = format!("{volume}:/data");
-        let script = "i=0; while true; do i=$((i+1)); echo $i >> /data/log 2>/dev/null; sleep 0.1; done";
+        let script =
+            "i=0; while true; do i=$((i+1)); echo $i >> /data/log 2>/dev/null; sleep 0.1; done";
         self.n.dockerd(node).docker(&[
-            "run", "-d", "--name", "app", "-v", &mount, "bv-busybox", "sh", "-c", script,
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "-v",
+            &mount,
+            "bv-busybox",
+            "sh",
+            "-c",
+            script,
         ]);
     }
 }
@@ -185,7 +191,15 @@ fn cluster_a_live_owner_keeps_its_volume_and_a_release_or_handover_moves_it() {
     let (da, db) = (r.n.dockerd(a), r.n.dockerd(b));
     r.volume("app", true, true);
     da.docker(&[
-        "run", "-d", "--name", "writer", "-v", "app:/data", "bv-busybox", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        "-v",
+        "app:/data",
+        "bv-busybox",
+        "sh",
+        "-c",
         "echo one > /data/f && sleep 1000",
     ]);
     let record = r.owner(a, "app")["Owner"].clone();
@@ -195,7 +209,10 @@ fn cluster_a_live_owner_keeps_its_volume_and_a_release_or_handover_moves_it() {
 
     // b's Mount while a uses it: refused, naming a, at once.
     let err = r.mount(b, "app", "m1");
-    assert!(err.contains(&format!("owned by {a}")) && err.contains("alive"), "{err}");
+    assert!(
+        err.contains(&format!("owned by {a}")) && err.contains("alive"),
+        "{err}"
+    );
     assert_eq!(r.owner(b, "app")["Owner"]["Node"], a.as_str());
 
     // a's app stops: released; b's app takes it (next epoch) with a's data.
@@ -262,7 +279,9 @@ fn cluster_a_killed_owner_is_taken_over_with_the_freshest_replica_and_comes_back
     );
     // a's app cannot write any more.
     let before = r.records(a, "app");
-    let out = r.n.dockerd(a).docker_output(&["exec", "app", "sh", "-c", "echo x >> /data/log"]);
+    let out =
+        r.n.dockerd(a)
+            .docker_output(&["exec", "app", "sh", "-c", "echo x >> /data/log"]);
     assert!(!out.status.success(), "a's app still writes");
     assert_eq!(r.records(a, "app"), before);
 
@@ -299,7 +318,9 @@ fn cluster_a_partitioned_owner_is_read_only_before_the_takeover_then_passive() {
 
     r.n.link(a, "down");
     wait_until("a fenced", 30, || {
-        r.cluster(a)["Fenced"].as_array().is_some_and(|f| !f.is_empty())
+        r.cluster(a)["Fenced"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
     });
     let fenced_at = std::fs::metadata(r.n.data(a).join("state/cluster/fenced/app"))
         .unwrap()
@@ -315,17 +336,28 @@ fn cluster_a_partitioned_owner_is_read_only_before_the_takeover_then_passive() {
     let owner = r.owner(b, "app")["Owner"].clone();
     assert_eq!(owner["Node"], b.as_str(), "{owner}");
     let took = std::time::UNIX_EPOCH + Duration::from_secs(owner["Since"].as_u64().unwrap() + 1);
-    assert!(fenced_at <= took, "a was fenced after b took the volume over");
+    assert!(
+        fenced_at <= took,
+        "a was fenced after b took the volume over"
+    );
 
     // a's link back: diverged state kept, Mount refused, nothing pushed.
     r.n.link(a, "up");
     wait_until("a's diverged state", 60, || {
-        r.cluster(a)["Diverged"].as_array().is_some_and(|d| !d.is_empty())
+        r.cluster(a)["Diverged"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
     });
     let err = r.mount(a, "app", "m1");
-    assert!(err.contains(&format!("owned by {b}")) || err.contains(b), "{err}");
+    assert!(
+        err.contains(&format!("owned by {b}")) || err.contains(b),
+        "{err}"
+    );
     da.docker_output(&["rm", "-f", "app"]);
-    let diverged = r.cluster(a)["Diverged"][0]["Snapshot"].as_str().unwrap().to_string();
+    let diverged = r.cluster(a)["Diverged"][0]["Snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(r.read(b, &format!("snapshots/{diverged}/log")).is_none());
     assert!(r.read(a, &format!("snapshots/{diverged}/log")).is_some());
 
@@ -352,7 +384,11 @@ fn cluster_etcd_down_fences_nothing_and_takes_nothing_over() {
     wait_until("a lease's lifetime without etcd", 60, || {
         r.cluster(a)["SecondsSinceEtcd"].as_u64().unwrap_or(0) > TTL + 2
     });
-    assert_eq!(r.cluster(a)["Fenced"], json!([]), "a fenced while b answers");
+    assert_eq!(
+        r.cluster(a)["Fenced"],
+        json!([]),
+        "a fenced while b answers"
+    );
     let now = r.records(a, "app");
     wait_until("a's app still writing", 10, || r.records(a, "app") > now);
     let err = r.mount(b, "app", "m1");
@@ -385,5 +421,8 @@ fn cluster_racing_mounts_never_give_two_owners() {
             }
         }
     }
-    assert!(wins[0] + wins[1] >= 90, "too few Mounts succeeded: {wins:?}");
+    assert!(
+        wins[0] + wins[1] >= 90,
+        "too few Mounts succeeded: {wins:?}"
+    );
 }

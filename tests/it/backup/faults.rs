@@ -93,7 +93,7 @@ fn local_state(d: &Daemon, volume: &str) -> Local {
 
 fn failed_job(d: &Daemon, volume: &str, action: &str) -> String {
     cli_ok(d, &["schedule", action, "60", volume]);
-    testkit::wait_until(&format!("{action} on {volume} to run"), 60, || {
+    testkit::wait_until(format!("{action} on {volume} to run"), 60, || {
         !last_result(d, volume, action).is_empty()
     });
     let result = last_result(d, volume, action);
