@@ -6,6 +6,7 @@ packages=(
     btrfs-progs libbtrfsutil-dev libclang-dev pkg-config   # build + btrfs
     openssh-server openssh-client rsync                    # replication
     restic                                                 # backups (issue 25)
+    etcd-server etcd-client protobuf-compiler              # cluster mode: etcd in tests; protoc builds the etcd client
     docker.io docker-compose busybox-static                # Docker e2e tests
     iproute2 util-linux curl python3-venv attr             # test harness
     prometheus                                             # metrics tests (a real server scrapes)
@@ -25,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     # *:9090 at every boot.
     if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+    # Likewise etcd: the tests run their own members in network namespaces.
+    if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now etcd >/dev/null 2>&1 || true
     fi
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
