@@ -160,6 +160,10 @@ pub struct VolumeStatus {
     /// Its backups per target ([`crate::backup`]).
     #[serde(default)]
     pub backups: Vec<super::backup::BackupStatus>,
+    /// Cluster mode: its owner as this node last knew it (`<node> epoch
+    /// <n>, in use|released`); absent in pair mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A peer this volume is replicated to: one with a sent marker

@@ -99,7 +99,7 @@ fn every_type_keeps_its_json_field_names() {
         OwnedVolume => ["Name", "Epoch", "Since", "How"],
         DivergedState => ["Snapshot", "Why"],
         Problem => ["Kind", "Volume", "Peer", "Message"],
-        VolumeStatus => ["Name", "SizeBytes", "SizeMeasuredAt", "SizeStale", "Snapshots", "NewestSnapshot", "NewestSnapshotCreated", "NewestSnapshotAgeSeconds", "Peers", "Follow", "Jobs", "RunningJobs", "LastError", "Backups"],
+        VolumeStatus => ["Name", "SizeBytes", "SizeMeasuredAt", "SizeStale", "Snapshots", "NewestSnapshot", "NewestSnapshotCreated", "NewestSnapshotAgeSeconds", "Peers", "Follow", "Jobs", "RunningJobs", "LastError", "Backups", "Owner"],
         PeerStatus => ["Host", "SentSnapshot", "LastSuccess", "LagSeconds", "UnsentSnapshots", "ReplicateTimer", "LastFailure", "LastFailureAt"],
         JobStatus => ["Action", "Timer", "Active", "Running", "LastRun", "NextRun", "LastOk", "LastResult", "LastDurationMs"],
     };

@@ -71,8 +71,12 @@ fn rows(v: &VolumeStatus, now: chrono::DateTime<chrono::Utc>) -> Vec<[String; 11
         dash(),
         dash(),
         dash(),
-        // Follow-the-container state: not known yet.
-        v.follow.clone().unwrap_or_else(dash),
+        // Follow-the-container state, and the owner in cluster mode.
+        match (&v.follow, &v.owner) {
+            (Some(f), Some(o)) => format!("{f}; owner {o}"),
+            (None, Some(o)) => format!("owner {o}"),
+            (f, None) => f.clone().unwrap_or_else(dash),
+        },
         running,
         v.last_error.clone().unwrap_or_else(dash),
     ];
@@ -139,6 +143,39 @@ pub fn render(status: &StatusReply) -> String {
     if stale {
         out.push_str("* changed since its size was measured (a new measurement is under way)\n");
     }
+    if let Some(c) = &status.cluster {
+        out.push_str(&cluster(c));
+    }
+    out
+}
+
+/// The cluster-mode lines of `status`.
+fn cluster(c: &crate::api::cluster::ClusterStatus) -> String {
+    let lease = c.lease_age_seconds.map_or_else(
+        || "none".into(),
+        |s| format!("{} old", human_duration(s as i64)),
+    );
+    let mut out = format!(
+        "\nCLUSTER node {}: etcd answered {} ago, lease {lease}, owns {} volume(s) in use, {} takeover(s)\n",
+        c.node,
+        human_duration(c.seconds_since_etcd as i64),
+        c.owned.len(),
+        c.takeovers
+    );
+    for v in &c.owned {
+        let how = if v.how.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", v.how)
+        };
+        out.push_str(&format!("  {} epoch {}{how}\n", v.name, v.epoch));
+    }
+    for f in &c.fenced {
+        out.push_str(&format!("  fenced (read-only): {f}\n"));
+    }
+    for d in &c.diverged {
+        out.push_str(&format!("  diverged: {} ({})\n", d.snapshot, d.why));
+    }
     out
 }
 
@@ -189,6 +226,7 @@ mod tests {
                 running_jobs: vec!["purge:1d".into()],
                 last_error: None,
                 backups: vec![],
+                owner: None,
             }],
             schedule_paused: false,
             cluster: None,

@@ -27,8 +27,14 @@ use crate::volumes::VolumeStore;
 /// first.
 pub fn spawn(cluster: Arc<Cluster>, store: Arc<VolumeStore>, stop: watch::Receiver<bool>) {
     for volume in cluster.local().fenced() {
-        if let Err(e) = make_read_only(&store, &cluster, &volume) {
-            tracing::error!(volume, error = %e, "cannot keep the fenced volume read-only");
+        match make_read_only(&store, &cluster, &volume) {
+            Ok(()) => tracing::info!(
+                volume,
+                "fenced before this start: read-only until etcd says who owns it"
+            ),
+            Err(e) => {
+                tracing::error!(volume, error = %e, "cannot keep the fenced volume read-only")
+            }
         }
     }
     tokio::spawn(lease(cluster.clone(), store.clone(), stop.clone()));

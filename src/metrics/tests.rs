@@ -50,6 +50,7 @@ mod page_tests {
                 running_jobs: vec![],
                 last_error: None,
                 backups: vec![],
+                owner: None,
             }],
             schedule_paused: false,
             cluster: None,

@@ -223,6 +223,11 @@ fn volume_status(
         running_jobs,
         last_error,
         backups: Vec::new(),
+        owner: store.cluster().and_then(|c| {
+            let r = c.local().owner(name)?;
+            let state = if r.mounted { "in use" } else { "released" };
+            Some(format!("{} epoch {}, {state}", r.node, r.epoch))
+        }),
     }
 }
 

@@ -426,3 +426,46 @@ fn cluster_racing_mounts_never_give_two_owners() {
         "too few Mounts succeeded: {wins:?}"
     );
 }
+
+/// A daemon killed during an acquisition (etcd says the volume is mounted
+/// there, no Mount was recorded) releases it when it comes back, and the
+/// partner's Mount then takes it; a daemon killed between a fence's
+/// marker and its ioctl makes the volume read-only at its next start.
+#[test]
+fn cluster_a_daemon_killed_mid_acquisition_or_mid_fence_recovers_at_restart() {
+    let _one = lock();
+    let r = Ring::up("cf", false);
+    let (a, b) = (&r.a, &r.b);
+    r.volume("v", false, false);
+    assert_eq!(r.mount(a, "v", "m1"), "");
+    r.n.kill(a);
+    // As if the daemon died after etcd's transaction, before the Mount
+    // was recorded here.
+    let out =
+        r.n.exec(a, &["rm", "/var/lib/buttervolume/state/mounts.json"]);
+    assert!(out.status.success(), "{out:?}");
+    // A marker without the ioctl: a kill between the two.
+    let dir = "/var/lib/buttervolume/state/cluster/fenced";
+    assert!(r.n.exec(a, &["mkdir", "-p", dir]).status.success());
+    let out = r.n.exec(a, &["touch", &format!("{dir}/v")]);
+    assert!(out.status.success(), "{out:?}");
+    r.restart(a);
+    let log = std::fs::read_to_string(format!("/run/bvnodes/{a}/daemon.log")).unwrap();
+    assert!(
+        log.contains("fenced before this start: read-only until etcd says who owns it"),
+        "{log}"
+    );
+    // etcd says a still owns it at its epoch: writable again; and no
+    // container uses it here: released, so b takes it.
+    wait_until("a's volume released and unfenced", 30, || {
+        let owner = r.owner(b, "v");
+        owner["Owner"]["Mounted"] == false && r.cluster(a)["Fenced"] == json!([])
+    });
+    let epoch = r.owner(b, "v")["Owner"]["Epoch"].as_u64().unwrap();
+    assert_eq!(r.mount(b, "v", "m2"), "");
+    let owner = r.owner(b, "v")["Owner"].clone();
+    assert_eq!(owner["Node"], b.as_str(), "{owner}");
+    assert_eq!(owner["Epoch"].as_u64().unwrap(), epoch + 1);
+    let err = r.mount(a, "v", "m3");
+    assert!(err.contains(&format!("owned by {b}")), "{err}");
+}
