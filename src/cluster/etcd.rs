@@ -119,6 +119,12 @@ impl Etcd {
             bounded(keeper.keep_alive()).await?;
             bounded(stream.message()).await
         };
+        let answer = async {
+            match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                Ok(r) => r,
+                Err(_) => Err(EtcdError::Timeout(REQUEST_TIMEOUT)),
+            }
+        };
         match answer.await {
             Ok(Some(r)) if r.ttl() > 0 => Ok(()),
             Ok(_) => Err(EtcdError::LeaseExpired),

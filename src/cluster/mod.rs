@@ -104,6 +104,8 @@ pub enum ClusterError {
         owner: String,
         epoch: u64,
     },
+    #[error("{volume} is fenced here (read-only until etcd confirms this node still owns it): it is not pushed meanwhile")]
+    Fenced { volume: String },
     #[error("cluster mode: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -234,15 +236,18 @@ impl Cluster {
         &self,
         store: &crate::volumes::VolumeStore,
         volume: &str,
-        peer: &str,
+        peer: Option<&str>,
     ) -> Result<Claimed, ClusterError> {
         let deadline = Instant::now() + self.ttl + Duration::from_secs(1);
         let mut silent: Option<String> = None;
         loop {
             match self.claim_once(store, volume, peer, silent.as_deref()) {
+                // Without a pair peer to check the owner through, a
+                // refusal is final.
                 Err(ClusterError::OwnedElsewhere { owner, .. })
-                    if silent.as_deref() != Some(owner.as_str())
-                        && !ping::answers(self, peer, &owner) =>
+                    if peer.is_some()
+                        && silent.as_deref() != Some(owner.as_str())
+                        && !peer.is_some_and(|p| ping::answers(self, p, &owner)) =>
                 {
                     tracing::info!(
                         volume,
@@ -267,9 +272,10 @@ impl Cluster {
         &self,
         store: &crate::volumes::VolumeStore,
         volume: &str,
-        peer: &str,
+        peer: Option<&str>,
         silent: Option<&str>,
     ) -> Result<Claimed, ClusterError> {
+        let peer_host = peer.unwrap_or_default();
         let etcd_err = |source| ClusterError::Etcd {
             volume: volume.into(),
             source: Box::new(source),
@@ -320,7 +326,7 @@ impl Cluster {
                 if !r.mounted {
                     let mut new = r.clone();
                     new.mounted = true;
-                    new.peer = peer.into();
+                    new.peer = peer_host.into();
                     swap(&new, None)?;
                 }
                 Ok(Claimed::Mine { mounted: r.mounted })
@@ -330,7 +336,7 @@ impl Cluster {
                     Some(node) => format!("took {volume} from {node} (released)"),
                     None => format!("took {volume} (free)"),
                 };
-                swap(&self.record(epoch + 1, true, peer, how), None)?;
+                swap(&self.record(epoch + 1, true, peer_host, how), None)?;
                 Ok(Claimed::Taken {
                     epoch: epoch + 1,
                     from,
@@ -343,7 +349,8 @@ impl Cluster {
             }),
             Claim::Failover { from } => {
                 let promised = self.local.since_promise(&from);
-                let answers = silent != Some(from.as_str()) && ping::answers(self, peer, &from);
+                let answers = silent != Some(from.as_str())
+                    && peer.is_some_and(|p| ping::answers(self, p, &from));
                 if !rule::promise_over(self.ttl, promised) || answers {
                     return Err(ClusterError::OwnerAnswers {
                         volume: volume.into(),
@@ -352,7 +359,7 @@ impl Cluster {
                 }
                 let how = failover::check_lag(self, store, volume, &from)?;
                 swap(
-                    &self.record(epoch + 1, true, peer, how.clone()),
+                    &self.record(epoch + 1, true, peer_host, how.clone()),
                     Some(&from),
                 )?;
                 self.takeovers
@@ -468,7 +475,12 @@ impl Cluster {
     pub fn push_epoch(&self, volume: &str) -> Result<Option<u64>, ClusterError> {
         match self.local.owner(volume) {
             None => Ok(None),
-            Some(r) if r.node == self.node && !self.local.is_fenced(volume) => Ok(Some(r.epoch)),
+            Some(r) if r.node == self.node && self.local.is_fenced(volume) => {
+                Err(ClusterError::Fenced {
+                    volume: volume.into(),
+                })
+            }
+            Some(r) if r.node == self.node => Ok(Some(r.epoch)),
             Some(r) => Err(ClusterError::NotOwner {
                 volume: volume.into(),
                 owner: r.node,

@@ -1,5 +1,10 @@
-//! A replicated volume's first Mount and last Unmount in cluster mode:
-//! ownership first ([`Cluster::claim`]), then the state to start from.
+//! A volume's first Mount and last Unmount in cluster mode: ownership
+//! first ([`Cluster::claim`]), then the state to start from. Every volume
+//! has an owner in cluster mode, its name being cluster-wide: the deploy
+//! handler's sequences mount a volume before its `replicate:` line exists
+//! and drop the line before moving it; its replicate line, when there is
+//! one, names the pair peer the owner is checked through and the follow
+//! asks.
 //!
 //! - taken over from a dead owner: the freshest replica here is restored
 //!   (the dead peer is not asked);
@@ -33,7 +38,7 @@ pub fn before_first_mount(
     cluster: &Cluster,
     store: &VolumeStore,
     volume: &str,
-    peer: &str,
+    peer: Option<&str>,
     follows: bool,
 ) -> Result<(), MountError> {
     let claimed = cluster.claim(store, volume, peer)?;
@@ -49,7 +54,7 @@ fn start_from(
     cluster: &Cluster,
     store: &VolumeStore,
     volume: &str,
-    peer: &str,
+    peer: Option<&str>,
     follows: bool,
     claimed: &Claimed,
 ) -> Result<(), MountError> {
@@ -73,7 +78,7 @@ fn start_from(
             if was_fenced && matches!(claimed, Claimed::Taken { .. }) {
                 failover::restore_freshest(cluster, store, volume)?;
             }
-            if follows {
+            if let Some(peer) = peer.filter(|_| follows) {
                 let followed = follow::before_first_mount(store, peer, volume);
                 follow::record(store, volume, followed.as_ref().map(|_| ()));
                 match followed {
@@ -102,10 +107,12 @@ pub fn after_last_unmount(
     cluster: &Cluster,
     store: &VolumeStore,
     volume: &str,
-    peer: &str,
+    peer: Option<&str>,
     follows: bool,
 ) -> Result<Option<String>, FollowError> {
-    let sent = follows.then(|| follow::after_last_unmount(store, peer, volume));
+    let sent = peer
+        .filter(|_| follows)
+        .map(|peer| follow::after_last_unmount(store, peer, volume));
     if let Some(outcome) = &sent {
         follow::record(store, volume, outcome.as_ref().map(|_| ()));
     }

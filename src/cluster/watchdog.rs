@@ -99,6 +99,11 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
             Ok(()) => {
                 if failing {
                     tracing::info!("etcd answers again");
+                    // The lease held through the silence, so nobody took
+                    // anything over: volumes fenced meanwhile are checked
+                    // with etcd and made writable again.
+                    let (c, s) = (cluster.clone(), store.clone());
+                    blocking(move || reconcile(&c, &s)).await;
                 }
                 failing = false;
                 failures = 0;
@@ -124,10 +129,9 @@ async fn lease(cluster: Arc<Cluster>, store: Arc<VolumeStore>, mut stop: watch::
                 tracing::debug!(error = %e, failures, "etcd request failed");
                 failing = true;
                 failures += 1;
-                if failures.is_multiple_of(3) {
-                    tracing::debug!("reconnecting to etcd");
-                    cluster.etcd().reconnect().await;
-                }
+                // A pool may keep routing to a member that went away: a
+                // fresh one at every failure finds the live members.
+                cluster.etcd().reconnect().await;
             }
         }
         let wait = if failing {

@@ -91,7 +91,8 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
         if store.mount_count(&req.name) == 0 {
             if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
                 let follows = follow::enabled(&store, &req.name);
-                cluster::mount::before_first_mount(&cluster, &store, &req.name, &peer, follows)?;
+                let peer = peer.as_deref();
+                cluster::mount::before_first_mount(&cluster, &store, &req.name, peer, follows)?;
             } else if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let followed = follow::before_first_mount(&store, &peer, &req.name);
                 follow::record(&store, &req.name, followed.as_ref().map(|_| ()));
@@ -120,9 +121,9 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
             if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
                 let follows = follow::enabled(&store, &req.name);
-                let sent = cluster::mount::after_last_unmount(
-                    &cluster, &store, &req.name, &peer, follows,
-                )?;
+                let peer = peer.as_deref();
+                let sent =
+                    cluster::mount::after_last_unmount(&cluster, &store, &req.name, peer, follows)?;
                 if let Some(sent) = sent {
                     tracing::info!(volume = %req.name, "followed: {sent}");
                 }
@@ -138,15 +139,15 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
     Ok(json!({}))
 }
 
-/// In cluster mode, a replicated volume (an active `replicate:` line) has
-/// an owner ([`cluster`]): the cluster and the line's peer.
+/// In cluster mode every volume has an owner ([`cluster::mount`]): the
+/// cluster, and the peer of its active `replicate:` line if any.
 fn owned_volume(
     store: &VolumeStore,
     scheduler: &Scheduler,
     volume: &str,
-) -> Option<(std::sync::Arc<cluster::Cluster>, String)> {
+) -> Option<(std::sync::Arc<cluster::Cluster>, Option<String>)> {
     let cluster = store.cluster()?.clone();
-    Some((cluster, scheduler.replicate_peer(volume)?))
+    Some((cluster, scheduler.replicate_peer(volume)))
 }
 
 /// The peer `volume` follows its container to: the host of its active

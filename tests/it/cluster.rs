@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use testkit::nodes::{nodes_sh, Nodes};
 use testkit::wait_until;
 
-/// OWNER_TTL in these tests: keep-alive every 2 s, fence after 4 s
+/// OWNER_TTL in these tests: keep-alive every 3 s, fence after 6 s
 /// without etcd and peer.
-const TTL: u64 = 6;
+const TTL: u64 = 9;
 
 /// A yearly timer: the replicate lines exist (ownership and follow need
 /// an active one) but no scheduled round runs during a test.

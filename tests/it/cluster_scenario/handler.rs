@@ -4,10 +4,37 @@
 use super::*;
 
 impl Cluster {
-    pub(super) fn up() -> Cluster {
-        let n = Nodes::up("cs", 3, "2G");
+    /// Three nodes paired with each other; with `etcd`, each also a
+    /// member of a three-member etcd and its daemon in cluster mode.
+    pub(super) fn up(tag: &str, etcd: bool) -> Cluster {
+        let n = Nodes::up(tag, 3, "2G");
         let names: Vec<String> = (1..=3).map(|k| n.name(k)).collect();
         let mut metrics_ports = Vec::new();
+        let mut cluster_env = Vec::new();
+        if etcd {
+            let mut args = vec!["etcd-start", ""];
+            args.extend(names.iter().map(String::as_str));
+            for a in &names {
+                args[1] = a;
+                let out = nodes_sh(&args);
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            let endpoints: Vec<String> = names
+                .iter()
+                .map(|a| format!("http://{}:2379", n.ip(a)))
+                .collect();
+            let endpoints = endpoints.join(",");
+            wait_until("etcd's quorum", 60, || {
+                n.exec(
+                    &names[0],
+                    &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
+                )
+                .status
+                .success()
+            });
+            cluster_env.push(format!("BUTTERVOLUME_ETCD_ENDPOINTS={endpoints}"));
+            cluster_env.push("BUTTERVOLUME_OWNER_TTL=9".to_string());
+        }
         for a in &names {
             for b in &names {
                 if a != b {
@@ -17,7 +44,7 @@ impl Cluster {
             n.stop(a);
             let port = free_port(a);
             metrics_ports.push(port);
-            let out = nodes_sh(&[
+            let args = [
                 "daemon-start",
                 a,
                 bin(),
@@ -27,7 +54,14 @@ impl Cluster {
                 "BUTTERVOLUME_TIMER=2",
                 "BUTTERVOLUME_SEND_BWLIMIT=32",
                 &format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}"),
-            ]);
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain(etcd.then(|| format!("BUTTERVOLUME_NODE_NAME={a}")))
+            .chain(cluster_env.iter().cloned())
+            .collect::<Vec<_>>();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = nodes_sh(&args);
             assert!(out.status.success(), "{}", stderr(&out));
             n.docker_start(a);
         }

@@ -2,10 +2,42 @@
 
 use super::*;
 
+/// The two runs take turns: each brings up three nodes with their own
+/// dockerd, and its step timings assume the machine to itself.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_deploy_handlers_transition_matrix_on_three_nodes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::up("cs", false);
+    matrix(&c);
+}
+
+/// The same 3.4/3.13 CLI sequences with the nodes in cluster mode (a
+/// three-member etcd on the three nodes): ownership follows the handler's
+/// `down`/`up` and nothing it does is refused that pair mode accepts.
+#[test]
+fn the_deploy_handlers_transition_matrix_in_cluster_mode() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::up("ch", true);
+    matrix(&c);
+    // It ran in cluster mode: every node held a lease, and the app's
+    // volumes changed owners with the handler's moves (epochs past 1).
+    let mut epochs = Vec::new();
+    for k in 0..3 {
+        let (status, _) = c.status_and_metrics("cluster mode", k);
+        let cluster = status.cluster.expect("the Cluster part of status");
+        assert!(cluster.lease_age_seconds.is_some(), "node {k}: no lease");
+        epochs.extend(status.volumes.iter().filter_map(|v| v.owner.clone()));
+    }
+    assert!(
+        epochs.iter().any(|o| !o.contains(" epoch 1,")),
+        "no volume ever changed owner: {epochs:?}"
+    );
+}
+
+fn matrix(c: &Cluster) {
     let t0 = std::time::Instant::now();
-    let c = Cluster::up();
     let app = App::new("shop");
     let (data, conf) = (app.data(), app.conf());
     let [n1, n2, n3] = [0, 1, 2];
