@@ -35,6 +35,9 @@ pub struct Options {
     /// Seconds of each idle window.
     #[arg(long, default_value_t = 60)]
     window: u64,
+    /// Only one part: pair, failover, rpo or idle.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn secs(ms: f64) -> String {
@@ -56,7 +59,26 @@ pub fn run(o: &Options) -> Table {
     let r = Ring::up("bcl");
     let mut t = Table::new(&["measurement", "setting", "median", "runs (s)", "target", ""]);
 
-    let pair = failover::pair_mode(&r, o.runs);
+    let want = |part: &str| o.only.as_deref().is_none_or(|only| only == part);
+    if want("pair") {
+        pair_rows(&r, o, &mut t);
+    }
+    if want("failover") {
+        for &ttl in &o.ttls {
+            failover_rows(&r, ttl, o.runs, &mut t);
+        }
+    }
+    if want("rpo") && o.rpo_minutes > 0 {
+        rpo_row(&r, o, &mut t);
+    }
+    if want("idle") {
+        idle_rows(&r, o, &mut t);
+    }
+    t
+}
+
+fn pair_rows(r: &Ring, o: &Options, t: &mut Table) {
+    let pair = failover::pair_mode(r, o.runs);
     t.row(vec![
         "pair mode: loss to b's Mount refused".into(),
         "no etcd".into(),
@@ -73,11 +95,13 @@ pub fn run(o: &Options) -> Table {
         "(comparison) plus the operator's reaction time".into(),
         String::new(),
     ]);
+}
 
-    for &ttl in &o.ttls {
+fn failover_rows(r: &Ring, ttl: u64, runs: usize, t: &mut Table) {
+    {
         r.cluster_mode(&r.a, ttl, &[]);
         r.cluster_mode(&r.b, ttl, &[]);
-        let kills = failover::kills(&r, ttl, o.runs);
+        let kills = failover::kills(r, ttl, runs);
         let target = (ttl + 2) as f64 * 1e3;
         t.row(vec![
             "kill -9 + link down to b's Mount answered".into(),
@@ -87,7 +111,7 @@ pub fn run(o: &Options) -> Table {
             format!("<= {} s", ttl + 2),
             verdict(kills.max() <= target),
         ]);
-        let cuts = failover::partitions(&r, ttl, o.runs);
+        let cuts = failover::partitions(r, ttl, runs);
         let fenced = Samples(cuts.iter().map(|c| c.fenced).collect());
         let took = Samples(cuts.iter().map(|c| c.takeover).collect());
         let lead = Samples(
@@ -121,10 +145,14 @@ pub fn run(o: &Options) -> Table {
             verdict(before),
         ]);
     }
+}
 
-    if o.rpo_minutes > 0 {
+fn rpo_row(r: &Ring, o: &Options, t: &mut Table) {
+    {
         let ttl = *o.ttls.last().unwrap_or(&15);
-        let p = rpo::run(&r, o.rpo_minutes);
+        r.cluster_mode(&r.a, ttl, &[]);
+        r.cluster_mode(&r.b, ttl, &[]);
+        let p = rpo::run(r, o.rpo_minutes);
         r.a_back(true, ttl);
         let lost = p.written.saturating_sub(p.on_b);
         t.row(vec![
@@ -145,8 +173,10 @@ pub fn run(o: &Options) -> Table {
             String::new(),
         ]);
     }
+}
 
-    let idle = idle::run(&r, &o.counts, Duration::from_secs(o.window));
+fn idle_rows(r: &Ring, o: &Options, t: &mut Table) {
+    let idle = idle::run(r, &o.counts, Duration::from_secs(o.window));
     for i in idle {
         t.row(vec![
             format!("idle, {} owned volumes on a", i.volumes),
@@ -164,5 +194,4 @@ pub fn run(o: &Options) -> Table {
             verdict(i.cpu_percent < 1.0),
         ]);
     }
-    t
 }

@@ -2,9 +2,8 @@
 //! `log` every 100 ms in a volume a owns, whose replicate line to b runs
 //! every `minutes` minutes (the scheduler's timer in minutes: its cron
 //! timers are 5-field, minute resolution, so a minute is the shortest
-//! interval). After a first replication landed, a is lost (daemon killed,
-//! link cut, app stopped at the same instant) half an interval after the
-//! latest one; b takes it over from its freshest replica. Lost = the last
+//! interval). An interval and a half after a first replication landed, a
+//! is lost (daemon killed, link cut, app stopped at the same instant); b takes it over from its freshest replica. Lost = the last
 //! number the app wrote minus the last one b has.
 
 use std::io::Write;
@@ -49,21 +48,22 @@ pub fn run(r: &Ring, minutes: u64) -> Rpo {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        // A first round landed: from then on, the line's interval.
-        let markers = || r.n.markers(&r.a, &r.b_ip).len();
-        wait_for_every(
+        // A first round landed: from then on, the line's interval. A
+        // round replaces the previous marker: a new name is a new round.
+        let markers = || r.n.markers(&r.a, &r.b_ip);
+        let mut seen = wait_for_every(
             "a first replication",
             60 * minutes + 120,
             Duration::from_millis(100),
-            || (markers() > 0).then_some(()),
+            || Some(markers()).filter(|m| !m.is_empty()),
         );
-        let mut seen = markers();
         let mut landed = Instant::now();
-        // Half an interval after the latest round (the average loss).
+        // The loss: an interval and a half after the first round, so about
+        // half an interval after the latest one (the average loss).
         let until = landed + interval + interval / 2;
         while Instant::now() < until {
             let now = markers();
-            if now > seen {
+            if now != seen {
                 seen = now;
                 landed = Instant::now();
             }
