@@ -9,6 +9,7 @@
 //! cargo run --release -p bench -- snapshot-breakdown
 //! cargo run --release -p bench -- receive
 //! cargo run --release -p bench -- probe-dead-link
+//! cargo run --release -p bench -- cluster
 //! ```
 //!
 //! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
@@ -17,6 +18,7 @@
 //! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
 //! BENCHMARKS.md.
 
+mod cluster;
 mod probe_dead_link;
 mod receive;
 mod report;
@@ -48,6 +50,9 @@ enum Bench {
     Receive(receive::Options),
     /// How the libssh2 transport meets a link that dies (two nodes).
     ProbeDeadLink(probe_dead_link::Options),
+    /// Cluster mode on etcd: node loss, fencing, data lost on failover,
+    /// idle cost per owned volume, and pair mode for comparison.
+    Cluster(cluster::Options),
 }
 
 fn main() {
@@ -60,6 +65,7 @@ fn main() {
         Bench::SnapshotBreakdown(options) => snapshot_breakdown::run(&options),
         Bench::Receive(options) => receive::run(&options),
         Bench::ProbeDeadLink(options) => probe_dead_link::run(&options),
+        Bench::Cluster(options) => cluster::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();
