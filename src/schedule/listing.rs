@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::self_host::SelfLook;
 use super::table::Table;
 
 /// One job as `Schedule.List` shows it.
@@ -37,16 +38,16 @@ pub struct Listing {
     pub invalid: Vec<InvalidView>,
 }
 
-/// The listing of `table` at `now`.
-pub(super) fn build(table: &Table, now: DateTime<Utc>) -> Listing {
+/// The listing of `table` at `now`. A line `me` ignores (it names this
+/// node, [`super::self_host`]) is listed without a next run.
+pub(super) fn build(table: &Table, me: &SelfLook, now: DateTime<Utc>) -> Listing {
     let jobs = table
         .file
         .jobs()
         .map(|job| {
             let run = table.runs.get(&job.key);
             let record = run.map(|r| r.record.clone()).unwrap_or_default();
-            let next_run = job
-                .active
+            let next_run = (job.active && me.runs_here(job))
                 .then(|| {
                     job.timer
                         .next_due(record.base(), record.seen.unwrap_or(now), &table.rounds)
