@@ -391,7 +391,12 @@ fn swarm_node_loss_runs_the_task_on_the_partner_and_fences_the_old_node() {
     let reply = s.n.post(&s.nodes[x], "/VolumeDriver.Mount", &body);
     let err = reply["Err"].as_str().unwrap_or_default();
     assert!(err.contains(&format!("owned by {}", s.nodes[y])), "{reply}");
-    let err = s.n.send_err(&s.nodes[x], &diverged, &s.ips[y]);
+    // Refused naming the owner (once x's own scheduled attempt, refused
+    // too, no longer holds the volume's send lock).
+    let err = wait_for("x's send refused by ownership", 30, || {
+        let err = s.n.send_err(&s.nodes[x], &diverged, &s.ips[y]);
+        (!err.contains("in progress")).then_some(err)
+    });
     assert!(err.contains(&format!("owned by {}", s.nodes[y])), "{err}");
     assert!(
         !s.snapshots(y).contains(&diverged),
@@ -401,30 +406,67 @@ fn swarm_node_loss_runs_the_task_on_the_partner_and_fences_the_old_node() {
     assert_eq!(s.running(), Some(y));
 }
 
-/// Kills (SIGKILL) a node's dockerd and everything in its mount
-/// namespace (containerd, shims, containers): the node's Docker lost at
-/// once, as in a power cut.
+/// Kills (SIGKILL) a node's dockerd, everything in its mount namespace
+/// (containerd, shims) and their descendants (the containers, in their
+/// own namespaces): the node's Docker lost at once, as in a power cut.
+/// The set is taken before the first kill (a killed shim's children are
+/// reparented).
 fn kill_dockerd(dockerd: &testkit::dockerd::Dockerd) {
+    use std::collections::{HashMap, HashSet};
     use std::os::unix::fs::MetadataExt;
     let pid = dockerd.pid();
-    let ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt")).unwrap();
-    let key = (ns.dev(), ns.ino());
+    let ns_of = |p: u32| {
+        std::fs::metadata(format!("/proc/{p}/ns/mnt"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    let key = ns_of(pid).expect("dockerd's mount namespace");
+    let mut parent = HashMap::new();
+    let mut doomed = HashSet::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        let Some(p) = name
+        let Some(p) = entry
+            .file_name()
             .to_str()
-            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        let same =
-            std::fs::metadata(format!("/proc/{p}/ns/mnt")).is_ok_and(|m| (m.dev(), m.ino()) == key);
-        if same {
-            let _ = std::process::Command::new("kill").args(["-9", p]).status();
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // `pid (comm) state ppid ...`: comm may hold spaces, not `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.insert(p, ppid);
+        }
+        if ns_of(p) == Some(key) {
+            doomed.insert(p);
         }
     }
-    wait_until("the node's dockerd gone", 30, || {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    loop {
+        let children: Vec<u32> = parent
+            .iter()
+            .filter(|(p, pp)| doomed.contains(*pp) && !doomed.contains(*p))
+            .map(|(p, _)| *p)
+            .collect();
+        if children.is_empty() {
+            break;
+        }
+        doomed.extend(children);
+    }
+    for p in &doomed {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &p.to_string()])
+            .status();
+    }
+    wait_until("the node's Docker gone", 30, || {
+        doomed.iter().all(|p| {
+            // Gone, or a zombie its new parent has not reaped yet.
+            std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        })
     });
 }
 
@@ -435,6 +477,8 @@ fn kill_dockerd(dockerd: &testkit::dockerd::Dockerd) {
 fn swarm_the_legacy_daemon_announces_its_driver_to_its_engine() {
     let n = Nodes::up("swc", 1, "1G");
     let node = n.name(1);
+    // The daemon starts after the engine here.
+    n.stop(&node);
     n.docker_start(&node);
     let docker = n.dockerd(&node);
     assert_eq!(
