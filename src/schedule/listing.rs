@@ -22,6 +22,9 @@ pub struct JobView {
     pub last_duration_ms: Option<u64>,
     pub running: bool,
     pub skips: u64,
+    /// A `replicate:` line naming this node: listed, never run here
+    /// ([`super::self_host`]).
+    pub ignored_here: bool,
 }
 
 /// A line of schedule.csv the scheduler skips.
@@ -47,7 +50,8 @@ pub(super) fn build(table: &Table, me: &SelfLook, now: DateTime<Utc>) -> Listing
         .map(|job| {
             let run = table.runs.get(&job.key);
             let record = run.map(|r| r.record.clone()).unwrap_or_default();
-            let next_run = (job.active && me.runs_here(job))
+            let ignored_here = !me.runs_here(job);
+            let next_run = (job.active && !ignored_here)
                 .then(|| {
                     job.timer
                         .next_due(record.base(), record.seen.unwrap_or(now), &table.rounds)
@@ -65,6 +69,7 @@ pub(super) fn build(table: &Table, me: &SelfLook, now: DateTime<Utc>) -> Listing
                 last_duration_ms: record.last_duration_ms,
                 running: run.is_some_and(|r| r.running),
                 skips: record.skips,
+                ignored_here,
             }
         })
         .collect();
