@@ -103,6 +103,18 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
     let sshd_task =
         with_sshd.then(|| tokio::spawn(crate::sshd::supervise(config.clone(), stop_rx.clone())));
     let scheduler_task = tokio::spawn(scheduler.clone().run(stop_rx.clone()));
+    // The legacy daemon makes its driver known to its engine, for Swarm
+    // (crate::announce); the managed plugin (`--sshd`) is listed already.
+    if let Some(driver) = (!with_sshd)
+        .then(|| crate::announce::driver_name(&config.socket))
+        .flatten()
+    {
+        tokio::spawn(crate::announce::announce(
+            config.docker_socket.clone(),
+            driver,
+            stop_rx.clone(),
+        ));
+    }
     if let Some(cluster) = cluster {
         tracing::info!(node = %cluster.node, ttl = ?cluster.ttl, "cluster mode on etcd");
         store.set_cluster(cluster.clone());

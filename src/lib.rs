@@ -39,8 +39,11 @@
 //!   [`sshd`]: the managed plugin's sshd;
 //! - [`init`]: `buttervolume init`, preparing a btrfs data directory;
 //! - [`doctor`]: `buttervolume doctor`; [`legacy_driver`]: what it sees
-//!   of the legacy `btrfs` driver; [`docker`]: the few Docker API calls.
+//!   of the legacy `btrfs` driver; [`docker`]: the few Docker API calls;
+//!   [`announce`]: the legacy daemon making its driver known to its
+//!   engine at start (Swarm places tasks only where a driver is listed).
 
+pub mod announce;
 pub mod api;
 pub mod backup;
 pub mod btrfs;

@@ -176,12 +176,13 @@ fn changed_replicas(
 /// Mount) is released.
 fn reconcile(cluster: &Cluster, store: &VolumeStore) {
     if let Ok(records) = cluster.wait(cluster.etcd().owners()) {
-        for (volume, r) in records {
-            if r.node == cluster.node && r.mounted && store.mount_count(&volume) == 0 {
+        for (volume, r) in &records {
+            if r.node == cluster.node && r.mounted && store.mount_count(volume) == 0 {
                 tracing::info!(volume, "held in etcd without a container here: released");
-                cluster.release(&volume);
+                cluster.release(volume);
             }
         }
+        fence_taken_over(cluster, store, &records);
     }
     for volume in cluster.local().fenced() {
         let Ok(seen) = cluster.wait(cluster.etcd().owner(&volume)) else {
@@ -207,6 +208,32 @@ fn reconcile(cluster: &Cluster, store: &VolumeStore) {
             }
             None => {}
         }
+    }
+}
+
+/// A volume this node last knew it owned, which etcd shows owned by
+/// another node at a newer epoch: taken over while this node was down
+/// and cut off, before its watchdog could fence it (its daemon killed
+/// first, so the fenced loop of [`reconcile`] does not know it). Fenced
+/// now, its state kept as diverged: never pushed, never mounted here.
+fn fence_taken_over(cluster: &Cluster, store: &VolumeStore, records: &[(String, OwnerRecord)]) {
+    for (volume, r) in records {
+        let Some(known) = cluster.local().owner(volume) else {
+            continue;
+        };
+        let stale = known.node == cluster.node
+            && known.mounted
+            && r.node != cluster.node
+            && r.epoch > known.epoch;
+        if !stale || cluster.local().is_fenced(volume) || store.existing(volume).is_err() {
+            continue;
+        }
+        if let Err(e) = make_read_only(store, cluster, volume) {
+            tracing::error!(volume, error = %e, "cannot fence a volume taken over while this node was away");
+            continue;
+        }
+        let _ = cluster.local().learn(volume, r);
+        diverge(cluster, store, volume, &r.node, r.epoch);
     }
 }
 

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::self_host::SelfLook;
 use super::table::Table;
 
 /// One job as `Schedule.List` shows it.
@@ -21,6 +22,9 @@ pub struct JobView {
     pub last_duration_ms: Option<u64>,
     pub running: bool,
     pub skips: u64,
+    /// A `replicate:` line naming this node: listed, never run here
+    /// ([`super::self_host`]).
+    pub ignored_here: bool,
 }
 
 /// A line of schedule.csv the scheduler skips.
@@ -37,16 +41,17 @@ pub struct Listing {
     pub invalid: Vec<InvalidView>,
 }
 
-/// The listing of `table` at `now`.
-pub(super) fn build(table: &Table, now: DateTime<Utc>) -> Listing {
+/// The listing of `table` at `now`. A line `me` ignores (it names this
+/// node, [`super::self_host`]) is listed without a next run.
+pub(super) fn build(table: &Table, me: &SelfLook, now: DateTime<Utc>) -> Listing {
     let jobs = table
         .file
         .jobs()
         .map(|job| {
             let run = table.runs.get(&job.key);
             let record = run.map(|r| r.record.clone()).unwrap_or_default();
-            let next_run = job
-                .active
+            let ignored_here = !me.runs_here(job);
+            let next_run = (job.active && !ignored_here)
                 .then(|| {
                     job.timer
                         .next_due(record.base(), record.seen.unwrap_or(now), &table.rounds)
@@ -64,6 +69,7 @@ pub(super) fn build(table: &Table, now: DateTime<Utc>) -> Listing {
                 last_duration_ms: record.last_duration_ms,
                 running: run.is_some_and(|r| r.running),
                 skips: record.skips,
+                ignored_here,
             }
         })
         .collect();

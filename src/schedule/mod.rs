@@ -38,6 +38,7 @@ pub mod jobs;
 mod listing;
 mod pool;
 mod scheduler;
+pub mod self_host;
 mod table;
 pub mod timer;
 pub mod volume_options;
@@ -51,6 +52,7 @@ pub use edit::Change;
 pub use jobs::{ActionFailure, JobActions, JobError, StoreActions, Taken};
 pub use listing::{InvalidView, JobView, Listing};
 pub use scheduler::Scheduler;
+pub use self_host::SelfHost;
 pub use table::TickReport;
 pub use timer::{Timer, TimerCommand, TimerError};
 
@@ -162,6 +164,8 @@ pub struct SchedulerOptions {
     pub tick: std::time::Duration,
     /// Size of each of the two worker pools (local jobs, remote jobs).
     pub workers: usize,
+    /// This node's names: `replicate:` lines naming it are ignored here.
+    pub self_host: SelfHost,
 }
 
 impl SchedulerOptions {
@@ -175,6 +179,7 @@ impl SchedulerOptions {
             schedule,
             tick: std::time::Duration::from_secs(60),
             workers: DEFAULT_WORKERS,
+            self_host: SelfHost::nobody(),
         }
     }
 
@@ -185,6 +190,7 @@ impl SchedulerOptions {
             tick: std::time::Duration::from_secs(config.timer),
             disabled: config.schedule_disabled(),
             workers: config.schedule_workers,
+            self_host: SelfHost::node(&config.cluster.node_name),
             ..SchedulerOptions::for_schedule(config.schedule.clone())
         }
     }

@@ -70,7 +70,7 @@ impl Scheduler {
                 report.paused = true;
                 return report;
             }
-            table.take_due(now, &mut report)
+            table.take_due(now, &inner.opts.self_host.look(), &mut report)
         };
         report.dispatched = due_jobs.len();
         if report.dispatched + report.skipped > 0 {
@@ -180,12 +180,13 @@ impl Scheduler {
             return Err(ScheduleError::GloballyPaused);
         }
         table.refresh(&inner.opts, now);
-        Ok(listing::build(&table, now))
+        Ok(listing::build(&table, &inner.opts.self_host.look(), now))
     }
 
-    /// The host of `volume`'s active `replicate:` line, if any (what follow
-    /// needs at each Mount and Unmount): one look at the table, no
-    /// listing of every job. `None` while the schedule is paused.
+    /// The host of `volume`'s first active `replicate:` line that does not
+    /// name this node ([`super::self_host`]), if any (what follow and
+    /// cluster mode need at each Mount and Unmount): one look at the
+    /// table, no listing of every job. `None` while the schedule is paused.
     pub fn replicate_peer(&self, volume: &str) -> Option<String> {
         let inner = &self.inner;
         let now = inner.clock.now();
@@ -194,8 +195,13 @@ impl Scheduler {
             return None;
         }
         table.refresh(&inner.opts, now);
+        let me = inner.opts.self_host.look();
         let peer = table.file.jobs().find_map(|job| match &job.action {
-            Action::Replicate { host } if job.active && job.name() == volume => Some(host.clone()),
+            Action::Replicate { host }
+                if job.active && job.name() == volume && me.runs_here(job) =>
+            {
+                Some(host.clone())
+            }
             _ => None,
         });
         peer

@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 
 use super::csv::{self, ScheduleFile};
 use super::history::{self, RunRecord};
+use super::self_host::SelfLook;
 use super::timer::Rounds;
 use super::{Job, JobError, JobKey, ScheduleError, SchedulerOptions};
 
@@ -212,7 +213,13 @@ impl Table {
 
     /// Marks every due job running and returns them in schedule.csv order;
     /// counts skips and the next due time in `report`.
-    pub(super) fn take_due(&mut self, now: DateTime<Utc>, report: &mut TickReport) -> Vec<DueJob> {
+    /// Lines `me` ignores ([`super::self_host`]) are never due.
+    pub(super) fn take_due(
+        &mut self,
+        now: DateTime<Utc>,
+        me: &SelfLook,
+        report: &mut TickReport,
+    ) -> Vec<DueJob> {
         if let Some(earliest) = self.earliest {
             if earliest.is_none_or(|due| due > now) {
                 report.next_due = earliest;
@@ -221,7 +228,7 @@ impl Table {
         }
         let mut due_jobs = Vec::new();
         for job in self.file.jobs() {
-            if !job.active {
+            if !job.active || !me.runs_here(job) {
                 continue;
             }
             // One lookup in the common case; refresh() created the

@@ -3,7 +3,9 @@
 //! The reference only knows `<minutes>` (measured from the job's last run).
 //! We also accept `cron:<expr>` in the same CSV column, a standard 5-field
 //! crontab expression (`minute hour day-of-month month day-of-week`, local
-//! time) or one of `@hourly @daily @weekly @monthly @yearly`; it fires at its
+//! time), the same with a leading `second` field (6 fields: `cron:*/5 * *
+//! * * *` runs every 5 seconds, for replication intervals under a
+//! minute), or one of `@hourly @daily @weekly @monthly @yearly`; it fires at its
 //! first occurrence after the last run. The reference reading such a line
 //! fails on `int()` and skips it, so a node can still switch back.
 //!
@@ -195,9 +197,13 @@ fn parse_cron(expr: &str) -> Result<cron::Schedule, TimerError> {
         }
     } else {
         let fields: Vec<&str> = expr.split_whitespace().collect();
-        let [minute, hour, dom, month, dow] = fields[..] else {
+        let (second, rest) = match fields[..] {
+            [second, ref rest @ ..] if fields.len() == 6 => (second, rest),
+            ref rest => ("0", rest),
+        };
+        let [minute, hour, dom, month, dow] = rest[..] else {
             return Err(fail(format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), got {}",
+                "expected 5 fields (minute hour day-of-month month day-of-week), or 6 with a leading second, got {}",
                 fields.len()
             )));
         };
@@ -208,7 +214,7 @@ fn parse_cron(expr: &str) -> Result<cron::Schedule, TimerError> {
             ));
         }
         let dow = translate_dow(dow).map_err(fail)?;
-        format!("0 {minute} {hour} {dom} {month} {dow}")
+        format!("{second} {minute} {hour} {dom} {month} {dow}")
     };
     cron::Schedule::from_str(&crate_expr).map_err(|e| fail(e.to_string()))
 }
@@ -377,6 +383,20 @@ mod tests {
     }
 
     #[test]
+    fn cron_with_a_seconds_field_fires_under_a_minute() {
+        let t = Timer::parse("cron:*/5 * * * * *").unwrap();
+        let base = utc("2026-01-01T10:07:31Z");
+        assert_eq!(t.next_after(base), Some(utc("2026-01-01T10:07:35Z")));
+        // Six fields keep the crontab day-of-week numbering and its rule.
+        let sunday = Timer::parse("cron:30 0 3 * * 0").unwrap();
+        let next = sunday.next_after(base).unwrap().with_timezone(&Local);
+        assert_eq!(next.weekday(), Weekday::Sun);
+        assert_eq!(next.second(), 30);
+        assert!(Timer::parse("cron:0 0 3 1 * 1").is_err());
+        assert!(Timer::parse("cron:0 0 0 3 * * *").is_err());
+    }
+
+    #[test]
     fn cron_fires_at_the_next_occurrence_after_the_base() {
         let t = Timer::parse("cron:*/15 * * * *").unwrap();
         let base = utc("2026-01-01T10:07:30Z");
@@ -422,7 +442,8 @@ mod tests {
         for bad in [
             "cron:",
             "cron:* * * *",
-            "cron:0 0 * * * *",
+            "cron:0 0 0 * * * *",
+            "cron:60 0 * * * *",
             "cron:61 * * * *",
             "cron:0 3 1 * 1",
             "cron:0 3 * * 8",

@@ -148,6 +148,7 @@ mod tests {
             last_duration_ms: None,
             running: false,
             skips: 0,
+            ignored_here: false,
         }
     }
 

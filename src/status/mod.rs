@@ -318,7 +318,11 @@ fn peers(
 
 /// The peer of a `replicate:` job ([`names::peer_of`]): `replicate:root@peer`
 /// is peer `peer`, as are its markers `<vol>@<ts>@root@peer`.
+/// `None` too for a line naming this node, ignored here.
 fn replicate_host(job: &JobView) -> Option<&str> {
+    if job.ignored_here {
+        return None;
+    }
     match Action::parse(&job.action) {
         Ok(Action::Replicate { .. }) => job.action.strip_prefix("replicate:").map(names::peer_of),
         _ => None,

@@ -83,6 +83,7 @@ fn job(volume: &str, action: &str, timer: &str) -> JobView {
         last_duration_ms: None,
         running: false,
         skips: 0,
+        ignored_here: false,
     }
 }
 
@@ -184,6 +185,20 @@ fn a_failed_job_comes_first_with_its_error() {
     );
     assert_eq!(zzz.running_jobs, ["purge:1h:1d"]);
     assert_eq!(zzz.jobs.len(), 2);
+}
+
+/// A `replicate:` line naming this node (one Swarm definition for both
+/// nodes of a pair) is ignored here: no peer, no "never sent" problem.
+#[test]
+fn a_replicate_line_naming_this_node_is_no_peer_and_no_problem() {
+    let f = fixture();
+    f.volume("data");
+    f.snapshot("data@1", 500);
+    let mut mine = job("data", "replicate:me", "1");
+    mine.ignored_here = true;
+    let status = f.collect(&listed(vec![mine]));
+    assert!(status.problems.is_empty(), "{:?}", status.problems);
+    assert!(volume(&status, "data").peers.is_empty());
 }
 
 #[test]

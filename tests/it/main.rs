@@ -32,4 +32,5 @@ mod snapshots;
 mod socket_fuzz;
 mod socket_limits;
 mod status_metrics;
+mod swarm;
 mod volume_driver;

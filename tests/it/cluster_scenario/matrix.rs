@@ -61,7 +61,7 @@ fn matrix(c: &Cluster) {
             "{step}: {snap}"
         );
     }
-    assert_eq!(read(&c, n1, &data, "log"), "start\n");
+    assert_eq!(read(c, n1, &data, "log"), "start\n");
     c.work(n1, &app, "one");
     eprintln!("step 1 done: {:.1} s", t0.elapsed().as_secs_f64());
 
@@ -95,7 +95,7 @@ fn matrix(c: &Cluster) {
     // schedules it after `up`): nothing followed there.
     assert!(!c.log(n2).contains("followed: restored"), "{step}");
     c.assert_placement(step, &app, place2, Cli::V34);
-    assert_eq!(read(&c, n2, &data, "log"), "start\none\ntwo\nstop\nstart\n");
+    assert_eq!(read(c, n2, &data, "log"), "start\none\ntwo\nstop\nstart\n");
     c.wait_replicated(n2, n1, &data, &[]);
     // The new master's status: the new slave holds what the marker says,
     // replicated by the scheduled line, nothing left unsent.
@@ -157,7 +157,7 @@ fn matrix(c: &Cluster) {
         );
     }
     assert_eq!(
-        read(&c, n2, &data, "log"),
+        read(c, n2, &data, "log"),
         "start\none\ntwo\nstop\nstart\nthree\nstop\nstart\n"
     );
     c.wait_replicated(n2, n1, &data, &before);
@@ -199,7 +199,7 @@ fn matrix(c: &Cluster) {
         "pre",
         &c.deploy(&pre, None, at(n3, None), Cli::V313, &Hooks::default()),
     );
-    let pre_settings = read(&c, n3, &pre.conf(), "settings");
+    let pre_settings = read(c, n3, &pre.conf(), "settings");
     c.migrate(&app, &pre, n3, Cli::V313).unwrap();
     let newest = c.newest_snapshot(n3, &data);
     let mut expected = state_of(&c.data(n3).join("snapshots").join(&newest));
@@ -211,7 +211,7 @@ fn matrix(c: &Cluster) {
         "migrate: pre's data is not shop's newest snapshot"
     );
     assert_eq!(
-        read(&c, n3, &pre.conf(), "settings"),
+        read(c, n3, &pre.conf(), "settings"),
         pre_settings,
         "migrate overwrote pre_conf"
     );
@@ -231,7 +231,7 @@ fn matrix(c: &Cluster) {
         err.contains("non-migrable") || err.contains("nonmigrable"),
         "{err}"
     );
-    assert_eq!(read(&c, n3, &conf, "settings"), "settings of shop\n");
+    assert_eq!(read(c, n3, &conf, "settings"), "settings of shop\n");
     c.compose(n3, &pre, &["down", "-v"]).unwrap();
     for volume in pre.volumes() {
         c.bv(
@@ -420,7 +420,7 @@ fn matrix(c: &Cluster) {
     c.assert_moved_intact(step, &app);
     c.assert_final_sent(step, &app, n3, n1);
     c.assert_placement(step, &app, place5, Cli::V313);
-    let log = read(&c, n1, &data, "log");
+    let log = read(c, n1, &data, "log");
     for line in ["big", "nine", "big2", "ten"] {
         assert!(log.lines().any(|l| l == line), "{step}: {line} lost: {log}");
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use buttervolume::schedule::jobs;
 use buttervolume::schedule::{
     Action, ActionFailure, Change, JobActions, JobError, ManualClock, Scheduler, SchedulerOptions,
-    Taken, GLOBALLY_PAUSED,
+    SelfHost, Taken, GLOBALLY_PAUSED,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
@@ -21,6 +21,7 @@ mod end_to_end;
 mod lines;
 mod reference;
 mod rounds;
+mod swarm_pair;
 
 /// Job actions that record calls, fail for "removed" volumes and can hold
 /// chosen volumes until released; a send is known to them as
@@ -189,10 +190,16 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::on(SelfHost::nobody())
+    }
+
+    /// A harness whose node is `me` (its `replicate:` lines naming it are
+    /// ignored).
+    fn on(me: SelfHost) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
         let clock = Arc::new(ManualClock::new(t0() - ROUND));
-        let sched = Self::scheduler(dir.path(), &fake, &clock);
+        let sched = Self::scheduler(dir.path(), &fake, &clock, &me);
         clock.set(t0());
         Harness {
             dir,
@@ -202,16 +209,23 @@ impl Harness {
         }
     }
 
-    fn scheduler(dir: &Path, fake: &Arc<Fake>, clock: &Arc<ManualClock>) -> Scheduler {
+    fn scheduler(
+        dir: &Path,
+        fake: &Arc<Fake>,
+        clock: &Arc<ManualClock>,
+        me: &SelfHost,
+    ) -> Scheduler {
         let mut opts = SchedulerOptions::for_schedule(dir.join("config/schedule.csv"));
         opts.workers = 2;
+        opts.self_host = me.clone();
         Scheduler::new(opts, fake.clone(), clock.clone())
     }
 
     /// A new scheduler on the same files: a daemon restart.
     fn restart(&mut self) {
         self.sched.flush().unwrap();
-        self.sched = Self::scheduler(self.dir.path(), &self.fake, &self.clock);
+        let me = self.sched.options().self_host.clone();
+        self.sched = Self::scheduler(self.dir.path(), &self.fake, &self.clock, &me);
     }
 
     fn csv(&self) -> PathBuf {
