@@ -119,7 +119,7 @@ pub fn inspect(volume: &Value) {
 
 /// `buttervolume owner <volume>` for a person.
 pub fn owner(reply: &crate::api::cluster::OwnerReply) {
-    let since = |t: i64| crate::cluster::format_time(t);
+    let since = |t: i64| crate::cluster::records::format_time(t);
     match &reply.owner {
         Some(r) => {
             let alive = match reply.owner_alive {

@@ -3,8 +3,9 @@
 //! a failover may lose), and the restore itself. Also the replica records
 //! each node keeps in etcd ([`records::ReplicaRecord`]).
 
+use super::records::format_time;
 use super::records::{self, ReplicaRecord};
-use super::{format_time, Cluster, ClusterError};
+use super::{Cluster, ClusterError};
 use crate::snapshots::{self, Placed, RestoreOptions, SnapshotError};
 use crate::volumes::VolumeStore;
 

@@ -54,6 +54,7 @@ pub mod failover;
 pub mod local;
 pub mod mount;
 pub mod ping;
+mod push;
 pub mod records;
 pub mod report;
 pub mod rule;
@@ -67,6 +68,8 @@ use etcd::{Etcd, EtcdError};
 use local::Local;
 use records::OwnerRecord;
 use rule::Claim;
+
+pub use push::admit_push;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -345,7 +348,7 @@ impl Cluster {
             Claim::Refuse { owner, since } => Err(ClusterError::OwnedElsewhere {
                 volume: volume.into(),
                 owner,
-                since: format_time(since),
+                since: records::format_time(since),
             }),
             Claim::Failover { from } => {
                 let promised = self.local.since_promise(&from);
@@ -490,75 +493,5 @@ impl Cluster {
     }
 }
 
-/// A time in seconds since the epoch as `status` prints it.
-pub fn format_time(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| secs.to_string())
-}
-
-/// Whether a push of a snapshot of `volume` carrying `epoch` may land here
-/// (the receiving forced command): refused when this node knows a newer
-/// epoch of the volume. Pair mode (no owner record here) admits anything.
-pub fn admit_push(config: &Config, volume: &str, epoch: Option<u64>) -> Result<(), String> {
-    let Some(known) = Local::of(config).owner(volume) else {
-        return Ok(());
-    };
-    match epoch {
-        Some(e) if e >= known.epoch => Ok(()),
-        Some(e) => Err(format!(
-            "{volume}: the sender's epoch {e} is stale ({} owns it at epoch {}): push refused",
-            known.node, known.epoch
-        )),
-        None => Err(format!(
-            "{volume} is owned in cluster mode ({} at epoch {}): a push without an epoch is refused",
-            known.node, known.epoch
-        )),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn config(state: &std::path::Path) -> Config {
-        let env = HashMap::from([(
-            "BUTTERVOLUME_STATE_PATH".to_string(),
-            state.display().to_string(),
-        )]);
-        Config::resolve(&env, &HashMap::new()).unwrap()
-    }
-
-    fn record(node: &str, epoch: u64) -> OwnerRecord {
-        OwnerRecord {
-            node: node.into(),
-            epoch,
-            since: 0,
-            mounted: true,
-            peer: String::new(),
-            how: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_receiver_refuses_a_push_whose_epoch_is_older_than_the_one_it_knows() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = config(dir.path());
-        // Pair mode: no record known here, anything lands.
-        assert!(admit_push(&c, "db", None).is_ok());
-        Local::of(&c).learn("db", &record("b", 5)).unwrap();
-        assert!(admit_push(&c, "db", Some(5)).is_ok());
-        assert!(admit_push(&c, "db", Some(6)).is_ok());
-        let stale = admit_push(&c, "db", Some(4)).unwrap_err();
-        assert!(
-            stale.contains("stale") && stale.contains("b owns it at epoch 5"),
-            "{stale}"
-        );
-        let none = admit_push(&c, "db", None).unwrap_err();
-        assert!(none.contains("without an epoch"), "{none}");
-        // Another volume is not concerned.
-        assert!(admit_push(&c, "web", Some(1)).is_ok());
-    }
-}
+mod tests;

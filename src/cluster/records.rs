@@ -101,6 +101,13 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A time in seconds since the epoch as `status` prints it.
+pub fn format_time(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
