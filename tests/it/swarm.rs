@@ -287,7 +287,13 @@ fn swarm_a_rolling_update_and_a_drain_move_the_task_and_lose_no_record() {
     // docker service update --force: stopped on x, started on the other
     // node (Swarm may pick x again: forced again until it moves).
     for attempt in 0.. {
-        assert!(attempt < 6, "the forced updates never moved the task");
+        if attempt == 3 {
+            // Swarm may keep placing the task on x (seen in CI: six
+            // forced updates in a row): each restart there kept every
+            // record; the drain below moves it for sure.
+            eprintln!("swarm: three forced updates kept the task on its node");
+            break;
+        }
         let started = Instant::now();
         s.docker(&["service", "update", "--detach", "--force", "app"]);
         let old = writers(&seen);
@@ -310,6 +316,10 @@ fn swarm_a_rolling_update_and_a_drain_move_the_task_and_lose_no_record() {
             seen = r;
             break;
         }
+        assert!(
+            r.starts_with(&seen),
+            "the task restarted on its node lost records"
+        );
         seen = r;
     }
 
