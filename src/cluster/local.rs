@@ -119,6 +119,21 @@ impl Local {
         }
     }
 
+    /// Fences `volume` (its subvolume at `path`): the marker first, so a
+    /// crash before the ioctl still counts it fenced and the next start
+    /// finishes the job; then the subvolume's `ro` property. The one
+    /// fencing step of the daemon's watchdog and of the forced command
+    /// that finds the daemon dead.
+    pub fn fence(
+        &self,
+        fs: &dyn crate::subvolumes::Subvolumes,
+        volume: &str,
+        path: &Path,
+    ) -> std::io::Result<()> {
+        self.set_fenced(volume, true)?;
+        fs.set_read_only(path, true).map_err(std::io::Error::other)
+    }
+
     pub fn fenced(&self) -> Vec<String> {
         self.names("fenced")
     }

@@ -20,7 +20,6 @@ use super::records;
 use crate::config::Config;
 use crate::replication::protocol::PeerRequest;
 use crate::replication::transport::{Peer, SshSettings};
-use crate::subvolumes::Subvolumes;
 
 /// The longest a ping may take, connection included.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
@@ -96,8 +95,10 @@ pub fn serve(config: &Config, from: &str) -> i32 {
         let mut fenced = Vec::new();
         for (volume, _) in local.owned_mounted(&me) {
             let path = config.volumes_path.join(&volume);
-            let done = local.set_fenced(&volume, true).is_ok()
-                && (!path.exists() || fs.set_read_only(&path, true).is_ok());
+            let done = match path.exists() {
+                true => local.fence(&fs, &volume, &path).is_ok(),
+                false => local.set_fenced(&volume, true).is_ok(),
+            };
             if done {
                 fenced.push(volume);
             }

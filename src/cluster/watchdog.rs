@@ -256,12 +256,8 @@ pub fn diverge(cluster: &Cluster, store: &VolumeStore, volume: &str, owner: &str
 /// Makes `volume` read-only (the marker first: a crash in between still
 /// counts it fenced, and the next start finishes the job).
 pub fn make_read_only(store: &VolumeStore, cluster: &Cluster, volume: &str) -> std::io::Result<()> {
-    cluster.local().set_fenced(volume, true)?;
     let path = store.existing(volume).map_err(std::io::Error::other)?;
-    store
-        .fs()
-        .set_read_only(&path, true)
-        .map_err(std::io::Error::other)
+    cluster.local().fence(store.fs(), volume, &path)
 }
 
 /// The volumes mounted here as their owner, with their peer.
