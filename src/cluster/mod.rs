@@ -21,9 +21,13 @@
 //! A takeover of O's volume by P needs, at the moment of P's etcd
 //! transaction, (1) O's alive key gone: O's lease expired, which is at
 //! least `OWNER_TTL` after the last keep-alive O sent that etcd confirmed;
-//! (2) O silent over SSH to P's bounded check; and (3) P's promise to O
+//! (2) O silent over SSH to P's bounded check; (3) P's promise to O
 //! over: P did not answer a ping of O within the last `OWNER_TTL` (every
-//! answer promises exactly that, [`ping`]). O fences at the latest
+//! answer promises exactly that, [`ping`]); and (4) P is O's pair peer,
+//! the one node O pings (the `peer` of O's owner record), or O has none
+//! (then O has no failsafe and fences as soon as etcd is silent). With
+//! more than two storage nodes, a third node's takeover is refused: O
+//! may be writing on through its peer's answers. O fences at the latest
 //! `OWNER_TTL - margin` after the later of its last confirmed keep-alive
 //! and its last answered ping (both measured from when O *sent* them, so
 //! before etcd or P saw them). Hence O is read-only before (1) and (3) can
@@ -81,6 +85,12 @@ pub enum ClusterError {
     },
     #[error("{volume} is owned by {owner}, whose etcd lease expired, but {owner} still answers here over SSH: it lost etcd, not its data; not taking it over")]
     OwnerAnswers { volume: String, owner: String },
+    #[error("{volume} is owned by {owner}, whose etcd lease expired and which does not answer, but only its pair peer {peer} may take it over ({owner} keeps writing without etcd while {peer} answers it): mount it on {peer}")]
+    NotPeer {
+        volume: String,
+        owner: String,
+        peer: String,
+    },
     #[error("cannot reach etcd to take ownership of {volume} ({source}); a takeover needs etcd's quorum")]
     Etcd {
         volume: String,
@@ -145,6 +155,8 @@ pub struct Cluster {
     pub node: String,
     pub ttl: Duration,
     pub(crate) max_lag: u64,
+    /// This node's names, to know an owner record's `peer` is this node.
+    me: crate::schedule::SelfHost,
     etcd: Etcd,
     local: Local,
     runtime: tokio::runtime::Handle,
@@ -172,6 +184,7 @@ impl Cluster {
             node: settings.node_name.clone(),
             ttl: Duration::from_secs(settings.owner_ttl_secs),
             max_lag: settings.max_lag_secs,
+            me: crate::schedule::SelfHost::node(&settings.node_name),
             etcd,
             local,
             runtime: tokio::runtime::Handle::current(),
@@ -230,27 +243,30 @@ impl Cluster {
         }
     }
 
-    /// The first Mount of `volume` here, which replicates to `peer`.
-    /// Blocking. A volume mounted by an owner whose lease still lives but
-    /// who does not answer over SSH (its daemon died: its forced command
-    /// fenced it; or its node is gone) is waited for, up to `OWNER_TTL`
-    /// and a second, and taken over once the lease expired.
+    /// The first Mount of `volume` here, which replicates to `peers` (the
+    /// first is its pair peer). Blocking. A volume mounted by an owner
+    /// whose lease still lives but who does not answer over SSH (its
+    /// daemon died: its forced command fenced it; or its node is gone) is
+    /// waited for, up to `OWNER_TTL` and a second, and taken over once the
+    /// lease expired. An etcd error is tried again up to the same
+    /// deadline (a leader election after a member died).
     pub fn claim(
         &self,
         store: &crate::volumes::VolumeStore,
         volume: &str,
-        peer: Option<&str>,
+        peers: &[String],
     ) -> Result<Claimed, ClusterError> {
+        let peer = peers.first().map(String::as_str);
         let deadline = Instant::now() + self.ttl + Duration::from_secs(1);
         let mut silent: Option<String> = None;
         loop {
-            match self.claim_once(store, volume, peer, silent.as_deref()) {
+            match self.claim_once(store, volume, peers, silent.as_deref()) {
                 // Without a pair peer to check the owner through, a
                 // refusal is final.
                 Err(ClusterError::OwnedElsewhere { owner, .. })
                     if peer.is_some()
                         && silent.as_deref() != Some(owner.as_str())
-                        && !peer.is_some_and(|p| ping::answers(self, p, &owner)) =>
+                        && !ping::answers_any(self, peers, &owner) =>
                 {
                     tracing::info!(
                         volume,
@@ -264,6 +280,13 @@ impl Cluster {
                 {
                     std::thread::sleep(Duration::from_millis(250));
                 }
+                // etcd electing a leader (a member just died with its
+                // node) answers errors for a moment: tried again until
+                // the same deadline, then the error is the Mount's.
+                Err(ClusterError::Etcd { volume, source }) if Instant::now() < deadline => {
+                    tracing::debug!(volume, error = %source, "etcd failed: trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
                 other => return other,
             }
         }
@@ -275,10 +298,10 @@ impl Cluster {
         &self,
         store: &crate::volumes::VolumeStore,
         volume: &str,
-        peer: Option<&str>,
+        peers: &[String],
         silent: Option<&str>,
     ) -> Result<Claimed, ClusterError> {
-        let peer_host = peer.unwrap_or_default();
+        let peer_host = peers.first().map_or("", String::as_str);
         let etcd_err = |source| ClusterError::Etcd {
             volume: volume.into(),
             source: Box::new(source),
@@ -323,7 +346,8 @@ impl Cluster {
             self.local.learn(volume, new)?;
             Ok(())
         };
-        match rule::claim(record, &self.node, owner_alive) {
+        let me = self.me.look();
+        match rule::claim(record, &self.node, owner_alive, |host| me.names(host)) {
             Claim::Mine => {
                 let r = record.expect("Mine has a record");
                 if !r.mounted {
@@ -350,17 +374,26 @@ impl Cluster {
                 owner,
                 since: records::format_time(since),
             }),
+            Claim::NotPeer { owner, peer } => Err(ClusterError::NotPeer {
+                volume: volume.into(),
+                owner,
+                peer,
+            }),
             Claim::Failover { from } => {
                 let promised = self.local.since_promise(&from);
-                let answers = silent != Some(from.as_str())
-                    && peer.is_some_and(|p| ping::answers(self, p, &from));
+                let answers =
+                    silent != Some(from.as_str()) && ping::answers_any(self, peers, &from);
                 if !rule::promise_over(self.ttl, promised) || answers {
                     return Err(ClusterError::OwnerAnswers {
                         volume: volume.into(),
                         owner: from,
                     });
                 }
-                let how = failover::check_lag(self, store, volume, &from)?;
+                let pulled = failover::pull_newer(self, store, volume, &from, peers);
+                let mut how = failover::check_lag(self, store, volume, &from)?;
+                if let Some(pulled) = pulled {
+                    how = format!("{how} ({pulled})");
+                }
                 swap(
                     &self.record(epoch + 1, true, peer_host, how.clone()),
                     Some(&from),

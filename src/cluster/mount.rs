@@ -7,7 +7,9 @@
 //! asks.
 //!
 //! - taken over from a dead owner: the freshest replica here is restored
-//!   (the dead peer is not asked);
+//!   (the dead peer is not asked), pulled first from another node when
+//!   etcd's replica records show it holds a newer one
+//!   ([`failover::pull_newer`]);
 //! - still in use here (a restart): the state here is the newest, nothing
 //!   to ask;
 //! - taken (free or released), or released or handed here: the follow
@@ -33,15 +35,17 @@ pub enum MountError {
     Snapshot(#[from] crate::snapshots::SnapshotError),
 }
 
-/// The first Mount of `volume` (replicated to `peer`) here. Blocking.
+/// The first Mount of `volume` (replicated to `peers`, the first its
+/// pair peer) here. Blocking.
 pub fn before_first_mount(
     cluster: &Cluster,
     store: &VolumeStore,
     volume: &str,
-    peer: Option<&str>,
+    peers: &[String],
     follows: bool,
 ) -> Result<(), MountError> {
-    let claimed = cluster.claim(store, volume, peer)?;
+    let claimed = cluster.claim(store, volume, peers)?;
+    let peer = peers.first().map(String::as_str);
     let result = start_from(cluster, store, volume, peer, follows, &claimed);
     if result.is_err() && !matches!(claimed, Claimed::Mine { mounted: true }) {
         // The Mount fails: nobody writes here, the volume is free again.

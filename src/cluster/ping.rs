@@ -75,9 +75,13 @@ pub fn ping(settings: &SshSettings, host: &str, me: &str) -> Option<AliveReply> 
     rx.recv_timeout(PING_TIMEOUT).ok().flatten()
 }
 
-/// True when `owner`, reached at `host`, answers a ping from this node.
-pub fn answers(cluster: &super::Cluster, host: &str, owner: &str) -> bool {
-    ping(cluster.ssh(), host, &cluster.node).is_some_and(|r| r.node == owner)
+/// True when `owner`, reached at one of `hosts` (a volume's replicate
+/// hosts: which one is the owner is not known), answers a ping from this
+/// node. The hosts are pinged one after the other (one, in a pair).
+pub fn answers_any(cluster: &super::Cluster, hosts: &[String], owner: &str) -> bool {
+    hosts
+        .iter()
+        .any(|host| ping(cluster.ssh(), host, &cluster.node).is_some_and(|r| r.node == owner))
 }
 
 /// The forced command's side: promise, then answer. When this node's

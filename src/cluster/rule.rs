@@ -21,9 +21,21 @@ pub enum Claim {
     Failover { from: String },
     /// Held with a container by a live node.
     Refuse { owner: String, since: i64 },
+    /// Held with a container by a node whose lease expired, but whose
+    /// pair peer is another node: only that peer may take it over (the
+    /// owner keeps writing without etcd while its peer answers, so a
+    /// third node taking it over would make two writers).
+    NotPeer { owner: String, peer: String },
 }
 
-pub fn claim(record: Option<&OwnerRecord>, me: &str, owner_alive: bool) -> Claim {
+/// `names_me`: true when a host (the owner record's `peer`) names this
+/// node ([`crate::schedule::self_host`]).
+pub fn claim(
+    record: Option<&OwnerRecord>,
+    me: &str,
+    owner_alive: bool,
+    names_me: impl Fn(&str) -> bool,
+) -> Claim {
     match record {
         None => Claim::Take { from: None },
         Some(r) if r.node == me => Claim::Mine,
@@ -33,6 +45,10 @@ pub fn claim(record: Option<&OwnerRecord>, me: &str, owner_alive: bool) -> Claim
         Some(r) if owner_alive => Claim::Refuse {
             owner: r.node.clone(),
             since: r.since,
+        },
+        Some(r) if !r.peer.is_empty() && !names_me(&r.peer) => Claim::NotPeer {
+            owner: r.node.clone(),
+            peer: r.peer.clone(),
         },
         Some(r) => Claim::Failover {
             from: r.node.clone(),
@@ -79,10 +95,16 @@ mod tests {
 
     #[test]
     fn a_mount_takes_a_free_or_released_volume_and_keeps_its_own() {
-        assert_eq!(claim(None, "a", false), Claim::Take { from: None });
-        assert_eq!(claim(Some(&record("a", true)), "a", false), Claim::Mine);
         assert_eq!(
-            claim(Some(&record("b", false)), "a", true),
+            claim(None, "a", false, |_| true),
+            Claim::Take { from: None }
+        );
+        assert_eq!(
+            claim(Some(&record("a", true)), "a", false, |_| true),
+            Claim::Mine
+        );
+        assert_eq!(
+            claim(Some(&record("b", false)), "a", true, |_| true),
             Claim::Take {
                 from: Some("b".into())
             }
@@ -92,16 +114,46 @@ mod tests {
     #[test]
     fn a_mounted_volume_of_a_live_owner_is_refused_and_of_a_dead_one_failed_over() {
         assert_eq!(
-            claim(Some(&record("b", true)), "a", true),
+            claim(Some(&record("b", true)), "a", true, |_| true),
             Claim::Refuse {
                 owner: "b".into(),
                 since: 100
             }
         );
         assert_eq!(
-            claim(Some(&record("b", true)), "a", false),
+            claim(Some(&record("b", true)), "a", false, |_| true),
             Claim::Failover { from: "b".into() }
         );
+    }
+
+    #[test]
+    fn only_the_owners_pair_peer_may_take_a_dead_owners_volume_over() {
+        let mut r = record("b", true);
+        r.peer = "10.0.0.1".into();
+        let is_a = |host: &str| host == "10.0.0.1";
+        assert_eq!(
+            claim(Some(&r), "a", false, is_a),
+            Claim::Failover { from: "b".into() }
+        );
+        assert_eq!(
+            claim(Some(&r), "c", false, |_| false),
+            Claim::NotPeer {
+                owner: "b".into(),
+                peer: "10.0.0.1".into()
+            }
+        );
+        // An owner without a peer has no failsafe (it fences as soon as
+        // etcd is silent): any node may take its volume over.
+        r.peer.clear();
+        assert_eq!(
+            claim(Some(&r), "c", false, |_| false),
+            Claim::Failover { from: "b".into() }
+        );
+        // A live owner is refused first, whoever asks.
+        assert!(matches!(
+            claim(Some(&r), "c", true, |_| false),
+            Claim::Refuse { .. }
+        ));
     }
 
     #[test]

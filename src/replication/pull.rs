@@ -216,6 +216,25 @@ pub fn list_peer(
     list_on(&peer, volume, &fail)
 }
 
+/// The snapshots of `volume` at `host`, on a connection of its own (not
+/// the pool's: callers list hosts in threads they may leave behind, see
+/// [`crate::cluster::failover`]).
+pub fn list_at(
+    host: &str,
+    settings: &SshSettings,
+    volume: &str,
+) -> Result<Vec<ListedSnapshot>, ReplicationError> {
+    names::check_volume(volume)?;
+    transport::check_host(host)?;
+    let peer = Peer::connect(host, settings)?;
+    let fail = |message: String| ReplicationError::Receive {
+        volume: volume.into(),
+        host: host.into(),
+        message,
+    };
+    list_on(&peer, volume, &fail)
+}
+
 fn list_on(
     peer: &Peer,
     volume: &str,

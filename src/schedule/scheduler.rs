@@ -184,19 +184,27 @@ impl Scheduler {
     }
 
     /// The host of `volume`'s first active `replicate:` line that does not
-    /// name this node ([`super::self_host`]), if any (what follow and
-    /// cluster mode need at each Mount and Unmount): one look at the
-    /// table, no listing of every job. `None` while the schedule is paused.
+    /// name this node ([`super::self_host`]), if any (what follow needs at
+    /// each Mount and Unmount). `None` while the schedule is paused.
     pub fn replicate_peer(&self, volume: &str) -> Option<String> {
+        self.replicate_peers(volume).into_iter().next()
+    }
+
+    /// The hosts of `volume`'s active `replicate:` lines that do not name
+    /// this node, in the schedule's order (cluster mode: the first is the
+    /// pair peer, the others may hold a newer replica at a takeover): one
+    /// look at the table, no listing of every job. Empty while the
+    /// schedule is paused.
+    pub fn replicate_peers(&self, volume: &str) -> Vec<String> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut table = inner.lock_table();
         if inner.opts.disabled.exists() {
-            return None;
+            return Vec::new();
         }
         table.refresh(&inner.opts, now);
         let me = inner.opts.self_host.look();
-        let peer = table.file.jobs().find_map(|job| match &job.action {
+        let hosts = table.file.jobs().filter_map(|job| match &job.action {
             Action::Replicate { host }
                 if job.active && job.name() == volume && me.runs_here(job) =>
             {
@@ -204,7 +212,7 @@ impl Scheduler {
             }
             _ => None,
         });
-        peer
+        hosts.collect()
     }
 
     /// `VolumeDriver.Schedule.Pause`: schedule.csv becomes

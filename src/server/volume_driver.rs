@@ -89,10 +89,9 @@ async fn mount(state: &Arc<AppState>, body: &Value) -> Reply {
             cluster.still_owner(&req.name)?;
         }
         if store.mount_count(&req.name) == 0 {
-            if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
+            if let Some((cluster, peers)) = owned_volume(&store, &scheduler, &req.name) {
                 let follows = follow::enabled(&store, &req.name);
-                let peer = peer.as_deref();
-                cluster::mount::before_first_mount(&cluster, &store, &req.name, peer, follows)?;
+                cluster::mount::before_first_mount(&cluster, &store, &req.name, &peers, follows)?;
             } else if let Some(peer) = follow_peer(&store, &scheduler, &req.name) {
                 let followed = follow::before_first_mount(&store, &peer, &req.name);
                 follow::record(&store, &req.name, followed.as_ref().map(|_| ()));
@@ -119,9 +118,9 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
         };
         store.unmount(&req.name, id)?;
         if store.mount_count(&req.name) == 0 && store.existing(&req.name).is_ok() {
-            if let Some((cluster, peer)) = owned_volume(&store, &scheduler, &req.name) {
+            if let Some((cluster, peers)) = owned_volume(&store, &scheduler, &req.name) {
                 let follows = follow::enabled(&store, &req.name);
-                let peer = peer.as_deref();
+                let peer = peers.first().map(String::as_str);
                 let sent =
                     cluster::mount::after_last_unmount(&cluster, &store, &req.name, peer, follows)?;
                 if let Some(sent) = sent {
@@ -140,14 +139,15 @@ async fn unmount(state: &Arc<AppState>, body: &Value) -> Reply {
 }
 
 /// In cluster mode every volume has an owner ([`cluster::mount`]): the
-/// cluster, and the peer of its active `replicate:` line if any.
+/// cluster, and the hosts of its active `replicate:` lines (the first is
+/// its pair peer).
 fn owned_volume(
     store: &VolumeStore,
     scheduler: &Scheduler,
     volume: &str,
-) -> Option<(std::sync::Arc<cluster::Cluster>, Option<String>)> {
+) -> Option<(std::sync::Arc<cluster::Cluster>, Vec<String>)> {
     let cluster = store.cluster()?.clone();
-    Some((cluster, scheduler.replicate_peer(volume)))
+    Some((cluster, scheduler.replicate_peers(volume)))
 }
 
 /// The peer `volume` follows its container to: the host of its active

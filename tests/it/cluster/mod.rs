@@ -468,3 +468,4 @@ fn cluster_a_daemon_killed_mid_acquisition_or_mid_fence_recovers_at_restart() {
 }
 
 mod cuts;
+mod third_node;

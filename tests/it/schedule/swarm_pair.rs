@@ -45,6 +45,20 @@ async fn swarm_pair_a_line_naming_node_name_is_ignored() {
     assert_eq!(h.fake.count("send data@snap node-2"), 1);
 }
 
+/// Three storage nodes with one definition: a volume's replicate hosts
+/// are every line but this node's, in the schedule's order (the first is its pair peer; a takeover lists the others for a newer
+/// replica).
+#[tokio::test]
+async fn swarm_pair_the_replicate_hosts_are_every_other_node_in_order() {
+    let h = Harness::on(node("n2", "10.0.0.2"));
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        h.schedule(&format!("replicate:{ip}"), "1", "data");
+    }
+    assert_eq!(h.sched.replicate_peers("data"), ["10.0.0.1", "10.0.0.3"]);
+    assert_eq!(h.sched.replicate_peer("data").as_deref(), Some("10.0.0.1"));
+    assert!(h.sched.replicate_peers("other").is_empty());
+}
+
 /// Replication under a minute: `cron:` with a leading seconds field.
 #[tokio::test]
 async fn swarm_pair_replicates_every_few_seconds_with_a_cron_timer() {
