@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use testkit::nodes::{nodes_sh, Nodes};
+use testkit::etcd::{self, Etcd};
+use testkit::nodes::Nodes;
 use testkit::{wait_for, wait_until};
 
 /// OWNER_TTL: a dead owner's lease expires 6 s after its last keep-alive.
@@ -38,7 +39,7 @@ struct Swarm {
     ips: [String; 3],
     /// Their Swarm node IDs.
     ids: [String; 3],
-    endpoints: String,
+    etcd: Etcd,
 }
 
 impl Swarm {
@@ -46,27 +47,13 @@ impl Swarm {
         let n = Nodes::up(tag, 3, "1G");
         let nodes = [n.name(1), n.name(2), n.name(3)];
         let ips = nodes.clone().map(|x| n.ip(&x));
-        let [a, b, c] = &nodes;
-        n.pair(a, b);
-        n.pair(b, a);
+        let a = &nodes[0];
+        n.pair(a, &nodes[1]);
+        n.pair(&nodes[1], a);
+        let etcd = Etcd::start(&n, &nodes);
         for node in &nodes {
-            let out = nodes_sh(&["etcd-start", node, a, b, c]);
-            assert!(out.status.success(), "etcd-start {node}: {out:?}");
             n.docker_start(node);
         }
-        let endpoints = ips
-            .iter()
-            .map(|ip| format!("http://{ip}:2379"))
-            .collect::<Vec<_>>()
-            .join(",");
-        wait_until("etcd's quorum", 60, || {
-            n.exec(
-                a,
-                &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
-            )
-            .status
-            .success()
-        });
         // Three managers: a advertises its node IP, b and c join it.
         n.dockerd(a)
             .docker(&["swarm", "init", "--advertise-addr", &ips[0]]);
@@ -93,7 +80,7 @@ impl Swarm {
             nodes,
             ips,
             ids,
-            endpoints,
+            etcd,
         };
         for k in 0..2 {
             let id = swarm.node_id(k);
@@ -134,25 +121,11 @@ impl Swarm {
     /// (Re)starts node k's plugin daemon in cluster mode, waits for its
     /// lease.
     fn start_daemon(&self, k: usize) {
-        let node = &self.nodes[k];
-        let _ = nodes_sh(&["daemon-stop", node]);
-        let endpoints = format!("BUTTERVOLUME_ETCD_ENDPOINTS={}", self.endpoints);
-        let name = format!("BUTTERVOLUME_NODE_NAME={node}");
-        let ttl = format!("BUTTERVOLUME_OWNER_TTL={TTL}");
-        self.n.start_with(node, &[&endpoints, &name, &ttl]);
-        wait_until(format!("{node}'s lease"), 30, || {
-            !self.status(k)["Cluster"]["LeaseAgeSeconds"].is_null()
-        });
+        self.etcd.start_daemon(&self.n, &self.nodes[k], TTL, &[]);
     }
 
     fn status(&self, k: usize) -> Value {
-        let (_, text) = testkit::raw_request(
-            &self.n.socket(&self.nodes[k]),
-            "POST",
-            "/VolumeDriver.Status",
-            b"{}",
-        );
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        etcd::status(&self.n, &self.nodes[k])
     }
 
     /// The service: one replica on the pair, its volume replicated by
