@@ -68,6 +68,7 @@ mod tests {
 
     fn record(node: &str, mounted: bool) -> OwnerRecord {
         OwnerRecord {
+            since: 100,
             mounted,
             ..OwnerRecord::for_test(node, 4)
         }
