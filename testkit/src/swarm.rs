@@ -194,6 +194,15 @@ impl Swarm {
         self.n.dockerd(&self.nodes[2]).docker(args)
     }
 
+    /// [`Swarm::docker`] that may fail (`None`): while the managers elect
+    /// a new leader after a node loss, they answer no query.
+    pub fn try_docker(&self, args: &[&str]) -> Option<String> {
+        let out = self.n.dockerd(&self.nodes[2]).docker_output(args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// (Re)starts node k's plugin daemon in cluster mode, waits for its
     /// lease.
     pub fn start_daemon(&self, k: usize) {
@@ -240,18 +249,20 @@ impl Swarm {
         ]);
     }
 
-    /// The pair node (0 or 1) where the service's task runs.
+    /// The pair node (0 or 1) where the service's task runs (`None` too
+    /// while the managers do not answer).
     pub fn running(&self, s: &Service) -> Option<usize> {
-        let tasks = self.docker(&[
+        let tasks = self.try_docker(&[
             "service",
             "ps",
             "-q",
             "--filter",
             "desired-state=running",
             &s.name,
-        ]);
+        ])?;
         for task in tasks.lines() {
-            let state = self.docker(&["inspect", "-f", "{{.NodeID}} {{.Status.State}}", task]);
+            let state =
+                self.try_docker(&["inspect", "-f", "{{.NodeID}} {{.Status.State}}", task])?;
             if let Some((node, "running")) = state.split_once(' ') {
                 if let Some(k) = self.ids[..2].iter().position(|id| id == node) {
                     return Some(k);
@@ -265,16 +276,16 @@ impl Swarm {
     /// assigned to, whatever its state, other than the tasks in `old`;
     /// with the task's ID.
     pub fn assigned(&self, s: &Service, old: &[String]) -> Option<(usize, String)> {
-        let tasks = self.docker(&[
+        let tasks = self.try_docker(&[
             "service",
             "ps",
             "-q",
             "--filter",
             "desired-state=running",
             &s.name,
-        ]);
+        ])?;
         let task = tasks.lines().find(|t| !old.iter().any(|o| o == t))?;
-        let node = self.docker(&["inspect", "-f", "{{.NodeID}}", task]);
+        let node = self.try_docker(&["inspect", "-f", "{{.NodeID}}", task])?;
         let k = self.ids[..2].iter().position(|id| *id == node)?;
         Some((k, task.to_string()))
     }
@@ -289,13 +300,11 @@ impl Swarm {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Where the service's volume is on node k, seen from here (a local
-    /// volume is in the node's dockerd's data root).
+    /// Where a local volume of the service is on node k, seen from here
+    /// (in the data root of the node's dockerd, which must run).
     fn local_volume(&self, k: usize, s: &Service) -> PathBuf {
-        PathBuf::from(format!(
-            "/run/bvnodes/{}/docker/varlib/docker/volumes/{}/_data",
-            self.nodes[k], s.volume
-        ))
+        let inside = format!("/var/lib/docker/volumes/{}/_data", s.volume);
+        self.n.dockerd(&self.nodes[k]).path(&inside)
     }
 
     /// The records in the service's volume on node k.
@@ -347,9 +356,33 @@ impl Swarm {
             .collect()
     }
 
-    /// The Swarm state of node k as the managers see it (`ready`, `down`).
-    pub fn node_state(&self, k: usize) -> String {
-        self.docker(&["node", "inspect", "-f", "{{.Status.State}}", &self.ids[k]])
+    /// The Swarm state of node k as the managers see it (`ready`, `down`;
+    /// `None` while they do not answer).
+    pub fn node_state(&self, k: usize) -> Option<String> {
+        self.try_docker(&["node", "inspect", "-f", "{{.Status.State}}", &self.ids[k]])
+    }
+
+    /// The durations (s) of the plugin requests to `endpoint` (e.g.
+    /// `/VolumeDriver.Mount`) for `volume` in node k's daemon log, after
+    /// its first `skip` lines; and the log's line count.
+    pub fn requests(
+        &self,
+        k: usize,
+        endpoint: &str,
+        volume: &str,
+        skip: usize,
+    ) -> (Vec<f64>, usize) {
+        let log = std::fs::read_to_string(format!("/run/bvnodes/{}/daemon.log", self.nodes[k]))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let what = format!("endpoint=\"{endpoint}\" volume=\"{volume}\" outcome=\"ok\" micros=");
+        let times = lines
+            .iter()
+            .skip(skip)
+            .filter_map(|l| l.split_once(&what)?.1.trim().parse::<f64>().ok())
+            .map(|us| us / 1e6)
+            .collect();
+        (times, lines.len())
     }
 }
 
