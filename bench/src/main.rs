@@ -10,6 +10,7 @@
 //! cargo run --release -p bench -- receive
 //! cargo run --release -p bench -- probe-dead-link
 //! cargo run --release -p bench -- cluster
+//! cargo run --release -p bench -- swarm
 //! ```
 //!
 //! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
@@ -24,6 +25,7 @@ mod receive;
 mod report;
 mod snapshot_breakdown;
 mod status;
+mod swarm;
 mod volumes;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +55,9 @@ enum Bench {
     /// Cluster mode on etcd: node loss, fencing, data lost on failover,
     /// idle cost per owned volume, and pair mode for comparison.
     Cluster(cluster::Options),
+    /// Docker Swarm moving a task between the pair's nodes: drain,
+    /// rolling update (against a local volume) and node loss.
+    Swarm(swarm::Options),
 }
 
 fn main() {
@@ -66,6 +71,7 @@ fn main() {
         Bench::Receive(options) => receive::run(&options),
         Bench::ProbeDeadLink(options) => probe_dead_link::run(&options),
         Bench::Cluster(options) => cluster::run(&options),
+        Bench::Swarm(options) => swarm::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();

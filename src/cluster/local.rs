@@ -240,24 +240,13 @@ mod tests {
         (dir, local)
     }
 
-    fn record(node: &str, epoch: u64) -> OwnerRecord {
-        OwnerRecord {
-            node: node.into(),
-            epoch,
-            since: 0,
-            mounted: true,
-            peer: String::new(),
-            how: String::new(),
-        }
-    }
-
     #[test]
     fn the_known_epoch_only_grows() {
         let (_d, local) = local();
-        local.learn("db", &record("a", 2)).unwrap();
-        local.learn("db", &record("b", 1)).unwrap();
+        local.learn("db", &OwnerRecord::for_test("a", 2)).unwrap();
+        local.learn("db", &OwnerRecord::for_test("b", 1)).unwrap();
         assert_eq!(local.owner("db").unwrap().node, "a");
-        local.learn("db", &record("b", 3)).unwrap();
+        local.learn("db", &OwnerRecord::for_test("b", 3)).unwrap();
         assert_eq!(local.owner("db").unwrap().epoch, 3);
         assert_eq!(local.known().len(), 1);
     }

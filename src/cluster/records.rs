@@ -73,6 +73,22 @@ pub struct OwnerRecord {
     pub how: String,
 }
 
+#[cfg(test)]
+impl OwnerRecord {
+    /// A record for unit tests: `node` owns the volume at `epoch`, a
+    /// container uses it there, no peer.
+    pub(crate) fn for_test(node: &str, epoch: u64) -> OwnerRecord {
+        OwnerRecord {
+            node: node.into(),
+            epoch,
+            since: 0,
+            mounted: true,
+            peer: String::new(),
+            how: String::new(),
+        }
+    }
+}
+
 /// The newest snapshot of a volume a node holds (made there or received).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -84,12 +84,9 @@ mod tests {
 
     fn record(node: &str, mounted: bool) -> OwnerRecord {
         OwnerRecord {
-            node: node.into(),
-            epoch: 4,
             since: 100,
             mounted,
-            peer: String::new(),
-            how: String::new(),
+            ..OwnerRecord::for_test(node, 4)
         }
     }
 

@@ -11,24 +11,15 @@ fn config(state: &std::path::Path) -> Config {
     Config::resolve(&env, &HashMap::new()).unwrap()
 }
 
-fn record(node: &str, epoch: u64) -> OwnerRecord {
-    OwnerRecord {
-        node: node.into(),
-        epoch,
-        since: 0,
-        mounted: true,
-        peer: String::new(),
-        how: String::new(),
-    }
-}
-
 #[test]
 fn a_receiver_refuses_a_push_whose_epoch_is_older_than_the_one_it_knows() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
     // Pair mode: no record known here, anything lands.
     assert!(admit_push(&c, "db", None).is_ok());
-    Local::of(&c).learn("db", &record("b", 5)).unwrap();
+    Local::of(&c)
+        .learn("db", &OwnerRecord::for_test("b", 5))
+        .unwrap();
     assert!(admit_push(&c, "db", Some(5)).is_ok());
     assert!(admit_push(&c, "db", Some(6)).is_ok());
     let stale = admit_push(&c, "db", Some(4)).unwrap_err();

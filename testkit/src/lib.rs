@@ -1,7 +1,8 @@
 //! Fixtures for the integration tests (`tests/it/`) and the benchmarks
 //! (`bench/`): a real daemon on a real btrfs ([`Daemon`]), one private data
 //! directory per daemon so tests run in parallel without sharing state;
-//! network-namespace nodes ([`nodes::Nodes`]); the private dockerd
+//! network-namespace nodes ([`nodes::Nodes`]) and a three-member etcd on
+//! them ([`etcd::Etcd`]); the private dockerd
 //! ([`dockerd::Dockerd`]); metrics scrapes and a real Prometheus
 //! ([`metrics`]); raw HTTP over unix sockets ([`http`]); the one wait
 //! ([`wait_until`]).
@@ -18,9 +19,11 @@
 
 pub mod daemon;
 pub mod dockerd;
+pub mod etcd;
 pub mod http;
 pub mod metrics;
 pub mod nodes;
+pub mod swarm;
 pub mod wait;
 
 use std::io::Write;

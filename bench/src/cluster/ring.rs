@@ -5,7 +5,8 @@
 //! (`Nodes::up`); [`Ring::cluster_mode`] restarts them on etcd.
 
 use serde_json::{json, Value};
-use testkit::nodes::{nodes_sh, Nodes};
+use testkit::etcd::{self, Etcd};
+use testkit::nodes::Nodes;
 use testkit::wait_until;
 
 /// A yearly timer: the replicate lines exist (ownership needs an active
@@ -19,71 +20,42 @@ pub struct Ring {
     pub c: String,
     pub a_ip: String,
     pub b_ip: String,
-    pub endpoints: String,
+    pub etcd: Etcd,
 }
 
 impl Ring {
     pub fn up(tag: &str) -> Ring {
         let n = Nodes::up(tag, 3, "2G");
-        let (a, b, c) = (n.name(1), n.name(2), n.name(3));
-        n.pair(&a, &b);
-        n.pair(&b, &a);
-        for node in [&a, &b, &c] {
-            let out = nodes_sh(&["etcd-start", node, &a, &b, &c]);
-            assert!(out.status.success(), "etcd-start {node}: {out:?}");
-        }
-        let ips: Vec<String> = [&a, &b, &c].iter().map(|x| n.ip(x)).collect();
-        let endpoints = ips
-            .iter()
-            .map(|ip| format!("http://{ip}:2379"))
-            .collect::<Vec<_>>()
-            .join(",");
-        wait_until("etcd's quorum", 60, || {
-            n.exec(
-                &a,
-                &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
-            )
-            .status
-            .success()
-        });
+        let names = [n.name(1), n.name(2), n.name(3)];
+        n.pair(&names[0], &names[1]);
+        n.pair(&names[1], &names[0]);
+        let etcd = Etcd::start(&n, &names);
+        let [a, b, c] = names;
         Ring {
-            a_ip: ips[0].clone(),
-            b_ip: ips[1].clone(),
+            a_ip: n.ip(&a),
+            b_ip: n.ip(&b),
             n,
             a,
             b,
             c,
-            endpoints,
+            etcd,
         }
     }
 
     /// (Re)starts `node`'s daemon in cluster mode with OWNER_TTL `ttl`
     /// (and more `KEY=VALUE`s), and waits for its lease.
     pub fn cluster_mode(&self, node: &str, ttl: u64, env: &[&str]) {
-        let _ = nodes_sh(&["daemon-stop", node]);
-        let endpoints = format!("BUTTERVOLUME_ETCD_ENDPOINTS={}", self.endpoints);
-        let name = format!("BUTTERVOLUME_NODE_NAME={node}");
-        let ttl = format!("BUTTERVOLUME_OWNER_TTL={ttl}");
-        let mut all = vec![endpoints.as_str(), name.as_str(), ttl.as_str()];
-        all.extend_from_slice(env);
-        self.n.start_with(node, &all);
-        self.wait_lease(node);
+        self.etcd.start_daemon(&self.n, node, ttl, env);
     }
 
     /// Waits until `node` holds a lease etcd confirmed within the second.
     pub fn wait_lease(&self, node: &str) {
-        wait_until(format!("{node}'s lease"), 60, || {
-            let c = self.cluster(node);
-            !c["LeaseAgeSeconds"].is_null() && c["SecondsSinceEtcd"].as_u64() == Some(0)
-        });
+        etcd::wait_lease(&self.n, node);
     }
 
     /// The cluster part of `node`'s status (Null when it does not answer).
     pub fn cluster(&self, node: &str) -> Value {
-        let (_, text) =
-            testkit::raw_request(&self.n.socket(node), "POST", "/VolumeDriver.Status", b"{}");
-        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        status["Cluster"].clone()
+        etcd::cluster(&self.n, node)
     }
 
     /// Creates `volume` on `node`, replicating to `peer` on `timer`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use testkit::etcd::{self, Etcd};
 use testkit::nodes::{nodes_sh, Nodes};
 use testkit::wait_until;
 
@@ -30,40 +31,24 @@ struct Ring {
     b: String,
     a_ip: String,
     b_ip: String,
-    endpoints: String,
+    etcd: Etcd,
 }
 
 impl Ring {
     fn up(tag: &str, docker: bool) -> Ring {
         let n = Nodes::up(tag, 3, "1G");
-        let (a, b, c) = (n.name(1), n.name(2), n.name(3));
-        n.pair(&a, &b);
-        n.pair(&b, &a);
-        for node in [&a, &b, &c] {
-            let out = nodes_sh(&["etcd-start", node, &a, &b, &c]);
-            assert!(out.status.success(), "etcd-start {node}: {out:?}");
-        }
-        let ips: Vec<String> = [&a, &b, &c].iter().map(|x| n.ip(x)).collect();
-        let endpoints = ips
-            .iter()
-            .map(|ip| format!("http://{ip}:2379"))
-            .collect::<Vec<_>>()
-            .join(",");
-        wait_until("etcd's quorum", 60, || {
-            n.exec(
-                &a,
-                &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
-            )
-            .status
-            .success()
-        });
+        let names = [n.name(1), n.name(2), n.name(3)];
+        n.pair(&names[0], &names[1]);
+        n.pair(&names[1], &names[0]);
+        let etcd = Etcd::start(&n, &names);
+        let [a, b, _] = names;
         let ring = Ring {
-            a_ip: ips[0].clone(),
-            b_ip: ips[1].clone(),
+            a_ip: n.ip(&a),
+            b_ip: n.ip(&b),
             n,
             a,
             b,
-            endpoints,
+            etcd,
         };
         for node in [&ring.a, &ring.b] {
             ring.restart(node);
@@ -76,28 +61,16 @@ impl Ring {
 
     /// (Re)starts `node`'s daemon in cluster mode and waits for its lease.
     fn restart(&self, node: &str) {
-        let _ = nodes_sh(&["daemon-stop", node]);
-        let endpoints = format!("BUTTERVOLUME_ETCD_ENDPOINTS={}", self.endpoints);
-        let name = format!("BUTTERVOLUME_NODE_NAME={node}");
-        let ttl = format!("BUTTERVOLUME_OWNER_TTL={TTL}");
-        self.n.start_with(node, &[&endpoints, &name, &ttl]);
-        wait_until(format!("{node}'s lease"), 30, || {
-            !self.cluster(node)["LeaseAgeSeconds"].is_null()
-        });
+        self.etcd.start_daemon(&self.n, node, TTL, &[]);
     }
 
     /// The cluster part of `node`'s status.
     fn cluster(&self, node: &str) -> Value {
-        let (_, text) =
-            testkit::raw_request(&self.n.socket(node), "POST", "/VolumeDriver.Status", b"{}");
-        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        status["Cluster"].clone()
+        etcd::cluster(&self.n, node)
     }
 
     fn status(&self, node: &str) -> Value {
-        let (_, text) =
-            testkit::raw_request(&self.n.socket(node), "POST", "/VolumeDriver.Status", b"{}");
-        serde_json::from_str(&text).unwrap()
+        etcd::status(&self.n, node)
     }
 
     /// `owner <volume>` on `node`.

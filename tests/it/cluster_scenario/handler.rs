@@ -10,59 +10,27 @@ impl Cluster {
         let n = Nodes::up(tag, 3, "2G");
         let names: Vec<String> = (1..=3).map(|k| n.name(k)).collect();
         let mut metrics_ports = Vec::new();
-        let mut cluster_env = Vec::new();
-        if etcd {
-            let mut args = vec!["etcd-start", ""];
-            args.extend(names.iter().map(String::as_str));
-            for a in &names {
-                args[1] = a;
-                let out = nodes_sh(&args);
-                assert!(out.status.success(), "{}", stderr(&out));
-            }
-            let endpoints: Vec<String> = names
-                .iter()
-                .map(|a| format!("http://{}:2379", n.ip(a)))
-                .collect();
-            let endpoints = endpoints.join(",");
-            wait_until("etcd's quorum", 60, || {
-                n.exec(
-                    &names[0],
-                    &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
-                )
-                .status
-                .success()
-            });
-            cluster_env.push(format!("BUTTERVOLUME_ETCD_ENDPOINTS={endpoints}"));
-            cluster_env.push("BUTTERVOLUME_OWNER_TTL=9".to_string());
-        }
+        // OWNER_TTL 9 as in the cluster tests.
+        let etcd = etcd.then(|| Etcd::start(&n, &names));
         for a in &names {
             for b in &names {
                 if a != b {
                     n.pair(a, b);
                 }
             }
-            n.stop(a);
             let port = free_port(a);
             metrics_ports.push(port);
-            let args = [
-                "daemon-start",
-                a,
-                bin(),
-                "RUST_LOG=debug",
-                // Rounds every 2 s: the handler's new jobs first run at
-                // the next round, which steps wait on.
-                "BUTTERVOLUME_TIMER=2",
-                "BUTTERVOLUME_SEND_BWLIMIT=32",
-                &format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .chain(etcd.then(|| format!("BUTTERVOLUME_NODE_NAME={a}")))
-            .chain(cluster_env.iter().cloned())
-            .collect::<Vec<_>>();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = nodes_sh(&args);
-            assert!(out.status.success(), "{}", stderr(&out));
+            // Rounds every 2 s (Nodes::start_with): the handler's new jobs
+            // first run at the next round, which steps wait on.
+            let metrics = format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}");
+            let env = ["BUTTERVOLUME_SEND_BWLIMIT=32", metrics.as_str()];
+            match &etcd {
+                Some(etcd) => etcd.start_daemon(&n, a, 9, &env),
+                None => {
+                    n.stop(a);
+                    n.start_with(a, &env);
+                }
+            }
             n.docker_start(a);
         }
         let ips = names.iter().map(|k| n.ip(k)).collect();

@@ -49,10 +49,11 @@ use std::process::Command;
 use buttervolume::api::{ProblemKind, StatusReply};
 use buttervolume::btrfs::SubvolumeIdentity;
 use buttervolume::names;
+use testkit::etcd::Etcd;
 use testkit::metrics::{free_port, scrape, Page};
 use testkit::nodes::{nodes_sh, Nodes};
 use testkit::wait::Lazy;
-use testkit::{bin, entries, stderr, stdout, wait_until};
+use testkit::{entries, stderr, stdout, wait_until};
 
 mod checks;
 mod handler;
