@@ -60,7 +60,7 @@ fn cluster_a_takeover_pulls_a_newer_replica_from_a_third_node_and_only_the_pair_
             &[
                 "etcdctl",
                 "--endpoints",
-                &r.endpoints,
+                &r.etcd.endpoints,
                 "get",
                 &key,
                 "--print-value-only",
