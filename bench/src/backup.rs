@@ -77,6 +77,10 @@ fn measure(o: &Options, work: &Path) -> Table {
     let targets = work.join("targets");
     std::fs::create_dir_all(&targets).unwrap();
     std::fs::write(work.join("pw"), "bench\n").unwrap();
+    let private = |p: &Path| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap()
+    };
+    private(&work.join("pw"));
     let d = Daemon::builder("bench-backup")
         .env(
             "BUTTERVOLUME_BACKUP_TARGETS_PATH",
@@ -99,7 +103,10 @@ fn measure(o: &Options, work: &Path) -> Table {
             write_random(&dir.join(name(i)), o.size_mib << 20, seed);
             seed += 1;
         }
-        let (repo_bv, repo_plain) = (work.join(format!("repo-bv{round}")), work.join(format!("repo-plain{round}")));
+        let (repo_bv, repo_plain) = (
+            work.join(format!("repo-bv{round}")),
+            work.join(format!("repo-plain{round}")),
+        );
         let target = format!("t{round}");
         std::fs::write(
             targets.join(format!("{target}.env")),
@@ -110,11 +117,7 @@ fn measure(o: &Options, work: &Path) -> Table {
             ),
         )
         .unwrap();
-        std::fs::set_permissions(
-            targets.join(format!("{target}.env")),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
+        private(&targets.join(format!("{target}.env")));
         testkit::run("sync", &[]);
         let (repo_bv, repo_plain) = (repo_bv.to_str().unwrap(), repo_plain.to_str().unwrap());
         restic(work, &["-r", repo_bv, "init"]);
@@ -141,7 +144,9 @@ fn measure(o: &Options, work: &Path) -> Table {
         plain.second.push(took);
         let summary: serde_json::Value =
             serde_json::from_str(json.lines().last().unwrap_or_default()).unwrap();
-        plain.added.push(summary["data_added"].as_u64().expect("data_added"));
+        plain
+            .added
+            .push(summary["data_added"].as_u64().expect("data_added"));
 
         let restored = format!("r{round}");
         let (out, took) = timed(|| d.cli(&["restore-backup", &target, &vol, &restored]));
@@ -163,7 +168,10 @@ fn measure(o: &Options, work: &Path) -> Table {
                 .join(name(CHANGED)),
         )
         .unwrap();
-        assert!(ours_back == original && plain_back == original, "a restore differs");
+        assert!(
+            ours_back == original && plain_back == original,
+            "a restore differs"
+        );
         // Room for the next round.
         for p in [&into, Path::new(repo_plain), Path::new(repo_bv)] {
             std::fs::remove_dir_all(p).unwrap();
@@ -172,7 +180,11 @@ fn measure(o: &Options, work: &Path) -> Table {
     let version = restic(work, &["version"]);
     println!(
         "{}, {} files × {} MiB, {} round(s), medians (each round in brackets)",
-        version.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+        version
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "),
         o.files,
         o.size_mib,
         o.rounds
@@ -206,7 +218,10 @@ fn measure(o: &Options, work: &Path) -> Table {
     );
     let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" / ");
     t.row(vec![
-        format!("bytes added by the second (the change: {})", o.size_mib << 20),
+        format!(
+            "bytes added by the second (the change: {})",
+            o.size_mib << 20
+        ),
         list(&ours.added),
         list(&plain.added),
         String::new(),

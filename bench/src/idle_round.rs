@@ -31,9 +31,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use buttervolume::api::{
-    path, CreateRequest, MountRequest, ScheduleRequest, StatusReply,
-};
+use buttervolume::api::{path, CreateRequest, MountRequest, ScheduleRequest, StatusReply};
 use clap::Args;
 use testkit::metrics::{free_port, scrape};
 use testkit::wait::wait_for_every;
@@ -241,7 +239,12 @@ pub fn run(o: &Options) -> Table {
     for v in status.volumes.iter().filter(|v| changed.contains(&v.name)) {
         for job in v.jobs.iter().filter(|j| j.action == action) {
             let ms = job.last_duration_ms.unwrap_or(0);
-            if job.last_result.as_deref().unwrap_or("").starts_with("ok: sent") {
+            if job
+                .last_result
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("ok: sent")
+            {
                 jobs.push(Duration::from_millis(ms));
             }
             if v.name == first_volume {
@@ -270,13 +273,13 @@ pub fn run(o: &Options) -> Table {
     eprintln!("phase 'idle': unmounting every volume");
     b.all(path::UNMOUNT, o.volumes, mount);
     phase("idle followers (unmounted)");
-    print!("{phases}\n");
+    println!("{phases}");
     println!("A round after {} volumes got 1 MiB each:\n", o.changed);
     changed_table
 }
 
 fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut x = (0x2545_F491_4F6C_DD1D ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;

@@ -34,7 +34,10 @@ impl Pair {
         std::env::set_var("BVNODES_PREALLOCATE", "1");
         let n = Nodes::up(tag, 2, size);
         let (a, b) = (n.name(1), n.name(2));
-        let empty = PathBuf::from(format!("/var/tmp/bench-{tag}-bashrc.{}", std::process::id()));
+        let empty = PathBuf::from(format!(
+            "/var/tmp/bench-{tag}-bashrc.{}",
+            std::process::id()
+        ));
         std::fs::write(&empty, "").unwrap();
         for node in [&a, &b] {
             // sshd runs every command through root's bash, which sources
@@ -52,13 +55,7 @@ impl Pair {
         }
         n.pair_with(&a, &b, forced);
         let ip = n.ip(&b);
-        Pair {
-            n,
-            a,
-            b,
-            ip,
-            empty,
-        }
+        Pair { n, a, b, ip, empty }
     }
 
     /// Restarts `node`'s daemon as `program` with `env`.
@@ -158,7 +155,10 @@ impl Pair {
                 .spawn()
                 .unwrap();
             let (s1, s2) = (first.wait().unwrap(), second.wait().unwrap());
-            assert!(s1.success() && s2.success(), "{left:?} | {right:?}: {s1}, {s2}");
+            assert!(
+                s1.success() && s2.success(),
+                "{left:?} | {right:?}: {s1}, {s2}"
+            );
         });
         took
     }

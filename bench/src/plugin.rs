@@ -52,10 +52,7 @@ pub fn run(o: &Options) -> Table {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         measure_all(o, &work, &state, &data)
     }));
-    let _ = Command::new(DOCKERD_SH)
-        .arg("stop")
-        .arg(&state)
-        .status();
+    let _ = Command::new(DOCKERD_SH).arg("stop").arg(&state).status();
     let _ = std::fs::remove_dir_all(&work);
     cleanup_dir(&data);
     result.unwrap_or_else(|e| std::panic::resume_unwind(e))
@@ -97,7 +94,11 @@ fn measure_all(o: &Options, work: &Path, state: &Path, data: &Path) -> Table {
     }
     let mut figures = vec![("ours", ours, Figures::default())];
     if !o.ours_only {
-        figures.push(("reference 3.13, same packaging", reference, Figures::default()));
+        figures.push((
+            "reference 3.13, same packaging",
+            reference,
+            Figures::default(),
+        ));
     }
     for run in 0..o.runs {
         for (k, (_, dir, f)) in figures.iter_mut().enumerate() {
@@ -112,7 +113,10 @@ fn measure_all(o: &Options, work: &Path, state: &Path, data: &Path) -> Table {
         "enable → first `volume create` OK",
     ]);
     let range = |s: &Samples| {
-        let secs: Vec<String> = s.0.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect();
+        let secs: Vec<String> =
+            s.0.iter()
+                .map(|d| format!("{:.2}", d.as_secs_f64()))
+                .collect();
         format!("{:.2} s ({})", s.p50() / 1e3, secs.join(", "))
     };
     for (label, _, f) in &figures {

@@ -46,7 +46,11 @@ const CANDIDATES: [(&str, &str); 3] = [
 ];
 
 fn secs(v: &[f64]) -> Samples {
-    Samples(v.iter().map(|s| std::time::Duration::from_secs_f64(*s)).collect())
+    Samples(
+        v.iter()
+            .map(|s| std::time::Duration::from_secs_f64(*s))
+            .collect(),
+    )
 }
 
 pub fn run(o: &Options) -> Table {
@@ -94,12 +98,18 @@ pub fn run(o: &Options) -> Table {
                 _ => timed(|| p.send(&a, &snap, &ip)).1,
             };
             runs[k].push((took.as_secs_f64(), cpu.since()));
-            assert!(p.data(&b, &format!("snapshots/{snap}")).exists(), "{who}: not landed");
+            assert!(
+                p.data(&b, &format!("snapshots/{snap}")).exists(),
+                "{who}: not landed"
+            );
         }
     }
     p.restart(&a, testkit::bin(), &["BUTTERVOLUME_SEND_TRANSPORT=auto"]);
 
-    eprintln!("incremental: {} MiB changed, {} times", o.change_mib, o.reps);
+    eprintln!(
+        "incremental: {} MiB changed, {} times",
+        o.change_mib, o.reps
+    );
     let (mut whole, mut own) = (Vec::new(), Vec::new());
     for rep in 1..=o.reps {
         let file = p.data(&a, "volumes/big/data");
@@ -112,7 +122,10 @@ pub fn run(o: &Options) -> Table {
             let s = p.snapshot(&a, "big");
             p.send(&a, &s, &ip)
         });
-        assert!(summary.contains("incrementally"), "not incremental: {summary}");
+        assert!(
+            summary.contains("incrementally"),
+            "not incremental: {summary}"
+        );
         whole.push(took.as_secs_f64());
         own.push(summary_figures(&summary).expect("a summary with figures").1);
     }
@@ -157,14 +170,19 @@ pub fn run(o: &Options) -> Table {
     }
     let steal: f64 = runs.iter().flatten().map(|r| r.1.steal).sum();
     let fmt = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
         format!("{:.3} s ({lo:.3}..{hi:.3})", secs(v).p50() / 1e3)
     };
     print!("{t}");
     println!("\nStolen by the hypervisor during the full sends: {steal:.1} CPU-s.\n");
     let mut inc = Table::new(&["incremental, default transport", "median (min..max)"]);
     inc.row(vec![
-        format!("{} MiB changed: the Send's own time (its summary)", o.change_mib),
+        format!(
+            "{} MiB changed: the Send's own time (its summary)",
+            o.change_mib
+        ),
         fmt(&own),
     ]);
     inc.row(vec!["Snapshot + Send from here".into(), fmt(&whole)]);

@@ -124,7 +124,10 @@ pub fn run(o: &Options) -> Table {
         ours.delete(&ours.a, &[format!("{RAW}/{}", base[0])]);
         let source = format!("{SNAPS}/{}", base[1]);
         let remote = format!("btrfs -q receive {RAW}");
-        for (who, cipher) in [("raw_ssh", None), ("raw_ssh_gcm", Some("aes128-gcm@openssh.com"))] {
+        for (who, cipher) in [
+            ("raw_ssh", None),
+            ("raw_ssh_gcm", Some("aes128-gcm@openssh.com")),
+        ] {
             let mut ssh = vec!["ssh", "-p", "1122"];
             if let Some(c) = cipher {
                 ssh.extend(["-c", c]);
@@ -168,7 +171,11 @@ pub fn run(o: &Options) -> Table {
             let cpu = cpu.since();
             assert!(p.data(&p.b, &format!("snapshots/{snap}")).exists());
             runs.push(Run {
-                who: if who == "ours" { "incr_ours" } else { "incr_ref" },
+                who: if who == "ours" {
+                    "incr_ours"
+                } else {
+                    "incr_ref"
+                },
                 rep,
                 secs: took.as_secs_f64(),
                 cpu,
@@ -197,7 +204,9 @@ fn median(v: impl IntoIterator<Item = f64>) -> f64 {
 
 fn spread(rs: &[&Run]) -> String {
     let v: Vec<f64> = rs.iter().map(|r| r.secs).collect();
-    let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
     format!("{:.2} s ({lo:.2}..{hi:.2})", median(v.iter().copied()))
 }
 
@@ -220,12 +229,14 @@ fn tables(o: &Options, runs: &[Run]) -> Table {
     for (who, label) in FULL {
         let rs = of(runs, who);
         let t = median(rs.iter().map(|r| r.secs));
-        let ratios = rs.iter().filter_map(|r| {
-            raw.iter()
-                .find(|x| x.rep == r.rep)
-                .map(|x| x.secs / r.secs)
-        });
-        let tx = rs.iter().filter_map(|r| r.tx).map(|b| b as f64).collect::<Vec<_>>();
+        let ratios = rs
+            .iter()
+            .filter_map(|r| raw.iter().find(|x| x.rep == r.rep).map(|x| x.secs / r.secs));
+        let tx = rs
+            .iter()
+            .filter_map(|r| r.tx)
+            .map(|b| b as f64)
+            .collect::<Vec<_>>();
         full.row(vec![
             label.into(),
             spread(&rs),
@@ -256,27 +267,53 @@ fn tables(o: &Options, runs: &[Run]) -> Table {
         let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
         (!v.is_empty()).then(|| median(v))
     };
-    let mut line = |label: String, f: fn(&Run) -> Option<f64>, show: &dyn Fn(f64) -> String, ratio: bool| {
-        let (a, b) = (med(&ours, f), med(&refs, f));
-        let cell = |v: Option<f64>| v.map(show).unwrap_or("n/a".into());
-        let q = match (a, b) {
-            (Some(a), Some(b)) if ratio && a > 0.0 => format!("{:.1}x", b / a),
-            _ => String::new(),
+    let mut line =
+        |label: String, f: fn(&Run) -> Option<f64>, show: &dyn Fn(f64) -> String, ratio: bool| {
+            let (a, b) = (med(&ours, f), med(&refs, f));
+            let cell = |v: Option<f64>| v.map(show).unwrap_or("n/a".into());
+            let q = match (a, b) {
+                (Some(a), Some(b)) if ratio && a > 0.0 => format!("{:.1}x", b / a),
+                _ => String::new(),
+            };
+            t.row(vec![label, cell(a), cell(b), q]);
         };
-        t.row(vec![label, cell(a), cell(b), q]);
-    };
     let change = (o.change_mib << 20) as f64;
-    line("Snapshot + Send until landed".into(), |r| Some(r.secs), &|v| format!("{v:.2} s"), true);
-    line("of which Snapshot".into(), |r| Some(r.snapshot_s), &|v| format!("{:.1} ms", v * 1e3), true);
-    line("of which Send".into(), |r| Some(r.send_s), &|v| format!("{v:.3} s"), true);
-    line("sender eth0 tx bytes".into(), |r| r.tx.map(|b| b as f64), &|v| format!("{:.2} MiB", v / 1048576.0), false);
+    line(
+        "Snapshot + Send until landed".into(),
+        |r| Some(r.secs),
+        &|v| format!("{v:.2} s"),
+        true,
+    );
+    line(
+        "of which Snapshot".into(),
+        |r| Some(r.snapshot_s),
+        &|v| format!("{:.1} ms", v * 1e3),
+        true,
+    );
+    line(
+        "of which Send".into(),
+        |r| Some(r.send_s),
+        &|v| format!("{v:.3} s"),
+        true,
+    );
+    line(
+        "sender eth0 tx bytes".into(),
+        |r| r.tx.map(|b| b as f64),
+        &|v| format!("{:.2} MiB", v / 1048576.0),
+        false,
+    );
     line(
         format!("tx bytes / {} MiB changed", o.change_mib),
         |r| r.tx.map(|b| b as f64),
         &|v| format!("{:.2}x", v / change),
         false,
     );
-    line("stream size in the reply's Summary".into(), |r| r.summary_mib, &|v| format!("{v:.1} MiB"), false);
+    line(
+        "stream size in the reply's Summary".into(),
+        |r| r.summary_mib,
+        &|v| format!("{v:.1} MiB"),
+        false,
+    );
     t.row(vec![
         "Snapshot + Send, median (min..max)".into(),
         spread(&ours),

@@ -65,7 +65,11 @@ pub fn run(o: &Options) -> Table {
             (&a, &["btrfs", "-q", "send", &source]),
             (&a, &["btrfs", "-q", "receive", RAW]),
         );
-        row(format!("raw local ({rep})"), took.as_secs_f64(), cpu.since());
+        row(
+            format!("raw local ({rep})"),
+            took.as_secs_f64(),
+            cpu.since(),
+        );
         raw.push(took);
         p.delete(&a, &[format!("{RAW}/{snap}")]);
 
