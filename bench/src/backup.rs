@@ -179,7 +179,7 @@ fn measure(o: &Options, work: &Path) -> Table {
     }
     let version = restic(work, &["version"]);
     println!(
-        "{}, {} files × {} MiB, {} round(s), medians (each round in brackets)",
+        "{}, {} files × {} MiB, {} round(s), medians (each round in parentheses)",
         version
             .split_whitespace()
             .take(2)
