@@ -143,7 +143,7 @@ pub fn run(o: &Options) -> Table {
         b.p.n
             .ok(&b.p.a, path::CREATE, serde_json::to_value(request).unwrap());
         let file = b.p.data(&b.p.a, &format!("volumes/{}/f", name(i)));
-        std::fs::write(file, &random_bytes(i as u64, 4096)).unwrap();
+        std::fs::write(file, random_bytes(i as u64, 4096)).unwrap();
     }
     b.all(path::SCHEDULE, o.volumes, |v| {
         let request = ScheduleRequest {
