@@ -19,9 +19,16 @@
 //! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
 //! BENCHMARKS.md.
 
+mod backup;
 mod cluster;
+mod idle_round;
+mod pair;
+mod plugin;
 mod probe_dead_link;
+mod probe_transport;
 mod receive;
+mod replication;
+mod replication_cpu;
 mod report;
 mod snapshot_breakdown;
 mod status;
@@ -58,6 +65,18 @@ enum Bench {
     /// Docker Swarm moving a task between the pair's nodes: drain,
     /// rolling update (against a local volume) and node loss.
     Swarm(swarm::Options),
+    /// Our full send against raw local send|receive, alternating, with CPU.
+    ReplicationCpu(replication_cpu::Options),
+    /// The managed plugin: rootfs size, create, enable, first volume; vs the reference.
+    Plugin(plugin::Options),
+    /// Backups to a local restic repository against plain restic.
+    Backup(backup::Options),
+    /// A scheduler round of 1,000 replicated volumes: in use, changed, idle.
+    IdleRound(idle_round::Options),
+    /// Snapshot.Send of ours vs the reference 3.13 and raw send|receive.
+    Replication(replication::Options),
+    /// The SSH transports of a full send: OpenSSH, ours (auto), libssh2.
+    ProbeTransport(probe_transport::Options),
 }
 
 fn main() {
@@ -72,6 +91,12 @@ fn main() {
         Bench::ProbeDeadLink(options) => probe_dead_link::run(&options),
         Bench::Cluster(options) => cluster::run(&options),
         Bench::Swarm(options) => swarm::run(&options),
+        Bench::ReplicationCpu(options) => replication_cpu::run(&options),
+        Bench::Plugin(options) => plugin::run(&options),
+        Bench::Backup(options) => backup::run(&options),
+        Bench::IdleRound(options) => idle_round::run(&options),
+        Bench::Replication(options) => replication::run(&options),
+        Bench::ProbeTransport(options) => probe_transport::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();

@@ -88,13 +88,16 @@ impl Nodes {
     pub fn start_with(&self, node: &str, env: &[&str]) {
         // Scheduler rounds every 2 s: a new job first runs at the next
         // round (as in the reference), which the tests wait on.
-        let mut args = vec![
-            "daemon-start",
-            node,
-            bin(),
-            "RUST_LOG=debug",
-            "BUTTERVOLUME_TIMER=2",
-        ];
+        let mut all = vec!["RUST_LOG=debug", "BUTTERVOLUME_TIMER=2"];
+        all.extend_from_slice(env);
+        self.start_program(node, bin(), &all);
+    }
+
+    /// Starts `program run` as the node's daemon (stop the running one
+    /// first) with only the given `KEY=VALUE` environment: another build,
+    /// or the reference buttervolume ([`crate::reference_bin`]).
+    pub fn start_program(&self, node: &str, program: &str, env: &[&str]) {
+        let mut args = vec!["daemon-start", node, program];
         args.extend_from_slice(env);
         nodes_ok(&args);
     }

@@ -1,0 +1,258 @@
+//! Two test nodes with SSH for the replication benchmarks (`replication`,
+//! `replication-cpu`, `transport`, `idle-round`), on testkit's `Nodes`, and
+//! what those benchmarks read around a send: the machine's busy and stolen
+//! CPU (`/proc/stat`), a node's transmitted bytes, commands and pipelines
+//! run inside a node, deletions that btrfs has finished cleaning up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use buttervolume::api::{path, NameRequest, SendRequest, SnapshotReply, SummaryReply};
+use testkit::nodes::{Nodes, NODES_SH};
+
+use crate::report::timed;
+
+/// `<tag>1 -> <tag>2`: nodes up (preallocated images, mounted nodiscard),
+/// the host's `/root/.bashrc` masked inside them, `<tag>1`'s key on
+/// `<tag>2` with `forced` as its forced command (`"none"`: a plain key, as
+/// reference nodes are set up), `program` as both daemons.
+pub struct Pair {
+    pub n: Nodes,
+    pub a: String,
+    pub b: String,
+    /// `<tag>2`'s address.
+    pub ip: String,
+    /// The empty file masking `/root/.bashrc` (removed on drop).
+    empty: PathBuf,
+}
+
+impl Pair {
+    pub fn up(tag: &str, size: &str, program: &str, forced: &str, env: &[&str]) -> Pair {
+        // nodes.sh reads it: no host block allocation or hole punching
+        // inside the timed windows. Set before any thread is started.
+        std::env::set_var("BVNODES_PREALLOCATE", "1");
+        let n = Nodes::up(tag, 2, size);
+        let (a, b) = (n.name(1), n.name(2));
+        let empty = PathBuf::from(format!(
+            "/var/tmp/bench-{tag}-bashrc.{}",
+            std::process::id()
+        ));
+        std::fs::write(&empty, "").unwrap();
+        for node in [&a, &b] {
+            // sshd runs every command through root's bash, which sources
+            // the host's ~/.bashrc (pyenv init here, ~150 ms per command):
+            // the daemons are measured, not this machine's shell setup.
+            if Path::new("/root/.bashrc").exists() {
+                exec_ok(
+                    &n,
+                    node,
+                    &["mount", "--bind", empty.to_str().unwrap(), "/root/.bashrc"],
+                );
+            }
+            n.stop(node);
+            n.start_program(node, program, env);
+        }
+        n.pair_with(&a, &b, forced);
+        let ip = n.ip(&b);
+        Pair { n, a, b, ip, empty }
+    }
+
+    /// Restarts `node`'s daemon as `program` with `env`.
+    pub fn restart(&self, node: &str, program: &str, env: &[&str]) {
+        self.n.stop(node);
+        self.n.start_program(node, program, env);
+    }
+
+    /// A path inside `node`'s /var/lib/buttervolume, seen from here.
+    pub fn data(&self, node: &str, sub: &str) -> PathBuf {
+        self.n.data(node).join(sub)
+    }
+
+    /// Creates `volume` on `node` holding `mib` MiB of random data in
+    /// `data` (seed 0: the same bytes on every node), synced.
+    pub fn volume_with_data(&self, node: &str, volume: &str, mib: usize) {
+        self.n
+            .ok(node, path::CREATE, serde_json::json!({ "Name": volume }));
+        let file = self.data(node, &format!("volumes/{volume}/data"));
+        write_random(&file, mib << 20, 0);
+        exec_ok(&self.n, node, &["sync"]);
+    }
+
+    pub fn snapshot(&self, node: &str, volume: &str) -> String {
+        let reply: SnapshotReply = self.n.call(
+            node,
+            path::SNAPSHOT,
+            &NameRequest {
+                name: volume.into(),
+            },
+        );
+        reply.snapshot
+    }
+
+    /// `Snapshot.Send` from `node` (with `Detail`): the reply's summary
+    /// (empty from the reference, which gives none).
+    pub fn send(&self, node: &str, snapshot: &str, host: &str) -> String {
+        let request = SendRequest {
+            name: snapshot.into(),
+            host: host.into(),
+            test: false,
+            compress: None,
+            bwlimit: None,
+            detail: true,
+        };
+        let reply: SummaryReply = self.n.call(node, path::SNAPSHOT_SEND, &request);
+        reply.summary
+    }
+
+    /// Deletes subvolumes inside `node` (paths inside it; missing ones
+    /// skipped), waits until btrfs has cleaned them up, then flushes.
+    pub fn delete(&self, node: &str, paths: &[String]) {
+        for p in paths {
+            let seen = self.n.data(node).join(
+                p.strip_prefix("/var/lib/buttervolume/")
+                    .expect("a path under /var/lib/buttervolume"),
+            );
+            if seen.exists() {
+                exec_ok(&self.n, node, &["btrfs", "subvolume", "delete", p]);
+            }
+        }
+        exec_ok(
+            &self.n,
+            node,
+            &["btrfs", "subvolume", "sync", "/var/lib/buttervolume"],
+        );
+        exec_ok(&self.n, node, &["sync"]);
+    }
+
+    /// Transmitted bytes of `node`'s eth0 (`/proc/net/dev` read inside the
+    /// node: the host's /sys shows the root namespace's interfaces).
+    pub fn tx_bytes(&self, node: &str) -> u64 {
+        let text = exec_ok(&self.n, node, &["cat", "/proc/net/dev"]);
+        let line = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("eth0:"))
+            .expect("an eth0 line");
+        line.split_whitespace().nth(8).unwrap().parse().unwrap()
+    }
+
+    /// `left | right`, each run inside its node: how long the pipeline
+    /// took (both must succeed).
+    pub fn pipeline(&self, left: (&str, &[&str]), right: (&str, &[&str])) -> Duration {
+        let in_node = |node: &str, args: &[&str]| {
+            let mut c = Command::new(NODES_SH);
+            c.arg("exec").arg(node).args(args);
+            c
+        };
+        let ((), took) = timed(|| {
+            let mut first = in_node(left.0, left.1)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut second = in_node(right.0, right.1)
+                .stdin(first.stdout.take().unwrap())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let (s1, s2) = (first.wait().unwrap(), second.wait().unwrap());
+            assert!(
+                s1.success() && s2.success(),
+                "{left:?} | {right:?}: {s1}, {s2}"
+            );
+        });
+        took
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.empty);
+    }
+}
+
+/// Runs a command inside `node`, asserting success; its stdout.
+pub fn exec_ok(n: &Nodes, node: &str, args: &[&str]) -> String {
+    testkit::succeeded(n.exec(node, args), &format!("in {node}: {args:?}"))
+}
+
+/// The whole machine's CPU seconds so far: busy (user, nice, system, irq,
+/// softirq) and stolen by the hypervisor (`/proc/stat`, USER_HZ 100).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub busy: f64,
+    pub steal: f64,
+}
+
+impl Cpu {
+    pub fn now() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let f: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        Cpu {
+            busy: (f[0] + f[1] + f[2] + f[5] + f[6]) / 100.0,
+            steal: f[7] / 100.0,
+        }
+    }
+
+    /// What was used since `self`.
+    pub fn since(self) -> Cpu {
+        let now = Cpu::now();
+        Cpu {
+            busy: now.busy - self.busy,
+            steal: now.steal - self.steal,
+        }
+    }
+}
+
+/// `bytes` of pseudo-random data (xorshift from `seed`: nothing compresses
+/// or dedups; the same seed gives the same bytes).
+pub fn write_random(path: &Path, bytes: usize, seed: u64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    write_random_to(&mut f, bytes, seed);
+}
+
+/// [`write_random`] into an open file (at its position).
+pub fn write_random_to(f: &mut std::fs::File, bytes: usize, seed: u64) {
+    use std::io::Write;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..bytes >> 20 {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// From a send's summary ("...: 10.0 MiB in 0.12 s (...)"): the stream's
+/// MiB and the send's own seconds.
+pub fn summary_figures(summary: &str) -> Option<(f64, f64)> {
+    let (_, tail) = summary.rsplit_once(": ")?;
+    let mut words = tail.split_whitespace();
+    let mib = words.next()?.parse().ok()?;
+    (words.next()? == "MiB" && words.next()? == "in").then_some(())?;
+    let secs = words.next()?.parse().ok()?;
+    Some((mib, secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_from_a_summary() {
+        let s = "sent v@x to 10.0.0.2 incrementally from v@w: 10.0 MiB in 0.12 s (83.3 MiB/s)";
+        assert_eq!(summary_figures(s), Some((10.0, 0.12)));
+        assert_eq!(summary_figures("10.0.0.2 already has v@x"), None);
+    }
+}
