@@ -10,6 +10,9 @@
 //! cargo run --release -p bench -- receive
 //! cargo run --release -p bench -- probe-dead-link
 //! cargo run --release -p bench -- cluster
+//! cargo run --release -p bench -- follow
+//! cargo run --release -p bench -- handover
+//! cargo run --release -p bench -- scheduler
 //! ```
 //!
 //! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
@@ -18,10 +21,15 @@
 //! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
 //! BENCHMARKS.md.
 
+mod app_data;
 mod cluster;
+mod cpu;
+mod follow;
+mod handover;
 mod probe_dead_link;
 mod receive;
 mod report;
+mod scheduler;
 mod snapshot_breakdown;
 mod status;
 mod volumes;
@@ -53,6 +61,15 @@ enum Bench {
     /// Cluster mode on etcd: node loss, fencing, data lost on failover,
     /// idle cost per owned volume, and pair mode for comparison.
     Cluster(cluster::Options),
+    /// Moving an app between the two nodes: our follow vs the reference's
+    /// script, each node with its own dockerd.
+    Follow(follow::Options),
+    /// Handover's downtime-critical phase vs the reference's script, and
+    /// the follow's pull at Mount and push at Unmount of a delta.
+    Handover(handover::Options),
+    /// The scheduler with fake jobs, 1,000 volumes x 3 jobs all due:
+    /// ours and the reference 3.13's runjobs() (no root, no btrfs).
+    Scheduler(scheduler::Options),
 }
 
 fn main() {
@@ -66,6 +83,9 @@ fn main() {
         Bench::Receive(options) => receive::run(&options),
         Bench::ProbeDeadLink(options) => probe_dead_link::run(&options),
         Bench::Cluster(options) => cluster::run(&options),
+        Bench::Follow(options) => follow::run(&options),
+        Bench::Handover(options) => handover::run(&options),
+        Bench::Scheduler(options) => scheduler::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();

@@ -21,6 +21,7 @@ pub mod dockerd;
 pub mod http;
 pub mod metrics;
 pub mod nodes;
+pub mod pairs;
 pub mod wait;
 
 use std::io::Write;
