@@ -3,14 +3,10 @@
 //! API replies and printing one markdown table (`report`):
 //!
 //! ```text
-//! flock /tmp/cargo.lock cargo build --release
-//! cargo run --release -p bench -- status
-//! cargo run --release -p bench -- volumes
-//! cargo run --release -p bench -- snapshot-breakdown
-//! cargo run --release -p bench -- receive
-//! cargo run --release -p bench -- probe-dead-link
-//! cargo run --release -p bench -- cluster
-//! cargo run --release -p bench -- swarm
+//! flock /tmp/cargo.lock cargo build --release -p buttervolume -p bench
+//! target/release/bench --help          # every benchmark
+//! target/release/bench <name> --help   # its sizes and options
+//! target/release/bench <name>
 //! ```
 //!
 //! As root, on a btrfs at `BUTTERVOLUME_TEST_BTRFS` (default
@@ -19,8 +15,12 @@
 //! `BUTTERVOLUME_BIN`. Figures and the commands that made them:
 //! BENCHMARKS.md.
 
+mod app_data;
 mod backup;
 mod cluster;
+mod cpu;
+mod follow;
+mod handover;
 mod idle_round;
 mod pair;
 mod plugin;
@@ -30,6 +30,7 @@ mod receive;
 mod replication;
 mod replication_cpu;
 mod report;
+mod scheduler;
 mod snapshot_breakdown;
 mod status;
 mod swarm;
@@ -77,6 +78,15 @@ enum Bench {
     Replication(replication::Options),
     /// The SSH transports of a full send: OpenSSH, ours (auto), libssh2.
     ProbeTransport(probe_transport::Options),
+    /// Moving an app between the two nodes: our follow vs the reference's
+    /// script, each node with its own dockerd.
+    Follow(follow::Options),
+    /// Handover's downtime-critical phase vs the reference's script, and
+    /// the follow's pull at Mount and push at Unmount of a delta.
+    Handover(handover::Options),
+    /// The scheduler with fake jobs, 1,000 volumes x 3 jobs all due:
+    /// ours and the reference 3.13's runjobs() (no root, no btrfs).
+    Scheduler(scheduler::Options),
 }
 
 fn main() {
@@ -97,6 +107,9 @@ fn main() {
         Bench::IdleRound(options) => idle_round::run(&options),
         Bench::Replication(options) => replication::run(&options),
         Bench::ProbeTransport(options) => probe_transport::run(&options),
+        Bench::Follow(options) => follow::run(&options),
+        Bench::Handover(options) => handover::run(&options),
+        Bench::Scheduler(options) => scheduler::run(&options),
     };
     println!("load average at end: {}", report::load_average());
     println!();

@@ -23,6 +23,7 @@ pub mod etcd;
 pub mod http;
 pub mod metrics;
 pub mod nodes;
+pub mod pairs;
 pub mod swarm;
 pub mod wait;
 

@@ -1,19 +1,16 @@
-//! Scheduler benchmark (a program, not a test): 1,000 volumes × 3 jobs
-//! (`snapshot` 60, `replicate:peer` 60, `purge:1h:1d:1w:4w:1y` 1440), all
-//! due at once. Jobs are fakes that only record when they start (optionally
-//! sleeping to simulate work), so what is measured is the scheduler itself:
+//! Ours: the scheduler with fake jobs that only record when they start
+//! (optionally sleeping to simulate work), so what is measured is the
+//! scheduler itself:
 //!
 //! 1. tick cost, with a hand-set clock: the first tick (parse the CSV and
-//!    dispatch 3,000 jobs), a tick where all 3,000 are due again (CSV
-//!    cached), a tick where nothing is due, and the history write;
+//!    dispatch every job), a tick where all are due again (CSV cached), a
+//!    tick where nothing is due, and the history write;
 //! 2. the daemon's real loop and clock: every job made due at the same
 //!    instant T through the persisted history; lag from T to each job's
 //!    dispatch (handed to the pool) and start (running on a worker);
 //! 3. idle CPU of that loop between ticks (TIMER=1 and TIMER=60).
 //!
 //! Logging is on (INFO, formatted into a sink) as in the daemon.
-//! Run: `scripts/bench-scheduler.sh` (also measures the reference), or
-//! `cargo bench --bench scheduler -- [--volumes N] [--workers N]`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +22,10 @@ use buttervolume::schedule::{
     ActionFailure, JobActions, ManualClock, Scheduler, SchedulerOptions, SystemClock, Taken,
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use nix::sys::resource::{getrusage, UsageWho};
+
+use super::JOBS;
+use crate::report::{ms, Samples, Table};
 
 /// Simulated duration of each action.
 #[derive(Clone, Copy)]
@@ -119,14 +120,7 @@ impl JobActions for Fake {
     }
 }
 
-/// The three jobs of each volume, as (action, timer minutes).
-const JOBS: [(&str, i64); 3] = [
-    ("snapshot", 60),
-    ("replicate:peer", 60),
-    ("purge:1h:1d:1w:4w:1y", 1440),
-];
-
-fn write_schedule(path: &Path, volumes: usize) {
+pub(super) fn write_schedule(path: &Path, volumes: usize) {
     let mut text = String::new();
     for v in 0..volumes {
         for (action, minutes) in JOBS {
@@ -157,50 +151,29 @@ fn write_history(path: &Path, volumes: usize, due: DateTime<Utc>) {
 
 /// User + system CPU time of this process, all threads.
 fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage only writes the struct it is given, which is large
-    // enough; RUSAGE_SELF is a valid target.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    // SAFETY: zero-initialized, then filled by a successful getrusage.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
     };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-struct Stats {
-    median: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples.get(i).copied().unwrap_or_default()
-    };
-    Stats {
-        median: at(0.5),
-        p99: at(0.99),
-        max: samples.last().copied().unwrap_or_default(),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    tv(usage.user_time()) + tv(usage.system_time())
 }
 
 /// Lags of `starts` after `due` (zero when earlier).
-fn lags(starts: &[DateTime<Utc>], due: DateTime<Utc>) -> Vec<Duration> {
-    starts
-        .iter()
-        .map(|s| (*s - due).to_std().unwrap_or(Duration::ZERO))
-        .collect()
+fn lags(starts: &[DateTime<Utc>], due: DateTime<Utc>) -> Samples {
+    Samples(
+        starts
+            .iter()
+            .map(|s| (*s - due).to_std().unwrap_or(Duration::ZERO))
+            .collect(),
+    )
+}
+
+fn one(d: Duration) -> String {
+    ms(d.as_secs_f64() * 1e3)
+}
+
+fn median_max(s: &Samples) -> String {
+    format!("median {}, max {}", ms(s.p50()), ms(s.max()))
 }
 
 async fn tick_costs(volumes: usize, workers: usize) {
@@ -235,41 +208,28 @@ async fn tick_costs(volumes: usize, workers: usize) {
         report.dispatched, jobs,
         "every job is due at the first tick"
     );
-    let start_lag = stats(lags(&fake.take_starts(), wall));
-    println!("### 1. Tick cost ({jobs} jobs, hand-set clock)\n");
-    println!("| tick | duration |\n|---|---|");
-    println!(
-        "| first tick: parse schedule.csv + dispatch {jobs} due jobs | {} |",
-        ms(cold)
-    );
-    println!(
-        "| (of which parsing the {jobs}-line CSV, measured apart) | {} |",
-        ms(parse)
-    );
-
+    let start_lag = lags(&fake.take_starts(), wall);
+    let mut t = Table::new(&["tick", "duration"]);
+    let first = format!("first tick: parse schedule.csv + dispatch {jobs} due jobs");
+    t.row(vec![first, one(cold)]);
+    let parsing = format!("(of which parsing the {jobs}-line CSV, measured apart)");
+    t.row(vec![parsing, one(parse)]);
     let due = due_again_ticks(&sched, &clock, t0, jobs).await;
-    println!(
-        "| all {jobs} due again (CSV cached), 20 rounds | median {}, max {} |",
-        ms(due.median),
-        ms(due.max)
-    );
+    let again = format!("all {jobs} due again (CSV cached), 20 rounds");
+    t.row(vec![again, median_max(&due)]);
     let idle = nothing_due_ticks(&sched, t0 + TimeDelta::minutes(1440 * 20 + 1));
-    println!(
-        "| nothing due (earliest due time cached), 200 rounds | median {}, max {} |",
-        ms(idle.median),
-        ms(idle.max)
-    );
+    let nothing = "nothing due (earliest due time cached), 200 rounds".to_string();
+    t.row(vec![nothing, median_max(&idle)]);
     let started = Instant::now();
     sched.flush().expect("history write");
+    let write = format!("(off the tick) history write, {jobs} jobs, atomic + fsync");
+    t.row(vec![write, one(started.elapsed())]);
+    println!("### 1. Tick cost ({jobs} jobs, hand-set clock)\n\n{t}");
     println!(
-        "| (off the tick) history write, {jobs} jobs, atomic + fsync | {} |",
-        ms(started.elapsed())
-    );
-    println!(
-        "\nFirst tick, zero-cost jobs: all {jobs} started within {} (median {}), all finished after {}.\n",
-        ms(start_lag.max),
-        ms(start_lag.median),
-        ms(all_ran)
+        "First tick, zero-cost jobs: all {jobs} started within {} (median {}), all finished after {}.\n",
+        ms(start_lag.max()),
+        ms(start_lag.p50()),
+        one(all_ran)
     );
 }
 
@@ -279,8 +239,8 @@ async fn due_again_ticks(
     clock: &ManualClock,
     t0: DateTime<Utc>,
     jobs: usize,
-) -> Stats {
-    let mut ticks = Vec::new();
+) -> Samples {
+    let mut ticks = Samples::default();
     for round in 1..=20 {
         let at = t0 + TimeDelta::minutes(1440 * round);
         clock.set(at);
@@ -290,22 +250,31 @@ async fn due_again_ticks(
         assert_eq!(report.dispatched, jobs);
         sched.idle().await;
     }
-    stats(ticks)
+    ticks
 }
 
 /// 200 ticks at `quiet`, when nothing is due.
-fn nothing_due_ticks(sched: &Scheduler, quiet: DateTime<Utc>) -> Stats {
-    let mut ticks = Vec::new();
+fn nothing_due_ticks(sched: &Scheduler, quiet: DateTime<Utc>) -> Samples {
+    let mut ticks = Samples::default();
     for _ in 0..200 {
         let started = Instant::now();
         let report = sched.tick_at(quiet);
         ticks.push(started.elapsed());
         assert_eq!(report.dispatched, 0);
     }
-    stats(ticks)
+    ticks
 }
 
-async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
+/// One run of the real loop: a row of table 2, pushed into `loops`;
+/// with zero-cost jobs also the idle CPU rows, pushed into `idle`.
+async fn real_loop(
+    volumes: usize,
+    workers: usize,
+    work: Work,
+    label: &str,
+    loops: &mut Table,
+    idle_cpu: &mut Table,
+) {
     let jobs = volumes * JOBS.len();
     let dir = tempfile::tempdir().expect("temp dir");
     let csv = dir.path().join("config/schedule.csv");
@@ -331,7 +300,7 @@ async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
     }
     let finished = Utc::now();
     let listing = sched.list().expect("listing");
-    let dispatch = stats(
+    let dispatch = Samples(
         listing
             .jobs
             .iter()
@@ -339,16 +308,18 @@ async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
             .map(|t| (t - due).to_std().unwrap_or(Duration::ZERO))
             .collect(),
     );
-    let start = stats(lags(&fake.take_starts(), due));
-    println!(
-        "| {label} | {} / {} | {} / {} / {} | {} |",
-        ms(dispatch.median),
-        ms(dispatch.max),
-        ms(start.median),
-        ms(start.p99),
-        ms(start.max),
-        ms((finished - due).to_std().unwrap_or(Duration::ZERO)),
-    );
+    let start = lags(&fake.take_starts(), due);
+    loops.row(vec![
+        label.to_string(),
+        format!("{} / {}", ms(dispatch.p50()), ms(dispatch.max())),
+        format!(
+            "{} / {} / {}",
+            ms(start.p50()),
+            ms(start.pct(99.0)),
+            ms(start.max())
+        ),
+        one((finished - due).to_std().unwrap_or(Duration::ZERO)),
+    ]);
 
     let idle = work.snapshot.is_zero();
     if idle {
@@ -357,92 +328,77 @@ async fn real_loop(volumes: usize, workers: usize, work: Work, label: &str) {
         // threads expire (tokio keeps them 10 s): their exit is not the
         // loop's idle cost.
         tokio::time::sleep(Duration::from_secs(11)).await;
-        measure_idle("TIMER=60").await;
+        idle_cpu.row(measure_idle("TIMER=60").await);
     }
     let _ = stop.send(true);
     let _ = task.await;
     if idle {
-        idle_with_timer_1(sched.options(), &fake).await;
+        idle_cpu.row(idle_with_timer_1(sched.options(), &fake).await);
     }
 }
 
 /// The idle CPU with TIMER=1: the loop wakes every second to look for hand
 /// edits and re-evaluates all jobs.
-async fn idle_with_timer_1(opts: &SchedulerOptions, fake: &Arc<Fake>) {
+async fn idle_with_timer_1(opts: &SchedulerOptions, fake: &Arc<Fake>) -> Vec<String> {
     let mut opts = opts.clone();
     opts.tick = Duration::from_secs(1);
     let sched = Scheduler::new(opts, fake.clone(), Arc::new(SystemClock));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(sched.run(stop_rx));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    measure_idle("TIMER=1").await;
+    let row = measure_idle("TIMER=1").await;
     let _ = stop.send(true);
     let _ = task.await;
+    row
 }
 
-/// The CPU this process uses over a 10 s window, recorded as `label`.
-async fn measure_idle(label: &'static str) {
+/// The CPU this process uses over a 10 s window: a row of table 3.
+async fn measure_idle(label: &str) -> Vec<String> {
     let window = Duration::from_secs(10);
     let before = cpu_time();
     tokio::time::sleep(window).await;
     let used = cpu_time().saturating_sub(before);
-    IDLE.lock().map(|mut v| v.push((label, used, window))).ok();
+    vec![
+        label.to_string(),
+        format!("{} over {} s", one(used), window.as_secs()),
+        format!("{:.4} %", used.as_secs_f64() / window.as_secs_f64() * 100.0),
+    ]
 }
 
-static IDLE: Mutex<Vec<(&str, Duration, Duration)>> = Mutex::new(Vec::new());
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-#[tokio::main]
-async fn main() {
-    // `cargo bench` passes `--bench`; ignore it.
-    let volumes = arg("--volumes", 1000);
-    let workers = arg("--workers", buttervolume::schedule::DEFAULT_WORKERS);
+/// Runs the three parts, printing tables 1 and 2; returns table 3.
+pub fn run(volumes: usize, workers: usize) -> Table {
     tracing_subscriber::fmt()
         .with_writer(std::io::sink)
         .with_max_level(tracing::Level::INFO)
         .init();
-    println!(
-        "## Scheduler benchmark: {volumes} volumes × {} jobs, {workers} workers per pool, {} CPUs\n",
-        JOBS.len(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    tick_costs(volumes, workers).await;
-
-    println!("### 2. Daemon loop, real clock: all jobs due at the same instant T\n");
-    println!("| simulated work | dispatch lag median / max | start lag median / p99 / max | T → all done |");
-    println!("|---|---|---|---|");
-    real_loop(volumes, workers, NO_WORK, "none").await;
-    let work = Work {
-        snapshot: Duration::from_millis(1),
-        send: Duration::from_millis(5),
-        purge: Duration::from_millis(1),
-    };
-    real_loop(
-        volumes,
-        workers,
-        work,
-        "snapshot 1 ms, send 5 ms, purge 1 ms",
-    )
-    .await;
-
-    println!("\n### 3. Idle CPU of the loop (nothing due for an hour)\n");
-    println!("| TIMER | CPU time over window | CPU |\n|---|---|---|");
-    if let Ok(idle) = IDLE.lock() {
-        for (label, used, window) in idle.iter() {
-            println!(
-                "| {label} | {} over {} s | {:.4} % |",
-                ms(*used),
-                window.as_secs(),
-                used.as_secs_f64() / window.as_secs_f64() * 100.0
-            );
-        }
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        println!(
+            "## Ours: {volumes} volumes × {} jobs, {workers} workers per pool, {} CPUs\n",
+            JOBS.len(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        tick_costs(volumes, workers).await;
+        let mut loops = Table::new(&[
+            "simulated work",
+            "dispatch lag median / max",
+            "start lag median / p99 / max",
+            "T → all done",
+        ]);
+        let mut idle = Table::new(&["TIMER", "CPU time over window", "CPU"]);
+        real_loop(volumes, workers, NO_WORK, "none", &mut loops, &mut idle).await;
+        let work = Work {
+            snapshot: Duration::from_millis(1),
+            send: Duration::from_millis(5),
+            purge: Duration::from_millis(1),
+        };
+        let label = "snapshot 1 ms, send 5 ms, purge 1 ms";
+        real_loop(volumes, workers, work, label, &mut loops, &mut idle).await;
+        println!("### 2. Daemon loop, real clock: all jobs due at the same instant T\n\n{loops}");
+        println!("### 3. Idle CPU of the loop (nothing due for an hour)\n");
+        idle
+    })
 }

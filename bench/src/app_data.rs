@@ -1,0 +1,83 @@
+//! The data of a simulated app in a volume: one big file of random bytes
+//! (nothing compresses or dedups) that the app overwrites in place at a
+//! new offset each time (no sync: it stops with its writes in the page
+//! cache, as apps do), and the check that two copies hold the same bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+const MIB: usize = 1 << 20;
+
+/// Writes `mib` MiB of pseudo-random bytes from `seed` (xorshift) at
+/// `offset_mib` of `file`, without truncating it.
+pub fn write_at(file: &Path, offset_mib: usize, mib: usize, seed: u64) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    f.seek(SeekFrom::Start((offset_mib * MIB) as u64)).unwrap();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut block = vec![0u8; MIB];
+    for _ in 0..mib {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// The `k`-th write's offset in a `data_mib` file: spread over the file.
+pub fn offset(k: usize, data_mib: usize, change_mib: usize) -> usize {
+    (k * 97 + 13) % (data_mib - change_mib)
+}
+
+/// Whether two files hold the same bytes.
+pub fn same(a: &Path, b: &Path) -> bool {
+    let open = |p: &Path| File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let (mut fa, mut fb) = (open(a), open(b));
+    let (mut ba, mut bb) = (vec![0u8; 4 * MIB], vec![0u8; 4 * MIB]);
+    loop {
+        let n = read_full(&mut fa, &mut ba);
+        if n != read_full(&mut fb, &mut bb) || ba[..n] != bb[..n] {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overwrite_in_place_changes_the_bytes_and_keeps_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_at(&a, 0, 4, 1);
+        write_at(&b, 0, 4, 1);
+        assert!(same(&a, &b));
+        write_at(&b, 2, 1, 7);
+        assert!(!same(&a, &b));
+        assert_eq!(std::fs::metadata(&b).unwrap().len(), 4 << 20);
+        assert!((0..50).all(|k| offset(k, 40, 10) + 10 <= 40));
+    }
+}
