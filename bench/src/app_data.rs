@@ -9,8 +9,32 @@ use std::path::Path;
 
 const MIB: usize = 1 << 20;
 
-/// Writes `mib` MiB of pseudo-random bytes from `seed` (xorshift) at
-/// `offset_mib` of `file`, without truncating it.
+/// Writes `bytes` (whole MiB) of pseudo-random data from `seed` to `w`:
+/// xorshift, so nothing compresses or dedups and the same seed gives the
+/// same bytes. The one generator of the benchmarks' data.
+pub fn fill(w: &mut impl Write, bytes: usize, seed: u64) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut block = vec![0u8; MIB];
+    for _ in 0..bytes / MIB {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        w.write_all(&block).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// [`fill`] into a new file.
+pub fn write_file(path: &Path, bytes: usize, seed: u64) {
+    let f = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fill(&mut std::io::BufWriter::new(f), bytes, seed);
+}
+
+/// Writes `mib` MiB of [`fill`]'s data at `offset_mib` of `file`, without
+/// truncating it.
 pub fn write_at(file: &Path, offset_mib: usize, mib: usize, seed: u64) {
     let mut f = OpenOptions::new()
         .create(true)
@@ -19,17 +43,7 @@ pub fn write_at(file: &Path, offset_mib: usize, mib: usize, seed: u64) {
         .open(file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     f.seek(SeekFrom::Start((offset_mib * MIB) as u64)).unwrap();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut block = vec![0u8; MIB];
-    for _ in 0..mib {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
+    fill(&mut f, mib * MIB, seed);
 }
 
 /// The `k`-th write's offset in a `data_mib` file: spread over the file.

@@ -24,7 +24,7 @@ use buttervolume::api::{path, CreateRequest};
 use clap::Args;
 use testkit::{cleanup_dir, test_btrfs, Daemon};
 
-use crate::pair::write_random;
+use crate::app_data::write_file;
 use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
@@ -100,7 +100,7 @@ fn measure(o: &Options, work: &Path) -> Table {
         d.ok(path::CREATE, serde_json::to_value(request).unwrap());
         let dir = d.volumes().join(&vol);
         for i in 1..=o.files {
-            write_random(&dir.join(name(i)), o.size_mib << 20, seed);
+            write_file(&dir.join(name(i)), o.size_mib << 20, seed);
             seed += 1;
         }
         let (repo_bv, repo_plain) = (
@@ -130,7 +130,7 @@ fn measure(o: &Options, work: &Path) -> Table {
         let (_, took) = timed(|| restic(work, &["-r", repo_plain, "backup", dir_s]));
         plain.first.push(took);
 
-        write_random(&dir.join(name(CHANGED)), o.size_mib << 20, seed);
+        write_file(&dir.join(name(CHANGED)), o.size_mib << 20, seed);
         seed += 1;
         testkit::run("sync", &[]);
         let request = BackupRequest {

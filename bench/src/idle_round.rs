@@ -36,7 +36,8 @@ use clap::Args;
 use testkit::metrics::{free_port, scrape};
 use testkit::wait::wait_for_every;
 
-use crate::pair::{write_random, Cpu, Pair};
+use crate::app_data;
+use crate::pair::{Cpu, Pair};
 use crate::report::{Samples, Table};
 
 #[derive(Args)]
@@ -208,7 +209,7 @@ pub fn run(o: &Options) -> Table {
     let before = b.markers();
     for i in 0..o.changed {
         let file = b.p.data(&b.p.a, &format!("volumes/{}/change", name(i)));
-        write_random(&file, 1 << 20, 1000 + i as u64);
+        app_data::write_file(&file, 1 << 20, 1000 + i as u64);
     }
     let changed: BTreeSet<String> = (0..o.changed).map(name).collect();
     let mut first: Option<(Instant, String)> = None;

@@ -75,7 +75,7 @@ impl Pair {
         self.n
             .ok(node, path::CREATE, serde_json::json!({ "Name": volume }));
         let file = self.data(node, &format!("volumes/{volume}/data"));
-        write_random(&file, mib << 20, 0);
+        crate::app_data::write_file(&file, mib << 20, 0);
         exec_ok(&self.n, node, &["sync"]);
     }
 
@@ -208,30 +208,6 @@ impl Cpu {
             steal: now.steal - self.steal,
         }
     }
-}
-
-/// `bytes` of pseudo-random data (xorshift from `seed`: nothing compresses
-/// or dedups; the same seed gives the same bytes).
-pub fn write_random(path: &Path, bytes: usize, seed: u64) {
-    let mut f = std::fs::File::create(path).unwrap();
-    write_random_to(&mut f, bytes, seed);
-}
-
-/// [`write_random`] into an open file (at its position).
-pub fn write_random_to(f: &mut std::fs::File, bytes: usize, seed: u64) {
-    use std::io::Write;
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..bytes >> 20 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
 }
 
 /// From a send's summary ("...: 10.0 MiB in 0.12 s (...)"): the stream's

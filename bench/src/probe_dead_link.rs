@@ -18,7 +18,7 @@ use serde_json::json;
 use testkit::nodes::Nodes;
 use testkit::wait::wait_for_every;
 
-use crate::receive::write_random;
+use crate::app_data::write_file;
 use crate::report::{timed, Table};
 
 #[derive(Args)]
@@ -48,7 +48,7 @@ pub fn run(o: &Options) -> Table {
     n.ok(&a, "/VolumeDriver.Create", json!({ "Name": "x" }));
     let first = n.snapshot(&a, "x");
     n.send(&a, &first, &ip);
-    write_random(&n.data(&a).join("volumes/x/big"), 400 << 20);
+    write_file(&n.data(&a).join("volumes/x/big"), 400 << 20, 0);
     let second = n.snapshot(&a, "x");
     let send = json!({ "Name": second, "Host": ip, "Detail": true });
     let landing = n.data(&b).join("snapshots");

@@ -22,7 +22,8 @@ use std::io::{Seek, SeekFrom};
 
 use clap::Args;
 
-use crate::pair::{exec_ok, summary_figures, write_random_to, Cpu, Pair};
+use crate::app_data;
+use crate::pair::{exec_ok, summary_figures, Cpu, Pair};
 use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
@@ -115,7 +116,7 @@ pub fn run(o: &Options) -> Table {
         let file = p.data(&a, "volumes/big/data");
         let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
         f.seek(SeekFrom::Start((rep as u64 * 100) << 20)).unwrap();
-        write_random_to(&mut f, o.change_mib << 20, 7);
+        app_data::fill(&mut f, o.change_mib << 20, 7);
         drop(f);
         exec_ok(&p.n, &a, &["sync"]);
         let (summary, took) = timed(|| {

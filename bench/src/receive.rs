@@ -60,24 +60,6 @@ fn clear(landed: &Path, mnt: &Path) {
     testkit::run("sync", &[]);
 }
 
-/// `bytes` of pseudo-random data (xorshift: nothing compresses or dedups).
-pub(crate) fn write_random(path: &Path, bytes: usize) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..bytes >> 20 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
-}
-
 pub fn run(o: &Options) -> Table {
     let mnt = test_btrfs();
     let work = mnt.join(format!("bench-receive-{}", std::process::id()));
@@ -97,7 +79,7 @@ fn measure_all(o: &Options, mnt: &Path, work: &Path, outside: &Path) -> Table {
     std::fs::create_dir_all(outside).unwrap();
     let volume = work.join("volumes/v");
     buttervolume::btrfs::create_subvolume(&volume).unwrap();
-    write_random(&volume.join("data"), o.data_mib << 20);
+    crate::app_data::write_file(&volume.join("data"), o.data_mib << 20, 0);
     let snapshot = work.join(SNAPSHOT);
     buttervolume::btrfs::snapshot(&volume, &snapshot, true).unwrap();
     let stream = outside.join("stream");

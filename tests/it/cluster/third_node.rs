@@ -69,9 +69,26 @@ fn cluster_a_takeover_pulls_a_newer_replica_from_a_third_node_and_only_the_pair_
         String::from_utf8_lossy(&out.stdout).contains(&s2)
     });
 
-    // The owner's node dies.
+    // The owner's node dies. Its lease expires (etcd renews every lease
+    // when it elects a new leader, so this may take more than a TTL when
+    // the dead node's member led).
     r.n.kill(&a);
     r.n.link(&a, "down");
+    let alive = format!("/buttervolume/alive/{a}");
+    wait_until("the dead owner's lease to expire", 60, || {
+        let out = r.n.exec(
+            &p,
+            &[
+                "etcdctl",
+                "--endpoints",
+                &r.etcd.endpoints,
+                "get",
+                &alive,
+                "--print-value-only",
+            ],
+        );
+        out.status.success() && out.stdout.trim_ascii().is_empty()
+    });
 
     // The third node may not take it over: the owner could be writing on
     // through its peer's answers.
