@@ -1,7 +1,8 @@
 //! The whole machine's CPU over time windows: a background thread samples
 //! `/proc/stat` every 20 ms (busy = user + nice + system + irq + softirq,
 //! and steal, in 10 ms jiffies); a window's seconds are interpolated
-//! linearly between the samples around its ends.
+//! linearly between the samples around its ends; or two readings
+//! ([`Cpu::now`], [`Cpu::since`]). USER_HZ is 100 here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,6 +101,26 @@ impl Drop for Sampler {
 pub struct Cpu {
     pub busy: f64,
     pub steal: f64,
+}
+
+impl Cpu {
+    /// The machine's CPU seconds so far.
+    pub fn now() -> Cpu {
+        let (busy, steal) = read();
+        Cpu {
+            busy: busy / 100.0,
+            steal: steal / 100.0,
+        }
+    }
+
+    /// What was used since `self` (a [`Cpu::now`]).
+    pub fn since(self) -> Cpu {
+        let now = Cpu::now();
+        Cpu {
+            busy: now.busy - self.busy,
+            steal: now.steal - self.steal,
+        }
+    }
 }
 
 impl std::ops::Add for Cpu {

@@ -37,7 +37,8 @@ use testkit::metrics::{free_port, scrape};
 use testkit::wait::wait_for_every;
 
 use crate::app_data;
-use crate::pair::{Cpu, Pair};
+use crate::cpu::Cpu;
+use crate::pair::{Pair, Program};
 use crate::report::{Samples, Table};
 
 #[derive(Args)]
@@ -123,11 +124,10 @@ fn align(offset: u64) {
 }
 
 pub fn run(o: &Options) -> Table {
-    let forced = format!("{} ssh-command", testkit::bin());
-    let p = Pair::up("bir", "4G", testkit::bin(), &forced, &[]);
+    let p = Pair::up("bir", "4G", Program::Ours, &[]);
     let port = free_port(&p.a);
     let metrics = format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{port}");
-    p.restart(&p.a.clone(), testkit::bin(), &[&metrics]);
+    p.restart(&p.a.clone(), Program::Ours, &[&metrics]);
     let pid = std::fs::read_to_string(format!("/run/bvnodes/{}/daemon.pid", p.a))
         .unwrap()
         .trim()

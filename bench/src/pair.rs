@@ -1,67 +1,43 @@
 //! Two test nodes with SSH for the replication benchmarks (`replication`,
-//! `replication-cpu`, `transport`, `idle-round`), on testkit's `Nodes`, and
-//! what those benchmarks read around a send: the machine's busy and stolen
-//! CPU (`/proc/stat`), a node's transmitted bytes, commands and pipelines
-//! run inside a node, deletions that btrfs has finished cleaning up.
+//! `replication-cpu`, `transport`, `idle-round`), on testkit's
+//! [`Nodes::pair_of`], and what those benchmarks do around a send: a
+//! volume of random data, a node's transmitted bytes, commands and
+//! pipelines run inside a node, deletions that btrfs has finished
+//! cleaning up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use buttervolume::api::{path, NameRequest, SendRequest, SnapshotReply, SummaryReply};
 use testkit::nodes::{Nodes, NODES_SH};
+pub use testkit::pairs::Program;
 
 use crate::report::timed;
 
-/// `<tag>1 -> <tag>2`: nodes up (preallocated images, mounted nodiscard),
-/// the host's `/root/.bashrc` masked inside them, `<tag>1`'s key on
-/// `<tag>2` with `forced` as its forced command (`"none"`: a plain key, as
-/// reference nodes are set up), `program` as both daemons.
+/// `<tag>1 -> <tag>2` ([`Nodes::pair_of`]: preallocated images, the
+/// host's `/root/.bashrc` masked inside the nodes, paired both ways as
+/// `program` is deployed), `program` as both daemons.
 pub struct Pair {
     pub n: Nodes,
     pub a: String,
     pub b: String,
     /// `<tag>2`'s address.
     pub ip: String,
-    /// The empty file masking `/root/.bashrc` (removed on drop).
-    empty: PathBuf,
 }
 
 impl Pair {
-    pub fn up(tag: &str, size: &str, program: &str, forced: &str, env: &[&str]) -> Pair {
-        // nodes.sh reads it: no host block allocation or hole punching
-        // inside the timed windows. Set before any thread is started.
-        std::env::set_var("BVNODES_PREALLOCATE", "1");
-        let n = Nodes::up(tag, 2, size);
+    pub fn up(tag: &str, size: &str, program: Program, env: &[&str]) -> Pair {
+        let n = Nodes::pair_of(tag, size, program, env);
         let (a, b) = (n.name(1), n.name(2));
-        let empty = PathBuf::from(format!(
-            "/var/tmp/bench-{tag}-bashrc.{}",
-            std::process::id()
-        ));
-        std::fs::write(&empty, "").unwrap();
-        for node in [&a, &b] {
-            // sshd runs every command through root's bash, which sources
-            // the host's ~/.bashrc (pyenv init here, ~150 ms per command):
-            // the daemons are measured, not this machine's shell setup.
-            if Path::new("/root/.bashrc").exists() {
-                exec_ok(
-                    &n,
-                    node,
-                    &["mount", "--bind", empty.to_str().unwrap(), "/root/.bashrc"],
-                );
-            }
-            n.stop(node);
-            n.start_program(node, program, env);
-        }
-        n.pair_with(&a, &b, forced);
         let ip = n.ip(&b);
-        Pair { n, a, b, ip, empty }
+        Pair { n, a, b, ip }
     }
 
     /// Restarts `node`'s daemon as `program` with `env`.
-    pub fn restart(&self, node: &str, program: &str, env: &[&str]) {
+    pub fn restart(&self, node: &str, program: Program, env: &[&str]) {
         self.n.stop(node);
-        self.n.start_program(node, program, env);
+        self.n.start_program(node, &program.path(), env);
     }
 
     /// A path inside `node`'s /var/lib/buttervolume, seen from here.
@@ -125,15 +101,9 @@ impl Pair {
         exec_ok(&self.n, node, &["sync"]);
     }
 
-    /// Transmitted bytes of `node`'s eth0 (`/proc/net/dev` read inside the
-    /// node: the host's /sys shows the root namespace's interfaces).
+    /// Transmitted bytes of `node`'s eth0.
     pub fn tx_bytes(&self, node: &str) -> u64 {
-        let text = exec_ok(&self.n, node, &["cat", "/proc/net/dev"]);
-        let line = text
-            .lines()
-            .find_map(|l| l.trim_start().strip_prefix("eth0:"))
-            .expect("an eth0 line");
-        line.split_whitespace().nth(8).unwrap().parse().unwrap()
+        self.n.tx_bytes(self.n.daemon_pid(node))
     }
 
     /// `left | right`, each run inside its node: how long the pipeline
@@ -164,50 +134,9 @@ impl Pair {
     }
 }
 
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.empty);
-    }
-}
-
 /// Runs a command inside `node`, asserting success; its stdout.
 pub fn exec_ok(n: &Nodes, node: &str, args: &[&str]) -> String {
     testkit::succeeded(n.exec(node, args), &format!("in {node}: {args:?}"))
-}
-
-/// The whole machine's CPU seconds so far: busy (user, nice, system, irq,
-/// softirq) and stolen by the hypervisor (`/proc/stat`, USER_HZ 100).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu {
-    pub busy: f64,
-    pub steal: f64,
-}
-
-impl Cpu {
-    pub fn now() -> Cpu {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap();
-        let f: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().unwrap())
-            .collect();
-        Cpu {
-            busy: (f[0] + f[1] + f[2] + f[5] + f[6]) / 100.0,
-            steal: f[7] / 100.0,
-        }
-    }
-
-    /// What was used since `self`.
-    pub fn since(self) -> Cpu {
-        let now = Cpu::now();
-        Cpu {
-            busy: now.busy - self.busy,
-            steal: now.steal - self.steal,
-        }
-    }
 }
 
 /// From a send's summary ("...: 10.0 MiB in 0.12 s (...)"): the stream's

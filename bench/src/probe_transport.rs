@@ -23,7 +23,8 @@ use std::io::{Seek, SeekFrom};
 use clap::Args;
 
 use crate::app_data;
-use crate::pair::{exec_ok, summary_figures, Cpu, Pair};
+use crate::cpu::Cpu;
+use crate::pair::{exec_ok, summary_figures, Pair, Program};
 use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
@@ -55,8 +56,7 @@ fn secs(v: &[f64]) -> Samples {
 }
 
 pub fn run(o: &Options) -> Table {
-    let forced = format!("{} ssh-command", testkit::bin());
-    let p = Pair::up("bvt", &o.image_size, testkit::bin(), &forced, &[]);
+    let p = Pair::up("bvt", &o.image_size, Program::Ours, &[]);
     let (a, b, ip) = (p.a.clone(), p.b.clone(), p.ip.clone());
     eprintln!("writing {} MiB of random data", o.data_mib);
     p.volume_with_data(&a, "big", o.data_mib);
@@ -88,7 +88,7 @@ pub fn run(o: &Options) -> Table {
         for (k, (who, _)) in CANDIDATES.iter().enumerate() {
             if *who != "openssh" {
                 let transport = format!("BUTTERVOLUME_SEND_TRANSPORT={who}");
-                p.restart(&a, testkit::bin(), &[&transport]);
+                p.restart(&a, Program::Ours, &[&transport]);
             }
             p.delete(&b, &[format!("{SNAPS}/{snap}")]);
             p.delete(&a, &[format!("{SNAPS}/{snap}@{ip}")]);
@@ -105,7 +105,7 @@ pub fn run(o: &Options) -> Table {
             );
         }
     }
-    p.restart(&a, testkit::bin(), &["BUTTERVOLUME_SEND_TRANSPORT=auto"]);
+    p.restart(&a, Program::Ours, &["BUTTERVOLUME_SEND_TRANSPORT=auto"]);
 
     eprintln!(
         "incremental: {} MiB changed, {} times",

@@ -28,7 +28,8 @@ use std::io::{Seek, SeekFrom};
 use clap::Args;
 
 use crate::app_data;
-use crate::pair::{exec_ok, summary_figures, Cpu, Pair};
+use crate::cpu::Cpu;
+use crate::pair::{exec_ok, summary_figures, Pair, Program};
 use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
@@ -69,12 +70,13 @@ const FULL: [(&str, &str); 5] = [
 ];
 
 pub fn run(o: &Options) -> Table {
-    let forced = format!("{} ssh-command", testkit::bin());
-    let reference = testkit::reference_bin();
-    let reference = reference.to_str().unwrap();
-    println!("ours: {}; reference: {reference}", testkit::bin());
-    let ours = Pair::up("bvo", &o.image_size, testkit::bin(), &forced, &[]);
-    let refs = Pair::up("bvr", &o.image_size, reference, "none", &[]);
+    println!(
+        "ours: {}; reference: {}",
+        testkit::bin(),
+        Program::Reference.path()
+    );
+    let ours = Pair::up("bvo", &o.image_size, Program::Ours, &[]);
+    let refs = Pair::up("bvr", &o.image_size, Program::Reference, &[]);
     let pairs = [("ours", &ours), ("ref", &refs)];
     eprintln!("writing {} MiB of random data on both senders", o.data_mib);
     let mut base = Vec::new();

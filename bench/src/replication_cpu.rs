@@ -17,7 +17,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use testkit::wait::wait_until;
 
-use crate::pair::{Cpu, Pair};
+use crate::cpu::Cpu;
+use crate::pair::{Pair, Program};
 use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
@@ -35,8 +36,7 @@ const SNAPS: &str = "/var/lib/buttervolume/snapshots";
 const RAW: &str = "/var/lib/buttervolume/rawrecv";
 
 pub fn run(o: &Options) -> Table {
-    let forced = format!("{} ssh-command", testkit::bin());
-    let p = Pair::up("bvc", "4G", testkit::bin(), &forced, &[]);
+    let p = Pair::up("bvc", "4G", Program::Ours, &[]);
     let (a, b, ip) = (p.a.clone(), p.b.clone(), p.ip.clone());
     p.volume_with_data(&a, "big", o.data_mib);
     let snap = p.snapshot(&a, "big");

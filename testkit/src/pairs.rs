@@ -22,6 +22,16 @@ pub enum Program {
     Reference,
 }
 
+impl Program {
+    /// The daemon's program.
+    pub fn path(self) -> String {
+        match self {
+            Program::Ours => bin().to_string(),
+            Program::Reference => reference_bin().to_string_lossy().into_owned(),
+        }
+    }
+}
+
 fn nodes_ok(args: &[&str]) -> String {
     succeeded(nodes_sh(args), &format!("nodes.sh {args:?}"))
 }
@@ -42,10 +52,7 @@ impl Nodes {
             tag: tag.into(),
             count: 2,
         };
-        let daemon = match program {
-            Program::Ours => bin().to_string(),
-            Program::Reference => reference_bin().to_string_lossy().into_owned(),
-        };
+        let daemon = program.path();
         let (a, b) = (nodes.name(1), nodes.name(2));
         for node in [&a, &b] {
             let mut args = vec!["daemon-start", node.as_str(), daemon.as_str()];
