@@ -57,7 +57,7 @@ pub async fn run(config: Config, with_sshd: bool) -> Result<(), ServerError> {
             let store = VolumeStore::open(config.clone())?;
             // Half-received snapshots of transfers a crash interrupted.
             for dir in [&config.snapshots_path, &config.test_remote_path] {
-                crate::replication::receive::sweep_stale(dir);
+                crate::replication::receive::sweep_stale(dir, store.receives());
             }
             // Metadata out of the containers' reach (crate::metadata).
             let moved = crate::metadata::migrate(store.fs(), &config.volumes_path);

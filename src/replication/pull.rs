@@ -273,7 +273,13 @@ fn fetch(
     };
     let expected = parent.map(|p| p.key.as_str());
     let (landed, output) = peer.pull(&request.to_command(), |stream| {
-        receive::receive(snapshots_path, stream, expected, &|_| Ok(()))
+        receive::receive(
+            snapshots_path,
+            stream,
+            expected,
+            &|_| Ok(()),
+            store.receives(),
+        )
     })?;
     let landed = match landed {
         Ok(landed) if output.status == 0 => landed,

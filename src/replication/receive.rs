@@ -93,17 +93,20 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// The staging paths of this process's receives in progress. The daemon
+/// The staging paths of a process's receives in progress. The daemon
 /// runs several at once (pulls of different volumes: two apps starting,
 /// idle rounds), and each receive first sweeps leftovers: those of its own
 /// pid that are not in here are a previous incarnation's (a restarted
-/// plugin gets the same pid in its namespace), these are live. Process-wide
-/// on purpose: staging names carry this process's pid, and the forced
-/// command (a process with no store) receives through the same code.
-static IN_PROGRESS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// plugin gets the same pid in its namespace), these are live. The daemon's
+/// is its store's ([`crate::volumes::VolumeStore::receives`]); the forced
+/// command, one receive per process, has its own.
+#[derive(Debug, Default)]
+pub struct Receives(Mutex<BTreeSet<PathBuf>>);
 
-fn in_progress() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
-    IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner())
+impl Receives {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<PathBuf>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The sweep rule for one `.recv.<pid>.*` entry: a leftover unless it is
@@ -123,8 +126,9 @@ fn is_leftover(name: &str, own_pid: i32, live_here: bool, alive: impl Fn(i32) ->
     }
 }
 
-/// Deletes `.recv.*` leftovers of receives whose process is gone.
-pub fn sweep_stale(dir: &Path) {
+/// Deletes `.recv.*` leftovers of receives whose process is gone (`live`:
+/// this process's receives in progress).
+pub fn sweep_stale(dir: &Path, live: &Receives) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -132,7 +136,7 @@ pub fn sweep_stale(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let live_here = in_progress().contains(&path);
+        let live_here = live.lock().contains(&path);
         if !is_leftover(&name, own_pid, live_here, pid_alive) {
             continue;
         }
@@ -152,25 +156,28 @@ pub fn parent_key(identity: &btrfs::SubvolumeIdentity) -> String {
         .unwrap_or_else(|| identity.uuid.clone())
 }
 
-/// A receive's staging path, registered in [`IN_PROGRESS`] for its
+/// A receive's staging path, registered in [`Receives`] for its
 /// lifetime; what is still there when it ends is deleted.
-struct Staged(PathBuf);
+struct Staged<'a> {
+    path: PathBuf,
+    live: &'a Receives,
+}
 
-impl Staged {
-    fn new(path: PathBuf) -> Staged {
-        in_progress().insert(path.clone());
-        Staged(path)
+impl<'a> Staged<'a> {
+    fn new(path: PathBuf, live: &'a Receives) -> Staged<'a> {
+        live.lock().insert(path.clone());
+        Staged { path, live }
     }
 }
 
-impl Drop for Staged {
+impl Drop for Staged<'_> {
     fn drop(&mut self) {
-        if self.0.exists() {
-            if let Err(e) = btrfs::delete_subvolume(&self.0) {
-                tracing::warn!(path = %self.0.display(), error = %e, "cannot delete partial receive");
+        if self.path.exists() {
+            if let Err(e) = btrfs::delete_subvolume(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot delete partial receive");
             }
         }
-        in_progress().remove(&self.0);
+        self.live.lock().remove(&self.path);
     }
 }
 
@@ -264,14 +271,15 @@ pub fn receive(
     input: &mut dyn Read,
     expected_parent: Option<&str>,
     admit: &dyn Fn(&str) -> Result<(), String>,
+    live: &Receives,
 ) -> Result<Received, ReceiveError> {
     std::fs::create_dir_all(dest).map_err(|source| ReceiveError::Io {
         context: "creating the destination",
         source,
     })?;
-    sweep_stale(dest);
+    sweep_stale(dest, live);
     let staging_name = format!("{STAGING_PREFIX}{}", fsutil::unique_suffix());
-    let staged = Staged::new(dest.join(&staging_name));
+    let staged = Staged::new(dest.join(&staging_name), live);
 
     let mut child = BtrfsReceive::spawn(dest)?;
     let fed = feed(input, &mut child.stdin, dest, &staging_name);
@@ -374,7 +382,7 @@ fn land(
     bytes: u64,
     expected_parent: Option<&str>,
 ) -> Result<Received, ReceiveError> {
-    let identity = btrfs::identity(&staged.0)?;
+    let identity = btrfs::identity(&staged.path)?;
     if !identity.read_only {
         return Err(ReceiveError::Incomplete("not read-only"));
     }
@@ -399,7 +407,7 @@ fn land(
         }
         return Err(ReceiveError::Conflict(name));
     }
-    fsutil::rename_noreplace(&staged.0, &final_path).map_err(|source| {
+    fsutil::rename_noreplace(&staged.path, &final_path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             ReceiveError::Conflict(name.clone())
         } else {

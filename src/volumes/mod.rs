@@ -145,6 +145,8 @@ pub struct VolumeStore {
     send_failures: crate::replication::progress::SendFailures,
     /// SSH sessions kept per peer between transfers.
     sessions: crate::replication::transport::Sessions,
+    /// The receives running now ([`crate::replication::receive::Receives`]).
+    receives: crate::replication::receive::Receives,
     /// Cluster mode ([`crate::cluster`]), set once at daemon start; unset
     /// in pair mode and in CLI processes.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
@@ -179,6 +181,7 @@ impl VolumeStore {
             transfers: Default::default(),
             send_failures: Default::default(),
             sessions: Default::default(),
+            receives: Default::default(),
             cluster: Default::default(),
             config,
             fs,
@@ -234,6 +237,10 @@ impl VolumeStore {
 
     pub fn sessions(&self) -> &crate::replication::transport::Sessions {
         &self.sessions
+    }
+
+    pub fn receives(&self) -> &crate::replication::receive::Receives {
+        &self.receives
     }
 
     /// How many containers have `name` mounted.

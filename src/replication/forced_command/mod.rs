@@ -421,7 +421,8 @@ impl Receiving<'_> {
         let admit = |name: &str| {
             crate::cluster::admit_push(self.config, crate::names::volume_of(name), self.epoch)
         };
-        match receive::receive(self.dir, &mut input, parent_uuid, &admit) {
+        let live = receive::Receives::default();
+        match receive::receive(self.dir, &mut input, parent_uuid, &admit, &live) {
             Ok(received) => {
                 // Before the reply: the sender's next request may read it.
                 if let Err(e) = scope::record_received(self.config, self.scope, &received) {
