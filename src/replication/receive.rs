@@ -5,11 +5,9 @@
 //! a hidden name `.recv.<pid>.<n>` in the destination directory. Only when
 //! receive succeeded and the result is read-only, carries a received UUID and
 //! (for an incremental stream) descends from the expected parent, is it
-//! renamed in place to its real name, with RENAME_NOREPLACE. On any failure
-//! the partial subvolume is deleted; if this process itself is killed, the
-//! leftover is swept by the next receive or daemon start (its pid is dead).
-//! A half-received snapshot is never visible under a snapshot name, so it is
-//! never listed and never used as a parent.
+//! renamed in place to its real name, with RENAME_NOREPLACE. On failure
+//! the partial subvolume is deleted (a killed process's, by the next
+//! receive or daemon start): it is never listed nor used as a parent.
 //!
 //! A peer is hostile until checked: every command of the stream passes
 //! through this process and [`super::confine`] before `btrfs receive` gets
@@ -93,13 +91,10 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// The staging paths of a process's receives in progress. The daemon
-/// runs several at once (pulls of different volumes: two apps starting,
-/// idle rounds), and each receive first sweeps leftovers: those of its own
-/// pid that are not in here are a previous incarnation's (a restarted
-/// plugin gets the same pid in its namespace), these are live. The daemon's
-/// is its store's ([`crate::volumes::VolumeStore::receives`]); the forced
-/// command, one receive per process, has its own.
+/// The staging paths of a process's receives in progress (the daemon's
+/// store holds its own, the forced command its own). Each receive first
+/// sweeps leftovers: those of its own pid not in here are a previous
+/// incarnation's (a restarted plugin gets the same pid in its namespace).
 #[derive(Debug, Default)]
 pub struct Receives(Mutex<BTreeSet<PathBuf>>);
 
@@ -164,7 +159,7 @@ struct Staged<'a> {
 }
 
 impl<'a> Staged<'a> {
-    fn new(path: PathBuf, live: &'a Receives) -> Staged<'a> {
+    fn new(path: PathBuf, live: &'a Receives) -> Self {
         live.lock().insert(path.clone());
         Staged { path, live }
     }
