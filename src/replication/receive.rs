@@ -92,9 +92,9 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 /// The staging paths of a process's receives in progress (the daemon's
-/// store holds its own, the forced command its own). Each receive first
-/// sweeps leftovers: those of its own pid not in here are a previous
-/// incarnation's (a restarted plugin gets the same pid in its namespace).
+/// store holds its own, the forced command its own). Each receive sweeps
+/// first: entries of its own pid not in here are a previous incarnation's
+/// (a restarted plugin gets the same pid in its namespace).
 #[derive(Debug, Default)]
 pub struct Receives(Mutex<BTreeSet<PathBuf>>);
 
@@ -151,13 +151,12 @@ pub fn parent_key(identity: &btrfs::SubvolumeIdentity) -> String {
         .unwrap_or_else(|| identity.uuid.clone())
 }
 
-/// A receive's staging path, registered in [`Receives`] for its
-/// lifetime; what is still there when it ends is deleted.
+/// A receive's staging path, in [`Receives`] while it lives; deleted if
+/// still there when it ends.
 struct Staged<'a> {
     path: PathBuf,
     live: &'a Receives,
 }
-
 impl<'a> Staged<'a> {
     fn new(path: PathBuf, live: &'a Receives) -> Self {
         live.lock().insert(path.clone());
