@@ -1,13 +1,26 @@
 //! The data of a simulated app in a volume: one big file of random bytes
 //! (nothing compresses or dedups) that the app overwrites in place at a
 //! new offset each time (no sync: it stops with its writes in the page
-//! cache, as apps do), and the check that two copies hold the same bytes.
+//! cache, as apps do), and the check that two copies hold the same bytes;
+//! the sizes those benchmarks take ([`Sizes`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 const MIB: usize = 1 << 20;
+
+/// The sizes every benchmark that moves an app's data takes (its own
+/// options flatten them in).
+#[derive(clap::Args)]
+pub struct Sizes {
+    /// Counted repetitions (medians are over them).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Size of the app's data file, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub data_mib: usize,
+}
 
 /// Writes `bytes` (whole MiB) of pseudo-random data from `seed` to `w`:
 /// xorshift, so nothing compresses or dedups and the same seed gives the

@@ -46,12 +46,8 @@ use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
 pub struct Options {
-    /// Counted repetitions (after one warm-up).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    /// Size of the app's file.
-    #[arg(long, default_value_t = 1024)]
-    data_mib: usize,
+    #[command(flatten)]
+    sizes: crate::app_data::Sizes,
     /// What the app writes each time.
     #[arg(long, default_value_t = 10)]
     change_mib: usize,
@@ -142,7 +138,7 @@ impl Rep {
 
 pub fn run(o: &Options) -> Table {
     assert!(
-        o.data_mib > 4 * o.change_mib,
+        o.sizes.data_mib > 4 * o.change_mib,
         "data-mib must exceed 4 * change-mib"
     );
     let ours = Pair::new(Nodes::pair_of("bho", &o.image_size, Program::Ours, &[]));
@@ -154,7 +150,7 @@ pub fn run(o: &Options) -> Table {
     ));
     println!(
         "reps {} (+1 warm-up) data {} MiB change {} MiB; images {} (preallocated, nodiscard)",
-        o.reps, o.data_mib, o.change_mib, o.image_size
+        o.sizes.reps, o.sizes.data_mib, o.change_mib, o.image_size
     );
     let create = |p: &Pair, k: usize, name: &str, peer: Option<usize>| {
         let opts: Option<HashMap<String, String>> =
@@ -170,7 +166,7 @@ pub fn run(o: &Options) -> Table {
     create(&ours, 1, "fol", Some(0));
     create(&reference, 0, "vol", None);
     for (p, volume) in [(&ours, "vol"), (&ours, "fol"), (&reference, "vol")] {
-        app_data::write_at(&p.file(0, volume), 0, o.data_mib, 1);
+        app_data::write_at(&p.file(0, volume), 0, o.sizes.data_mib, 1);
     }
     testkit::run("sync", &[]);
 
@@ -189,7 +185,7 @@ pub fn run(o: &Options) -> Table {
 
     let mut k = 0;
     let mut reps = Vec::new();
-    for r in 0..=o.reps {
+    for r in 0..=o.sizes.reps {
         let note = if r == 0 { " (warm-up)" } else { "" };
         eprintln!("repetition {r}{note}");
         let mut rep = Rep::default();
@@ -204,7 +200,7 @@ pub fn run(o: &Options) -> Table {
 /// Ours: one handover node 1 -> node 2, then the restore there.
 fn handover(o: &Options, p: &Pair, k: &mut usize, rep: &mut Rep) {
     let write = |k: usize| {
-        let offset = app_data::offset(k, o.data_mib, o.change_mib);
+        let offset = app_data::offset(k, o.sizes.data_mib, o.change_mib);
         app_data::write_at(&p.file(0, "vol"), offset, o.change_mib, k as u64 + 2);
     };
     let request = PeerVolumeRequest {
@@ -255,7 +251,7 @@ fn handover(o: &Options, p: &Pair, k: &mut usize, rep: &mut Rep) {
 /// The reference users' move, with the same writes as ours.
 fn handover_reference(o: &Options, p: &Pair, k: usize, rep: &mut Rep) {
     let write = |k: usize| {
-        let offset = app_data::offset(k, o.data_mib, o.change_mib);
+        let offset = app_data::offset(k, o.sizes.data_mib, o.change_mib);
         app_data::write_at(&p.file(0, "vol"), offset, o.change_mib, k as u64 + 2);
     };
     write(k);
@@ -280,7 +276,7 @@ fn handover_reference(o: &Options, p: &Pair, k: usize, rep: &mut Rep) {
 /// Ours: node 2's Mount pulls node 1's newer state, its Unmount pushes.
 fn follow(o: &Options, p: &Pair, k: &mut usize, rep: &mut Rep) {
     let write = |node: usize, k: usize| {
-        let offset = app_data::offset(k, o.data_mib, o.change_mib);
+        let offset = app_data::offset(k, o.sizes.data_mib, o.change_mib);
         app_data::write_at(&p.file(node, "fol"), offset, o.change_mib, k as u64 + 2);
     };
     *k += 1;

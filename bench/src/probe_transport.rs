@@ -29,10 +29,8 @@ use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
 pub struct Options {
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    #[arg(long, default_value_t = 1024)]
-    data_mib: usize,
+    #[command(flatten)]
+    sizes: crate::app_data::Sizes,
     #[arg(long, default_value_t = 10)]
     change_mib: usize,
     #[arg(long, default_value = "4G")]
@@ -58,8 +56,8 @@ fn secs(v: &[f64]) -> Samples {
 pub fn run(o: &Options) -> Table {
     let p = Pair::up("bvt", &o.image_size, Program::Ours, &[]);
     let (a, b, ip) = (p.a.clone(), p.b.clone(), p.ip.clone());
-    eprintln!("writing {} MiB of random data", o.data_mib);
-    p.volume_with_data(&a, "big", o.data_mib);
+    eprintln!("writing {} MiB of random data", o.sizes.data_mib);
+    p.volume_with_data(&a, "big", o.sizes.data_mib);
     let snap = p.snapshot(&a, "big");
     let source = format!("{SNAPS}/{snap}");
     let ssh = [
@@ -83,8 +81,8 @@ pub fn run(o: &Options) -> Table {
     ];
     // (wall seconds, CPU) per candidate, in repetition order.
     let mut runs: Vec<Vec<(f64, Cpu)>> = vec![Vec::new(); CANDIDATES.len()];
-    for rep in 1..=o.reps {
-        eprintln!("repetition {rep}/{}", o.reps);
+    for rep in 1..=o.sizes.reps {
+        eprintln!("repetition {rep}/{}", o.sizes.reps);
         for (k, (who, _)) in CANDIDATES.iter().enumerate() {
             if *who != "openssh" {
                 let transport = format!("BUTTERVOLUME_SEND_TRANSPORT={who}");
@@ -109,10 +107,10 @@ pub fn run(o: &Options) -> Table {
 
     eprintln!(
         "incremental: {} MiB changed, {} times",
-        o.change_mib, o.reps
+        o.change_mib, o.sizes.reps
     );
     let (mut whole, mut own) = (Vec::new(), Vec::new());
-    for rep in 1..=o.reps {
+    for rep in 1..=o.sizes.reps {
         let file = p.data(&a, "volumes/big/data");
         let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
         f.seek(SeekFrom::Start((rep as u64 * 100) << 20)).unwrap();
@@ -131,7 +129,7 @@ pub fn run(o: &Options) -> Table {
         own.push(summary_figures(&summary).expect("a summary with figures").1);
     }
 
-    let gib = o.data_mib as f64 / 1024.0;
+    let gib = o.sizes.data_mib as f64 / 1024.0;
     let base: Vec<f64> = runs[0].iter().map(|r| r.0).collect();
     let (base_t, base_cpu) = (
         secs(&base).p50() / 1e3,
@@ -139,7 +137,7 @@ pub fn run(o: &Options) -> Table {
     );
     println!(
         "Full send of {} MiB of random data, {} alternating repetitions:\n",
-        o.data_mib, o.reps
+        o.sizes.data_mib, o.sizes.reps
     );
     let mut t = Table::new(&[
         "candidate",

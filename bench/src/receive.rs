@@ -19,10 +19,8 @@ use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
 pub struct Options {
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    #[arg(long, default_value_t = 1024)]
-    data_mib: usize,
+    #[command(flatten)]
+    sizes: crate::app_data::Sizes,
 }
 
 const SNAPSHOT: &str = "v@2026-01-01T00:00:00.000000";
@@ -79,7 +77,7 @@ fn measure_all(o: &Options, mnt: &Path, work: &Path, outside: &Path) -> Table {
     std::fs::create_dir_all(outside).unwrap();
     let volume = work.join("volumes/v");
     buttervolume::btrfs::create_subvolume(&volume).unwrap();
-    crate::app_data::write_file(&volume.join("data"), o.data_mib << 20, 0);
+    crate::app_data::write_file(&volume.join("data"), o.sizes.data_mib << 20, 0);
     let snapshot = work.join(SNAPSHOT);
     buttervolume::btrfs::snapshot(&volume, &snapshot, true).unwrap();
     let stream = outside.join("stream");
@@ -96,12 +94,12 @@ fn measure_all(o: &Options, mnt: &Path, work: &Path, outside: &Path) -> Table {
     let stream_mib = std::fs::metadata(&stream).unwrap().len() >> 20;
     println!(
         "receive of a {stream_mib} MiB full stream, {} alternating repetitions",
-        o.reps
+        o.sizes.reps
     );
     let mut plain = Vec::new();
     let mut ours = Vec::new();
     let dir = |d: &str| format!("{}/{d}/", work.display());
-    for _ in 0..o.reps {
+    for _ in 0..o.sizes.reps {
         let mut command = Command::new("btrfs");
         command.args(["receive", "-q"]).arg(work.join("raw"));
         plain.push(measure(&stream, command));

@@ -34,10 +34,8 @@ use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
 pub struct Options {
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    #[arg(long, default_value_t = 1024)]
-    data_mib: usize,
+    #[command(flatten)]
+    sizes: crate::app_data::Sizes,
     #[arg(long, default_value_t = 10)]
     change_mib: usize,
     /// Each node's loop image (preallocated).
@@ -78,17 +76,20 @@ pub fn run(o: &Options) -> Table {
     let ours = Pair::up("bvo", &o.image_size, Program::Ours, &[]);
     let refs = Pair::up("bvr", &o.image_size, Program::Reference, &[]);
     let pairs = [("ours", &ours), ("ref", &refs)];
-    eprintln!("writing {} MiB of random data on both senders", o.data_mib);
+    eprintln!(
+        "writing {} MiB of random data on both senders",
+        o.sizes.data_mib
+    );
     let mut base = Vec::new();
     for (_, p) in pairs {
-        p.volume_with_data(&p.a, "big", o.data_mib);
+        p.volume_with_data(&p.a, "big", o.sizes.data_mib);
         base.push(p.snapshot(&p.a, "big"));
     }
     std::fs::create_dir_all(ours.data(&ours.a, "rawrecv")).unwrap();
     std::fs::create_dir_all(refs.data(&refs.b, "rawrecv")).unwrap();
 
     let mut runs: Vec<Run> = Vec::new();
-    for rep in 1..=o.reps {
+    for rep in 1..=o.sizes.reps {
         for (k, (who, p)) in pairs.iter().enumerate() {
             let snap = &base[k];
             if rep > 1 {
@@ -96,7 +97,7 @@ pub fn run(o: &Options) -> Table {
                 p.delete(&p.a, &[format!("{SNAPS}/{snap}@{}", p.ip)]);
             }
             exec_ok(&p.n, &p.a, &["sync"]);
-            eprintln!("full send {rep}/{}: {who}", o.reps);
+            eprintln!("full send {rep}/{}: {who}", o.sizes.reps);
             let (tx0, cpu) = (p.tx_bytes(&p.a), Cpu::now());
             let (_, took) = timed(|| p.send(&p.a, snap, &p.ip));
             let cpu = cpu.since();
@@ -156,7 +157,7 @@ pub fn run(o: &Options) -> Table {
 
     // Each repetition overwrites CHANGE_MIB MiB at a new offset and sends
     // incrementally from the previous snapshot.
-    for rep in 1..=o.reps {
+    for rep in 1..=o.sizes.reps {
         for (who, p) in pairs {
             let file = p.data(&p.a, "volumes/big/data");
             let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
@@ -164,7 +165,7 @@ pub fn run(o: &Options) -> Table {
             app_data::fill(&mut f, o.change_mib << 20, 100 + rep as u64);
             drop(f);
             exec_ok(&p.n, &p.a, &["sync"]);
-            eprintln!("incremental {rep}/{}: {who}", o.reps);
+            eprintln!("incremental {rep}/{}: {who}", o.sizes.reps);
             let (tx0, cpu) = (p.tx_bytes(&p.a), Cpu::now());
             let ((snap, snapshot_s, summary, send_s), took) = timed(|| {
                 let (snap, snapshot_s) = timed(|| p.snapshot(&p.a, "big"));
@@ -218,7 +219,7 @@ fn tables(o: &Options, runs: &[Run]) -> Table {
     let raw_med = median(raw.iter().map(|r| r.secs));
     println!(
         "Full send, {} MiB of random data (median of {}, min..max):\n",
-        o.data_mib, o.reps
+        o.sizes.data_mib, o.sizes.reps
     );
     let mut full = Table::new(&[
         "",
@@ -243,7 +244,7 @@ fn tables(o: &Options, runs: &[Run]) -> Table {
         full.row(vec![
             label.into(),
             spread(&rs),
-            format!("{:.0}", o.data_mib as f64 / t),
+            format!("{:.0}", o.sizes.data_mib as f64 / t),
             format!("{:.0}%", 100.0 * raw_med / t),
             format!("{:.0}%", 100.0 * median(ratios)),
             format!("{:.1}", median(rs.iter().map(|r| r.cpu.busy))),
@@ -262,7 +263,7 @@ fn tables(o: &Options, runs: &[Run]) -> Table {
     );
     println!(
         "Incremental: {} MiB overwritten in the big file, then Snapshot + Snapshot.Send (median of {}, min..max):\n",
-        o.change_mib, o.reps
+        o.change_mib, o.sizes.reps
     );
     let (ours, refs) = (of(runs, "incr_ours"), of(runs, "incr_ref"));
     let mut t = Table::new(&["", "ours", "reference 3.13", "reference / ours"]);

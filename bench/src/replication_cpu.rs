@@ -23,10 +23,8 @@ use crate::report::{timed, Samples, Table};
 
 #[derive(Args)]
 pub struct Options {
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    #[arg(long, default_value_t = 1024)]
-    data_mib: usize,
+    #[command(flatten)]
+    sizes: crate::app_data::Sizes,
     /// Record the last send of ours with `perf record -a`.
     #[arg(long)]
     perf: bool,
@@ -38,13 +36,13 @@ const RAW: &str = "/var/lib/buttervolume/rawrecv";
 pub fn run(o: &Options) -> Table {
     let p = Pair::up("bvc", "4G", Program::Ours, &[]);
     let (a, b, ip) = (p.a.clone(), p.b.clone(), p.ip.clone());
-    p.volume_with_data(&a, "big", o.data_mib);
+    p.volume_with_data(&a, "big", o.sizes.data_mib);
     let snap = p.snapshot(&a, "big");
     std::fs::create_dir_all(p.data(&a, "rawrecv")).unwrap();
     let source = format!("{SNAPS}/{snap}");
     println!(
         "{} MiB of random data, {} alternating repetitions",
-        o.data_mib, o.reps
+        o.sizes.data_mib, o.sizes.reps
     );
 
     let mut t = Table::new(&["path", "wall", "CPU-s busy", "CPU-s stolen"]);
@@ -59,7 +57,7 @@ pub fn run(o: &Options) -> Table {
         ])
     };
     let perf_data = format!("/var/tmp/bench-replication-cpu.{}.perf", std::process::id());
-    for rep in 1..=o.reps {
+    for rep in 1..=o.sizes.reps {
         let cpu = Cpu::now();
         let took = p.pipeline(
             (&a, &["btrfs", "-q", "send", &source]),
@@ -73,7 +71,7 @@ pub fn run(o: &Options) -> Table {
         raw.push(took);
         p.delete(&a, &[format!("{RAW}/{snap}")]);
 
-        let under_perf = o.perf && rep == o.reps;
+        let under_perf = o.perf && rep == o.sizes.reps;
         let recorder = under_perf.then(|| perf_record(&perf_data));
         let cpu = Cpu::now();
         let (_, took) = timed(|| p.send(&a, &snap, &ip));

@@ -37,12 +37,8 @@ use moves::{Chain, Move, Pair};
 
 #[derive(Args)]
 pub struct Options {
-    /// Round trips node 1 -> node 2 -> node 1 counted per chain.
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    /// Size of the app's file.
-    #[arg(long, default_value_t = 1024)]
-    data_mib: usize,
+    #[command(flatten)]
+    sizes: crate::app_data::Sizes,
     /// What the app overwrites each time.
     #[arg(long, default_value_t = 10)]
     change_mib: usize,
@@ -60,7 +56,7 @@ const YEARLY: &str = "cron:0 0 1 1 *";
 
 pub fn run(o: &Options) -> Table {
     assert!(
-        o.data_mib > 2 * o.change_mib,
+        o.sizes.data_mib > 2 * o.change_mib,
         "data-mib must exceed 2 * change-mib"
     );
     let metrics = format!("BUTTERVOLUME_METRICS_ADDR=127.0.0.1:{METRICS_PORT}");
@@ -72,11 +68,11 @@ pub fn run(o: &Options) -> Table {
     ));
     // A reference move lands a whole new copy each time (BENCHMARKS.md):
     // room for REPS + 2 of them.
-    let ref_size = format!("{}M", (o.reps + 3) * o.data_mib + 1024);
+    let ref_size = format!("{}M", (o.sizes.reps + 3) * o.sizes.data_mib + 1024);
     let reference = Pair::new(Nodes::pair_of("bfr", &ref_size, Program::Reference, &[]));
     println!(
         "reps {} data {} MiB change {} MiB app {} s; images: ours {}, reference {ref_size} (preallocated, nodiscard)",
-        o.reps, o.data_mib, o.change_mib, o.app_seconds, o.image_size
+        o.sizes.reps, o.sizes.data_mib, o.change_mib, o.app_seconds, o.image_size
     );
     for pair in [&ours, &reference] {
         for node in &pair.names {
@@ -95,7 +91,7 @@ pub fn run(o: &Options) -> Table {
     }
     for pair in [&ours, &reference] {
         let dir = pair.nodes.volume_dir(&pair.names[0], "vol");
-        app_data::write_at(&dir.join("big"), 0, o.data_mib, 1);
+        app_data::write_at(&dir.join("big"), 0, o.sizes.data_mib, 1);
         std::fs::write(dir.join("seq"), "fill\n").unwrap();
         testkit::run("sync", &[]);
     }
@@ -119,10 +115,10 @@ pub fn run(o: &Options) -> Table {
     reference.nodes.reference_cli(r2, &["restore", &snapshot]);
     let initial_ref = now() - t0;
 
-    let last = 2 * o.reps + 1;
+    let last = 2 * o.sizes.reps + 1;
     let mut chain = Chain::new(o, &cpu, &ours, METRICS_PORT);
     let mut moves: Vec<Move> = chain.run("ours", 0, last, "/data");
-    moves.extend(chain.run("ours_nopath", last + 1, last + 2 * o.reps, "/srv"));
+    moves.extend(chain.run("ours_nopath", last + 1, last + 2 * o.sizes.reps, "/srv"));
     let mut chain = Chain::new(o, &cpu, &reference, 0);
     moves.extend(chain.run("ref", 0, last, "/data"));
 

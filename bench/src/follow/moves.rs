@@ -249,7 +249,7 @@ impl<'a> Chain<'a> {
 
     fn container(&mut self, variant: &str, k: usize, j: usize, path: &str) -> Container {
         let o = self.o;
-        let seek = crate::app_data::offset(j, o.data_mib, o.change_mib).to_string();
+        let seek = crate::app_data::offset(j, o.sizes.data_mib, o.change_mib).to_string();
         let expect = if j == 0 {
             "fill".to_string()
         } else {

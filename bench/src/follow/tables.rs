@@ -108,7 +108,7 @@ pub fn print(
         n("ours"),
         n("ours_nopath"),
         n("ref"),
-        o.reps
+        o.sizes.reps
     );
     let mut header = vec!["phase"];
     for (_, title) in CHAINS {
