@@ -40,6 +40,23 @@ impl Etcd {
         Etcd { endpoints }
     }
 
+    /// The value of `key`, read with etcdctl from inside `node` (`""`:
+    /// no such key); `None` when etcd does not answer there.
+    pub fn get(&self, n: &Nodes, node: &str, key: &str) -> Option<String> {
+        let args = [
+            "etcdctl",
+            "--endpoints",
+            &self.endpoints,
+            "get",
+            key,
+            "--print-value-only",
+        ];
+        let out = n.exec(node, &args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// The settings of `node`'s daemon in cluster mode with OWNER_TTL
     /// `ttl` (seconds): endpoints, node name, TTL.
     pub fn settings(&self, node: &str, ttl: u64) -> [String; 3] {

@@ -55,18 +55,7 @@ fn cluster_a_takeover_pulls_a_newer_replica_from_a_third_node_and_only_the_pair_
     // The third node records in etcd that it holds s2.
     let key = format!("/buttervolume/replica/v/{t}");
     wait_until("the third node's replica record", 30, || {
-        let out = r.n.exec(
-            &p,
-            &[
-                "etcdctl",
-                "--endpoints",
-                &r.etcd.endpoints,
-                "get",
-                &key,
-                "--print-value-only",
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).contains(&s2)
+        r.etcd.get(&r.n, &p, &key).is_some_and(|v| v.contains(&s2))
     });
 
     // The owner's node dies. Its lease expires (etcd renews every lease
@@ -76,18 +65,7 @@ fn cluster_a_takeover_pulls_a_newer_replica_from_a_third_node_and_only_the_pair_
     r.n.link(&a, "down");
     let alive = format!("/buttervolume/alive/{a}");
     wait_until("the dead owner's lease to expire", 60, || {
-        let out = r.n.exec(
-            &p,
-            &[
-                "etcdctl",
-                "--endpoints",
-                &r.etcd.endpoints,
-                "get",
-                &alive,
-                "--print-value-only",
-            ],
-        );
-        out.status.success() && out.stdout.trim_ascii().is_empty()
+        r.etcd.get(&r.n, &p, &alive).is_some_and(|v| v.is_empty())
     });
 
     // The third node may not take it over: the owner could be writing on
