@@ -249,17 +249,17 @@ impl Swarm {
         ]);
     }
 
+    /// The IDs of the service's tasks meant to run, one a line (`None`
+    /// while the managers do not answer).
+    fn desired_tasks(&self, s: &Service) -> Option<String> {
+        let filter = ["--filter", "desired-state=running"];
+        self.try_docker(&[&["service", "ps", "-q"][..], &filter, &[&s.name]].concat())
+    }
+
     /// The pair node (0 or 1) where the service's task runs (`None` too
     /// while the managers do not answer).
     pub fn running(&self, s: &Service) -> Option<usize> {
-        let tasks = self.try_docker(&[
-            "service",
-            "ps",
-            "-q",
-            "--filter",
-            "desired-state=running",
-            &s.name,
-        ])?;
+        let tasks = self.desired_tasks(s)?;
         for task in tasks.lines() {
             let state =
                 self.try_docker(&["inspect", "-f", "{{.NodeID}} {{.Status.State}}", task])?;
@@ -276,14 +276,7 @@ impl Swarm {
     /// assigned to, whatever its state, other than the tasks in `old`;
     /// with the task's ID.
     pub fn assigned(&self, s: &Service, old: &[String]) -> Option<(usize, String)> {
-        let tasks = self.try_docker(&[
-            "service",
-            "ps",
-            "-q",
-            "--filter",
-            "desired-state=running",
-            &s.name,
-        ])?;
+        let tasks = self.desired_tasks(s)?;
         let task = tasks.lines().find(|t| !old.iter().any(|o| o == t))?;
         let node = self.try_docker(&["inspect", "-f", "{{.NodeID}}", task])?;
         let k = self.ids[..2].iter().position(|id| *id == node)?;
