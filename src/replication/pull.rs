@@ -197,36 +197,41 @@ pub fn receive(
 }
 
 /// The peer's snapshots of `volume` ([`PeerRequest::List`]), for callers
-/// that decide before they pull (the mount-time follow). A peer that
-/// cannot answer is an error, never "it has nothing".
+/// that decide before they pull (the mount-time follow), on a pooled
+/// session. A peer that cannot answer is an error, never "it has nothing".
 pub fn list_peer(
     store: &VolumeStore,
     host: &str,
     volume: &str,
 ) -> Result<Vec<ListedSnapshot>, ReplicationError> {
-    names::check_volume(volume)?;
-    transport::check_host(host)?;
-    let config = store.config();
-    let peer = store.sessions().open(host, &SshSettings::of(config))?;
-    let fail = |message: String| ReplicationError::Receive {
-        volume: volume.into(),
-        host: host.into(),
-        message,
-    };
-    list_on(&peer, volume, &fail)
+    let settings = SshSettings::of(store.config());
+    list_with(host, volume, || {
+        Ok(store.sessions().open(host, &settings)?)
+    })
 }
 
-/// The snapshots of `volume` at `host`, on a connection of its own (not
-/// the pool's: callers list hosts in threads they may leave behind, see
+/// [`list_peer`] on a connection of its own (not the pool's: callers
+/// list hosts in threads they may leave behind, see
 /// [`crate::cluster::failover`]).
 pub fn list_at(
     host: &str,
     settings: &SshSettings,
     volume: &str,
 ) -> Result<Vec<ListedSnapshot>, ReplicationError> {
+    list_with(host, volume, || {
+        Ok(Box::new(Peer::connect(host, settings)?))
+    })
+}
+
+/// Checks the names, connects, lists.
+fn list_with<P: std::ops::Deref<Target = Peer>>(
+    host: &str,
+    volume: &str,
+    connect: impl FnOnce() -> Result<P, ReplicationError>,
+) -> Result<Vec<ListedSnapshot>, ReplicationError> {
     names::check_volume(volume)?;
     transport::check_host(host)?;
-    let peer = Peer::connect(host, settings)?;
+    let peer = connect()?;
     let fail = |message: String| ReplicationError::Receive {
         volume: volume.into(),
         host: host.into(),
