@@ -17,9 +17,18 @@ use crate::volumes::VolumeStore;
 /// The newest snapshot of `volume` here (btrfs creation order), diverged
 /// states left out.
 pub fn newest_here(cluster: &Cluster, store: &VolumeStore, volume: &str) -> Option<Placed> {
-    snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false)
+    here(cluster, store, volume).0
+}
+
+/// One scan of this node's snapshots of `volume`: the newest (as
+/// [`newest_here`]) and the identities ([`key_of`]) of all of them.
+fn here(cluster: &Cluster, store: &VolumeStore, volume: &str) -> (Option<Placed>, Vec<String>) {
+    let placed = snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false);
+    let keys = placed.iter().map(key_of).collect();
+    let newest = placed
         .into_iter()
-        .rfind(|p| !cluster.local().is_diverged(&p.name))
+        .rfind(|p| !cluster.local().is_diverged(&p.name));
+    (newest, keys)
 }
 
 /// A snapshot's identity across nodes: its received UUID, else its UUID.
@@ -62,7 +71,6 @@ pub fn pull_newer(
     from: &str,
     hosts: &[String],
 ) -> Option<String> {
-    let ours = newest_here(cluster, store, volume);
     let replicas = match cluster.wait(cluster.etcd().replicas(volume)) {
         Ok(r) => r,
         Err(e) => {
@@ -70,11 +78,7 @@ pub fn pull_newer(
             return None;
         }
     };
-    let here: Vec<String> =
-        snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false)
-            .iter()
-            .map(key_of)
-            .collect();
+    let (ours, here) = here(cluster, store, volume);
     // Only a third node's record makes it worth listing: the dead owner's
     // own newest, when not here, is lost with it (a pair's usual case,
     // which must not wait on the dead owner's host).
@@ -250,11 +254,7 @@ pub fn others_newest_here(
             volume: volume.into(),
             source: Box::new(source),
         })?;
-    let here: Vec<String> =
-        snapshots::by_creation(store.fs(), &store.config().snapshots_path, volume, false)
-            .iter()
-            .map(key_of)
-            .collect();
+    let (_, here) = here(cluster, store, volume);
     Ok(replicas
         .iter()
         .filter(|(node, _)| *node != cluster.node)
